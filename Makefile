@@ -1,0 +1,57 @@
+# Two commands on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
+
+.PHONY: run test lint typecheck contracts unit bench clean system-deps
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[fast]'
+	touch $(STAMP)
+
+$(TEST_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[fast,test]'
+	touch $(TEST_STAMP)
+
+## run: start a broker on 127.0.0.1:9092 with data in ./data
+run: $(STAMP)
+	$(BIN)/odradek serve --host 127.0.0.1 --port 9092 --data-dir ./data
+
+## system-deps: Debian packages the tests use (kcat); needs root, skipped otherwise
+system-deps:
+	@if ! command -v kcat >/dev/null 2>&1; then \
+		if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+			(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kcat >/dev/null) \
+			|| echo "warning: could not install kcat; kcat tests will be skipped"; \
+		else \
+			echo "warning: kcat is not installed and this is not root; kcat tests will be skipped"; \
+		fi; \
+	fi
+
+lint: $(TEST_STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+typecheck: $(TEST_STAMP)
+	$(BIN)/mypy
+
+contracts: $(TEST_STAMP)
+	$(BIN)/lint-imports
+
+unit: $(TEST_STAMP) system-deps
+	$(BIN)/pytest
+
+## test: install what the tests need, then lint, types, import contracts and the whole suite
+test: lint typecheck contracts unit
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/produce_bench.py
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info

@@ -1,0 +1,23 @@
+"""Odradek: Kafka's delivery guarantees, built for real.
+
+`odradek.Broker` starts a Kafka-wire-compatible broker in-process (see `odradek.broker.server`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__all__ = ["Broker", "__version__"]
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from odradek.broker.server import Broker
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy, so `import odradek` stays cheap for the CLI and the toolkit.
+    if name == "Broker":
+        from odradek.broker.server import Broker
+
+        return Broker
+    raise AttributeError(name)

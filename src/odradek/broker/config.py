@@ -1,0 +1,212 @@
+"""Broker configuration under Kafka's property names (`server.properties` and overrides)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+logger = logging.getLogger(__name__)
+
+# Kafka's defaults, except where one node makes a replicated default meaningless: the
+# replication factors and in-sync minimums of the internal topics are 1 here.
+DEFAULTS: dict[str, str] = {
+    "node.id": "1",
+    "listeners": "PLAINTEXT://127.0.0.1:9092",
+    "advertised.listeners": "",
+    "log.dirs": "./data",
+    "num.partitions": "1",
+    "default.replication.factor": "1",
+    "auto.create.topics.enable": "true",
+    "delete.topic.enable": "true",
+    "message.max.bytes": "1048588",
+    "socket.request.max.bytes": "104857600",
+    "log.segment.bytes": "1073741824",
+    "log.roll.ms": "",
+    "log.roll.hours": "168",
+    "log.retention.ms": "",
+    "log.retention.minutes": "",
+    "log.retention.hours": "168",
+    "log.retention.bytes": "-1",
+    "log.retention.check.interval.ms": "300000",
+    "log.index.interval.bytes": "4096",
+    "log.flush.interval.messages": str(2**63 - 1),
+    "log.flush.interval.ms": "",
+    "log.flush.scheduler.interval.ms": str(2**63 - 1),
+    "log.message.timestamp.type": "CreateTime",
+    "log.cleanup.policy": "delete",
+    "min.insync.replicas": "1",
+    "offsets.topic.replication.factor": "1",
+    "offsets.topic.num.partitions": "50",
+    "transaction.state.log.replication.factor": "1",
+    "transaction.state.log.min.isr": "1",
+    "transaction.state.log.num.partitions": "50",
+    "transaction.max.timeout.ms": "900000",
+    "group.initial.rebalance.delay.ms": "3000",
+    "num.io.threads": "8",
+    "cluster.id": "",
+    "odradek.acks.all.fsync": "true",
+}
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot be used; the message names the property."""
+
+
+def parse_properties(text: str) -> dict[str, str]:
+    """Parse the Java properties subset that `server.properties` files use."""
+    properties: dict[str, str] = {}
+    for raw_line in text.splitlines():
+        line = raw_line.strip()
+        if not line or line.startswith(("#", "!")):
+            continue
+        separator = min(
+            (index for index in (line.find("="), line.find(":")) if index >= 0), default=-1
+        )
+        if separator < 0:
+            raise ConfigError(f"cannot read property line {raw_line!r}: expected key=value")
+        properties[line[:separator].strip()] = line[separator + 1 :].strip()
+    return properties
+
+
+@dataclass(frozen=True, slots=True)
+class Listener:
+    name: str
+    host: str
+    port: int
+
+
+def parse_listeners(value: str, property_name: str) -> list[Listener]:
+    listeners = []
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        parsed = urlsplit(item)
+        if not parsed.scheme or parsed.port is None:
+            raise ConfigError(f"{property_name}: {item!r} is not NAME://host:port")
+        listeners.append(Listener(parsed.scheme.upper(), parsed.hostname or "0.0.0.0", parsed.port))
+    return listeners
+
+
+def _int(properties: Mapping[str, str], name: str) -> int:
+    value = properties[name]
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {value!r}") from None
+
+
+def _bool(properties: Mapping[str, str], name: str) -> bool:
+    value = properties[name].strip().lower()
+    if value not in ("true", "false"):
+        raise ConfigError(f"{name} must be true or false, got {properties[name]!r}")
+    return value == "true"
+
+
+def _milliseconds(properties: Mapping[str, str], *names_and_factors: tuple[str, int]) -> int:
+    """Kafka's precedence for durations given in several units (ms over minutes over hours)."""
+    for name, factor in names_and_factors:
+        if properties.get(name, ""):
+            return _int(properties, name) * factor
+    return 2**63 - 1
+
+
+@dataclass(frozen=True)
+class BrokerConfig:
+    properties: dict[str, str]
+    node_id: int
+    listener: Listener
+    advertised_listener: Listener
+    log_dir: Path
+    num_partitions: int
+    default_replication_factor: int
+    auto_create_topics_enable: bool
+    delete_topic_enable: bool
+    message_max_bytes: int
+    socket_request_max_bytes: int
+    log_segment_bytes: int
+    log_roll_ms: int
+    log_retention_ms: int
+    log_retention_bytes: int
+    log_retention_check_interval_ms: int
+    log_index_interval_bytes: int
+    log_flush_interval_messages: int
+    log_flush_interval_ms: int
+    log_message_timestamp_type: str
+    log_cleanup_policy: str
+    min_insync_replicas: int
+    acks_all_fsync: bool
+    cluster_id: str
+    unknown: tuple[str, ...] = field(default=())
+    # Properties given explicitly (file or overrides), as opposed to Kafka's defaults.
+    unknown_or_set: frozenset[str] = field(default=frozenset())
+
+    @classmethod
+    def from_properties(cls, overrides: Mapping[str, str]) -> BrokerConfig:
+        properties = {**DEFAULTS, **overrides}
+        listeners = parse_listeners(properties["listeners"], "listeners")
+        if len(listeners) != 1:
+            raise ConfigError("listeners: exactly one PLAINTEXT listener is supported")
+        advertised = parse_listeners(properties["advertised.listeners"], "advertised.listeners")
+        listener = listeners[0]
+        if listener.name != "PLAINTEXT":
+            raise ConfigError(f"listeners: only PLAINTEXT is supported, got {listener.name}")
+        advertised_listener = advertised[0] if advertised else listener
+        if advertised_listener.host in ("0.0.0.0", "::", ""):
+            raise ConfigError(
+                "advertised.listeners: a wildcard host cannot be advertised; set a real address"
+            )
+        log_dirs = [part.strip() for part in properties["log.dirs"].split(",") if part.strip()]
+        if len(log_dirs) != 1:
+            raise ConfigError("log.dirs: exactly one directory is supported")
+        timestamp_type = properties["log.message.timestamp.type"]
+        if timestamp_type not in ("CreateTime", "LogAppendTime"):
+            raise ConfigError(
+                f"log.message.timestamp.type must be CreateTime or LogAppendTime, "
+                f"got {timestamp_type!r}"
+            )
+        config = cls(
+            properties=properties,
+            node_id=_int(properties, "node.id"),
+            listener=listener,
+            advertised_listener=advertised_listener,
+            log_dir=Path(log_dirs[0]),
+            num_partitions=_int(properties, "num.partitions"),
+            default_replication_factor=_int(properties, "default.replication.factor"),
+            auto_create_topics_enable=_bool(properties, "auto.create.topics.enable"),
+            delete_topic_enable=_bool(properties, "delete.topic.enable"),
+            message_max_bytes=_int(properties, "message.max.bytes"),
+            socket_request_max_bytes=_int(properties, "socket.request.max.bytes"),
+            log_segment_bytes=_int(properties, "log.segment.bytes"),
+            log_roll_ms=_milliseconds(
+                properties, ("log.roll.ms", 1), ("log.roll.hours", 3_600_000)
+            ),
+            log_retention_ms=_milliseconds(
+                properties,
+                ("log.retention.ms", 1),
+                ("log.retention.minutes", 60_000),
+                ("log.retention.hours", 3_600_000),
+            ),
+            log_retention_bytes=_int(properties, "log.retention.bytes"),
+            log_retention_check_interval_ms=_int(properties, "log.retention.check.interval.ms"),
+            log_index_interval_bytes=_int(properties, "log.index.interval.bytes"),
+            log_flush_interval_messages=_int(properties, "log.flush.interval.messages"),
+            log_flush_interval_ms=_milliseconds(properties, ("log.flush.interval.ms", 1)),
+            log_message_timestamp_type=timestamp_type,
+            log_cleanup_policy=properties["log.cleanup.policy"],
+            min_insync_replicas=_int(properties, "min.insync.replicas"),
+            acks_all_fsync=_bool(properties, "odradek.acks.all.fsync"),
+            cluster_id=properties["cluster.id"],
+            unknown=tuple(sorted(set(overrides) - set(DEFAULTS))),
+            unknown_or_set=frozenset(overrides),
+        )
+        for name in ("num.partitions", "default.replication.factor", "message.max.bytes"):
+            if _int(properties, name) < 1:
+                raise ConfigError(f"{name} must be at least 1")
+        if config.log_retention_ms < 0:
+            # Kafka: -1 means keep forever.
+            object.__setattr__(config, "log_retention_ms", -1)
+        return config
+
+    def with_overrides(self, overrides: Mapping[str, str]) -> BrokerConfig:
+        return BrokerConfig.from_properties({**self.properties, **overrides})

@@ -1,0 +1,64 @@
+"""What every handler may reach: configuration, the logs, the purgatory, the broker's identity."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from odradek.broker.clock import now_ms
+from odradek.broker.config import BrokerConfig
+from odradek.broker.purgatory import DataArrived, GroupCommit
+from odradek.storage.log import LogConfig
+from odradek.storage.log_manager import LogManager
+
+logger = logging.getLogger(__name__)
+
+
+def default_log_config(config: BrokerConfig) -> LogConfig:
+    """Broker-level `log.*` properties become the default for every topic."""
+    return LogConfig(
+        segment_bytes=config.log_segment_bytes,
+        segment_ms=config.log_roll_ms,
+        retention_ms=config.log_retention_ms,
+        retention_bytes=config.log_retention_bytes,
+        index_interval_bytes=config.log_index_interval_bytes,
+        flush_messages=config.log_flush_interval_messages,
+        flush_ms=config.log_flush_interval_ms,
+        max_message_bytes=config.message_max_bytes,
+        message_timestamp_type=config.log_message_timestamp_type,
+        cleanup_policy=config.log_cleanup_policy,
+    )
+
+
+@dataclass
+class BrokerContext:
+    config: BrokerConfig
+    logs: LogManager
+    cluster_id: str
+    advertised_host: str
+    advertised_port: int
+    data_arrived: DataArrived = field(default_factory=DataArrived)
+    _group_commits: dict[tuple[str, int], GroupCommit] = field(default_factory=dict)
+
+    @property
+    def node_id(self) -> int:
+        return self.config.node_id
+
+    @staticmethod
+    def now_ms() -> int:
+        return now_ms()
+
+    def group_commit(self, topic: str, partition: int) -> GroupCommit | None:
+        log = self.logs.log(topic, partition)
+        if log is None:
+            return None
+        key = (topic, partition)
+        commit = self._group_commits.get(key)
+        if commit is None or commit.log is not log:
+            commit = GroupCommit(log)
+            self._group_commits[key] = commit
+        return commit
+
+    def forget_partitions(self, topic: str) -> None:
+        for key in [key for key in self._group_commits if key[0] == topic]:
+            del self._group_commits[key]

@@ -1,0 +1,57 @@
+"""AlterConfigs (the legacy, whole-set form): a topic's overrides become exactly the given set."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kio.schema.errors import ErrorCode
+
+from odradek.broker import dispatcher
+from odradek.broker.context import BrokerContext
+from odradek.broker.topics import alter_topic_configs
+from odradek.protocol.api_keys import ApiKey
+from odradek.protocol.codec import RequestHeader, make, nested, response_module, response_type
+
+TOPIC = 2
+BROKER = 4
+
+
+def resource_result(
+    result_type: type[Any], resource: Any, error: ErrorCode, message: str | None
+) -> Any:
+    return make(
+        result_type,
+        error_code=error,
+        error_message=message,
+        resource_type=resource.resource_type,
+        resource_name=resource.resource_name,
+    )
+
+
+BROKER_CONFIGS_STATIC = "Broker configs are static on Odradek; set them in server.properties."
+
+
+@dispatcher.register(ApiKey.ALTER_CONFIGS, 0, 2)
+async def handle(context: BrokerContext, header: RequestHeader, request: Any) -> Any:
+    version = header.api_version
+    result_type = nested(
+        response_module(ApiKey.ALTER_CONFIGS, version), "AlterConfigsResourceResponse"
+    )
+    results = []
+    for resource in request.resources:
+        if resource.resource_type == TOPIC:
+            overrides = {c.name: c.value for c in resource.configs if c.value is not None}
+            failure = alter_topic_configs(
+                context, resource.resource_name, overrides, validate_only=request.validate_only
+            )
+            error, message = (
+                (failure.error_code, failure.message) if failure else (ErrorCode.none, None)
+            )
+        elif resource.resource_type == BROKER:
+            error, message = ErrorCode.invalid_request, BROKER_CONFIGS_STATIC
+        else:
+            error, message = ErrorCode.invalid_request, "Unsupported resource type."
+        results.append(resource_result(result_type, resource, error, message))
+    return make(
+        response_type(ApiKey.ALTER_CONFIGS, version), throttle_time=0, responses=tuple(results)
+    )

@@ -1,0 +1,48 @@
+"""CreatePartitions: grow a topic's partition count (never shrink)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kio.schema.errors import ErrorCode
+
+from odradek.broker import dispatcher
+from odradek.broker.context import BrokerContext
+from odradek.protocol.api_keys import ApiKey
+from odradek.protocol.codec import RequestHeader, make, nested, response_module, response_type
+
+
+@dispatcher.register(ApiKey.CREATE_PARTITIONS, 0, 3)
+async def handle(context: BrokerContext, header: RequestHeader, request: Any) -> Any:
+    version = header.api_version
+    result_type = nested(
+        response_module(ApiKey.CREATE_PARTITIONS, version), "CreatePartitionsTopicResult"
+    )
+    results = []
+    for topic in request.topics:
+        metadata = context.logs.topics().get(topic.name)
+        error, message = ErrorCode.none, None
+        if metadata is None:
+            error, message = (
+                ErrorCode.unknown_topic_or_partition,
+                f"Topic '{topic.name}' does not exist.",
+            )
+        elif topic.count < metadata.partitions:
+            error = ErrorCode.invalid_partitions
+            message = (
+                f"Topic currently has {metadata.partitions} partitions, which is higher than "
+                f"the requested {topic.count}."
+            )
+        elif topic.count == metadata.partitions:
+            error = ErrorCode.invalid_partitions
+            message = f"Topic already has {metadata.partitions} partitions."
+        elif topic.assignments is not None and any(
+            list(assignment.broker_ids) != [context.node_id] for assignment in topic.assignments
+        ):
+            error, message = ErrorCode.invalid_replica_assignment, "Unknown broker in assignment."
+        elif not request.validate_only:
+            context.logs.create_partitions(topic.name, topic.count)
+        results.append(make(result_type, name=topic.name, error_code=error, error_message=message))
+    return make(
+        response_type(ApiKey.CREATE_PARTITIONS, version), throttle_time=0, results=tuple(results)
+    )

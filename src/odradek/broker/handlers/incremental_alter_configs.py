@@ -1,0 +1,88 @@
+"""IncrementalAlterConfigs: SET, DELETE, APPEND and SUBTRACT on single topic configs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kio.schema.errors import ErrorCode
+
+from odradek.broker import dispatcher
+from odradek.broker.context import BrokerContext
+from odradek.broker.handlers.alter_configs import BROKER_CONFIGS_STATIC, resource_result
+from odradek.broker.topics import CONFIG_TYPES, alter_topic_configs, broker_default
+from odradek.protocol.api_keys import ApiKey
+from odradek.protocol.codec import RequestHeader, make, nested, response_module, response_type
+
+TOPIC = 2
+BROKER = 4
+SET, DELETE, APPEND, SUBTRACT = 0, 1, 2, 3
+LIST_TYPE = 7
+
+
+def _apply(
+    context: BrokerContext, topic: str, current: dict[str, str], operations: Any
+) -> tuple[dict[str, str] | None, str | None]:
+    updated = dict(current)
+    for config in operations:
+        name, operation, value = config.name, config.config_operation, config.value
+        if operation == SET:
+            if value is None:
+                return None, f"Null value not supported for: {name}"
+            updated[name] = value
+        elif operation == DELETE:
+            updated.pop(name, None)
+        elif operation in (APPEND, SUBTRACT):
+            if CONFIG_TYPES.get(name) != LIST_TYPE:
+                return None, f"Config value append/subtract is not allowed for config {name!r}"
+            base = updated.get(name) or broker_default(context, name)
+            items = [item for item in base.split(",") if item]
+            for item in (value or "").split(","):
+                if operation == APPEND and item and item not in items:
+                    items.append(item)
+                elif operation == SUBTRACT and item in items:
+                    items.remove(item)
+            updated[name] = ",".join(items)
+        else:
+            return None, f"Unknown config operation {operation}"
+    return updated, None
+
+
+@dispatcher.register(ApiKey.INCREMENTAL_ALTER_CONFIGS, 0, 1)
+async def handle(context: BrokerContext, header: RequestHeader, request: Any) -> Any:
+    version = header.api_version
+    result_type = nested(
+        response_module(ApiKey.INCREMENTAL_ALTER_CONFIGS, version), "AlterConfigsResourceResponse"
+    )
+    results = []
+    for resource in request.resources:
+        error, message = ErrorCode.none, None
+        if resource.resource_type == TOPIC:
+            metadata = context.logs.topics().get(resource.resource_name)
+            if metadata is None:
+                error = ErrorCode.unknown_topic_or_partition
+                message = f"Topic '{resource.resource_name}' does not exist."
+            else:
+                updated, problem = _apply(
+                    context, resource.resource_name, dict(metadata.config), resource.configs
+                )
+                if updated is None:
+                    error, message = ErrorCode.invalid_config, problem
+                else:
+                    failure = alter_topic_configs(
+                        context,
+                        resource.resource_name,
+                        updated,
+                        validate_only=request.validate_only,
+                    )
+                    if failure is not None:
+                        error, message = failure.error_code, failure.message
+        elif resource.resource_type == BROKER:
+            error, message = ErrorCode.invalid_request, BROKER_CONFIGS_STATIC
+        else:
+            error, message = ErrorCode.invalid_request, "Unsupported resource type."
+        results.append(resource_result(result_type, resource, error, message))
+    return make(
+        response_type(ApiKey.INCREMENTAL_ALTER_CONFIGS, version),
+        throttle_time=0,
+        responses=tuple(results),
+    )

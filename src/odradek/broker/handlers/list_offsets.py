@@ -1,0 +1,72 @@
+"""ListOffsets: earliest (-2), latest (-1), max timestamp (-3) and offsets by timestamp."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kio.schema.errors import ErrorCode
+
+from odradek.broker import dispatcher
+from odradek.broker.context import BrokerContext
+from odradek.protocol.api_keys import ApiKey
+from odradek.protocol.codec import RequestHeader, make, nested, response_module, response_type
+
+LATEST_TIMESTAMP = -1
+EARLIEST_TIMESTAMP = -2
+MAX_TIMESTAMP = -3
+LEADER_EPOCH = 0
+
+
+@dispatcher.register(ApiKey.LIST_OFFSETS, 1, 7)
+async def handle(context: BrokerContext, header: RequestHeader, request: Any) -> Any:
+    version = header.api_version
+    module = response_module(ApiKey.LIST_OFFSETS, version)
+    partition_type = nested(module, "ListOffsetsPartitionResponse")
+    topic_type = nested(module, "ListOffsetsTopicResponse")
+
+    def answer(index: int, error: ErrorCode, offset: int = -1, timestamp: int = -1) -> Any:
+        return make(
+            partition_type,
+            partition_index=index,
+            error_code=error,
+            timestamp=timestamp,
+            offset=offset,
+            leader_epoch=LEADER_EPOCH if error == ErrorCode.none else -1,
+            old_style_offsets=(),
+        )
+
+    topics = []
+    for topic in request.topics:
+        partitions = []
+        for partition in topic.partitions:
+            index = partition.partition_index
+            log = context.logs.log(topic.name, index)
+            if log is None:
+                partitions.append(answer(index, ErrorCode.unknown_topic_or_partition))
+                continue
+            if getattr(partition, "current_leader_epoch", -1) > LEADER_EPOCH:
+                partitions.append(answer(index, ErrorCode.unknown_leader_epoch))
+                continue
+            # One node, no transactions yet: the last stable offset is the high watermark.
+            upper = log.high_watermark
+            timestamp = partition.timestamp
+            if timestamp == LATEST_TIMESTAMP:
+                partitions.append(answer(index, ErrorCode.none, upper))
+            elif timestamp == EARLIEST_TIMESTAMP:
+                partitions.append(answer(index, ErrorCode.none, log.log_start_offset))
+            elif timestamp == MAX_TIMESTAMP:
+                found = log.max_timestamp_offset()
+                if found is None:
+                    partitions.append(answer(index, ErrorCode.none))
+                else:
+                    partitions.append(answer(index, ErrorCode.none, found[0], found[1]))
+            elif timestamp < 0:
+                partitions.append(answer(index, ErrorCode.unsupported_version))
+            else:
+                found = log.offset_for_timestamp(timestamp)
+                if found is None or found[0] >= upper:
+                    partitions.append(answer(index, ErrorCode.none))
+                else:
+                    partitions.append(answer(index, ErrorCode.none, found[0], found[1]))
+        topics.append(make(topic_type, name=topic.name, partitions=tuple(partitions)))
+    return make(response_type(ApiKey.LIST_OFFSETS, version), throttle_time=0, topics=tuple(topics))

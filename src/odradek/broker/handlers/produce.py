@@ -1,0 +1,126 @@
+"""Produce: validate batch headers and CRCs, assign offsets, append the raw bytes.
+
+No record is decoded here. acks=0 gets no response, acks=1 is answered once the bytes are
+with the OS, acks=all once the in-sync replicas have them: on one node the ISR is the leader
+alone, so with `odradek.acks.all.fsync` (default) acks=all waits for an fdatasync shared by every
+produce that arrived meanwhile (group commit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from kio.schema.errors import ErrorCode
+
+from odradek.broker import dispatcher
+from odradek.broker.context import BrokerContext
+from odradek.protocol.api_keys import ApiKey
+from odradek.protocol.codec import RequestHeader
+from odradek.protocol.hot_encoders import (
+    ProducePartitionResult,
+    ProduceResponseData,
+    ProduceTopicResult,
+    encode_produce_response,
+)
+from odradek.protocol.record_batch import InvalidRecords, validate_batches
+
+logger = logging.getLogger(__name__)
+
+IN_SYNC_REPLICAS = 1  # one node: the leader is the whole ISR
+
+
+def _min_insync_replicas(context: BrokerContext, topic: str) -> int:
+    metadata = context.logs.topics().get(topic)
+    override = metadata.config.get("min.insync.replicas") if metadata is not None else None
+    return int(override) if override else context.config.min_insync_replicas
+
+
+@dispatcher.register(ApiKey.PRODUCE, 3, 10)
+async def handle(
+    context: BrokerContext, header: RequestHeader, request: Any
+) -> list[bytes | memoryview] | None:
+    acks = request.acks
+    now = context.now_ms()
+    durable_waits: list[tuple[int, int, asyncio.Task[None]]] = []
+    results: list[tuple[str, list[ProducePartitionResult]]] = []
+    for topic_data in request.topic_data:
+        name = topic_data.name
+        partition_results: list[ProducePartitionResult] = []
+        results.append((name, partition_results))
+        for partition_data in topic_data.partition_data:
+            index = partition_data.index
+            if acks not in (-1, 0, 1):
+                partition_results.append(_error(index, ErrorCode.invalid_required_acks))
+                continue
+            log = context.logs.log(name, index)
+            if log is None:
+                partition_results.append(_error(index, ErrorCode.unknown_topic_or_partition))
+                continue
+            if acks == -1 and _min_insync_replicas(context, name) > IN_SYNC_REPLICAS:
+                partition_results.append(_error(index, ErrorCode.not_enough_replicas))
+                continue
+            records = partition_data.records
+            try:
+                if records is None:
+                    raise InvalidRecords(ErrorCode.corrupt_message, "records are null")
+                headers = validate_batches(records, log.config.max_message_bytes)
+            except InvalidRecords as error:
+                partition_results.append(
+                    _error(index, error.error_code, message=str(error) or None)
+                )
+                continue
+            try:
+                info = log.append(records, headers, now, partition_leader_epoch=0)
+            except OSError as error:
+                logger.error("append to %s-%d failed: %s", name, index, error)
+                partition_results.append(_error(index, ErrorCode.kafka_storage_error))
+                continue
+            # One node: every append is immediately in the whole ISR.
+            log.high_watermark = log.log_end_offset
+            context.data_arrived.notify((name, index))
+            partition_results.append(
+                ProducePartitionResult(
+                    index=index,
+                    error_code=ErrorCode.none,
+                    base_offset=info.first_offset,
+                    log_append_time_ms=info.log_append_time_ms,
+                    log_start_offset=info.log_start_offset,
+                )
+            )
+            if acks == -1 and context.config.acks_all_fsync:
+                commit = context.group_commit(name, index)
+                if commit is not None:
+                    waiter = asyncio.get_running_loop().create_task(
+                        commit.wait_flushed(info.last_offset + 1)
+                    )
+                    durable_waits.append((len(results) - 1, len(partition_results) - 1, waiter))
+    if durable_waits:
+        await asyncio.wait([waiter for _t, _p, waiter in durable_waits])
+        for topic_index, partition_index, waiter in durable_waits:
+            if waiter.exception() is not None:
+                previous = results[topic_index][1][partition_index]
+                results[topic_index][1][partition_index] = _error(
+                    previous.index, ErrorCode.kafka_storage_error
+                )
+    if acks == 0:
+        return None
+    response = ProduceResponseData(
+        topics=[
+            ProduceTopicResult(name=name, partitions=partitions) for name, partitions in results
+        ],
+        throttle_time_ms=0,
+    )
+    return [encode_produce_response(header.api_version, response)]
+
+
+def _error(index: int, error_code: ErrorCode, message: str | None = None) -> ProducePartitionResult:
+    return ProducePartitionResult(
+        index=index,
+        error_code=error_code,
+        base_offset=-1,
+        log_append_time_ms=-1,
+        log_start_offset=-1,
+        error_message=message,
+    )

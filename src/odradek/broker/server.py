@@ -1,0 +1,251 @@
+"""The broker process: listener, connections, background duties, start and clean stop.
+
+`Broker` is also the embedding API: an async and a sync context manager that starts a broker
+on an ephemeral port (in a temporary directory unless one is given).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import shutil
+import tempfile
+import threading
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+
+from odradek.broker import dispatcher
+from odradek.broker.clock import now_ms
+from odradek.broker.config import BrokerConfig
+from odradek.broker.connection import KafkaConnection
+from odradek.broker.context import BrokerContext, default_log_config
+from odradek.storage.log_manager import LogManager
+
+logger = logging.getLogger(__name__)
+
+META_PROPERTIES = "meta.properties"
+
+
+def new_cluster_id() -> str:
+    """Kafka's format: a random UUID, base64url without padding (22 characters)."""
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+def load_or_create_cluster_id(log_dir: Path, configured: str, node_id: int) -> str:
+    """The cluster id lives in `meta.properties` in the log directory, as in Kafka."""
+    path = log_dir / META_PROPERTIES
+    if path.exists():
+        properties = dict(
+            line.split("=", 1)
+            for line in path.read_text().splitlines()
+            if "=" in line and not line.startswith("#")
+        )
+        stored = properties.get("cluster.id", "")
+        if configured and stored and configured != stored:
+            raise RuntimeError(
+                f"cluster.id {configured!r} does not match {stored!r} stored in {path}"
+            )
+        if stored:
+            return stored
+    cluster_id = configured or new_cluster_id()
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(
+        f"#Written by Odradek\nversion=1\ncluster.id={cluster_id}\nnode.id={node_id}\n"
+    )
+    temporary.replace(path)
+    return cluster_id
+
+
+class Broker:
+    """A running Odradek broker.
+
+    >>> async with Broker() as broker:            # doctest: +SKIP
+    ...     producer = Producer({"bootstrap.servers": broker.bootstrap_servers})
+    """
+
+    def __init__(
+        self,
+        *,
+        data_dir: str | Path | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        config: Mapping[str, str] | None = None,
+    ) -> None:
+        self._temporary_dir: Path | None = None
+        if data_dir is None:
+            self._temporary_dir = Path(tempfile.mkdtemp(prefix="odradek-"))
+            data_dir = self._temporary_dir
+        properties = {
+            "listeners": f"PLAINTEXT://{host}:{port}",
+            "log.dirs": str(data_dir),
+            **(config or {}),
+        }
+        self.config = BrokerConfig.from_properties(properties)
+        self.context: BrokerContext | None = None
+        self._server: asyncio.Server | None = None
+        self._connections: set[KafkaConnection] = set()
+        self._background: list[asyncio.Task[None]] = []
+        self._thread: threading.Thread | None = None
+        self._thread_loop: asyncio.AbstractEventLoop | None = None
+        self.port = 0
+
+    @property
+    def host(self) -> str:
+        return self.config.advertised_listener.host
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    async def start(self) -> None:
+        dispatcher.load_handlers()
+        config = self.config
+        config.log_dir.mkdir(parents=True, exist_ok=True)
+        cluster_id = load_or_create_cluster_id(config.log_dir, config.cluster_id, config.node_id)
+        for name in config.unknown:
+            logger.warning("unknown property %s is ignored", name)
+        logs = LogManager.open(config.log_dir, default_log_config(config), now_ms())
+        loop = asyncio.get_running_loop()
+        listener = config.listener
+        self.context = BrokerContext(
+            config=config,
+            logs=logs,
+            cluster_id=cluster_id,
+            advertised_host=config.advertised_listener.host,
+            advertised_port=config.advertised_listener.port,
+        )
+        context = self.context
+        self._server = await loop.create_server(
+            lambda: KafkaConnection(context, self._connections),
+            host=listener.host,
+            port=listener.port,
+            reuse_address=True,
+            backlog=1024,
+        )
+        socket = self._server.sockets[0]
+        self.port = socket.getsockname()[1]
+        if config.advertised_listener.port == 0 or (
+            config.advertised_listener == config.listener and listener.port == 0
+        ):
+            context.advertised_port = self.port
+        self._background = [
+            loop.create_task(self._retention_loop()),
+            loop.create_task(self._flush_loop()),
+        ]
+        logger.info(
+            "Odradek broker %d (cluster %s) listening on %s:%d, data in %s",
+            config.node_id,
+            cluster_id,
+            listener.host,
+            self.port,
+            config.log_dir,
+        )
+
+    async def _retention_loop(self) -> None:
+        interval = max(self.config.log_retention_check_interval_ms, 10) / 1000
+        while True:
+            await asyncio.sleep(interval)
+            if self.context is not None:
+                try:
+                    self.context.logs.enforce_retention(now_ms())
+                except OSError as error:
+                    logger.error("retention check failed: %s", error)
+
+    async def _flush_loop(self) -> None:
+        """Honour flush.ms: fsync logs whose oldest unflushed append is older than it."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(0.1)
+            if self.context is None:
+                continue
+            due = self.context.logs.logs_due_for_flush(now_ms())
+            for log in due:
+                try:
+                    await loop.run_in_executor(None, log.flush)
+                except OSError as error:
+                    logger.error("scheduled flush failed: %s", error)
+
+    async def stop(self) -> None:
+        for task in self._background:
+            task.cancel()
+        for task in self._background:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._background = []
+        if self._server is not None:
+            self._server.close()
+            for connection in list(self._connections):
+                connection.close("broker shutting down")
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 2)
+            self._server = None
+        if self.context is not None:
+            self.context.logs.close()
+            self.context = None
+        if self._temporary_dir is not None:
+            shutil.rmtree(self._temporary_dir, ignore_errors=True)
+        logger.info("broker stopped cleanly")
+
+    async def __aenter__(self) -> Broker:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    # Sync embedding: the broker runs on its own event loop in a daemon thread.
+    def __enter__(self) -> Broker:
+        started = threading.Event()
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            loop = new_event_loop()
+            self._thread_loop = loop
+            try:
+                loop.run_until_complete(self.start())
+            except BaseException as error:
+                failure.append(error)
+                started.set()
+                loop.close()
+                return
+            started.set()
+            loop.run_forever()
+            loop.run_until_complete(self.stop())
+            loop.close()
+
+        self._thread = threading.Thread(target=run, name="odradek-broker", daemon=True)
+        self._thread.start()
+        started.wait()
+        if failure:
+            raise failure[0]
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if self._thread_loop is not None and self._thread is not None:
+            self._thread_loop.call_soon_threadsafe(self._thread_loop.stop)
+            self._thread.join(timeout=30)
+            self._thread_loop = None
+            self._thread = None
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's loop when it is installed, asyncio's otherwise."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()

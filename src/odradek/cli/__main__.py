@@ -1,0 +1,5 @@
+"""`python -m odradek.cli` runs the `odradek` command."""
+
+from odradek.cli.main import main
+
+main()

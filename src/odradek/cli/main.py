@@ -1,0 +1,21 @@
+"""The `odradek` command: click wiring only; the work lives in the layers below."""
+
+from __future__ import annotations
+
+import click
+
+from odradek import __version__
+from odradek.cli.serve import serve
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="odradek")
+def cli() -> None:
+    """Odradek: Kafka's delivery guarantees, built for real."""
+
+
+cli.add_command(serve)
+
+
+def main() -> None:
+    cli()

@@ -1,0 +1,90 @@
+"""`odradek serve`: run a broker until SIGTERM or Ctrl-C."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from pathlib import Path
+
+import click
+
+from odradek.broker.config import ConfigError, parse_properties
+from odradek.broker.server import Broker, new_event_loop
+
+
+def _overrides(values: tuple[str, ...]) -> dict[str, str]:
+    parsed = {}
+    for value in values:
+        if "=" not in value:
+            raise click.BadParameter(f"{value!r} is not key=value", param_hint="--override")
+        key, _, item = value.partition("=")
+        parsed[key.strip()] = item.strip()
+    return parsed
+
+
+@click.command()
+@click.option("--host", default=None, help="Address to listen on (default 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port to listen on (default 9092).")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None, help="log.dirs")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="A server.properties file (Kafka's property names).",
+)
+@click.option(
+    "--override", "override", multiple=True, metavar="KEY=VALUE", help="Set one property."
+)
+@click.option("--log-level", default="INFO", show_default=True)
+def serve(
+    host: str | None,
+    port: int | None,
+    data_dir: Path | None,
+    config_file: Path | None,
+    override: tuple[str, ...],
+    log_level: str,
+) -> None:
+    """Run a Kafka-compatible broker."""
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        properties = parse_properties(config_file.read_text()) if config_file else {}
+    except ConfigError as error:
+        raise click.ClickException(str(error)) from None
+    properties.update(_overrides(override))
+    listeners = properties.get("listeners", "PLAINTEXT://127.0.0.1:9092")
+    if host is not None or port is not None:
+        current_host, _, current_port = listeners.split("://", 1)[-1].rpartition(":")
+        listeners = (
+            f"PLAINTEXT://{host or current_host}:{port if port is not None else current_port}"
+        )
+    properties["listeners"] = listeners
+    if data_dir is not None:
+        properties["log.dirs"] = str(data_dir)
+    properties.setdefault("log.dirs", "./data")
+    try:
+        broker = Broker(data_dir=properties["log.dirs"], config=properties)
+    except ConfigError as error:
+        raise click.ClickException(str(error)) from None
+    loop = new_event_loop()
+    asyncio.set_event_loop(loop)
+    stop = asyncio.Event()
+    for signal_number in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signal_number, stop.set)
+
+    async def run() -> None:
+        await broker.start()
+        click.echo(
+            f"Odradek is listening. Connect with bootstrap.servers={broker.bootstrap_servers}\n"
+            f"  e.g. kcat -b {broker.bootstrap_servers} -L"
+        )
+        await stop.wait()
+        await broker.stop()
+
+    try:
+        loop.run_until_complete(run())
+    finally:
+        loop.close()

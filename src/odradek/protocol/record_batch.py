@@ -1,0 +1,573 @@
+"""Record batch v2 (magic 2): a view over the 61-byte header, validation, offset patching.
+
+The broker's hot path never decodes individual records: `validate_batches` checks a produce
+request's batches (header, sizes, CRC32C), `assign_offsets` patches base offsets in one copy,
+and storage appends the raw bytes. `encode_batch` / `decode_records` are tools for tests,
+benchmarks, coordinators and the checker.
+
+Layout (big-endian), offsets into a batch:
+  0 base_offset i64 | 8 batch_length i32 | 12 partition_leader_epoch i32 | 16 magic i8
+  17 crc u32 (CRC32C of bytes 21..end) | 21 attributes i16 | 23 last_offset_delta i32
+  27 base_timestamp i64 | 35 max_timestamp i64 | 43 producer_id i64 | 51 producer_epoch i16
+  55 base_sequence i32 | 57 records_count i32 | 61 records...
+
+A record inside the (possibly compressed) records section:
+  length varint | attributes i8 | timestamp_delta varlong | offset_delta varint
+  key_length varint | key | value_length varint | value
+  headers_count varint | (header_key_length varint | header_key | header_value_length varint
+  | header_value) * headers_count            -- a length of -1 means null
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+import cramjam
+import crc32c
+from kio.schema.errors import ErrorCode
+
+__all__ = [
+    "BATCH_HEADER_SIZE",
+    "COMPRESSION_GZIP",
+    "COMPRESSION_LZ4",
+    "COMPRESSION_NONE",
+    "COMPRESSION_SNAPPY",
+    "COMPRESSION_ZSTD",
+    "LOG_OVERHEAD",
+    "MAGIC",
+    "TIMESTAMP_CREATE_TIME",
+    "TIMESTAMP_LOG_APPEND_TIME",
+    "BatchHeader",
+    "InvalidRecords",
+    "Record",
+    "assign_offsets",
+    "crc_is_valid",
+    "decode_batches",
+    "decode_records",
+    "decode_varint",
+    "encode_batch",
+    "encode_varint",
+    "iter_batch_headers",
+    "read_batch_header",
+    "validate_batches",
+]
+
+BATCH_HEADER_SIZE: Final = 61
+LOG_OVERHEAD: Final = 12
+MAGIC: Final = 2
+
+COMPRESSION_NONE: Final = 0
+COMPRESSION_GZIP: Final = 1
+COMPRESSION_SNAPPY: Final = 2
+COMPRESSION_LZ4: Final = 3
+COMPRESSION_ZSTD: Final = 4
+
+TIMESTAMP_CREATE_TIME: Final = 0
+TIMESTAMP_LOG_APPEND_TIME: Final = 1
+
+_COMPRESSION_MASK: Final = 0x07
+_TIMESTAMP_TYPE_FLAG: Final = 0x08
+_TRANSACTIONAL_FLAG: Final = 0x10
+_CONTROL_FLAG: Final = 0x20
+
+_BASE_OFFSET_POSITION: Final = 0
+_PARTITION_LEADER_EPOCH_POSITION: Final = 12
+_MAGIC_POSITION: Final = 16
+_CRC_POSITION: Final = 17
+# The CRC covers everything from the attributes to the end of the batch, so the broker can
+# patch base_offset and partition_leader_epoch without recomputing it.
+_CRC_START: Final = 21
+# batch_length counts the bytes after the batch_length field: a batch without records is
+# 61 - 12 = 49 bytes long.
+_MIN_BATCH_LENGTH: Final = BATCH_HEADER_SIZE - LOG_OVERHEAD
+# length, attributes, timestamp_delta, offset_delta, key_length, value_length and
+# headers_count each take at least one byte.
+_MIN_RECORD_SIZE: Final = 7
+# A compressed batch can hold more records than its size suggests, but not without bound:
+# every record is at least 7 bytes uncompressed, and deflate's ratio is capped near 1032:1,
+# LZ4's near 255:1 and snappy's near 32:1. 1024 records per compressed byte is a ratio of
+# 7168:1 — far above anything those codecs produce, and above what zstd reaches on real
+# records (offset deltas differ, so records never repeat byte for byte) — while still
+# rejecting a records_count that would let one small batch claim billions of offsets.
+_MAX_RECORDS_PER_COMPRESSED_BYTE: Final = 1024
+
+_HEADER: Final = struct.Struct(">qiibIhiqqqhii")
+_INT64: Final = struct.Struct(">q")
+_INT32: Final = struct.Struct(">i")
+_UINT32: Final = struct.Struct(">I")
+_MAGIC_BYTE: Final = struct.Struct(">b")
+
+_XERIAL_SNAPPY_MAGIC: Final = b"\x82SNAPPY\x00"
+# magic (8 bytes) + version (4 bytes) + minimum compatible version (4 bytes)
+_XERIAL_SNAPPY_HEADER_SIZE: Final = 16
+
+assert _HEADER.size == BATCH_HEADER_SIZE
+
+Buffer = bytes | bytearray | memoryview
+
+
+class InvalidRecords(Exception):  # noqa: N818 -- the name the broker and storage import
+    """A batch failed validation; `error_code` is what the produce response carries."""
+
+    def __init__(self, error_code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.error_code = error_code
+
+
+@dataclass(frozen=True, slots=True)
+class BatchHeader:
+    base_offset: int
+    batch_length: int
+    partition_leader_epoch: int
+    magic: int
+    crc: int
+    attributes: int
+    last_offset_delta: int
+    base_timestamp: int
+    max_timestamp: int
+    producer_id: int
+    producer_epoch: int
+    base_sequence: int
+    records_count: int
+
+    @property
+    def compression(self) -> int:
+        return self.attributes & _COMPRESSION_MASK
+
+    @property
+    def timestamp_type(self) -> int:
+        return TIMESTAMP_LOG_APPEND_TIME if self.attributes & _TIMESTAMP_TYPE_FLAG else 0
+
+    @property
+    def is_transactional(self) -> bool:
+        return bool(self.attributes & _TRANSACTIONAL_FLAG)
+
+    @property
+    def is_control(self) -> bool:
+        return bool(self.attributes & _CONTROL_FLAG)
+
+    @property
+    def size(self) -> int:
+        """Bytes the whole batch takes, including base_offset and batch_length."""
+        return self.batch_length + LOG_OVERHEAD
+
+    @property
+    def last_offset(self) -> int:
+        return self.base_offset + self.last_offset_delta
+
+    @property
+    def next_offset(self) -> int:
+        return self.base_offset + self.last_offset_delta + 1
+
+    @property
+    def record_count(self) -> int:
+        return self.records_count
+
+    @property
+    def last_sequence(self) -> int:
+        """Sequence of the last record; -1 when the producer is not idempotent."""
+        if self.base_sequence < 0:
+            return -1
+        # Sequences wrap at 2**31 in Kafka (DefaultRecordBatch.incrementSequence).
+        return (self.base_sequence + self.last_offset_delta) % 2**31
+
+
+def read_batch_header(buffer: Buffer, position: int = 0) -> BatchHeader:
+    if position < 0 or len(buffer) - position < BATCH_HEADER_SIZE:
+        raise InvalidRecords(
+            ErrorCode.corrupt_message,
+            f"need {BATCH_HEADER_SIZE} bytes for a batch header at {position}, "
+            f"have {max(0, len(buffer) - position)}",
+        )
+    return BatchHeader(*_HEADER.unpack_from(buffer, position))
+
+
+def crc_is_valid(buffer: Buffer, position: int, header: BatchHeader) -> bool:
+    end = position + header.size
+    if header.batch_length < _MIN_BATCH_LENGTH or end > len(buffer):
+        return False
+    view = memoryview(buffer)
+    return bool(crc32c.crc32c(view[position + _CRC_START : end]) == header.crc)
+
+
+def validate_batches(records: bytes | memoryview, max_message_bytes: int) -> list[BatchHeader]:
+    """Check a produce request's records field: complete v2 batches, sane sizes, valid CRCs.
+
+    Raises InvalidRecords with the error code Kafka would answer for the first bad batch.
+    """
+    view = memoryview(records)
+    end = len(view)
+    if end == 0:
+        raise InvalidRecords(ErrorCode.corrupt_message, "produce request carries no batches")
+    unpack_header = _HEADER.unpack_from
+    headers: list[BatchHeader] = []
+    position = 0
+    while position < end:
+        remaining = end - position
+        # magic sits at byte 16 in every message format (v0/v1 too), so an old client is told
+        # its format is unsupported rather than that its bytes are corrupt.
+        if remaining > _MAGIC_POSITION:
+            magic = view[position + _MAGIC_POSITION]
+            if magic in (0, 1):
+                raise InvalidRecords(
+                    ErrorCode.unsupported_for_message_format,
+                    f"message format v{magic} is not supported, only record batch v2",
+                )
+            if magic != MAGIC:
+                raise InvalidRecords(ErrorCode.corrupt_message, f"unknown magic {magic}")
+        if remaining < BATCH_HEADER_SIZE:
+            raise InvalidRecords(
+                ErrorCode.corrupt_message,
+                f"truncated batch at {position}: {remaining} bytes, header needs 61",
+            )
+        header = BatchHeader(*unpack_header(view, position))
+        batch_length = header.batch_length
+        size = batch_length + LOG_OVERHEAD
+        if batch_length < _MIN_BATCH_LENGTH or size > remaining:
+            raise InvalidRecords(
+                ErrorCode.corrupt_message,
+                f"batch at {position} has length {batch_length}, {remaining} bytes remain",
+            )
+        if size > max_message_bytes:
+            raise InvalidRecords(
+                ErrorCode.message_too_large,
+                f"batch of {size} bytes exceeds max.message.bytes {max_message_bytes}",
+            )
+        if crc32c.crc32c(view[position + _CRC_START : position + size]) != header.crc:
+            raise InvalidRecords(ErrorCode.corrupt_message, f"CRC mismatch in batch at {position}")
+        records_count = header.records_count
+        if records_count <= 0:
+            raise InvalidRecords(ErrorCode.invalid_record, f"batch has {records_count} records")
+        if header.last_offset_delta != records_count - 1:
+            raise InvalidRecords(
+                ErrorCode.invalid_record,
+                f"last_offset_delta {header.last_offset_delta} does not match "
+                f"{records_count} records",
+            )
+        payload_size = batch_length - _MIN_BATCH_LENGTH
+        if header.attributes & _COMPRESSION_MASK == COMPRESSION_NONE:
+            if records_count * _MIN_RECORD_SIZE > payload_size:
+                raise InvalidRecords(
+                    ErrorCode.corrupt_message,
+                    f"{records_count} records cannot fit in {payload_size} bytes",
+                )
+        elif records_count > payload_size * _MAX_RECORDS_PER_COMPRESSED_BYTE:
+            raise InvalidRecords(
+                ErrorCode.corrupt_message,
+                f"{records_count} records cannot fit in {payload_size} compressed bytes",
+            )
+        if header.attributes & _CONTROL_FLAG:
+            # Only the transaction coordinator writes control batches (commit/abort markers).
+            raise InvalidRecords(ErrorCode.invalid_record, "producers may not send control batches")
+        headers.append(header)
+        position += size
+    return headers
+
+
+def assign_offsets(
+    records: bytes | memoryview,
+    headers: list[BatchHeader],
+    base_offset: int,
+    partition_leader_epoch: int | None = None,
+) -> bytearray:
+    """Copy validated batches once and give them consecutive offsets from `base_offset`.
+
+    base_offset and partition_leader_epoch sit before the CRC'd range, so the CRC stays valid.
+    """
+    patched = bytearray(records)
+    pack_int64 = _INT64.pack_into
+    pack_int32 = _INT32.pack_into
+    position = 0
+    next_offset = base_offset
+    for header in headers:
+        pack_int64(patched, position + _BASE_OFFSET_POSITION, next_offset)
+        if partition_leader_epoch is not None:
+            pack_int32(patched, position + _PARTITION_LEADER_EPOCH_POSITION, partition_leader_epoch)
+        next_offset += header.last_offset_delta + 1
+        position += header.batch_length + LOG_OVERHEAD
+    return patched
+
+
+def iter_batch_headers(buffer: Buffer, position: int = 0) -> Iterator[tuple[int, BatchHeader]]:
+    """Yield (position, header) for each complete batch; stop at a truncated or garbled tail.
+
+    CRCs are not checked here: callers that must not trust the bytes use `crc_is_valid`.
+    """
+    end = len(buffer)
+    unpack_header = _HEADER.unpack_from
+    while end - position >= BATCH_HEADER_SIZE:
+        header = BatchHeader(*unpack_header(buffer, position))
+        if (
+            header.magic != MAGIC
+            or header.batch_length < _MIN_BATCH_LENGTH
+            or position + header.batch_length + LOG_OVERHEAD > end
+        ):
+            return
+        yield position, header
+        position += header.batch_length + LOG_OVERHEAD
+
+
+# -- varints (zigzag, as in protobuf and Kafka's ByteUtils) ---------------------------------
+
+
+def encode_varint(value: int) -> bytes:
+    """Zigzag-encode a signed 64-bit integer (Kafka's varint and varlong)."""
+    if not -(2**63) <= value < 2**63:
+        raise ValueError(f"{value} does not fit in 64 bits")
+    unsigned = ((value << 1) ^ (value >> 63)) & 0xFFFF_FFFF_FFFF_FFFF
+    out = bytearray()
+    while unsigned >= 0x80:
+        out.append((unsigned & 0x7F) | 0x80)
+        unsigned >>= 7
+    out.append(unsigned)
+    return bytes(out)
+
+
+def decode_varint(buffer: Buffer, position: int, max_bytes: int = 10) -> tuple[int, int]:
+    """Read a zigzag varint; return (value, position after it).
+
+    `max_bytes` is 5 for Kafka's varint (int32) and 10 for varlong (int64).
+    """
+    unsigned = 0
+    shift = 0
+    for index in range(max_bytes):
+        try:
+            byte = buffer[position + index]
+        except IndexError:
+            raise InvalidRecords(ErrorCode.corrupt_message, "truncated varint") from None
+        unsigned |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return (unsigned >> 1) ^ -(unsigned & 1), position + index + 1
+        shift += 7
+    raise InvalidRecords(ErrorCode.corrupt_message, f"varint longer than {max_bytes} bytes")
+
+
+# -- records: tools, tests and benchmarks, not the hot path ---------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes | None], ...] = ()
+    timestamp: int | None = None
+    offset: int = -1
+
+
+def _encode_bytes(out: bytearray, value: bytes | None) -> None:
+    if value is None:
+        out += encode_varint(-1)
+    else:
+        out += encode_varint(len(value))
+        out += value
+
+
+def _encode_record(record: Record, timestamp_delta: int, offset_delta: int) -> bytes:
+    body = bytearray(b"\x00")  # attributes: unused by Kafka, always 0
+    body += encode_varint(timestamp_delta)
+    body += encode_varint(offset_delta)
+    _encode_bytes(body, record.key)
+    _encode_bytes(body, record.value)
+    body += encode_varint(len(record.headers))
+    for header_key, header_value in record.headers:
+        _encode_bytes(body, header_key.encode())
+        _encode_bytes(body, header_value)
+    return encode_varint(len(body)) + bytes(body)
+
+
+def _compress(data: bytes, compression: int) -> bytes:
+    if compression == COMPRESSION_NONE:
+        return data
+    if compression == COMPRESSION_GZIP:
+        return bytes(cramjam.gzip.compress(data))
+    if compression == COMPRESSION_SNAPPY:
+        # Raw snappy: every client accepts it, and it is smaller than xerial framing.
+        return bytes(cramjam.snappy.compress_raw(data))
+    if compression == COMPRESSION_LZ4:
+        return bytes(cramjam.lz4.compress(data))
+    if compression == COMPRESSION_ZSTD:
+        return bytes(cramjam.zstd.compress(data))
+    raise ValueError(f"unknown compression type {compression}")
+
+
+def _decompress_snappy(data: bytes | memoryview) -> bytes:
+    # The Java client frames snappy the xerial way (SnappyOutputStream): a 16-byte header,
+    # then blocks of (int32 compressed length, raw snappy block). Others send raw snappy.
+    if bytes(data[: len(_XERIAL_SNAPPY_MAGIC)]) != _XERIAL_SNAPPY_MAGIC:
+        return bytes(cramjam.snappy.decompress_raw(data))
+    out = bytearray()
+    position = _XERIAL_SNAPPY_HEADER_SIZE
+    end = len(data)
+    while position < end:
+        if end - position < 4:
+            raise InvalidRecords(ErrorCode.corrupt_message, "truncated xerial snappy block")
+        (block_size,) = _INT32.unpack_from(data, position)
+        position += 4
+        if block_size < 0 or position + block_size > end:
+            raise InvalidRecords(ErrorCode.corrupt_message, "bad xerial snappy block length")
+        out += bytes(cramjam.snappy.decompress_raw(data[position : position + block_size]))
+        position += block_size
+    return bytes(out)
+
+
+def _decompress(data: memoryview, compression: int) -> bytes | memoryview:
+    if compression == COMPRESSION_NONE:
+        return data
+    try:
+        if compression == COMPRESSION_GZIP:
+            return bytes(cramjam.gzip.decompress(data))
+        if compression == COMPRESSION_SNAPPY:
+            return _decompress_snappy(data)
+        if compression == COMPRESSION_LZ4:
+            return bytes(cramjam.lz4.decompress(data))
+        if compression == COMPRESSION_ZSTD:
+            return bytes(cramjam.zstd.decompress(data))
+    except cramjam.DecompressionError as error:
+        raise InvalidRecords(ErrorCode.corrupt_message, f"cannot decompress: {error}") from None
+    raise InvalidRecords(ErrorCode.corrupt_message, f"unknown compression type {compression}")
+
+
+def encode_batch(
+    records: Sequence[Record],
+    *,
+    base_offset: int = 0,
+    compression: int = COMPRESSION_NONE,
+    producer_id: int = -1,
+    producer_epoch: int = -1,
+    base_sequence: int = -1,
+    is_transactional: bool = False,
+    is_control: bool = False,
+    partition_leader_epoch: int = -1,
+    base_timestamp: int | None = None,
+    timestamp_type: int = TIMESTAMP_CREATE_TIME,
+) -> bytes:
+    """Build one v2 batch. Records without a timestamp get `base_timestamp`.
+
+    `base_timestamp` defaults to the first record's timestamp, else 0: protocol code never
+    reads the clock, so callers pass `now` in. A record whose `offset` is set (>= 0) keeps it
+    as base_offset + offset_delta, as in a compacted log; otherwise offsets are consecutive.
+    """
+    if not records:
+        raise ValueError("a batch holds at least one record")
+    if base_timestamp is None:
+        first = records[0].timestamp
+        base_timestamp = first if first is not None else 0
+    timestamps = [base_timestamp if r.timestamp is None else r.timestamp for r in records]
+    offset_deltas = [
+        index if record.offset < 0 else record.offset - base_offset
+        for index, record in enumerate(records)
+    ]
+    body = b"".join(
+        _encode_record(record, timestamp - base_timestamp, offset_delta)
+        for record, timestamp, offset_delta in zip(records, timestamps, offset_deltas, strict=True)
+    )
+    payload = _compress(body, compression)
+    attributes = compression & _COMPRESSION_MASK
+    if timestamp_type == TIMESTAMP_LOG_APPEND_TIME:
+        attributes |= _TIMESTAMP_TYPE_FLAG
+    if is_transactional:
+        attributes |= _TRANSACTIONAL_FLAG
+    if is_control:
+        attributes |= _CONTROL_FLAG
+    batch = bytearray(BATCH_HEADER_SIZE)
+    batch += payload
+    _HEADER.pack_into(
+        batch,
+        0,
+        base_offset,
+        len(batch) - LOG_OVERHEAD,
+        partition_leader_epoch,
+        MAGIC,
+        0,
+        attributes,
+        offset_deltas[-1],
+        base_timestamp,
+        max(timestamps),
+        producer_id,
+        producer_epoch,
+        base_sequence,
+        len(records),
+    )
+    _UINT32.pack_into(batch, _CRC_POSITION, crc32c.crc32c(memoryview(batch)[_CRC_START:]))
+    return bytes(batch)
+
+
+def _read_bytes(data: bytes | memoryview, position: int) -> tuple[bytes | None, int]:
+    length, position = decode_varint(data, position, 5)
+    if length < 0:
+        if length != -1:
+            raise InvalidRecords(ErrorCode.corrupt_message, f"negative length {length}")
+        return None, position
+    end = position + length
+    if end > len(data):
+        raise InvalidRecords(ErrorCode.corrupt_message, "field runs past the record")
+    return bytes(data[position:end]), end
+
+
+def decode_records(batch: bytes | memoryview) -> list[Record]:
+    """Decode every record of one batch (decompressing it). Raises InvalidRecords."""
+    header = read_batch_header(batch)
+    if header.magic != MAGIC:
+        raise InvalidRecords(ErrorCode.corrupt_message, f"unknown magic {header.magic}")
+    view = memoryview(batch)
+    if header.batch_length < _MIN_BATCH_LENGTH or header.size > len(view):
+        raise InvalidRecords(ErrorCode.corrupt_message, "batch length exceeds the buffer")
+    data = _decompress(view[BATCH_HEADER_SIZE : header.size], header.compression)
+    log_append_time = header.timestamp_type == TIMESTAMP_LOG_APPEND_TIME
+    records: list[Record] = []
+    position = 0
+    end = len(data)
+    if header.records_count < 0 or header.records_count * _MIN_RECORD_SIZE > end:
+        raise InvalidRecords(ErrorCode.corrupt_message, "records_count exceeds the payload")
+    for _ in range(header.records_count):
+        length, position = decode_varint(data, position, 5)
+        record_end = position + length
+        if length < _MIN_RECORD_SIZE - 1 or record_end > end:
+            raise InvalidRecords(ErrorCode.corrupt_message, f"bad record length {length}")
+        position += 1  # attributes
+        timestamp_delta, position = decode_varint(data, position, 10)
+        offset_delta, position = decode_varint(data, position, 5)
+        key, position = _read_bytes(data, position)
+        value, position = _read_bytes(data, position)
+        headers_count, position = decode_varint(data, position, 5)
+        if headers_count < 0 or headers_count * 2 > record_end - position:
+            raise InvalidRecords(ErrorCode.corrupt_message, f"bad headers count {headers_count}")
+        record_headers: list[tuple[str, bytes | None]] = []
+        for _ in range(headers_count):
+            header_key, position = _read_bytes(data, position)
+            if header_key is None:
+                raise InvalidRecords(ErrorCode.corrupt_message, "null header key")
+            header_value, position = _read_bytes(data, position)
+            try:
+                record_headers.append((header_key.decode(), header_value))
+            except UnicodeDecodeError:
+                raise InvalidRecords(ErrorCode.corrupt_message, "header key is not UTF-8") from None
+        if position != record_end:
+            raise InvalidRecords(ErrorCode.corrupt_message, "record length does not match fields")
+        records.append(
+            Record(
+                key=key,
+                value=value,
+                headers=tuple(record_headers),
+                # With LogAppendTime the broker's time is max_timestamp, for every record.
+                timestamp=header.max_timestamp
+                if log_append_time
+                else header.base_timestamp + timestamp_delta,
+                offset=header.base_offset + offset_delta,
+            )
+        )
+    if position != end:
+        raise InvalidRecords(ErrorCode.corrupt_message, "bytes left after the last record")
+    return records
+
+
+def decode_batches(buffer: Buffer) -> list[tuple[BatchHeader, list[Record]]]:
+    """Decode every complete batch in `buffer` (a log segment or a fetch response's records)."""
+    view = memoryview(buffer)
+    return [
+        (header, decode_records(view[position : position + header.size]))
+        for position, header in iter_batch_headers(view)
+    ]

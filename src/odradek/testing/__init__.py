@@ -1,0 +1,1 @@
+"""Helpers for testing applications against an embedded Odradek broker."""
