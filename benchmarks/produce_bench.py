@@ -1,0 +1,245 @@
+"""Produce throughput and delivery latency as a confluent-kafka (librdkafka) user sees them.
+
+Targets, in alternating rounds (every round runs every target once, so drift in the machine
+hits all targets alike):
+  * librdkafka's built-in mock cluster (`test.mock.num.brokers=1`), the reference C broker;
+  * an `odradek serve` process, acks=1;
+  * the same process, acks=all with odradek.acks.all.fsync=true (group-commit fdatasync);
+  * a second `odradek serve` process with odradek.acks.all.fsync=false, acks=all.
+
+Each run is a fresh child process (this script with --worker) so the client's CPU never shares
+a core's accounting with the measuring process, and every run starts from a cold producer.
+Only produce is measured: the mock keeps a bounded log, so nothing is consumed back.
+
+    .venv/bin/python benchmarks/produce_bench.py [--runs 5] [--messages 200000] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import BrokerProcess, cpu_seconds, create_topic, median, print_table
+
+RECORD_BYTES = 100
+LINGER_MS = 5
+TOPIC = "produce-bench"
+
+
+# -- the load: one producer in a child process ----------------------------------------------
+
+
+def worker(bootstrap: str, acks: str, messages: int, topic: str) -> None:
+    """Produce `messages` records to partition 0, print one JSON line of results."""
+    from confluent_kafka import Producer
+
+    config: dict[str, object] = {
+        "linger.ms": LINGER_MS,
+        "acks": acks,
+        "enable.idempotence": False,
+        "queue.buffering.max.messages": 1_000_000,
+        "queue.buffering.max.kbytes": 1_048_576,
+    }
+    if bootstrap == "mock":
+        config["test.mock.num.brokers"] = 1
+        config["log_level"] = 3  # silence the "Mock cluster enabled" notice
+    else:
+        config["bootstrap.servers"] = bootstrap
+    producer = Producer(config)
+    # Warm up metadata and the connection, so the run measures steady produce.
+    producer.produce(topic, b"w" * RECORD_BYTES, partition=0)
+    producer.flush(30)
+
+    perf_ns = time.perf_counter_ns
+    sent_ns = [0] * messages
+    latencies_ns = [0] * messages
+    errors = [0]
+    last_delivery = [0]
+
+    def on_delivery(error: object, message: object) -> None:
+        now = perf_ns()
+        # The record's first 8 bytes carry its index: exact matching, no ordering assumption.
+        index = int.from_bytes(message.value()[:8], "big")  # type: ignore[attr-defined]
+        if error is not None:
+            errors[0] += 1
+        latencies_ns[index] = now - sent_ns[index]
+        last_delivery[0] = now
+
+    padding = b"p" * (RECORD_BYTES - 8)
+    produce = producer.produce
+    poll = producer.poll
+    cpu_before = resource.getrusage(resource.RUSAGE_SELF)
+    start = perf_ns()
+    for index in range(messages):
+        value = index.to_bytes(8, "big") + padding
+        while True:
+            try:
+                sent_ns[index] = perf_ns()
+                produce(topic, value, partition=0, on_delivery=on_delivery)
+                break
+            except BufferError:
+                poll(0.005)
+        poll(0)
+    remaining = producer.flush(120)
+    elapsed = (last_delivery[0] - start) / 1e9
+    cpu_after = resource.getrusage(resource.RUSAGE_SELF)
+    latencies_ns.sort()
+    print(
+        json.dumps(
+            {
+                "elapsed": elapsed,
+                "errors": errors[0] + remaining,
+                "p50_ms": latencies_ns[len(latencies_ns) // 2] / 1e6,
+                "p99_ms": latencies_ns[int(len(latencies_ns) * 0.99)] / 1e6,
+                "client_cpu": (cpu_after.ru_utime + cpu_after.ru_stime)
+                - (cpu_before.ru_utime + cpu_before.ru_stime),
+            }
+        )
+    )
+
+
+# -- the measuring process ------------------------------------------------------------------
+
+
+@dataclass
+class Target:
+    label: str
+    bootstrap: str
+    acks: str
+    broker: BrokerProcess | None
+    topic: str
+
+
+def run_once(target: Target, messages: int) -> dict[str, float]:
+    broker_cpu_before = cpu_seconds(target.broker.pid) if target.broker else 0.0
+    completed = subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            "--worker",
+            target.bootstrap,
+            target.acks,
+            str(messages),
+            target.topic,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    if completed.returncode != 0:
+        raise RuntimeError(f"{target.label}: worker failed:\n{completed.stderr}")
+    result: dict[str, float] = json.loads(completed.stdout.strip().splitlines()[-1])
+    result["broker_cpu"] = (
+        cpu_seconds(target.broker.pid) - broker_cpu_before if target.broker else float("nan")
+    )
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=5, help="runs per target (default 5)")
+    parser.add_argument("--messages", type=int, default=200_000, help="records per run")
+    parser.add_argument("--quick", action="store_true", help="3 runs of 50k records")
+    parser.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        bootstrap, acks, messages, topic = args.worker
+        worker(bootstrap, acks, int(messages), topic)
+        return
+    runs, messages = (3, 50_000) if args.quick else (args.runs, args.messages)
+
+    print(
+        f"produce_bench: confluent-kafka producer, {RECORD_BYTES}-byte values, no key, "
+        f"linger.ms={LINGER_MS}, enable.idempotence=false, one partition, "
+        f"{messages:,} records per run, {runs} runs per target in alternating rounds.\n"
+        "Each run is a fresh child process (client CPU separate from this process; the mock "
+        "broker runs inside that child, so its 'client CPU' includes the mock broker). "
+        "Throughput = records / (first produce() -> last delivery callback). Latency = "
+        "produce() call -> delivery callback, per record. Medians over runs."
+    )
+    default_broker = BrokerProcess().start()
+    no_fsync_broker = BrokerProcess({"odradek.acks.all.fsync": "false"}).start()
+    try:
+        for broker in (default_broker, no_fsync_broker):
+            create_topic(broker.bootstrap_servers, TOPIC, 1, {})
+        targets = [
+            Target("librdkafka mock, acks=1", "mock", "1", None, TOPIC),
+            Target("Odradek, acks=1", default_broker.bootstrap_servers, "1", default_broker, TOPIC),
+            Target("librdkafka mock, acks=all", "mock", "all", None, TOPIC),
+            Target(
+                "Odradek, acks=all, fsync=true",
+                default_broker.bootstrap_servers,
+                "all",
+                default_broker,
+                TOPIC,
+            ),
+            Target(
+                "Odradek, acks=all, fsync=false",
+                no_fsync_broker.bootstrap_servers,
+                "all",
+                no_fsync_broker,
+                TOPIC,
+            ),
+        ]
+        results: dict[str, list[dict[str, float]]] = {t.label: [] for t in targets}
+        for round_number in range(runs):
+            for target in targets:
+                result = run_once(target, messages)
+                results[target.label].append(result)
+                print(
+                    f"  round {round_number + 1}/{runs} {target.label:32} "
+                    f"{messages / result['elapsed']:>10,.0f} msg/s  "
+                    f"p50 {result['p50_ms']:6.2f} ms  p99 {result['p99_ms']:7.2f} ms",
+                    flush=True,
+                )
+    finally:
+        default_broker.stop()
+        no_fsync_broker.stop()
+
+    reference = median([messages / r["elapsed"] for r in results[targets[0].label]])
+    rows = []
+    for target in targets:
+        measured = results[target.label]
+        rate = median([messages / r["elapsed"] for r in measured])
+        errors = sum(int(r["errors"]) for r in measured)
+        rows.append(
+            [
+                target.label,
+                f"{rate:,.0f}",
+                f"{rate * RECORD_BYTES / 1e6:.1f}",
+                f"{rate / reference:.2f}x",
+                f"{median([r['p50_ms'] for r in measured]):.2f}",
+                f"{median([r['p99_ms'] for r in measured]):.2f}",
+                f"{median([r['client_cpu'] for r in measured]):.2f}",
+                "-" if target.broker is None else f"{median([r['broker_cpu'] for r in measured]):.2f}",
+                str(errors),
+            ]
+        )
+    print_table(
+        f"Produce, {messages:,} x {RECORD_BYTES} B per run, median of {runs} runs",
+        [
+            "target",
+            "msgs/s",
+            "MB/s (values)",
+            "vs mock acks=1",
+            "p50 ms",
+            "p99 ms",
+            "client CPU s",
+            "broker CPU s",
+            "errors",
+        ],
+        rows,
+    )
+
+
+if __name__ == "__main__":
+    main()
