@@ -335,7 +335,8 @@ def test_fetch_every_version(
     assert partition.aborted_transactions == (() if isolation_level else None)
     if version >= 11:
         assert partition.preferred_read_replica == -1
-    assert partition.records is not None and len(partition.records) > 0
+    assert partition.records is not None
+    assert len(partition.records) > 0
     out_of_range = client.request(fetch_request(version, name, topic_id, 99), version)
     assert out_of_range.responses[0].partitions[0].error_code == ErrorCode.offset_out_of_range
 
