@@ -104,7 +104,8 @@ class BrokerProcess:
         return self
 
     def _drain(self) -> None:
-        assert self.process is not None and self.process.stderr is not None
+        assert self.process is not None
+        assert self.process.stderr is not None
         for line in self.process.stderr:
             self._stderr_tail = [*self._stderr_tail[-20:], line]
 

@@ -12,6 +12,10 @@ Fetch v12 (by topic name) until it reaches the high watermark (catch-up read, da
 the page cache). Records are not decoded: the client only walks the batch headers of each
 response (iter_batch_headers) to find the next fetch offset, and counts bytes.
 
+Reference: before the broker passes, this script appends 1 MiB chunks to a new file on the same
+file system for as long, with no broker: the machine's page-cache append ceiling, which bounds
+produce. Every pass starts after os.sync(), so dirty pages of one pass do not throttle the next.
+
 Broker CPU is utime+stime of the `odradek serve` process from /proc/<pid>/stat, per GB moved.
 
     .venv/bin/python benchmarks/broker_load.py [--seconds 8] [--connections 4] [--quick]
@@ -22,19 +26,19 @@ from __future__ import annotations
 import argparse
 import datetime
 import io
+import math
+import os
 import resource
+import shutil
 import socket
 import struct
-import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 from _common import HOST, BrokerProcess, cpu_seconds, create_topic, print_table
-
 from odradek.protocol.record_batch import Record, encode_batch, iter_batch_headers
 
 TOPIC = "broker-load"
@@ -189,6 +193,17 @@ def parse_fetch_response(response: memoryview) -> tuple[int, int, memoryview]:
 
 
 @dataclass
+class ExternalBroker:
+    """A broker this script did not start (--bootstrap), e.g. one running under a profiler."""
+
+    port: int
+    pid: int
+
+    def stop(self) -> None:
+        """Not ours to stop."""
+
+
+@dataclass
 class PassResult:
     bytes_moved: int = 0
     requests: int = 0
@@ -210,27 +225,32 @@ def _process_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run_pass(broker: BrokerProcess, connections: int, work: object) -> PassResult:
+def run_pass(broker: BrokerProcess | ExternalBroker, connections: int, work: object) -> PassResult:
     """Run `work(connection_index, result)` in one thread per connection, timing the whole."""
     result = PassResult()
     threads = [
         threading.Thread(target=work, args=(index, result), daemon=True)  # type: ignore[arg-type]
         for index in range(connections)
     ]
-    cpu_before, client_before = cpu_seconds(broker.pid), _process_cpu()
+    broker_cpu = (lambda: cpu_seconds(broker.pid)) if broker.pid else (lambda: float("nan"))
+    cpu_before, client_before = broker_cpu(), _process_cpu()
     start = time.perf_counter()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     result.elapsed = time.perf_counter() - start
-    result.broker_cpu = cpu_seconds(broker.pid) - cpu_before
+    result.broker_cpu = broker_cpu() - cpu_before
     result.client_cpu = _process_cpu() - client_before
     return result
 
 
 def produce_pass(
-    broker: BrokerProcess, connections: int, acks: int, seconds: float, in_flight: int
+    broker: BrokerProcess | ExternalBroker,
+    connections: int,
+    acks: int,
+    seconds: float,
+    in_flight: int,
 ) -> PassResult:
     batch = encode_batch(
         [Record(None, b"r" * RECORD_BYTES)] * RECORDS_PER_BATCH,
@@ -260,8 +280,35 @@ def produce_pass(
     return run_pass(broker, connections, work)
 
 
+def append_ceiling_pass(
+    seconds: float, chunk_bytes: int = RECORDS_PER_BATCH * RECORD_BYTES
+) -> PassResult:
+    """The machine's own limit: Python appending 1 MiB chunks to a new file, no broker."""
+    result = PassResult()
+    directory = Path(tempfile.mkdtemp(prefix="odradek-bench-append-"))
+    chunk = b"a" * chunk_bytes
+    try:
+        with open(directory / "append.log", "wb", buffering=0) as file:
+            client_before = _process_cpu()
+            start = time.perf_counter()
+            deadline = start + seconds
+            written = 0
+            while time.perf_counter() < deadline:
+                written += file.write(chunk)
+            result.elapsed = time.perf_counter() - start
+            result.client_cpu = _process_cpu() - client_before
+        result.add(written, written // chunk_bytes, 0)
+        result.broker_cpu = float("nan")
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    return result
+
+
 def fetch_pass(
-    broker: BrokerProcess, connections: int, seconds: float, partition_max_bytes: int
+    broker: BrokerProcess | ExternalBroker,
+    connections: int,
+    seconds: float,
+    partition_max_bytes: int,
 ) -> PassResult:
     def work(index: int, result: PassResult) -> None:
         buffer = bytearray(partition_max_bytes + 65536)
@@ -294,6 +341,9 @@ def fetch_pass(
 # -- report ---------------------------------------------------------------------------------
 
 
+PASSES = ("append", "acks1", "acksall", "fetch")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=8.0, help="per produce pass")
@@ -301,68 +351,107 @@ def main() -> None:
     parser.add_argument("--in-flight", type=int, default=5, help="pipelined produce requests")
     parser.add_argument("--fetch-bytes", type=int, default=8 << 20, help="partition_max_bytes")
     parser.add_argument("--quick", action="store_true", help="3-second passes")
+    parser.add_argument(
+        "--passes", default=",".join(PASSES), help=f"comma-separated subset of {PASSES}"
+    )
+    parser.add_argument(
+        "--bootstrap",
+        metavar="HOST:PORT",
+        help="load a running broker instead of starting one (needs --broker-pid for CPU)",
+    )
+    parser.add_argument("--broker-pid", type=int, default=0)
     args = parser.parse_args()
     seconds = 3.0 if args.quick else args.seconds
+    passes = [name for name in args.passes.split(",") if name]
+    if unknown := set(passes) - set(PASSES):
+        parser.error(f"unknown passes {sorted(unknown)}")
     print(
         f"broker_load: {args.connections} connections x 1 partition each, produce frames of "
         f"{RECORDS_PER_BATCH} x {RECORD_BYTES} B records (~1 MiB uncompressed batch, "
         f"pre-encoded once), up to {args.in_flight} in flight per connection, "
         f"{seconds:g} s per produce pass; then a catch-up Fetch v12 of everything written "
         f"(partition_max_bytes={args.fetch_bytes >> 20} MiB, one request in flight per "
-        "connection). MB = 10^6 bytes of record batches. The client runs in this process "
+        "connection). os.sync() before each write pass. MB = 10^6 bytes of record batches. "
+        "The client runs in this process "
         "(threads, blocking sockets); 'client CPU' is this process's."
     )
-    rows = []
-    with BrokerProcess() as broker:
-        create_topic(broker.bootstrap_servers, TOPIC, args.connections, {})
-        results = {
-            "acks=1": produce_pass(broker, args.connections, 1, seconds, args.in_flight),
-            "acks=all (group-commit fsync)": produce_pass(
+    broker: BrokerProcess | ExternalBroker
+    if args.bootstrap:
+        broker = ExternalBroker(int(args.bootstrap.rpartition(":")[2]), args.broker_pid)
+    else:
+        broker = BrokerProcess().start()
+    results: dict[str, PassResult] = {}
+    try:
+        create_topic(f"{HOST}:{broker.port}", TOPIC, args.connections, {})
+        if "append" in passes:
+            os.sync()
+            results["file append ceiling (no broker)"] = append_ceiling_pass(seconds)
+        if "acks1" in passes:
+            os.sync()
+            results["produce acks=1"] = produce_pass(
+                broker, args.connections, 1, seconds, args.in_flight
+            )
+        if "acksall" in passes:
+            os.sync()
+            results["produce acks=all (group-commit fsync)"] = produce_pass(
                 broker, args.connections, -1, seconds, args.in_flight
-            ),
-        }
-        results["catch-up fetch"] = fetch_pass(
-            broker, args.connections, max(seconds * 3, 10.0), args.fetch_bytes
-        )
-    acks_one = results["acks=1"].bytes_moved / results["acks=1"].elapsed
-    goals = [GOALS["produce"], GOALS["produce_all"], GOALS["fetch"]]
-    for (label, result), goal in zip(results.items(), goals, strict=True):
-        rate = result.bytes_moved / result.elapsed
-        gigabytes = result.bytes_moved / 1e9
-        if label.startswith("acks=all"):
-            goal_met = rate >= 0.6 * acks_one
-            shown = f"{rate / 1e6:,.0f} ({rate / acks_one:.2f}x acks=1)"
-        else:
-            goal_met = rate >= (300e6 if label == "acks=1" else 800e6)
-            shown = f"{rate / 1e6:,.0f}"
-        rows.append(
-            [
-                f"produce {label}" if label.startswith("acks") else label,
-                shown,
-                goal,
-                "yes" if goal_met else "NO",
-                f"{gigabytes:.2f}",
-                f"{result.requests:,}",
-                f"{result.broker_cpu / gigabytes:.2f}" if gigabytes else "-",
-                f"{result.client_cpu / gigabytes:.2f}" if gigabytes else "-",
-                str(result.errors),
-            ]
-        )
+            )
+        if "fetch" in passes:
+            results["catch-up fetch"] = fetch_pass(
+                broker, args.connections, max(seconds * 3, 10.0), args.fetch_bytes
+            )
+    finally:
+        broker.stop()
     print_table(
-        "Raw broker load",
-        [
-            "pass",
-            "MB/s",
-            "goal",
-            "met",
-            "GB moved",
-            "requests",
-            "broker CPU s/GB",
-            "client CPU s/GB",
-            "errors",
-        ],
-        rows,
+        "Raw broker load", COLUMNS, [row(label, r, results) for label, r in results.items()]
     )
+
+
+COLUMNS = [
+    "pass",
+    "MB/s",
+    "goal",
+    "met",
+    "GB moved",
+    "requests",
+    "broker CPU s/GB",
+    "client CPU s/GB",
+    "errors",
+]
+
+
+def row(label: str, result: PassResult, results: dict[str, PassResult]) -> list[str]:
+    rate = result.bytes_moved / result.elapsed
+    gigabytes = result.bytes_moved / 1e9
+    acks_one = results.get("produce acks=1")
+    if label.startswith("produce acks=all"):
+        goal = GOALS["produce_all"]
+        if acks_one is not None:
+            ratio = rate / (acks_one.bytes_moved / acks_one.elapsed)
+            shown, met = (
+                f"{rate / 1e6:,.0f} ({ratio:.2f}x acks=1)",
+                ("yes" if ratio >= 0.6 else "NO"),
+            )
+        else:
+            shown, met = f"{rate / 1e6:,.0f}", "?"
+    elif label.startswith("file append"):
+        goal, shown, met = "(reference)", f"{rate / 1e6:,.0f}", ""
+    else:
+        goal = GOALS["produce"] if label.startswith("produce") else GOALS["fetch"]
+        target = 300e6 if label.startswith("produce") else 800e6
+        shown, met = f"{rate / 1e6:,.0f}", ("yes" if rate >= target else "NO")
+    per_gigabyte = (lambda seconds: f"{seconds / gigabytes:.2f}") if gigabytes else (lambda _: "-")
+    return [
+        label,
+        shown,
+        goal,
+        met,
+        f"{gigabytes:.2f}",
+        f"{result.requests:,}",
+        "-" if math.isnan(result.broker_cpu) else per_gigabyte(result.broker_cpu),
+        per_gigabyte(result.client_cpu),
+        str(result.errors),
+    ]
 
 
 if __name__ == "__main__":

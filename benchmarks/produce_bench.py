@@ -23,9 +23,6 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import BrokerProcess, cpu_seconds, create_topic, median, print_table
 
@@ -220,7 +217,9 @@ def main() -> None:
                 f"{median([r['p50_ms'] for r in measured]):.2f}",
                 f"{median([r['p99_ms'] for r in measured]):.2f}",
                 f"{median([r['client_cpu'] for r in measured]):.2f}",
-                "-" if target.broker is None else f"{median([r['broker_cpu'] for r in measured]):.2f}",
+                "-"
+                if target.broker is None
+                else f"{median([r['broker_cpu'] for r in measured]):.2f}",
                 str(errors),
             ]
         )

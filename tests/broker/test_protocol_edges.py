@@ -191,6 +191,13 @@ def test_batch_over_max_message_bytes(client: RawClient) -> None:
     assert latest_offset(client, "small") == 3
 
 
+def test_two_batches_in_one_partition_are_invalid_record(client: RawClient) -> None:
+    create_topic(client, "two-batches")
+    response = client.request(produce_request(10, "two-batches", batch(1) + batch(1)))
+    assert response.responses[0].partition_responses[0].error_code == ErrorCode.invalid_record
+    assert latest_offset(client, "two-batches") == 0
+
+
 def test_produce_to_unknown_topic_or_partition(client: RawClient) -> None:
     response = client.request(produce_request(10, "nope", batch()))
     assert (

@@ -5,7 +5,10 @@ from __future__ import annotations
 import click
 
 from odradek import __version__
+from odradek.cli.consume import consume
+from odradek.cli.produce import produce
 from odradek.cli.serve import serve
+from odradek.cli.topic import topic
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -15,6 +18,9 @@ def cli() -> None:
 
 
 cli.add_command(serve)
+cli.add_command(topic)
+cli.add_command(produce)
+cli.add_command(consume)
 
 
 def main() -> None:

@@ -7,7 +7,13 @@ from typing import IO, Any
 import click
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from odradek.cli.output import Session, connection_options, describe_error, parse_pairs
+from odradek.cli.output import (
+    Session,
+    connection_options,
+    count_of,
+    describe_error,
+    parse_pairs,
+)
 
 # Delivery reports for messages that failed are listed one per line up to this many.
 _FAILURES_LISTED = 5
@@ -39,6 +45,23 @@ def _split(line: bytes, key_separator: bytes | None) -> tuple[bytes | None, byte
     key, separator, value = line.partition(key_separator)
     # As kcat does: a line without the separator is a value without a key.
     return (key, value) if separator else (None, line)
+
+
+def _produce_one(
+    producer: Producer,
+    topic: str,
+    key: bytes | None,
+    value: bytes,
+    on_delivery: _Deliveries,
+    extra: dict[str, Any],
+) -> None:
+    while True:
+        try:
+            producer.produce(topic, value=value, key=key, on_delivery=on_delivery, **extra)
+            return
+        except BufferError:
+            # The local queue is full: let deliveries drain it.
+            producer.poll(0.1)
 
 
 @click.command()
@@ -77,7 +100,7 @@ def _split(line: bytes, key_separator: bytes | None) -> tuple[bytes | None, byte
     "-f",
     "input_file",
     type=click.File("rb"),
-    default=None,
+    default="-",
     help="Read messages from this file instead of stdin.",
 )
 @connection_options
@@ -88,7 +111,7 @@ def produce(
     partition: int | None,
     acks: str,
     compression: str,
-    input_file: IO[bytes] | None,
+    input_file: IO[bytes],
     bootstrap_server: str,
     timeout: float,
 ) -> None:
@@ -127,17 +150,16 @@ def produce(
     extra: dict[str, Any] = {"partition": partition} if partition is not None else {}
     if message_headers:
         extra["headers"] = message_headers
-    stream = input_file if input_file is not None else click.get_binary_stream("stdin")
     sent = 0
-    for line in stream:
+    refused: str | None = None
+    for line in input_file:
         key, value = _split(line.removesuffix(b"\n"), separator)
-        while True:
-            try:
-                producer.produce(topic, value=value, key=key, on_delivery=deliveries, **extra)
-                break
-            except BufferError:
-                # The local queue is full: let deliveries drain it.
-                producer.poll(0.1)
+        try:
+            _produce_one(producer, topic, key, value, deliveries, extra)
+        except KafkaException as exception:
+            # Refused before sending (e.g. a partition the topic does not have): stop reading.
+            refused = describe_error(exception.args[0])
+            break
         sent += 1
         producer.poll(0)
     unfinished = producer.flush(delivery_timeout + 5)
@@ -145,6 +167,8 @@ def produce(
     for failure in deliveries.failures:
         click.echo(failure, err=True)
     not_delivered = deliveries.failed + unfinished
-    click.echo(f"{deliveries.delivered} messages delivered to {topic}.", err=True)
+    click.echo(f"{count_of(deliveries.delivered, 'message')} delivered to {topic}.", err=True)
+    if refused is not None:
+        raise click.ClickException(f"cannot produce to {topic!r}: {refused}")
     if not_delivered:
-        raise click.ClickException(f"{not_delivered} of {sent} messages not delivered")
+        raise click.ClickException(f"{not_delivered} of {count_of(sent, 'message')} not delivered")

@@ -7,11 +7,14 @@ from typing import Any
 
 import click
 from confluent_kafka import KafkaException, TopicCollection, TopicPartition
-from confluent_kafka.admin import (
+
+# confluent-kafka's stubs re-export these without __all__, so mypy deems them private.
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
     AdminClient,
     AlterConfigOpType,
     ConfigEntry,
     ConfigResource,
+    ConfigSource,
     NewPartitions,
     NewTopic,
     OffsetSpec,
@@ -83,7 +86,7 @@ def list_topics(as_json: bool, bootstrap_server: str, timeout: float) -> None:
     except KafkaException as exception:
         admin.poll(0)  # serves error_cb: the reason the cluster did not answer
         raise session.error("list topics", exception) from None
-    topics = sorted(metadata.topics.values(), key=lambda item: item.topic)
+    topics = sorted(metadata.topics.values(), key=lambda item: item.topic or "")
     if as_json:
         for item in topics:
             echo_json({"topic": item.topic, "partitions": len(item.partitions)})
@@ -104,8 +107,8 @@ def describe(name: str, as_json: bool, bootstrap_server: str, timeout: float) ->
     futures = admin.describe_topics(TopicCollection([name]), request_timeout=timeout)
     description = session.wait(admin, futures[name], action)
     partitions = sorted(description.partitions, key=lambda partition: partition.id)
-    earliest = _offsets(session, admin, name, partitions, OffsetSpec.earliest(), action)
-    latest = _offsets(session, admin, name, partitions, OffsetSpec.latest(), action)
+    earliest = _offsets(session, admin, name, partitions, "earliest", action)
+    latest = _offsets(session, admin, name, partitions, "latest", action)
     resource = ConfigResource(ResourceType.TOPIC, name)
     futures_configs = admin.describe_configs([resource], request_timeout=timeout)
     configs = session.wait(admin, futures_configs[resource], action)
@@ -126,7 +129,7 @@ def describe(name: str, as_json: bool, bootstrap_server: str, timeout: float) ->
         {
             "name": entry.name,
             "value": None if entry.is_sensitive else entry.value,
-            "source": entry.source.name,
+            "source": _source_name(entry.source),
             "read_only": entry.is_read_only,
         }
         for entry in entries
@@ -166,6 +169,14 @@ def describe(name: str, as_json: bool, bootstrap_server: str, timeout: float) ->
     )
 
 
+def _source_name(source: Any) -> str:
+    # ConfigEntry.source is a plain int in some confluent-kafka versions, an enum in others.
+    try:
+        return ConfigSource(int(source)).name
+    except ValueError:
+        return str(source)
+
+
 def _node_id(node: Any) -> int | None:
     return None if node is None else int(node.id)
 
@@ -175,11 +186,12 @@ def _offsets(
     admin: AdminClient,
     name: str,
     partitions: list[Any],
-    spec: OffsetSpec,
+    which: str,
     action: str,
 ) -> dict[int, int]:
     if not partitions:
         return {}
+    spec = getattr(OffsetSpec, which)()  # OffsetSpec.earliest() / .latest(), untyped
     requests = {TopicPartition(name, partition.id): spec for partition in partitions}
     futures = admin.list_offsets(requests, request_timeout=session.timeout)
     return {
@@ -227,8 +239,8 @@ def alter(
             for key in deleted_configs
         ]
         resource = ConfigResource(ResourceType.TOPIC, name, incremental_configs=entries)
-        futures = admin.incremental_alter_configs([resource], request_timeout=timeout)
-        session.wait(admin, futures[resource], f"alter configs of topic {name!r}")
+        config_futures = admin.incremental_alter_configs([resource], request_timeout=timeout)
+        session.wait(admin, config_futures[resource], f"alter configs of topic {name!r}")
         click.echo(f"Altered configs of topic {name}.", err=True)
     if partitions is not None:
         futures = admin.create_partitions(

@@ -66,6 +66,13 @@ async def handle(
                 if records is None:
                     raise InvalidRecords(ErrorCode.corrupt_message, "records are null")
                 headers = validate_batches(records, log.config.max_message_bytes)
+                if len(headers) != 1:
+                    # Kafka: from v3 on a partition's records are exactly one batch.
+                    raise InvalidRecords(
+                        ErrorCode.invalid_record,
+                        "Produce requests with version 3 and above must have exactly one "
+                        "record batch per partition",
+                    )
             except InvalidRecords as error:
                 partition_results.append(
                     _error(index, error.error_code, message=str(error) or None)
