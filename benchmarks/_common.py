@@ -128,6 +128,8 @@ class BrokerProcess:
 
 
 def create_topic(bootstrap: str, topic: str, partitions: int, config: dict[str, str]) -> None:
+    """Create `topic`; one that already exists (a broker given with --bootstrap) is kept."""
+    from confluent_kafka import KafkaError, KafkaException
     from confluent_kafka.admin import AdminClient, NewTopic
 
     admin = AdminClient({"bootstrap.servers": bootstrap})
@@ -136,7 +138,11 @@ def create_topic(bootstrap: str, topic: str, partitions: int, config: dict[str, 
         operation_timeout=10,
     )
     for future in futures.values():
-        future.result(timeout=15)
+        try:
+            future.result(timeout=15)
+        except KafkaException as error:
+            if error.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise
 
 
 def median(values: Sequence[float]) -> float:

@@ -35,36 +35,39 @@ def main() -> None:
 
     from odradek.broker.server import Broker, new_event_loop
 
-    passes = "acks1,fetch" if args.load_pass == "fetch" else args.load_pass
     data_dir = Path(tempfile.mkdtemp(prefix="odradek-profile-"))
     profile = cProfile.Profile()
+
+    async def load(broker_address: str, passes: str) -> str:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(Path(__file__).with_name("broker_load.py")),
+            "--bootstrap",
+            broker_address,
+            "--broker-pid",
+            str(os.getpid()),
+            "--passes",
+            passes,
+            "--seconds",
+            str(args.seconds),
+            stdout=subprocess.PIPE,
+        )
+        output, _ = await process.communicate()
+        return output.decode()
 
     async def run() -> str:
         broker = Broker(data_dir=data_dir, host="127.0.0.1", port=0)
         await broker.start()
         try:
-            load = await asyncio.create_subprocess_exec(
-                sys.executable,
-                str(Path(__file__).with_name("broker_load.py")),
-                "--bootstrap",
-                broker.bootstrap_servers,
-                "--broker-pid",
-                str(os.getpid()),
-                "--passes",
-                passes,
-                "--seconds",
-                str(args.seconds),
-                stdout=subprocess.PIPE,
-            )
             if args.load_pass == "fetch":
-                # Profile only the fetch: the produce pass that fills the log runs unprofiled.
-                await asyncio.sleep(args.seconds + 1.5)
+                # Fill the log first, unprofiled; then profile only the catch-up fetch.
+                await load(broker.bootstrap_servers, "acks1")
             profile.enable()
-            output, _ = await load.communicate()
+            output = await load(broker.bootstrap_servers, args.load_pass)
             profile.disable()
         finally:
             await broker.stop()
-        return output.decode()
+        return output
 
     loop = new_event_loop()
     try:

@@ -265,6 +265,14 @@ def test_create_topic_errors(admin: AdminClient) -> None:
             NewTopic("replicated", 1, 3),
             NewTopic("bad/name", 1, 1),
             NewTopic("bad-config", 1, 1, config={"no.such.config": "1"}),
+            NewTopic("bad-value", 1, 1, config={"delete.retention.ms": "tomorrow"}),
+            NewTopic("recompress", 1, 1, config={"compression.type": "zstd"}),
+            NewTopic(
+                "good-extras",
+                1,
+                1,
+                config={"compression.type": "producer", "min.compaction.lag.ms": "10"},
+            ),
         ]
     )
     expected = {
@@ -272,11 +280,14 @@ def test_create_topic_errors(admin: AdminClient) -> None:
         "replicated": KafkaError.INVALID_REPLICATION_FACTOR,
         "bad/name": KafkaError.TOPIC_EXCEPTION,
         "bad-config": KafkaError.INVALID_CONFIG,
+        "bad-value": KafkaError.INVALID_CONFIG,
+        "recompress": KafkaError.INVALID_CONFIG,
     }
     for name, code in expected.items():
         with pytest.raises(KafkaException) as raised:
             futures[name].result(timeout=10)
         assert raised.value.args[0].code() == code, name
+    futures["good-extras"].result(timeout=10)
 
 
 def test_list_offsets_and_delete_records(bootstrap: str, admin: AdminClient) -> None:

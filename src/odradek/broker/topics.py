@@ -27,7 +27,60 @@ TOPIC_CONFIG_BROKER_DEFAULTS: dict[str, str] = {
     "flush.messages": "log.flush.interval.messages",
     "flush.ms": "log.flush.interval.ms",
     "index.interval.bytes": "log.index.interval.bytes",
+    "compression.type": "compression.type",
+    "delete.retention.ms": "log.cleaner.delete.retention.ms",
+    "min.compaction.lag.ms": "log.cleaner.min.compaction.lag.ms",
+    "max.compaction.lag.ms": "log.cleaner.max.compaction.lag.ms",
+    "min.cleanable.dirty.ratio": "log.cleaner.min.cleanable.ratio",
+    "segment.index.bytes": "log.index.size.max.bytes",
+    "segment.jitter.ms": "log.roll.jitter.ms",
+    "file.delete.delay.ms": "log.segment.delete.delay.ms",
+    "unclean.leader.election.enable": "unclean.leader.election.enable",
+    "message.timestamp.before.max.ms": "log.message.timestamp.before.max.ms",
+    "message.timestamp.after.max.ms": "log.message.timestamp.after.max.ms",
+    "preallocate": "log.preallocate",
 }
+
+# Value checks for the configs storage does not parse itself.
+_LONG_CONFIGS = {
+    "delete.retention.ms",
+    "min.compaction.lag.ms",
+    "max.compaction.lag.ms",
+    "segment.index.bytes",
+    "segment.jitter.ms",
+    "file.delete.delay.ms",
+    "message.timestamp.before.max.ms",
+    "message.timestamp.after.max.ms",
+}
+_BOOLEAN_CONFIGS = {"unclean.leader.election.enable", "preallocate"}
+
+
+def config_value_error(name: str, value: str) -> str | None:
+    """Kafka's message for a value it would refuse, or None."""
+    if name in _LONG_CONFIGS:
+        try:
+            number = int(value)
+        except ValueError:
+            return f"Invalid value {value} for configuration {name}: Not a number of type LONG"
+        if number < 0:
+            return f"Invalid value {value} for configuration {name}: Value must be at least 0"
+    elif name in _BOOLEAN_CONFIGS:
+        if value.lower() not in ("true", "false"):
+            return f"Invalid value {value} for configuration {name}: Expected value to be either true or false"
+    elif name == "min.cleanable.dirty.ratio":
+        try:
+            ratio = float(value)
+        except ValueError:
+            return f"Invalid value {value} for configuration {name}: Not a number of type DOUBLE"
+        if not 0 <= ratio <= 1:
+            return f"Invalid value {value} for configuration {name}: Value must be between 0 and 1"
+    elif name == "compression.type" and value != "producer":
+        # Recompressing on the broker would mean decoding records on the produce path.
+        return (
+            f"Invalid value {value} for configuration compression.type: Odradek keeps batches "
+            "as the producer compressed them; only 'producer' is supported"
+        )
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +139,10 @@ def create_topic(
         return None, TopicError(
             ErrorCode.invalid_config, f"Unknown topic config name: {unknown[0]}"
         )
+    for config_name, value in configs.items():
+        problem = config_value_error(config_name, value)
+        if problem is not None:
+            return None, TopicError(ErrorCode.invalid_config, problem)
     if validate_only:
         try:
             context.logs.validate_topic(name, configs)
@@ -142,6 +199,18 @@ CONFIG_TYPES: dict[str, int] = {
     "flush.messages": 5,
     "flush.ms": 5,
     "index.interval.bytes": 3,
+    "compression.type": 2,
+    "delete.retention.ms": 5,
+    "min.compaction.lag.ms": 5,
+    "max.compaction.lag.ms": 5,
+    "min.cleanable.dirty.ratio": 6,
+    "segment.index.bytes": 3,
+    "segment.jitter.ms": 5,
+    "file.delete.delay.ms": 5,
+    "unclean.leader.election.enable": 1,
+    "message.timestamp.before.max.ms": 5,
+    "message.timestamp.after.max.ms": 5,
+    "preallocate": 1,
 }
 
 
@@ -211,6 +280,10 @@ def alter_topic_configs(
     unknown = sorted(set(new_overrides) - set(TOPIC_CONFIG_BROKER_DEFAULTS))
     if unknown:
         return TopicError(ErrorCode.invalid_config, f"Unknown topic config name: {unknown[0]}")
+    for config_name, value in new_overrides.items():
+        problem = config_value_error(config_name, value)
+        if problem is not None:
+            return TopicError(ErrorCode.invalid_config, problem)
     try:
         context.logs.validate_topic(topic, new_overrides)
         if not validate_only:

@@ -5,6 +5,7 @@ Partitions are assigned with explicit offsets (no consumer group, nothing commit
 
 from __future__ import annotations
 
+import os
 import sys
 import uuid
 from collections.abc import Callable
@@ -148,7 +149,11 @@ def consume(
     bootstrap_server: str,
     timeout: float,
 ) -> None:
-    """Print TOPIC's messages, one per line (the value; see --print-key, --json)."""
+    """Print TOPIC's messages, one per line.
+
+    Each line is the value, after the headers and key with --print-headers and --print-key;
+    --json prints one object per message instead. A summary goes to stderr.
+    """
     if from_beginning and offset is not None:
         raise click.UsageError("--from-beginning and --offset are mutually exclusive")
     session = Session(bootstrap_server, timeout)
@@ -186,6 +191,11 @@ def consume(
             emit,
         )
     except KeyboardInterrupt:
+        count = None
+    except BrokenPipeError:
+        # The reader went away (`odradek consume ... | head`): stop quietly, as cat does.
+        # Python would complain again when it flushes stdout at exit; point it at devnull.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         count = None
     finally:
         consumer.close()

@@ -71,7 +71,8 @@ def _produce_one(
     "-K",
     default=None,
     metavar="SEP",
-    help="The part of a line before the first SEP is the key, the rest the value.",
+    help="The part of a line before the first SEP is the key, the rest the value;"
+    " a line without SEP is a value without a key.",
 )
 @click.option(
     "--header",
@@ -88,12 +89,19 @@ def _produce_one(
     default=None,
     help="Produce to this partition (default: the partitioner picks, by key).",
 )
-@click.option("--acks", type=click.Choice(["0", "1", "all"]), default="all", show_default=True)
+@click.option(
+    "--acks",
+    type=click.Choice(["0", "1", "all"]),
+    default="all",
+    show_default=True,
+    help="Acknowledgements the broker must give before a message counts as delivered.",
+)
 @click.option(
     "--compression",
     type=click.Choice(["none", "gzip", "snappy", "lz4", "zstd"]),
     default="none",
     show_default=True,
+    help="Compression codec for record batches.",
 )
 @click.option(
     "--file",
