@@ -248,6 +248,27 @@ def test_pipelined_requests_answer_in_order(client: RawClient) -> None:
     assert [r.responses[0].partition_responses[0].base_offset for _, r in got] == list(range(20))
 
 
+def test_large_frames_in_pieces_and_frames_glued_together(client: RawClient) -> None:
+    create_topic(client, "large", max_message_bytes=str(4 << 20))
+    big = encode_batch([Record(key=None, value=bytes(range(256)) * 8192)])  # 2 MiB
+    small = batch(1)
+    frames = b"".join(
+        encode_request(ApiKey.PRODUCE, 10, encode_body(produce_request(10, "large", records)), i)
+        for i, records in enumerate([small, big, small, big, small], start=100)
+    )
+    # Odd-sized pieces: size prefixes and frames straddle every read boundary.
+    for start in range(0, len(frames), 77_777):
+        client.send_raw(frames[start : start + 77_777])
+    offsets = []
+    for expected in range(100, 105):
+        correlation_id, response = client.read_response(ApiKey.PRODUCE, 10)
+        assert correlation_id == expected
+        partition = response.responses[0].partition_responses[0]
+        assert partition.error_code == ErrorCode.none
+        offsets.append(partition.base_offset)
+    assert offsets == [0, 1, 2, 3, 4]
+
+
 def test_acks_all_is_fsynced_before_the_answer(odradek_broker: Broker, client: RawClient) -> None:
     create_topic(client, "durable")
     response = client.request(produce_request(10, "durable", batch(5), acks=-1))

@@ -143,12 +143,12 @@ def test_every_acks_setting(
 def test_record_up_to_message_max_bytes(
     bootstrap: str, admin: AdminClient, consumer_factory: Any
 ) -> None:
-    topic = create_topic(admin, **{"max.message.bytes": "200000"})
-    p = producer(bootstrap, **{"message.max.bytes": 1_000_000, "linger.ms": 0})
-    big = b"x" * 190_000
+    topic = create_topic(admin, **{"max.message.bytes": "600000"})
+    p = producer(bootstrap, **{"message.max.bytes": 2_000_000, "linger.ms": 0})
+    big = bytes(range(256)) * 2300  # 588,800 bytes: a frame larger than the read buffer
     produce_all(p, topic, [{"value": big}])
     with pytest.raises(KafkaException) as raised:
-        produce_all(p, topic, [{"value": b"y" * 250_000}])
+        produce_all(p, topic, [{"value": b"y" * 700_000}])
     assert raised.value.args[0].code() == KafkaError.MSG_SIZE_TOO_LARGE
     received = read_partitions(
         consumer_factory(

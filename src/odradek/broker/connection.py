@@ -36,12 +36,22 @@ def _flexible_if_supported(api_key: int, api_version: int) -> bool:
     return is_flexible(api_key, api_version)
 
 
-class KafkaConnection(asyncio.Protocol):
+# Reads land in this scratch buffer; a frame larger than what is left of it gets a buffer of
+# its own, and the socket is then read straight into that frame (no accumulate-and-slice).
+READ_BUFFER_BYTES = 256 * 1024
+
+
+class KafkaConnection(asyncio.BufferedProtocol):
     def __init__(self, context: BrokerContext, connections: set[KafkaConnection]) -> None:
         self.context = context
         self.connections = connections
         self.transport: asyncio.Transport | None = None
-        self.buffer = bytearray()
+        self.scratch = bytearray(READ_BUFFER_BYTES)
+        self.scratch_view = memoryview(self.scratch)
+        self.scratch_start = 0  # first unconsumed byte in scratch
+        self.scratch_end = 0  # end of the bytes received into scratch
+        self.frame: bytearray | None = None  # a large frame being read directly
+        self.frame_filled = 0
         self.pending: deque[asyncio.Future[list[bytes | memoryview] | None]] = deque()
         self.peer = "?"
         self.closing = False
@@ -69,30 +79,54 @@ class KafkaConnection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        if self.frame is not None:
+            return memoryview(self.frame)[self.frame_filled :]
+        if self.scratch_end == len(self.scratch):
+            # Move the unconsumed tail (less than one frame) to the front.
+            remaining = self.scratch_end - self.scratch_start
+            self.scratch[:remaining] = self.scratch_view[self.scratch_start : self.scratch_end]
+            self.scratch_start, self.scratch_end = 0, remaining
+        return self.scratch_view[self.scratch_end :]
+
+    def buffer_updated(self, nbytes: int) -> None:
         if self.closing:
             return
-        buffer = self.buffer
-        buffer += data
-        while len(buffer) >= 4:
-            (size,) = _SIZE.unpack_from(buffer, 0)
+        if self.frame is not None:
+            self.frame_filled += nbytes
+            if self.frame_filled == len(self.frame):
+                frame, self.frame = self.frame, None
+                self._submit(frame)
+            return
+        self.scratch_end += nbytes
+        scratch = self.scratch
+        while self.scratch_end - self.scratch_start >= 4 and not self.closing:
+            start = self.scratch_start
+            (size,) = _SIZE.unpack_from(scratch, start)
             if size < 0 or size > self.max_request_bytes:
-                # Refused before it is buffered: Kafka's socket.request.max.bytes guard.
+                # Refused from its size prefix, before it is buffered.
                 self.close(
                     f"request size {size} is outside 0..{self.max_request_bytes} "
                     "(socket.request.max.bytes)"
                 )
-                buffer.clear()
                 return
-            if len(buffer) < 4 + size:
-                return
-            frame = bytes(buffer[4 : 4 + size])
-            del buffer[: 4 + size]
-            self._submit(frame)
-            if self.closing:
-                return
+            available = self.scratch_end - start - 4
+            if available >= size:
+                frame = scratch[start + 4 : start + 4 + size]
+                self.scratch_start = start + 4 + size
+                self._submit(frame)
+                continue
+            if size > len(scratch) - start - 4:
+                # Too big for what is left of scratch: give the frame its own buffer.
+                frame = bytearray(size)
+                frame[:available] = self.scratch_view[start + 4 : self.scratch_end]
+                self.frame, self.frame_filled = frame, available
+                self.scratch_start = self.scratch_end = 0
+            return
+        if self.scratch_start == self.scratch_end:
+            self.scratch_start = self.scratch_end = 0
 
-    def _submit(self, frame: bytes) -> None:
+    def _submit(self, frame: bytearray) -> None:
         try:
             header, position = read_request_header(frame, _flexible_if_supported)
         except RemoteProtocolError as error:

@@ -8,6 +8,7 @@ Kafka calls this the purgatory (DelayedFetch, DelayedProduce). Here a fetch wait
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 from collections import defaultdict
 from collections.abc import Iterable
@@ -54,6 +55,14 @@ class DataArrived:
                         del self._waiters[key]
 
 
+import concurrent.futures
+import os
+
+_FLUSHER = concurrent.futures.ThreadPoolExecutor(
+    max_workers=int(os.environ.get("FLUSHERS", "1")), thread_name_prefix="odradek-fsync"
+)
+
+
 class GroupCommit:
     """One flusher per partition log: waiters for offset N are released once the log's
     recovery point (what is known fsynced) passes N. Concurrent waiters share one fdatasync."""
@@ -78,7 +87,7 @@ class GroupCommit:
         try:
             while self._waiters:
                 try:
-                    flushed = await loop.run_in_executor(None, self.log.flush)
+                    flushed = await loop.run_in_executor(_FLUSHER, self.log.flush)
                 except OSError as error:
                     logger.error("fdatasync failed: %s", error)
                     for _offset, waiter in self._waiters:

@@ -119,6 +119,8 @@ class Broker:
             advertised_port=config.advertised_listener.port,
         )
         context = self.context
+        context.groups.load(now_ms())
+        context.groups.start()
         self._server = await loop.create_server(
             lambda: KafkaConnection(context, self._connections),
             host=listener.host,
@@ -184,6 +186,7 @@ class Broker:
                 await asyncio.wait_for(self._server.wait_closed(), 2)
             self._server = None
         if self.context is not None:
+            await self.context.groups.stop()
             self.context.logs.close()
             self.context = None
         if self._temporary_dir is not None:

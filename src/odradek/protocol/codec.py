@@ -70,7 +70,7 @@ def is_flexible(api_key: int, api_version: int) -> bool:
     return flexible
 
 
-def read_unsigned_varint(buffer: bytes, position: int) -> tuple[int, int]:
+def read_unsigned_varint(buffer: bytes | bytearray, position: int) -> tuple[int, int]:
     """Return (value, new position); raise RemoteProtocolError past the end or past 5 bytes."""
     value = 0
     shift = 0
@@ -85,7 +85,7 @@ def read_unsigned_varint(buffer: bytes, position: int) -> tuple[int, int]:
         shift += 7
 
 
-def skip_tagged_fields(buffer: bytes, position: int) -> int:
+def skip_tagged_fields(buffer: bytes | bytearray, position: int) -> int:
     count, position = read_unsigned_varint(buffer, position)
     for _ in range(count):
         _tag, position = read_unsigned_varint(buffer, position)
@@ -96,7 +96,9 @@ def skip_tagged_fields(buffer: bytes, position: int) -> int:
     return position
 
 
-def read_request_header(frame: bytes, flexible_for: Any = None) -> tuple[RequestHeader, int]:
+def read_request_header(
+    frame: bytes | bytearray, flexible_for: Any = None
+) -> tuple[RequestHeader, int]:
     """Parse the request header; return it and the position where the body starts.
 
     `flexible_for(api_key, api_version) -> bool | None` says whether the header is v2 (flexible);
@@ -124,7 +126,7 @@ def read_request_header(frame: bytes, flexible_for: Any = None) -> tuple[Request
     return RequestHeader(api_key, api_version, correlation_id, client_id, flexible), position
 
 
-def read_request_body(header: RequestHeader, frame: bytes, position: int) -> Any:
+def read_request_body(header: RequestHeader, frame: bytes | bytearray, position: int) -> Any:
     entity_type = request_type(header.api_key, header.api_version)
     entity, _size = read_entity(entity_type, frame, position)
     return entity

@@ -50,7 +50,7 @@ __all__ = ["RemoteProtocolError", "read_entity"]
 E = TypeVar("E", bound=Entity)
 
 # A reader takes (buffer, offset) and returns (value, bytes consumed), as kio's do.
-_Reader: TypeAlias = Callable[[bytes, int], tuple[Any, int]]
+_Reader: TypeAlias = Callable[[bytes | memoryview, int], tuple[Any, int]]
 
 # What a malformed buffer can make kio's readers or our walker raise.
 _DECODE_ERRORS: Final = (
@@ -69,11 +69,13 @@ class RemoteProtocolError(Exception):
     """The peer sent bytes that do not decode as the expected Kafka message."""
 
 
-def read_entity(entity_type: type[E], buffer: bytes, offset: int = 0) -> tuple[E, int]:
+def read_entity(
+    entity_type: type[E], buffer: bytes | bytearray | memoryview, offset: int = 0
+) -> tuple[E, int]:
     """Decode `entity_type` at `offset`; return (entity, bytes consumed)."""
     if not isinstance(buffer, bytes):
-        # kio's native reader refuses writable buffers (bytearray).
-        buffer = bytes(buffer)
+        # kio's native reader refuses writable buffers; a read-only view avoids a copy.
+        buffer = memoryview(buffer).toreadonly()
     try:
         entity, size = _reader(entity_type)(buffer, offset)
     except _DECODE_ERRORS as error:
@@ -104,7 +106,7 @@ def _reader(entity_type: type[Entity]) -> _Reader:
         return walker
     native: _Reader = entity_reader(entity_type)
 
-    def read_natively(buffer: bytes, offset: int) -> tuple[Any, int]:
+    def read_natively(buffer: bytes | memoryview, offset: int) -> tuple[Any, int]:
         try:
             return native(buffer, offset)
         except KeyError as error:
@@ -116,7 +118,7 @@ def _reader(entity_type: type[Entity]) -> _Reader:
 
 
 def _skip_tagged_fields(
-    buffer: bytes,
+    buffer: bytes | memoryview,
     position: int,
     tagged_readers: dict[int, tuple[str, _Reader]],
     values: dict[str, Any],
@@ -145,7 +147,7 @@ def _skip_tagged_fields(
 
 
 def _array_reader(item_reader: _Reader, flexible: bool, nullable: bool) -> _Reader:
-    def read_array(buffer: bytes, offset: int) -> tuple[Any, int]:
+    def read_array(buffer: bytes | memoryview, offset: int) -> tuple[Any, int]:
         if flexible:
             length, position_delta = read_compact_array_length(buffer, offset)
         else:
@@ -174,7 +176,7 @@ def _array_reader(item_reader: _Reader, flexible: bool, nullable: bool) -> _Read
 
 def _nullable_entity_reader(inner: _Reader) -> _Reader:
     # KIP-893: a nullable struct is prefixed with an int8, -1 for null and 1 otherwise.
-    def read_nullable(buffer: bytes, offset: int) -> tuple[Any, int]:
+    def read_nullable(buffer: bytes | memoryview, offset: int) -> tuple[Any, int]:
         marker, size = read_int8(buffer, offset)
         if marker == -1:
             return None, size
@@ -219,7 +221,7 @@ def _walker(entity_type: type[Entity]) -> _Reader:
             )
     flexible = entity_type.__flexible__
 
-    def read(buffer: bytes, offset: int) -> tuple[Any, int]:
+    def read(buffer: bytes | memoryview, offset: int) -> tuple[Any, int]:
         values: dict[str, Any] = {}
         position = offset
         for name, reader in regular:

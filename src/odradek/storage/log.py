@@ -20,7 +20,12 @@ from bisect import bisect_right
 from dataclasses import dataclass
 from pathlib import Path
 
-from odradek.protocol.record_batch import LOG_OVERHEAD, BatchHeader, assign_offsets
+from odradek.protocol.record_batch import (
+    offset_patched_parts,
+    LOG_OVERHEAD,
+    BatchHeader,
+    assign_offsets,
+)
 from odradek.storage._batch import set_log_append_time
 from odradek.storage._files import fsync_directory, write_file_atomically
 from odradek.storage.errors import OffsetOutOfRange, RecordBatchTooLarge, StorageError
@@ -269,16 +274,21 @@ class PartitionLog:
         first_offset = self._log_end_offset
         last_offset = first_offset + offset_count - 1
         log_append_time_ms = now_ms if config.message_timestamp_type == "LogAppendTime" else None
-        buffer = assign_offsets(records, headers, first_offset, partition_leader_epoch)
-        if log_append_time_ms is not None:
-            set_log_append_time(buffer, headers, log_append_time_ms)
         segment = self._segments[-1]
         if self._should_roll(segment, total_size, last_offset, now_ms):
             segment = self._roll(first_offset)
         if segment.rolling_base_ms is None:
             segment.rolling_base_ms = now_ms
         position = segment.size
-        segment.write(buffer)
+        if log_append_time_ms is not None:
+            # LogAppendTime rewrites CRC-covered fields: patch a copy.
+            buffer = assign_offsets(records, headers, first_offset, partition_leader_epoch)
+            set_log_append_time(buffer, headers, log_append_time_ms)
+            segment.write(buffer)
+        else:
+            segment.write_parts(
+                offset_patched_parts(records, headers, first_offset, partition_leader_epoch)
+            )
         segment.account_batches(
             headers, first_offset, position, config.index_interval_bytes, log_append_time_ms
         )

@@ -148,6 +148,18 @@ class LogSegment:
                 os.ftruncate(self.fd, self.size)
                 raise StorageError(f"write to {self.log_path} failed: {error}") from error
 
+    def write_parts(self, parts: list[bytes | memoryview]) -> None:
+        """Append buffers with one writev (no joined copy); same contract as `write`."""
+        total = sum(len(part) for part in parts)
+        try:
+            written = os.writev(self.fd, parts)
+        except OSError as error:
+            os.ftruncate(self.fd, self.size)
+            raise StorageError(f"write to {self.log_path} failed: {error}") from error
+        if written < total:
+            # A short writev (rare: signals, full disk): finish with plain writes.
+            self.write(b"".join(bytes(part) for part in parts)[written:])
+
     def account_batches(
         self,
         headers: list[BatchHeader],

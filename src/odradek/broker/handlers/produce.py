@@ -25,6 +25,7 @@ from odradek.protocol.hot_encoders import (
     encode_produce_response,
 )
 from odradek.protocol.record_batch import InvalidRecords, validate_batches
+from odradek.storage.errors import StorageError
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +81,7 @@ async def handle(
                 continue
             try:
                 info = log.append(records, headers, now, partition_leader_epoch=0)
-            except OSError as error:
+            except (OSError, StorageError) as error:
                 logger.error("append to %s-%d failed: %s", name, index, error)
                 partition_results.append(_error(index, ErrorCode.kafka_storage_error))
                 continue
