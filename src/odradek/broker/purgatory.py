@@ -55,12 +55,8 @@ class DataArrived:
                         del self._waiters[key]
 
 
-import concurrent.futures
-import os
-
-_FLUSHER = concurrent.futures.ThreadPoolExecutor(
-    max_workers=int(os.environ.get("FLUSHERS", "1")), thread_name_prefix="odradek-fsync"
-)
+# fdatasyncs run on their own threads so that a slow disk never starves other executor work.
+_FLUSHER = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="odradek-fsync")
 
 
 class GroupCommit:

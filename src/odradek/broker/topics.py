@@ -66,7 +66,10 @@ def config_value_error(name: str, value: str) -> str | None:
             return f"Invalid value {value} for configuration {name}: Value must be at least 0"
     elif name in _BOOLEAN_CONFIGS:
         if value.lower() not in ("true", "false"):
-            return f"Invalid value {value} for configuration {name}: Expected value to be either true or false"
+            return (
+                f"Invalid value {value} for configuration {name}: "
+                "Expected value to be either true or false"
+            )
     elif name == "min.cleanable.dirty.ratio":
         try:
             ratio = float(value)

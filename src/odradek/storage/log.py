@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from odradek.protocol.record_batch import (
-    offset_patched_parts,
     LOG_OVERHEAD,
     BatchHeader,
     assign_offsets,
+    offset_patched_parts,
 )
 from odradek.storage._batch import set_log_append_time
 from odradek.storage._files import fsync_directory, write_file_atomically
