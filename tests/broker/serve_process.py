@@ -12,9 +12,11 @@ from pathlib import Path
 
 
 class ServeProcess:
-    def __init__(self, data_dir: Path, *overrides: str) -> None:
+    def __init__(self, data_dir: Path, *overrides: str, config_file: Path | None = None) -> None:
         arguments = [sys.executable, "-m", "odradek.cli", "serve", "--port", "0"]
         arguments += ["--data-dir", str(data_dir)]
+        if config_file is not None:
+            arguments += ["--config", str(config_file)]
         for override in overrides:
             arguments += ["--override", override]
         self.process = subprocess.Popen(
