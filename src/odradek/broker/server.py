@@ -119,8 +119,6 @@ class Broker:
             advertised_port=config.advertised_listener.port,
         )
         context = self.context
-        context.groups.load(now_ms())
-        context.groups.start()
         self._server = await loop.create_server(
             lambda: KafkaConnection(context, self._connections),
             host=listener.host,
@@ -186,7 +184,6 @@ class Broker:
                 await asyncio.wait_for(self._server.wait_closed(), 2)
             self._server = None
         if self.context is not None:
-            await self.context.groups.stop()
             self.context.logs.close()
             self.context = None
         if self._temporary_dir is not None:
