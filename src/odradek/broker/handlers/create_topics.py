@@ -19,6 +19,20 @@ async def handle(context: BrokerContext, header: RequestHeader, request: Any) ->
     module = response_module(ApiKey.CREATE_TOPICS, version)
     result_type = nested(module, "CreatableTopicResult")
     config_type = nested(module, "CreatableTopicConfigs") if version >= 5 else None
+
+    def failed(name: str, error: ErrorCode, message: str | None) -> Any:
+        return make(
+            result_type,
+            name=name,
+            topic_id=None,
+            error_code=error,
+            error_message=message,
+            topic_config_error_code=0,
+            num_partitions=-1,
+            replication_factor=-1,
+            configs=None,
+        )
+
     results = []
     seen: set[str] = set()
     duplicates = {
@@ -32,16 +46,10 @@ async def handle(context: BrokerContext, header: RequestHeader, request: Any) ->
                 continue
             seen.add(topic.name)
             results.append(
-                make(
-                    result_type,
-                    name=topic.name,
-                    topic_id=None,
-                    error_code=ErrorCode.invalid_request,
-                    error_message=f"Duplicate topic name {topic.name!r} in the request.",
-                    topic_config_error_code=0,
-                    num_partitions=-1,
-                    replication_factor=-1,
-                    configs=None,
+                failed(
+                    topic.name,
+                    ErrorCode.invalid_request,
+                    f"Duplicate topic name {topic.name!r} in the request.",
                 )
             )
             continue
@@ -59,16 +67,10 @@ async def handle(context: BrokerContext, header: RequestHeader, request: Any) ->
                 and replication_factor <= 1
             ):
                 results.append(
-                    make(
-                        result_type,
-                        name=topic.name,
-                        topic_id=None,
-                        error_code=ErrorCode.invalid_replica_assignment,
-                        error_message="Replica assignment names an unknown broker.",
-                        topic_config_error_code=0,
-                        num_partitions=-1,
-                        replication_factor=-1,
-                        configs=None,
+                    failed(
+                        topic.name,
+                        ErrorCode.invalid_replica_assignment,
+                        "Replica assignment names an unknown broker.",
                     )
                 )
                 continue
@@ -81,19 +83,7 @@ async def handle(context: BrokerContext, header: RequestHeader, request: Any) ->
             validate_only=request.validate_only,
         )
         if error is not None:
-            results.append(
-                make(
-                    result_type,
-                    name=topic.name,
-                    topic_id=None,
-                    error_code=error.error_code,
-                    error_message=error.message,
-                    topic_config_error_code=0,
-                    num_partitions=-1,
-                    replication_factor=-1,
-                    configs=None,
-                )
-            )
+            results.append(failed(topic.name, error.error_code, error.message))
             continue
         described = ()
         if config_type is not None:
