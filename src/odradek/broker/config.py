@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from odradek.coordinator.group.config import GroupConfig
+
 logger = logging.getLogger(__name__)
 
 # Kafka's defaults, except where one node makes a replicated default meaningless: the
@@ -57,9 +59,29 @@ DEFAULTS: dict[str, str] = {
     "transaction.state.log.num.partitions": "50",
     "transaction.max.timeout.ms": "900000",
     "group.initial.rebalance.delay.ms": "3000",
+    "group.min.session.timeout.ms": "6000",
+    "group.max.session.timeout.ms": "1800000",
+    "group.max.size": "2147483647",
+    "group.consumer.session.timeout.ms": "45000",
+    # Kafka's minimum; tests set it (and the session timeout) lower.
+    "group.consumer.min.session.timeout.ms": "45000",
+    "group.consumer.heartbeat.interval.ms": "5000",
+    "group.consumer.min.heartbeat.interval.ms": "5000",
+    "group.consumer.assignors": "uniform,range",
+    "offsets.retention.minutes": "10080",
+    "offsets.retention.check.interval.ms": "600000",
+    "offset.metadata.max.bytes": "4096",
+    "offsets.topic.segment.bytes": "104857600",
     "num.io.threads": "8",
     "cluster.id": "",
     "odradek.acks.all.fsync": "true",
+}
+
+
+# Kafka names its assignors by Java class; both spellings are accepted.
+_ASSIGNOR_CLASS_NAMES = {
+    "org.apache.kafka.coordinator.group.assignor.UniformAssignor": "uniform",
+    "org.apache.kafka.coordinator.group.assignor.RangeAssignor": "range",
 }
 
 
@@ -215,9 +237,65 @@ class BrokerConfig:
         for name in ("num.partitions", "default.replication.factor", "message.max.bytes"):
             if _int(properties, name) < 1:
                 raise ConfigError(f"{name} must be at least 1")
+        config.group_config()  # checks the group settings now, not on first use
         if config.log_retention_ms < 0:
             # Kafka: -1 means keep forever.
             object.__setattr__(config, "log_retention_ms", -1)
+        return config
+
+    def group_config(self) -> GroupConfig:
+        """The group coordinator's settings, checked as Kafka checks them at startup."""
+        properties = self.properties
+
+        def number(name: str) -> int:
+            return _int(properties, name)
+
+        assignors = tuple(
+            _ASSIGNOR_CLASS_NAMES.get(name.strip(), name.strip())
+            for name in properties["group.consumer.assignors"].split(",")
+            if name.strip()
+        )
+        unknown = [name for name in assignors if name not in ("uniform", "range")]
+        if not assignors or unknown:
+            raise ConfigError(
+                f"group.consumer.assignors: expected uniform and/or range, got {unknown or '-'}"
+            )
+        config = GroupConfig(
+            offsets_topic_partitions=number("offsets.topic.num.partitions"),
+            initial_rebalance_delay_ms=number("group.initial.rebalance.delay.ms"),
+            min_session_timeout_ms=number("group.min.session.timeout.ms"),
+            max_session_timeout_ms=number("group.max.session.timeout.ms"),
+            max_size=number("group.max.size"),
+            consumer_session_timeout_ms=number("group.consumer.session.timeout.ms"),
+            consumer_min_session_timeout_ms=number("group.consumer.min.session.timeout.ms"),
+            consumer_heartbeat_interval_ms=number("group.consumer.heartbeat.interval.ms"),
+            consumer_min_heartbeat_interval_ms=number("group.consumer.min.heartbeat.interval.ms"),
+            consumer_assignors=assignors,
+            offsets_retention_ms=number("offsets.retention.minutes") * 60_000,
+            offsets_retention_check_interval_ms=number("offsets.retention.check.interval.ms"),
+            offset_metadata_max_bytes=number("offset.metadata.max.bytes"),
+        )
+        if config.offsets_topic_partitions < 1:
+            raise ConfigError("offsets.topic.num.partitions must be at least 1")
+        if config.consumer_session_timeout_ms < config.consumer_min_session_timeout_ms:
+            raise ConfigError(
+                "group.consumer.session.timeout.ms must be at least "
+                "group.consumer.min.session.timeout.ms"
+            )
+        if config.consumer_heartbeat_interval_ms < config.consumer_min_heartbeat_interval_ms:
+            raise ConfigError(
+                "group.consumer.heartbeat.interval.ms must be at least "
+                "group.consumer.min.heartbeat.interval.ms"
+            )
+        if config.consumer_heartbeat_interval_ms >= config.consumer_session_timeout_ms:
+            raise ConfigError(
+                "group.consumer.heartbeat.interval.ms must be lower than "
+                "group.consumer.session.timeout.ms"
+            )
+        if config.min_session_timeout_ms > config.max_session_timeout_ms:
+            raise ConfigError(
+                "group.min.session.timeout.ms must not exceed group.max.session.timeout.ms"
+            )
         return config
 
     def with_overrides(self, overrides: Mapping[str, str]) -> BrokerConfig:

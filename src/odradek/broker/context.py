@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from odradek.broker.clock import now_ms
 from odradek.broker.config import BrokerConfig
+from odradek.broker.group_runtime import GroupRuntime
 from odradek.broker.purgatory import DataArrived, GroupCommit
 from odradek.storage.log import LogConfig
 from odradek.storage.log_manager import LogManager
@@ -39,6 +40,11 @@ class BrokerContext:
     advertised_port: int
     data_arrived: DataArrived = field(default_factory=DataArrived)
     _group_commits: dict[tuple[str, int], GroupCommit] = field(default_factory=dict)
+    # The group coordinator (consumer groups and committed offsets).
+    groups: GroupRuntime = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.groups = GroupRuntime(self.config, self.logs, self.data_arrived, self.group_commit)
 
     @property
     def node_id(self) -> int:

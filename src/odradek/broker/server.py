@@ -109,6 +109,10 @@ class Broker:
         for name in config.unknown:
             logger.warning("unknown property %s is ignored", name)
         logs = LogManager.open(config.log_dir, default_log_config(config), now_ms())
+        for log in logs.all_logs().values():
+            # One node: the in-sync replica set is the leader alone, so everything the log holds
+            # after recovery is replicated "everywhere" (a checkpointed HW may lag after kill -9).
+            log.high_watermark = log.log_end_offset
         loop = asyncio.get_running_loop()
         listener = config.listener
         self.context = BrokerContext(
@@ -119,6 +123,8 @@ class Broker:
             advertised_port=config.advertised_listener.port,
         )
         context = self.context
+        context.groups.load(now_ms())
+        context.groups.start()
         self._server = await loop.create_server(
             lambda: KafkaConnection(context, self._connections),
             host=listener.host,
@@ -184,6 +190,7 @@ class Broker:
                 await asyncio.wait_for(self._server.wait_closed(), 2)
             self._server = None
         if self.context is not None:
+            await self.context.groups.stop()
             self.context.logs.close()
             self.context = None
         if self._temporary_dir is not None:

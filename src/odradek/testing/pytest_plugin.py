@@ -14,8 +14,16 @@ import pytest
 if TYPE_CHECKING:
     from odradek.broker.server import Broker
 
-# Tests want a fast first join and no waiting on timers that only matter in production.
-TEST_CONFIG = {"group.initial.rebalance.delay.ms": "0"}
+# Tests want a fast first join and no waiting on timers that only matter in production: no
+# initial rebalance delay, and session timeouts (classic and KIP-848) allowed down to 1 s.
+TEST_CONFIG = {
+    "group.initial.rebalance.delay.ms": "0",
+    "group.min.session.timeout.ms": "1000",
+    "group.consumer.session.timeout.ms": "6000",
+    "group.consumer.min.session.timeout.ms": "1000",
+    "group.consumer.heartbeat.interval.ms": "500",
+    "group.consumer.min.heartbeat.interval.ms": "100",
+}
 
 
 @pytest.fixture

@@ -1,0 +1,265 @@
+"""The group coordinator's runtime: the asyncio edge around the deterministic GroupCoordinator.
+
+It owns the coordinator, parks a request whose answer comes later (a future per request
+reference), appends the records an operation returns to `__consumer_offsets` through the normal
+PartitionLog.append, and resolves the futures only after the append (and, with
+`odradek.acks.all.fsync`, after the fdatasync: `__consumer_offsets` is written with acks=all,
+as in Kafka). A timer task feeds the clock to `poll`. On start, `load` replays every partition
+of `__consumer_offsets` to rebuild groups and offsets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from kio.schema.errors import ErrorCode
+
+from odradek.broker.clock import now_ms
+from odradek.broker.config import BrokerConfig
+from odradek.broker.purgatory import DataArrived, GroupCommit
+from odradek.coordinator.group import CoordinatorRecord, GroupCoordinator, Result, TopicInfo
+from odradek.protocol.record_batch import (
+    InvalidRecords,
+    Record,
+    decode_batches,
+    encode_batch,
+    validate_batches,
+)
+from odradek.storage.errors import StorageError
+from odradek.storage.log import PartitionLog
+from odradek.storage.log_manager import LogManager
+
+logger = logging.getLogger(__name__)
+
+OFFSETS_TOPIC = "__consumer_offsets"
+INTERNAL_TOPICS = frozenset({OFFSETS_TOPIC, "__transaction_state"})
+_READ_CHUNK_BYTES = 1 << 20
+
+
+class CoordinatorNotAvailableError(Exception):
+    """`__consumer_offsets` cannot be created or written."""
+
+
+Operation = Callable[[int, int], Result]
+
+
+class GroupRuntime:
+    def __init__(
+        self,
+        config: BrokerConfig,
+        logs: LogManager,
+        data_arrived: DataArrived,
+        group_commit: Callable[[str, int], GroupCommit | None],
+    ) -> None:
+        self.config = config
+        self.group_config = config.group_config()
+        self.coordinator = GroupCoordinator(self.group_config)
+        self._logs = logs
+        self._data_arrived = data_arrived
+        self._group_commit = group_commit
+        self._futures: dict[int, asyncio.Future[Any]] = {}
+        self._references = itertools.count(1)
+        self._wakeup: asyncio.Event | None = None
+        self._timer: asyncio.Task[None] | None = None
+        self._flushes: set[asyncio.Task[None]] = set()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def load(self, now: int) -> int:
+        """Replay `__consumer_offsets` (if it exists); returns the number of records read."""
+        count = 0
+        topic = self._logs.topics().get(OFFSETS_TOPIC)
+        if topic is not None:
+            for partition in range(topic.partitions):
+                log = self._logs.log(OFFSETS_TOPIC, partition)
+                if log is not None:
+                    count += self._replay_log(log, now)
+        self.coordinator.finish_loading(now)
+        if count:
+            logger.info("loaded %d record(s) from %s", count, OFFSETS_TOPIC)
+        return count
+
+    def _replay_log(self, log: PartitionLog, now: int) -> int:
+        # One node: everything in the log was appended by this broker and is committed.
+        log.high_watermark = log.log_end_offset
+        offset = log.log_start_offset
+        end = log.log_end_offset
+        count = 0
+        while offset < end:
+            read = log.read(offset, _READ_CHUNK_BYTES, end, True)
+            if not read.records:
+                break
+            for header, records in decode_batches(read.records):
+                if header.is_control:
+                    continue
+                for record in records:
+                    if record.offset >= offset and record.key is not None:
+                        self.coordinator.replay(record.key, record.value, now)
+                        count += 1
+                offset = max(offset, header.next_offset)
+        return count
+
+    def start(self) -> None:
+        self._wakeup = asyncio.Event()
+        self._timer = asyncio.get_running_loop().create_task(self._timer_loop())
+
+    async def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._timer
+            self._timer = None
+        for task in list(self._flushes):
+            task.cancel()
+        for future in self._futures.values():
+            if not future.done():
+                future.cancel()
+        self._futures.clear()
+
+    # -- the internal topic ------------------------------------------------------------------
+
+    def ensure_offsets_topic(self) -> bool:
+        """Create `__consumer_offsets` on first use; False if it cannot be created."""
+        if OFFSETS_TOPIC in self._logs.topics():
+            return True
+        try:
+            self._logs.create_topic(
+                OFFSETS_TOPIC,
+                self.group_config.offsets_topic_partitions,
+                {
+                    "cleanup.policy": "compact",
+                    "segment.bytes": self.config.properties["offsets.topic.segment.bytes"],
+                },
+            )
+        except (StorageError, OSError) as error:
+            logger.error("cannot create %s: %s", OFFSETS_TOPIC, error)
+            return False
+        logger.info(
+            "created %s with %d partition(s)",
+            OFFSETS_TOPIC,
+            self.group_config.offsets_topic_partitions,
+        )
+        return True
+
+    def topics(self) -> dict[str, TopicInfo]:
+        """What the KIP-848 assignors may assign: every topic but the internal ones."""
+        return {
+            name: TopicInfo(metadata.topic_id, metadata.partitions)
+            for name, metadata in self._logs.topics().items()
+            if name not in INTERNAL_TOPICS
+        }
+
+    # -- operations --------------------------------------------------------------------------
+
+    async def run(self, operation: Operation) -> Any:
+        """Run a write operation `operation(ref, now_ms)` and wait for its response."""
+        if not self.ensure_offsets_topic():
+            raise CoordinatorNotAvailableError(OFFSETS_TOPIC)
+        reference = next(self._references)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._futures[reference] = future
+        try:
+            self.apply(operation(reference, now_ms()))
+            return await future
+        finally:
+            self._futures.pop(reference, None)
+
+    def apply(self, result: Result) -> None:
+        """Append the result's records, then deliver its responses."""
+        if self._wakeup is not None:
+            self._wakeup.set()
+        if not result.records:
+            self._deliver(result.responses)
+            return
+        now = now_ms()
+        try:
+            ends = self._append(result.records, now)
+        except (OSError, StorageError, InvalidRecords) as error:
+            logger.error("cannot append to %s: %s", OFFSETS_TOPIC, error)
+            self._deliver(
+                [
+                    (reference, response.with_error(ErrorCode.coordinator_not_available))
+                    for reference, response in result.responses
+                ]
+            )
+            return
+        if result.replay_after_append:
+            for record in result.records:
+                self.coordinator.replay(record.key, record.value, now)
+        if not self.config.acks_all_fsync:
+            self._deliver(result.responses)
+            return
+        task = asyncio.get_running_loop().create_task(self._deliver_when_flushed(result, ends))
+        self._flushes.add(task)
+        task.add_done_callback(self._flushes.discard)
+
+    def _append(self, records: list[CoordinatorRecord], now: int) -> dict[int, int]:
+        by_partition: dict[int, list[Record]] = {}
+        for record in records:
+            by_partition.setdefault(record.partition, []).append(
+                Record(key=record.key, value=record.value)
+            )
+        ends: dict[int, int] = {}
+        for partition, batch_records in sorted(by_partition.items()):
+            log = self._logs.log(OFFSETS_TOPIC, partition)
+            if log is None:
+                raise StorageError(f"{OFFSETS_TOPIC}-{partition} does not exist")
+            batch = encode_batch(batch_records, base_timestamp=now)
+            headers = validate_batches(batch, log.config.max_message_bytes)
+            info = log.append(batch, headers, now, partition_leader_epoch=0)
+            log.high_watermark = log.log_end_offset
+            self._data_arrived.notify((OFFSETS_TOPIC, partition))
+            ends[partition] = info.last_offset + 1
+        return ends
+
+    async def _deliver_when_flushed(self, result: Result, ends: dict[int, int]) -> None:
+        try:
+            for partition, end in ends.items():
+                commit = self._group_commit(OFFSETS_TOPIC, partition)
+                if commit is not None:
+                    await commit.wait_flushed(end)
+        except OSError:
+            self._deliver(
+                [
+                    (reference, response.with_error(ErrorCode.kafka_storage_error))
+                    for reference, response in result.responses
+                ]
+            )
+            return
+        self._deliver(result.responses)
+
+    def _deliver(self, responses: list[tuple[int, Any]]) -> None:
+        for reference, response in responses:
+            future = self._futures.get(reference)
+            if future is not None and not future.done():
+                future.set_result(response)
+
+    # -- timers ------------------------------------------------------------------------------
+
+    async def _timer_loop(self) -> None:
+        assert self._wakeup is not None
+        while True:
+            now = now_ms()
+            deadline = self.coordinator.next_deadline()
+            if deadline is None or deadline <= now:
+                try:
+                    self.apply(self.coordinator.poll(now))
+                except Exception:
+                    logger.exception("group coordinator timer failed")
+                deadline = self.coordinator.next_deadline()
+            self._wakeup.clear()
+            timeout = None if deadline is None else max(deadline - now_ms(), 1) / 1000
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), timeout)
+
+
+def milliseconds(value: Any) -> int:
+    """kio decodes duration fields as timedelta; the coordinator works in milliseconds."""
+    if isinstance(value, int):
+        return value
+    return int(value.total_seconds() * 1000)

@@ -1,0 +1,59 @@
+"""FindCoordinator: this node coordinates every group (and, from stage 3, transactions).
+
+v4+ asks for several keys at once (`coordinator_keys`) and gets one answer per key.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kio.schema.errors import ErrorCode
+
+from odradek.broker import dispatcher
+from odradek.broker.context import BrokerContext
+from odradek.protocol.api_keys import ApiKey
+from odradek.protocol.codec import RequestHeader, make, nested, response_module, response_type
+
+GROUP_KEY_TYPE = 0
+TRANSACTION_KEY_TYPE = 1
+
+
+@dispatcher.register(ApiKey.FIND_COORDINATOR, 0, 6)
+async def handle(context: BrokerContext, header: RequestHeader, request: Any) -> Any:
+    version = header.api_version
+    key_type = getattr(request, "key_type", GROUP_KEY_TYPE)
+
+    def answer(key: str) -> dict[str, Any]:
+        if key_type == GROUP_KEY_TYPE:
+            if context.groups.ensure_offsets_topic():
+                return {
+                    "key": key,
+                    "error_code": ErrorCode.none,
+                    "error_message": None,
+                    "node_id": context.node_id,
+                    "host": context.advertised_host,
+                    "port": context.advertised_port,
+                }
+            error, message = ErrorCode.coordinator_not_available, "__consumer_offsets is missing"
+        elif key_type == TRANSACTION_KEY_TYPE:
+            error, message = ErrorCode.coordinator_not_available, "No transaction coordinator yet."
+        else:
+            error, message = ErrorCode.invalid_request, f"Unknown coordinator key type {key_type}."
+        return {
+            "key": key,
+            "error_code": error,
+            "error_message": message,
+            "node_id": -1,
+            "host": "",
+            "port": -1,
+        }
+
+    response = response_type(ApiKey.FIND_COORDINATOR, version)
+    if version < 4:
+        return make(response, throttle_time=0, **answer(request.key))
+    coordinator = nested(response_module(ApiKey.FIND_COORDINATOR, version), "Coordinator")
+    return make(
+        response,
+        throttle_time=0,
+        coordinators=tuple(make(coordinator, **answer(key)) for key in request.coordinator_keys),
+    )

@@ -1,0 +1,81 @@
+"""OffsetCommit: store a group's consumed positions in `__consumer_offsets`.
+
+Partitions the broker does not have get UNKNOWN_TOPIC_OR_PARTITION here and never reach the
+coordinator, which checks the generation (classic) or member epoch (KIP-848) and the metadata
+size; the answer comes after the append, when the offsets are visible to OffsetFetch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kio.schema.errors import ErrorCode
+
+from odradek.broker import dispatcher
+from odradek.broker.context import BrokerContext
+from odradek.broker.group_runtime import CoordinatorNotAvailableError
+from odradek.coordinator.group import CommitRequest, OffsetCommitResponse, PartitionCommit
+from odradek.protocol.api_keys import ApiKey
+from odradek.protocol.codec import RequestHeader, make, nested, response_module, response_type
+
+
+@dispatcher.register(ApiKey.OFFSET_COMMIT, 2, 9)
+async def handle(context: BrokerContext, header: RequestHeader, request: Any) -> Any:
+    version = header.api_version
+    errors: dict[str, dict[int, ErrorCode]] = {}
+    valid: dict[str, dict[int, PartitionCommit]] = {}
+    for topic in request.topics:
+        topic_errors = errors.setdefault(topic.name, {})
+        for partition in topic.partitions:
+            index = partition.partition_index
+            if context.logs.log(topic.name, index) is None:
+                topic_errors[index] = ErrorCode.unknown_topic_or_partition
+                continue
+            topic_errors[index] = ErrorCode.none
+            valid.setdefault(topic.name, {})[index] = PartitionCommit(
+                partition.committed_offset,
+                getattr(partition, "committed_leader_epoch", -1),
+                partition.committed_metadata,
+            )
+    if valid:
+        commit = CommitRequest(
+            group_id=request.group_id,
+            generation_id_or_member_epoch=request.generation_id_or_member_epoch,
+            member_id=request.member_id,
+            group_instance_id=getattr(request, "group_instance_id", None),
+            offsets=valid,
+            api_version=version,
+        )
+        try:
+            answer: OffsetCommitResponse = await context.groups.run(
+                lambda reference, now: context.groups.coordinator.commit_offsets(
+                    reference, commit, now
+                )
+            )
+        except CoordinatorNotAvailableError:
+            answer = OffsetCommitResponse(
+                {
+                    topic: dict.fromkeys(partitions, ErrorCode.coordinator_not_available)
+                    for topic, partitions in valid.items()
+                }
+            )
+        for topic_name, partitions in answer.errors.items():
+            errors[topic_name].update(partitions)
+    module = response_module(ApiKey.OFFSET_COMMIT, version)
+    topic_type = nested(module, "OffsetCommitResponseTopic")
+    partition_type = nested(module, "OffsetCommitResponsePartition")
+    return make(
+        response_type(ApiKey.OFFSET_COMMIT, version),
+        throttle_time=0,
+        topics=tuple(
+            make(
+                topic_type,
+                name=name,
+                partitions=tuple(
+                    make(partition_type, partition_index=index, error_code=error)
+                    for index, error in partitions.items()
+                ),
+            )
+            for name, partitions in errors.items()
+        ),
+    )

@@ -1,0 +1,78 @@
+"""OffsetFetch: a group's committed offsets; v8+ asks for several groups at once.
+
+No transactions yet, so no offset is ever pending and `require_stable` (v7+) changes nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kio.schema.errors import ErrorCode
+
+from odradek.broker import dispatcher
+from odradek.broker.context import BrokerContext
+from odradek.protocol.api_keys import ApiKey
+from odradek.protocol.codec import RequestHeader, make, nested, response_module, response_type
+
+NO_OFFSET = -1
+NO_LEADER_EPOCH = -1
+
+
+@dispatcher.register(ApiKey.OFFSET_FETCH, 1, 9)
+async def handle(context: BrokerContext, header: RequestHeader, request: Any) -> Any:
+    version = header.api_version
+    module = response_module(ApiKey.OFFSET_FETCH, version)
+    multi = version >= 8
+    topic_type = nested(
+        module, "OffsetFetchResponseTopics" if multi else "OffsetFetchResponseTopic"
+    )
+    partition_type = nested(
+        module, "OffsetFetchResponsePartitions" if multi else "OffsetFetchResponsePartition"
+    )
+    coordinator = context.groups.coordinator
+
+    def fetch(
+        group_id: str, topics: Any, member_id: str | None, member_epoch: int
+    ) -> tuple[ErrorCode, tuple[Any, ...]]:
+        wanted = (
+            None
+            if topics is None
+            else {topic.name: tuple(topic.partition_indexes) for topic in topics}
+        )
+        error, offsets = coordinator.fetch_offsets(group_id, wanted, member_id, member_epoch)
+        return error, tuple(
+            make(
+                topic_type,
+                name=name,
+                partitions=tuple(
+                    make(
+                        partition_type,
+                        partition_index=index,
+                        committed_offset=NO_OFFSET if value is None else value.offset,
+                        committed_leader_epoch=NO_LEADER_EPOCH
+                        if value is None
+                        else value.leader_epoch,
+                        metadata="" if value is None else value.metadata,
+                        error_code=ErrorCode.none,
+                    )
+                    for index, value in partitions.items()
+                ),
+            )
+            for name, partitions in offsets.items()
+        )
+
+    response = response_type(ApiKey.OFFSET_FETCH, version)
+    if not multi:
+        error, topics = fetch(request.group_id, request.topics, None, -1)
+        return make(response, throttle_time=0, topics=topics, error_code=error)
+    group_type = nested(module, "OffsetFetchResponseGroup")
+    groups = []
+    for group in request.groups:
+        error, topics = fetch(
+            group.group_id,
+            group.topics,
+            getattr(group, "member_id", None),
+            getattr(group, "member_epoch", -1),
+        )
+        groups.append(make(group_type, group_id=group.group_id, topics=topics, error_code=error))
+    return make(response, throttle_time=0, groups=tuple(groups))

@@ -1,0 +1,436 @@
+"""The KIP-848 consumer protocol: ConsumerGroupHeartbeat with server-side assignment.
+
+Every membership or subscription change bumps the group epoch; the next heartbeat computes a
+new target assignment (assignment epoch = group epoch). Each member then reconciles towards its
+target one heartbeat at a time, as Kafka's CurrentAssignmentBuilder does: first it revokes what
+it must give up (keeping its epoch), then it gets the target epoch and the partitions that are
+free; a partition another member still owns or is revoking is handed over only once released.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from kio.schema.errors import ErrorCode
+
+from odradek.coordinator.group.assignors import Assignment, TopicInfo, UnknownAssignorError, assign
+from odradek.coordinator.group.config import GroupConfig
+from odradek.coordinator.group.records import (
+    ConsumerGroupKey,
+    CoordinatorRecord,
+    encode_consumer_group_value,
+    encode_key,
+    partition_for,
+)
+from odradek.coordinator.group.results import ConsumerGroupHeartbeatResponse, Result
+from odradek.coordinator.group.state import ConsumerGroupState, MemberState
+
+Partitions = dict[uuid.UUID, frozenset[int]]
+
+LEAVE_GROUP_MEMBER_EPOCH = -1
+LEAVE_GROUP_STATIC_MEMBER_EPOCH = -2
+
+
+@dataclass(slots=True)
+class ConsumerMember:
+    member_id: str
+    instance_id: str | None = None
+    rack_id: str | None = None
+    client_id: str = ""
+    client_host: str = ""
+    rebalance_timeout_ms: int = 0
+    subscribed_topic_names: frozenset[str] = frozenset()
+    subscribed_topic_regex: str | None = None
+    server_assignor: str | None = None
+    member_epoch: int = 0
+    previous_member_epoch: int = 0
+    state: MemberState = MemberState.STABLE
+    assigned: Partitions = field(default_factory=dict)
+    pending_revocation: Partitions = field(default_factory=dict)
+    session_deadline_ms: int = 0
+    revocation_deadline_ms: int | None = None
+
+    def subscribed(self, topics: Mapping[str, TopicInfo]) -> frozenset[str]:
+        names = set(self.subscribed_topic_names)
+        if self.subscribed_topic_regex:
+            try:
+                pattern = re.compile(self.subscribed_topic_regex)
+            except re.error:
+                pattern = None
+            if pattern is not None:
+                names |= {name for name in topics if pattern.fullmatch(name)}
+        return frozenset(names)
+
+
+class ConsumerGroup:
+    def __init__(self, group_id: str) -> None:
+        self.group_id = group_id
+        self.group_epoch = 0
+        self.assignment_epoch = 0
+        self.members: dict[str, ConsumerMember] = {}
+        self.target: Assignment = {}
+        self.assignor_name: str | None = None
+        # What the target assignment was computed from: subscribed topic -> (id, partitions).
+        self.subscribed_metadata: dict[str, TopicInfo] = {}
+        self.state_timestamp_ms = 0
+
+    @property
+    def state(self) -> ConsumerGroupState:
+        if not self.members:
+            return ConsumerGroupState.EMPTY
+        if self.group_epoch > self.assignment_epoch:
+            return ConsumerGroupState.ASSIGNING
+        if any(
+            member.member_epoch != self.assignment_epoch or member.state != MemberState.STABLE
+            for member in self.members.values()
+        ):
+            return ConsumerGroupState.RECONCILING
+        return ConsumerGroupState.STABLE
+
+    def owner_epochs(self, excluding: str) -> set[tuple[uuid.UUID, int]]:
+        """Partitions some other member owns or is still revoking."""
+        owned: set[tuple[uuid.UUID, int]] = set()
+        for member in self.members.values():
+            if member.member_id == excluding:
+                continue
+            for partitions in (member.assigned, member.pending_revocation):
+                for topic_id, numbers in partitions.items():
+                    owned.update((topic_id, number) for number in numbers)
+        return owned
+
+
+@dataclass(frozen=True, slots=True)
+class HeartbeatRequest:
+    group_id: str
+    member_id: str
+    member_epoch: int
+    instance_id: str | None
+    rack_id: str | None
+    rebalance_timeout_ms: int
+    subscribed_topic_names: tuple[str, ...] | None
+    subscribed_topic_regex: str | None
+    server_assignor: str | None
+    owned: Partitions | None
+    client_id: str
+    client_host: str
+    api_version: int
+
+
+def _flatten(partitions: Partitions) -> set[tuple[uuid.UUID, int]]:
+    return {(topic_id, number) for topic_id, numbers in partitions.items() for number in numbers}
+
+
+def _group(pairs: set[tuple[uuid.UUID, int]]) -> Partitions:
+    grouped: dict[uuid.UUID, set[int]] = {}
+    for topic_id, number in pairs:
+        grouped.setdefault(topic_id, set()).add(number)
+    return {topic_id: frozenset(numbers) for topic_id, numbers in grouped.items()}
+
+
+class ConsumerProtocol:
+    def __init__(
+        self,
+        config: GroupConfig,
+        groups: Callable[[str], ConsumerGroup | None],
+        create_group: Callable[[str], ConsumerGroup | None],
+        new_id: Callable[[], str],
+    ) -> None:
+        self.config = config
+        self._group = groups
+        self._create_group = create_group
+        self._new_id = new_id
+
+    def epoch_record(self, group: ConsumerGroup) -> CoordinatorRecord:
+        return CoordinatorRecord(
+            partition_for(group.group_id, self.config.offsets_topic_partitions),
+            encode_key(ConsumerGroupKey(group.group_id)),
+            encode_consumer_group_value(group.group_epoch),
+        )
+
+    def _bump(self, group: ConsumerGroup, now_ms: int, result: Result) -> None:
+        group.group_epoch += 1
+        group.state_timestamp_ms = now_ms
+        result.records.append(self.epoch_record(group))
+
+    # -- the heartbeat -----------------------------------------------------------------------
+
+    def heartbeat(
+        self,
+        ref: int,
+        request: HeartbeatRequest,
+        topics: Mapping[str, TopicInfo],
+        now_ms: int,
+    ) -> Result:
+        result = Result()
+
+        def fail(error: ErrorCode, message: str | None = None) -> Result:
+            result.respond(
+                ref,
+                ConsumerGroupHeartbeatResponse(error, message, member_id=request.member_id or None),
+            )
+            return result
+
+        epoch = request.member_epoch
+        if not request.group_id:
+            return fail(ErrorCode.invalid_request, "GroupId can't be empty.")
+        if request.api_version >= 1 and not request.member_id:
+            return fail(ErrorCode.invalid_request, "MemberId can't be empty.")
+        if epoch == 0:
+            if request.rebalance_timeout_ms < 0:
+                return fail(ErrorCode.invalid_request, "RebalanceTimeoutMs must be provided.")
+            if request.subscribed_topic_names is None and request.subscribed_topic_regex is None:
+                return fail(ErrorCode.invalid_request, "SubscribedTopicNames must be set.")
+        elif epoch < LEAVE_GROUP_STATIC_MEMBER_EPOCH:
+            return fail(ErrorCode.invalid_request, f"MemberEpoch {epoch} is invalid.")
+        if request.server_assignor is not None and (
+            request.server_assignor not in self.config.consumer_assignors
+        ):
+            return fail(
+                ErrorCode.unsupported_assignor,
+                f"ServerAssignor {request.server_assignor} is not supported.",
+            )
+        if request.subscribed_topic_regex is not None:
+            try:
+                re.compile(request.subscribed_topic_regex)
+            except re.error:
+                return fail(
+                    ErrorCode.invalid_regular_expression, "SubscribedTopicRegex is invalid."
+                )
+        group = self._group(request.group_id)
+        if epoch in (LEAVE_GROUP_MEMBER_EPOCH, LEAVE_GROUP_STATIC_MEMBER_EPOCH):
+            return self._leave(ref, group, request, now_ms, result)
+        if group is None:
+            if epoch != 0:
+                return fail(ErrorCode.unknown_member_id, "The group does not exist.")
+            group = self._create_group(request.group_id)
+            if group is None:
+                return fail(ErrorCode.group_id_not_found, "The group is not a consumer group.")
+        member_id = request.member_id or self._new_id()
+        member = group.members.get(member_id)
+        if epoch == 0:
+            taken_over = False
+            if request.instance_id is not None:
+                replaced = self._take_over_static(group, member_id, request)
+                if isinstance(replaced, ErrorCode):
+                    return fail(replaced, "Static member is still active.")
+                if replaced is not None:
+                    member, taken_over = replaced, True
+            if member is not None and not taken_over:
+                # A member re-joining from scratch: drop what it had, then join again.
+                self._remove(group, member_id, now_ms, result)
+                member = None
+            if member is None:
+                if len(group.members) >= self.config.max_size:
+                    return fail(ErrorCode.group_max_size_reached, "The group is full.")
+                member = ConsumerMember(member_id=member_id)
+                group.members[member_id] = member
+                self._bump(group, now_ms, result)
+        else:
+            if member is None:
+                return fail(ErrorCode.unknown_member_id, "The member is not in the group.")
+            if epoch > member.member_epoch or (
+                epoch < member.member_epoch
+                and not (
+                    epoch == member.previous_member_epoch
+                    and request.owned is not None
+                    and _flatten(request.owned) <= _flatten(member.assigned)
+                )
+            ):
+                return fail(
+                    ErrorCode.fenced_member_epoch,
+                    f"The member epoch {epoch} is not {member.member_epoch}.",
+                )
+        member.session_deadline_ms = now_ms + self.config.consumer_session_timeout_ms
+        member.client_id = request.client_id
+        member.client_host = request.client_host
+        if request.rebalance_timeout_ms >= 0:
+            member.rebalance_timeout_ms = request.rebalance_timeout_ms
+        if request.instance_id is not None:
+            member.instance_id = request.instance_id
+        if request.rack_id is not None:
+            member.rack_id = request.rack_id
+        changed = False
+        if request.subscribed_topic_names is not None:
+            names = frozenset(request.subscribed_topic_names)
+            changed |= names != member.subscribed_topic_names
+            member.subscribed_topic_names = names
+        if request.subscribed_topic_regex is not None:
+            regex = request.subscribed_topic_regex or None
+            changed |= regex != member.subscribed_topic_regex
+            member.subscribed_topic_regex = regex
+        if request.server_assignor is not None:
+            changed |= request.server_assignor != member.server_assignor
+            member.server_assignor = request.server_assignor
+        subscribed_metadata = self._subscribed_metadata(group, topics)
+        if changed or subscribed_metadata != group.subscribed_metadata:
+            if not (changed and epoch == 0 and result.records):
+                self._bump(group, now_ms, result)
+            group.subscribed_metadata = subscribed_metadata
+        if group.group_epoch > group.assignment_epoch:
+            try:
+                self._compute_target(group, topics)
+            except UnknownAssignorError as error:
+                return fail(ErrorCode.unsupported_assignor, f"Unknown assignor {error}.")
+        before = (member.member_epoch, dict(member.assigned))
+        self._reconcile(group, member, request.owned, now_ms)
+        full_request = epoch == 0 or (
+            request.rebalance_timeout_ms >= 0
+            and request.subscribed_topic_names is not None
+            and request.owned is not None
+        )
+        send_assignment = full_request or before != (member.member_epoch, member.assigned)
+        result.respond(
+            ref,
+            ConsumerGroupHeartbeatResponse(
+                ErrorCode.none,
+                member_id=member_id,
+                member_epoch=member.member_epoch,
+                heartbeat_interval_ms=self.config.consumer_heartbeat_interval_ms,
+                assignment=dict(member.assigned) if send_assignment else None,
+            ),
+        )
+        return result
+
+    def _take_over_static(
+        self, group: ConsumerGroup, member_id: str, request: HeartbeatRequest
+    ) -> ConsumerMember | ErrorCode | None:
+        """A static member rejoining under a new member id takes its predecessor's place."""
+        for old in list(group.members.values()):
+            if old.instance_id == request.instance_id and old.member_id != member_id:
+                if old.member_epoch != LEAVE_GROUP_STATIC_MEMBER_EPOCH:
+                    return ErrorCode.unreleased_instance_id
+                previous_id = old.member_id
+                del group.members[previous_id]
+                old.member_id = member_id
+                old.member_epoch = old.previous_member_epoch
+                group.members[member_id] = old
+                if previous_id in group.target:
+                    group.target[member_id] = group.target.pop(previous_id)
+                return old
+        return None
+
+    def _leave(
+        self,
+        ref: int,
+        group: ConsumerGroup | None,
+        request: HeartbeatRequest,
+        now_ms: int,
+        result: Result,
+    ) -> Result:
+        member = group.members.get(request.member_id) if group is not None else None
+        if group is None or member is None:
+            result.respond(
+                ref,
+                ConsumerGroupHeartbeatResponse(
+                    ErrorCode.unknown_member_id, member_id=request.member_id or None
+                ),
+            )
+            return result
+        if request.member_epoch == LEAVE_GROUP_STATIC_MEMBER_EPOCH and member.instance_id:
+            # A static member going away for a while keeps its assignment until the session
+            # times out or it comes back.
+            member.previous_member_epoch = member.member_epoch
+            member.member_epoch = LEAVE_GROUP_STATIC_MEMBER_EPOCH
+        else:
+            self._remove(group, member.member_id, now_ms, result)
+        result.respond(
+            ref,
+            ConsumerGroupHeartbeatResponse(
+                ErrorCode.none,
+                member_id=request.member_id,
+                member_epoch=request.member_epoch,
+            ),
+        )
+        return result
+
+    def _remove(self, group: ConsumerGroup, member_id: str, now_ms: int, result: Result) -> None:
+        group.members.pop(member_id, None)
+        group.target.pop(member_id, None)
+        self._bump(group, now_ms, result)
+
+    # -- assignment --------------------------------------------------------------------------
+
+    @staticmethod
+    def _subscribed_metadata(
+        group: ConsumerGroup, topics: Mapping[str, TopicInfo]
+    ) -> dict[str, TopicInfo]:
+        names: set[str] = set()
+        for member in group.members.values():
+            names |= member.subscribed(topics)
+        return {name: topics[name] for name in sorted(names) if name in topics}
+
+    def _choose_assignor(self, group: ConsumerGroup) -> str:
+        votes = Counter(
+            member.server_assignor for member in group.members.values() if member.server_assignor
+        )
+        if votes:
+            return max(sorted(votes), key=lambda name: votes[name])
+        return self.config.consumer_assignors[0]
+
+    def _compute_target(self, group: ConsumerGroup, topics: Mapping[str, TopicInfo]) -> None:
+        name = self._choose_assignor(group)
+        subscriptions = {
+            member_id: member.subscribed(topics) for member_id, member in group.members.items()
+        }
+        group.target = assign(name, subscriptions, topics, group.target)
+        group.assignor_name = name
+        group.assignment_epoch = group.group_epoch
+
+    def _reconcile(
+        self,
+        group: ConsumerGroup,
+        member: ConsumerMember,
+        owned: Partitions | None,
+        now_ms: int,
+    ) -> None:
+        if member.state == MemberState.UNREVOKED_PARTITIONS:
+            revoking = _flatten(member.pending_revocation)
+            if owned is None or revoking & _flatten(owned):
+                return
+            member.pending_revocation = {}
+            member.revocation_deadline_ms = None
+            member.state = MemberState.STABLE
+        if member.member_epoch == group.assignment_epoch and member.state == MemberState.STABLE:
+            return
+        target = _flatten(group.target.get(member.member_id, {}))
+        current = _flatten(member.assigned)
+        to_revoke = current - target
+        if to_revoke:
+            member.assigned = _group(current & target)
+            member.pending_revocation = _group(to_revoke)
+            member.state = MemberState.UNREVOKED_PARTITIONS
+            member.revocation_deadline_ms = now_ms + member.rebalance_timeout_ms
+            return
+        taken = group.owner_epochs(member.member_id)
+        granted = {pair for pair in target if pair not in taken}
+        if member.member_epoch != group.assignment_epoch:
+            member.previous_member_epoch = member.member_epoch
+            member.member_epoch = group.assignment_epoch
+        member.assigned = _group(granted)
+        member.state = (
+            MemberState.UNRELEASED_PARTITIONS if granted != target else MemberState.STABLE
+        )
+
+    # -- timers ------------------------------------------------------------------------------
+
+    @staticmethod
+    def next_deadline(group: ConsumerGroup) -> int | None:
+        deadlines = [member.session_deadline_ms for member in group.members.values()]
+        deadlines += [
+            member.revocation_deadline_ms
+            for member in group.members.values()
+            if member.revocation_deadline_ms is not None
+        ]
+        return min(deadlines, default=None)
+
+    def poll(self, group: ConsumerGroup, now_ms: int, result: Result) -> None:
+        for member in list(group.members.values()):
+            if member.session_deadline_ms <= now_ms or (
+                member.revocation_deadline_ms is not None
+                and member.revocation_deadline_ms <= now_ms
+            ):
+                self._remove(group, member.member_id, now_ms, result)

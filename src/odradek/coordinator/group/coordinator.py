@@ -1,0 +1,573 @@
+"""GroupCoordinator: every group and committed offset of the broker, as one state machine.
+
+Shaped like Kafka's coordinator runtime. A write operation takes a request reference and `now`
+and returns a `Result`: responses (for this request or for parked ones) and records for
+`__consumer_offsets`; the caller appends the records and only then delivers the responses.
+`replay(key, value)` applies a record read back from the log, which is how state is rebuilt on
+start. Timers fire from `poll(now)`; `next_deadline()` says when to call it next. Reads
+(OffsetFetch, Describe, List) are plain methods that change nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+from kio.schema.errors import ErrorCode
+
+from odradek.coordinator.group.assignors import TopicInfo
+from odradek.coordinator.group.classic import (
+    ClassicGroup,
+    ClassicMember,
+    ClassicProtocol,
+    JoinRequest,
+    SyncRequest,
+)
+from odradek.coordinator.group.config import GroupConfig
+from odradek.coordinator.group.consumer import ConsumerGroup, ConsumerProtocol, HeartbeatRequest
+from odradek.coordinator.group.records import (
+    ConsumerGroupKey,
+    CoordinatorRecord,
+    GroupKey,
+    OffsetKey,
+    OffsetValue,
+    RecordFormatError,
+    decode_consumer_group_value,
+    decode_group_value,
+    decode_key,
+    decode_offset_value,
+    encode_key,
+    encode_offset_value,
+    partition_for,
+    read_subscribed_topics,
+)
+from odradek.coordinator.group.results import (
+    DeleteGroupsResponse,
+    OffsetCommitResponse,
+    OffsetDeleteResponse,
+    Result,
+)
+from odradek.coordinator.group.state import ClassicGroupState
+
+logger = logging.getLogger(__name__)
+
+Group = ClassicGroup | ConsumerGroup
+TopicPartition = tuple[str, int]
+
+CLASSIC = "classic"
+CONSUMER = "consumer"
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionCommit:
+    offset: int
+    leader_epoch: int
+    metadata: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class CommitRequest:
+    group_id: str
+    generation_id_or_member_epoch: int
+    member_id: str
+    group_instance_id: str | None
+    offsets: dict[str, dict[int, PartitionCommit]]
+    api_version: int
+
+
+@dataclass(frozen=True, slots=True)
+class DescribedMember:
+    member_id: str
+    group_instance_id: str | None
+    client_id: str
+    client_host: str
+    metadata: bytes
+    assignment: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class DescribedGroup:
+    group_id: str
+    error: ErrorCode
+    state: str
+    protocol_type: str
+    protocol_data: str
+    members: tuple[DescribedMember, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ListedGroup:
+    group_id: str
+    protocol_type: str
+    state: str
+    group_type: str
+
+
+def _uuid_id() -> str:
+    return str(uuid.uuid4())
+
+
+class GroupCoordinator:
+    def __init__(self, config: GroupConfig, new_id: Callable[[], str] = _uuid_id) -> None:
+        self.config = config
+        self.groups: dict[str, Group] = {}
+        self.offsets: dict[str, dict[TopicPartition, OffsetValue]] = {}
+        self.classic = ClassicProtocol(config, self._classic_group, self._new_classic, new_id)
+        self.consumer = ConsumerProtocol(config, self._consumer_group, self._new_consumer, new_id)
+        self._next_retention_check_ms: int | None = None
+
+    # -- groups by kind ----------------------------------------------------------------------
+
+    def group(self, group_id: str) -> Group | None:
+        return self.groups.get(group_id)
+
+    def _classic_group(self, group_id: str) -> ClassicGroup | None:
+        group = self.groups.get(group_id)
+        return group if isinstance(group, ClassicGroup) else None
+
+    def _consumer_group(self, group_id: str) -> ConsumerGroup | None:
+        group = self.groups.get(group_id)
+        return group if isinstance(group, ConsumerGroup) else None
+
+    def _new_classic(self, group_id: str, now_ms: int) -> ClassicGroup | None:
+        existing = self.groups.get(group_id)
+        if isinstance(existing, ClassicGroup):
+            return existing
+        if isinstance(existing, ConsumerGroup) and existing.members:
+            return None
+        group = ClassicGroup(group_id, now_ms)
+        self.groups[group_id] = group
+        return group
+
+    def _new_consumer(self, group_id: str) -> ConsumerGroup | None:
+        existing = self.groups.get(group_id)
+        if isinstance(existing, ConsumerGroup):
+            return existing
+        if isinstance(existing, ClassicGroup) and (existing.members or existing.pending_members):
+            return None
+        group = ConsumerGroup(group_id)
+        if isinstance(existing, ClassicGroup):
+            # An empty classic group (e.g. offsets only) becomes a consumer group.
+            group.group_epoch = existing.generation_id
+            group.assignment_epoch = existing.generation_id
+        self.groups[group_id] = group
+        return group
+
+    def partition_for(self, group_id: str) -> int:
+        return partition_for(group_id, self.config.offsets_topic_partitions)
+
+    # -- classic protocol --------------------------------------------------------------------
+
+    def join_group(self, ref: int, request: JoinRequest, now_ms: int) -> Result:
+        return self.classic.join(ref, request, now_ms)
+
+    def sync_group(self, ref: int, request: SyncRequest, now_ms: int) -> Result:
+        return self.classic.sync(ref, request, now_ms)
+
+    def heartbeat(
+        self,
+        ref: int,
+        group_id: str,
+        generation_id: int,
+        member_id: str,
+        instance_id: str | None,
+        now_ms: int,
+    ) -> Result:
+        return self.classic.heartbeat(ref, group_id, generation_id, member_id, instance_id, now_ms)
+
+    def leave_group(
+        self, ref: int, group_id: str, members: list[tuple[str, str | None]], now_ms: int
+    ) -> Result:
+        return self.classic.leave(ref, group_id, members, now_ms)
+
+    # -- consumer protocol -------------------------------------------------------------------
+
+    def consumer_group_heartbeat(
+        self,
+        ref: int,
+        request: HeartbeatRequest,
+        topics: Mapping[str, TopicInfo],
+        now_ms: int,
+    ) -> Result:
+        return self.consumer.heartbeat(ref, request, topics, now_ms)
+
+    # -- offsets -----------------------------------------------------------------------------
+
+    def _validate_commit(self, request: CommitRequest, now_ms: int) -> ErrorCode:
+        group = self.groups.get(request.group_id)
+        generation = request.generation_id_or_member_epoch
+        if not request.group_id:
+            return ErrorCode.invalid_group_id
+        if group is None:
+            if generation < 0:
+                return ErrorCode.none
+            return (
+                ErrorCode.group_id_not_found
+                if request.api_version >= 9
+                else ErrorCode.illegal_generation
+            )
+        if isinstance(group, ConsumerGroup):
+            if generation < 0 and not group.members:
+                return ErrorCode.none
+            member = group.members.get(request.member_id)
+            if member is None:
+                return ErrorCode.unknown_member_id
+            if generation != member.member_epoch:
+                return ErrorCode.stale_member_epoch
+            return ErrorCode.none
+        if group.state == ClassicGroupState.DEAD:
+            return ErrorCode.coordinator_not_available
+        if generation < 0 and not request.member_id and group.state == ClassicGroupState.EMPTY:
+            return ErrorCode.none
+        if group.is_static_fenced(request.member_id, request.group_instance_id):
+            return ErrorCode.fenced_instance_id
+        classic_member = group.members.get(request.member_id)
+        if classic_member is None:
+            return ErrorCode.unknown_member_id
+        if generation != group.generation_id:
+            return ErrorCode.illegal_generation
+        if group.state == ClassicGroupState.COMPLETING_REBALANCE:
+            return ErrorCode.rebalance_in_progress
+        # A commit from a live member counts as a heartbeat, as in Kafka.
+        classic_member.heartbeat_deadline_ms = now_ms + classic_member.session_timeout_ms
+        return ErrorCode.none
+
+    def commit_offsets(self, ref: int, request: CommitRequest, now_ms: int) -> Result:
+        """OffsetCommit. The offsets change only when the records are replayed after the
+        append (`Result.replay_after_append`)."""
+        result = Result(replay_after_append=True)
+        error = self._validate_commit(request, now_ms)
+        errors: dict[str, dict[int, ErrorCode]] = {}
+        partition = self.partition_for(request.group_id) if request.group_id else 0
+        for topic, partitions in request.offsets.items():
+            topic_errors = errors.setdefault(topic, {})
+            for index, commit in partitions.items():
+                if error != ErrorCode.none:
+                    topic_errors[index] = error
+                    continue
+                metadata = commit.metadata or ""
+                if len(metadata.encode()) > self.config.offset_metadata_max_bytes:
+                    topic_errors[index] = ErrorCode.offset_metadata_too_large
+                    continue
+                topic_errors[index] = ErrorCode.none
+                result.records.append(
+                    CoordinatorRecord(
+                        partition,
+                        encode_key(OffsetKey(request.group_id, topic, index)),
+                        encode_offset_value(
+                            OffsetValue(commit.offset, commit.leader_epoch, metadata, now_ms)
+                        ),
+                    )
+                )
+        result.respond(ref, OffsetCommitResponse(errors))
+        return result
+
+    def fetch_offsets(
+        self,
+        group_id: str,
+        topics: Mapping[str, Iterable[int]] | None,
+        member_id: str | None = None,
+        member_epoch: int = -1,
+    ) -> tuple[ErrorCode, dict[str, dict[int, OffsetValue | None]]]:
+        """OffsetFetch: the committed offset per partition (None when there is none)."""
+        group = self.groups.get(group_id)
+        if member_id is not None and isinstance(group, ConsumerGroup) and member_epoch >= 0:
+            member = group.members.get(member_id)
+            if member is None:
+                return ErrorCode.unknown_member_id, {}
+            if member_epoch != member.member_epoch:
+                return ErrorCode.stale_member_epoch, {}
+        committed = self.offsets.get(group_id, {})
+        answer: dict[str, dict[int, OffsetValue | None]] = {}
+        if topics is None:
+            for (topic, partition), value in sorted(committed.items()):
+                answer.setdefault(topic, {})[partition] = value
+            return ErrorCode.none, answer
+        for topic, partitions in topics.items():
+            answer[topic] = {index: committed.get((topic, index)) for index in partitions}
+        return ErrorCode.none, answer
+
+    def _subscribed_topics(self, group: Group) -> set[str]:
+        if isinstance(group, ConsumerGroup):
+            names: set[str] = set()
+            for member in group.members.values():
+                names |= member.subscribed_topic_names
+            return names
+        if group.protocol_type != "consumer" or group.state == ClassicGroupState.EMPTY:
+            return set()
+        topics: set[str] = set()
+        for classic_member in group.members.values():
+            for _name, metadata in classic_member.protocols:
+                topics.update(read_subscribed_topics(metadata))
+        return topics
+
+    def delete_offsets(
+        self, ref: int, group_id: str, topics: Mapping[str, Iterable[int]], now_ms: int
+    ) -> Result:
+        result = Result(replay_after_append=True)
+        group = self.groups.get(group_id)
+        if group is None or (
+            isinstance(group, ClassicGroup) and group.state == ClassicGroupState.DEAD
+        ):
+            result.respond(ref, OffsetDeleteResponse(ErrorCode.group_id_not_found, {}))
+            return result
+        if isinstance(group, ClassicGroup) and group.members and group.protocol_type != "consumer":
+            result.respond(ref, OffsetDeleteResponse(ErrorCode.non_empty_group, {}))
+            return result
+        subscribed = self._subscribed_topics(group)
+        committed = self.offsets.get(group_id, {})
+        partition = self.partition_for(group_id)
+        errors: dict[str, dict[int, ErrorCode]] = {}
+        for topic, partitions in topics.items():
+            topic_errors = errors.setdefault(topic, {})
+            for index in partitions:
+                if topic in subscribed:
+                    topic_errors[index] = ErrorCode.group_subscribed_to_topic
+                    continue
+                topic_errors[index] = ErrorCode.none
+                if (topic, index) in committed:
+                    result.records.append(
+                        CoordinatorRecord(
+                            partition, encode_key(OffsetKey(group_id, topic, index)), None
+                        )
+                    )
+        result.respond(ref, OffsetDeleteResponse(ErrorCode.none, errors))
+        return result
+
+    # -- admin -------------------------------------------------------------------------------
+
+    def delete_groups(self, ref: int, group_ids: list[str], now_ms: int) -> Result:
+        result = Result(replay_after_append=True)
+        errors: dict[str, ErrorCode] = {}
+        for group_id in group_ids:
+            group = self.groups.get(group_id)
+            if not group_id:
+                errors[group_id] = ErrorCode.invalid_group_id
+            elif group is None or (
+                isinstance(group, ClassicGroup) and group.state == ClassicGroupState.DEAD
+            ):
+                errors[group_id] = ErrorCode.group_id_not_found
+            elif group.members or (isinstance(group, ClassicGroup) and group.pending_members):
+                errors[group_id] = ErrorCode.non_empty_group
+            else:
+                errors[group_id] = ErrorCode.none
+                result.records += self._tombstones(group)
+        result.respond(ref, DeleteGroupsResponse(errors))
+        return result
+
+    def _tombstones(self, group: Group) -> list[CoordinatorRecord]:
+        partition = self.partition_for(group.group_id)
+        records = [
+            CoordinatorRecord(partition, encode_key(OffsetKey(group.group_id, topic, index)), None)
+            for topic, index in sorted(self.offsets.get(group.group_id, {}))
+        ]
+        key = (
+            GroupKey(group.group_id)
+            if isinstance(group, ClassicGroup)
+            else ConsumerGroupKey(group.group_id)
+        )
+        records.append(CoordinatorRecord(partition, encode_key(key), None))
+        return records
+
+    def describe_groups(self, group_ids: Iterable[str]) -> list[DescribedGroup]:
+        described = []
+        for group_id in group_ids:
+            group = self.groups.get(group_id)
+            if group is None or isinstance(group, ConsumerGroup):
+                error = ErrorCode.group_id_not_found if group is None else ErrorCode.none
+                if isinstance(group, ConsumerGroup):
+                    # Kafka describes a consumer-protocol group here only as not classic.
+                    error = ErrorCode.group_id_not_found
+                described.append(DescribedGroup(group_id, error, "Dead", "", "", ()))
+                continue
+            stable = group.state == ClassicGroupState.STABLE
+            members = tuple(
+                DescribedMember(
+                    member.member_id,
+                    member.group_instance_id,
+                    member.client_id,
+                    member.client_host,
+                    member.metadata(group.protocol_name) if stable else b"",
+                    member.assignment if stable else b"",
+                )
+                for member in group.members.values()
+            )
+            described.append(
+                DescribedGroup(
+                    group_id,
+                    ErrorCode.none,
+                    group.state.value,
+                    group.protocol_type or "",
+                    (group.protocol_name or "") if stable else "",
+                    members,
+                )
+            )
+        return described
+
+    def list_groups(
+        self, states: Iterable[str] = (), types: Iterable[str] = ()
+    ) -> list[ListedGroup]:
+        wanted_states = {state.lower() for state in states}
+        wanted_types = {kind.lower() for kind in types}
+        listed = []
+        for group_id, group in sorted(self.groups.items()):
+            if isinstance(group, ConsumerGroup):
+                listing = ListedGroup(group_id, "consumer", group.state.value, CONSUMER)
+            else:
+                if group.state == ClassicGroupState.DEAD:
+                    continue
+                listing = ListedGroup(
+                    group_id, group.protocol_type or "", group.state.value, CLASSIC
+                )
+            if wanted_states and listing.state.lower() not in wanted_states:
+                continue
+            if wanted_types and listing.group_type not in wanted_types:
+                continue
+            listed.append(listing)
+        return listed
+
+    # -- replay ------------------------------------------------------------------------------
+
+    def replay(self, key_bytes: bytes, value: bytes | None, now_ms: int = 0) -> None:
+        """Apply one `__consumer_offsets` record (from the log, or just appended)."""
+        try:
+            key = decode_key(key_bytes)
+            if key is None:
+                return
+            if isinstance(key, OffsetKey):
+                self._replay_offset(key, value, now_ms)
+            elif isinstance(key, GroupKey):
+                self._replay_group(key, value, now_ms)
+            else:
+                self._replay_consumer_group(key, value)
+        except RecordFormatError as error:
+            logger.warning("skipping an unreadable __consumer_offsets record: %s", error)
+
+    def _replay_offset(self, key: OffsetKey, value: bytes | None, now_ms: int) -> None:
+        committed = self.offsets.setdefault(key.group_id, {})
+        if value is None:
+            committed.pop((key.topic, key.partition), None)
+            if not committed:
+                del self.offsets[key.group_id]
+            return
+        committed[(key.topic, key.partition)] = decode_offset_value(value)
+        if key.group_id not in self.groups:
+            # Offsets without a group: a "simple" group that only commits.
+            self.groups[key.group_id] = ClassicGroup(key.group_id, now_ms)
+
+    def _replay_group(self, key: GroupKey, value: bytes | None, now_ms: int) -> None:
+        existing = self.groups.get(key.group_id)
+        if value is None:
+            if isinstance(existing, ClassicGroup) or existing is None:
+                self.groups.pop(key.group_id, None)
+            return
+        stored = decode_group_value(value)
+        group = ClassicGroup(key.group_id, stored.current_state_timestamp)
+        group.generation_id = stored.generation
+        group.protocol_type = stored.protocol_type or None
+        group.protocol_name = stored.protocol
+        group.leader_id = stored.leader
+        for member in stored.members:
+            group.add_member(
+                ClassicMember(
+                    member_id=member.member_id,
+                    group_instance_id=member.group_instance_id,
+                    client_id=member.client_id,
+                    client_host=member.client_host,
+                    rebalance_timeout_ms=member.rebalance_timeout_ms,
+                    session_timeout_ms=member.session_timeout_ms,
+                    protocol_type=stored.protocol_type,
+                    protocols=((stored.protocol or "", member.subscription),),
+                    assignment=member.assignment,
+                    heartbeat_deadline_ms=now_ms + member.session_timeout_ms,
+                )
+            )
+        group.leader_id = stored.leader if stored.leader in group.members else group.leader_id
+        group.state = ClassicGroupState.STABLE if group.members else ClassicGroupState.EMPTY
+        self.groups[key.group_id] = group
+
+    def _replay_consumer_group(self, key: ConsumerGroupKey, value: bytes | None) -> None:
+        existing = self.groups.get(key.group_id)
+        if value is None:
+            if isinstance(existing, ConsumerGroup) or existing is None:
+                self.groups.pop(key.group_id, None)
+            return
+        epoch = decode_consumer_group_value(value)
+        if isinstance(existing, ConsumerGroup):
+            existing.group_epoch = max(existing.group_epoch, epoch)
+            return
+        group = ConsumerGroup(key.group_id)
+        group.group_epoch = group.assignment_epoch = epoch
+        self.groups[key.group_id] = group
+
+    def finish_loading(self, now_ms: int) -> None:
+        """After replay: loaded members' sessions start now (as in Kafka's group load)."""
+        for group in self.groups.values():
+            if isinstance(group, ClassicGroup):
+                for member in group.members.values():
+                    member.heartbeat_deadline_ms = now_ms + member.session_timeout_ms
+            else:
+                group.assignment_epoch = group.group_epoch
+                group.state_timestamp_ms = group.state_timestamp_ms or now_ms
+
+    # -- timers ------------------------------------------------------------------------------
+
+    def next_deadline(self) -> int | None:
+        deadlines = []
+        for group in self.groups.values():
+            if isinstance(group, ClassicGroup):
+                deadline = self.classic.next_deadline(group)
+            else:
+                deadline = self.consumer.next_deadline(group)
+            if deadline is not None:
+                deadlines.append(deadline)
+        if self._next_retention_check_ms is not None:
+            deadlines.append(self._next_retention_check_ms)
+        return min(deadlines, default=None)
+
+    def poll(self, now_ms: int) -> Result:
+        result = Result()
+        for group in list(self.groups.values()):
+            if isinstance(group, ClassicGroup):
+                self.classic.poll(group, now_ms, result)
+            else:
+                self.consumer.poll(group, now_ms, result)
+        if self._next_retention_check_ms is None:
+            self._next_retention_check_ms = now_ms + self.config.offsets_retention_check_interval_ms
+        elif self._next_retention_check_ms <= now_ms:
+            self.expire_offsets(now_ms, result)
+            self._next_retention_check_ms = now_ms + self.config.offsets_retention_check_interval_ms
+        return result
+
+    def expire_offsets(self, now_ms: int, result: Result) -> None:
+        """`offsets.retention.minutes`: a group's offsets expire once it has been empty that
+        long; offsets of a group that only commits expire that long after their commit."""
+        retention = self.config.offsets_retention_ms
+        for group_id in sorted(set(self.offsets) | set(self.groups)):
+            group = self.groups.get(group_id)
+            if group is not None and (
+                group.members or (isinstance(group, ClassicGroup) and group.pending_members)
+            ):
+                continue
+            committed = self.offsets.get(group_id, {})
+            partition = self.partition_for(group_id)
+            has_protocol = isinstance(group, ConsumerGroup) or (
+                isinstance(group, ClassicGroup) and group.protocol_type is not None
+            )
+            empty_since = group.state_timestamp_ms if group is not None else 0
+            for (topic, index), value in sorted(committed.items()):
+                base = empty_since if has_protocol else value.commit_timestamp
+                if base + retention <= now_ms:
+                    del committed[(topic, index)]
+                    result.records.append(
+                        CoordinatorRecord(
+                            partition, encode_key(OffsetKey(group_id, topic, index)), None
+                        )
+                    )
+            if not committed:
+                self.offsets.pop(group_id, None)
+                if group is not None and (not has_protocol or empty_since + retention <= now_ms):
+                    result.records += self._tombstones(group)
+                    del self.groups[group_id]

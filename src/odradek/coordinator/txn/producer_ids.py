@@ -1,0 +1,71 @@
+"""Producer id allocation that never hands out an id twice, across restarts and crashes.
+
+Ids are reserved in blocks (Kafka's ``ProducerIdsBlock``, 1000 ids). The exclusive end of a
+block is persisted as a producer-id-block record (see :mod:`.records`) in the *same* append as
+the first write that hands out an id from it: the broker sends that id only after the append
+succeeded, so every id a client ever saw lies below a durable block end. Until a block's record
+is known to be appended, every write that hands out an id from it carries the record again
+(harmless: the value only grows). Replay moves the allocator past the newest block end, so after
+a crash allocation starts at a fresh block; ids reserved but never handed out are skipped, never
+reused.
+"""
+
+from __future__ import annotations
+
+from odradek.coordinator.txn.records import TransactionRecord, encode_producer_id_block
+
+#: Kafka's ProducerIdsBlock.PRODUCER_ID_BLOCK_SIZE.
+DEFAULT_BLOCK_SIZE = 1000
+#: Kafka's producer ids are non-negative int64.
+MAX_PRODUCER_ID = 2**63 - 1
+
+
+class ProducerIdsExhaustedError(Exception):
+    """No producer id is left below 2**63 (Kafka treats this as fatal, too)."""
+
+
+class ProducerIdManager:
+    """Hands out producer ids from blocks whose end is persisted before any id leaves."""
+
+    def __init__(self, block_size: int = DEFAULT_BLOCK_SIZE, broker_id: int = 0) -> None:
+        if block_size <= 0:
+            raise ValueError("block_size must be positive")
+        self.block_size = block_size
+        self.broker_id = broker_id
+        #: The next id to hand out.
+        self.next_producer_id = 0
+        #: Exclusive end of the current block (reserved in memory).
+        self.block_end = 0
+        #: The largest block end known to be in the log.
+        self.durable_block_end = 0
+
+    def allocate(self) -> tuple[int, TransactionRecord | None]:
+        """Return a fresh id and, while its block is not yet known durable, the block record
+        that must be appended (in the same batch) before the id is sent to anyone."""
+        if self.next_producer_id >= self.block_end:
+            start = max(self.next_producer_id, self.block_end)
+            if start > MAX_PRODUCER_ID - self.block_size:
+                raise ProducerIdsExhaustedError(f"no producer id block after {start}")
+            self.next_producer_id = start
+            self.block_end = start + self.block_size
+        producer_id = self.next_producer_id
+        self.next_producer_id += 1
+        record = None
+        if self.block_end > self.durable_block_end:
+            record = encode_producer_id_block(self.block_end, broker_id=self.broker_id)
+        return producer_id, record
+
+    def block_appended(self, block_end: int) -> None:
+        """A write carrying a block record with ``block_end`` was appended."""
+        self.durable_block_end = max(self.durable_block_end, block_end)
+
+    def replay_block(self, block_end: int) -> None:
+        """Rebuild from the log: nothing below ``block_end`` may be handed out again."""
+        self.durable_block_end = max(self.durable_block_end, block_end)
+        self.block_end = max(self.block_end, block_end)
+        self.next_producer_id = max(self.next_producer_id, block_end)
+
+    def observe(self, producer_id: int) -> None:
+        """A producer id seen in the log (defensive: never allocate it again)."""
+        if producer_id >= self.next_producer_id:
+            self.next_producer_id = producer_id + 1

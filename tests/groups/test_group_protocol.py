@@ -1,0 +1,333 @@
+"""Group APIs over the raw protocol: Kafka's error codes for bad input, and nothing changes."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from kio.schema.errors import ErrorCode
+from raw_client import RawClient
+
+from odradek.broker.server import Broker
+from odradek.protocol.api_keys import ApiKey
+from odradek.protocol.codec import make, nested, request_module, request_type
+
+pytestmark = pytest.mark.timeout(60)
+
+CONSUMER_METADATA = b"\x00\x00\x00\x00\x00\x01\x00\x01t\x00\x00\x00\x00"  # v0, topics ["t"]
+
+
+def request(api_key: ApiKey, version: int, **fields: Any) -> Any:
+    return make(request_type(api_key, version), **fields)
+
+
+def child(api_key: ApiKey, version: int, type_name: str, **fields: Any) -> Any:
+    return make(nested(request_module(api_key, version), type_name), **fields)
+
+
+@pytest.fixture
+def client(odradek_broker: Broker) -> Any:
+    with RawClient(odradek_broker.bootstrap_servers) as raw:
+        yield raw
+
+
+def create_topic(client: RawClient, name: str, partitions: int) -> None:
+    topic = child(
+        ApiKey.CREATE_TOPICS,
+        5,
+        "CreatableTopic",
+        name=name,
+        num_partitions=partitions,
+        replication_factor=1,
+        assignments=(),
+        configs=(),
+    )
+    response = client.request(
+        request(ApiKey.CREATE_TOPICS, 5, topics=(topic,), timeout=5000, validate_only=False)
+    )
+    assert response.topics[0].error_code == ErrorCode.none
+
+
+def join(
+    client: RawClient,
+    group: str,
+    member_id: str = "",
+    version: int = 5,
+    session_timeout: int = 10_000,
+    instance_id: str | None = None,
+) -> Any:
+    protocol = child(
+        ApiKey.JOIN_GROUP,
+        version,
+        "JoinGroupRequestProtocol",
+        name="range",
+        metadata=CONSUMER_METADATA,
+    )
+    return client.request(
+        request(
+            ApiKey.JOIN_GROUP,
+            version,
+            group_id=group,
+            session_timeout=session_timeout,
+            rebalance_timeout=10_000,
+            member_id=member_id,
+            group_instance_id=instance_id,
+            protocol_type="consumer",
+            protocols=(protocol,),
+        )
+    )
+
+
+def sync(client: RawClient, group: str, generation: int, member_id: str, assignment: bytes) -> Any:
+    item = child(
+        ApiKey.SYNC_GROUP,
+        3,
+        "SyncGroupRequestAssignment",
+        member_id=member_id,
+        assignment=assignment,
+    )
+    return client.request(
+        request(
+            ApiKey.SYNC_GROUP,
+            3,
+            group_id=group,
+            generation_id=generation,
+            member_id=member_id,
+            group_instance_id=None,
+            assignments=(item,),
+        )
+    )
+
+
+def commit(
+    client: RawClient,
+    group: str,
+    topic: str,
+    partition: int,
+    offset: int,
+    generation: int = -1,
+    member_id: str = "",
+    metadata: str | None = "",
+) -> ErrorCode:
+    version = 8
+    part = child(
+        ApiKey.OFFSET_COMMIT,
+        version,
+        "OffsetCommitRequestPartition",
+        partition_index=partition,
+        committed_offset=offset,
+        committed_leader_epoch=-1,
+        committed_metadata=metadata,
+    )
+    topic_entry = child(
+        ApiKey.OFFSET_COMMIT, version, "OffsetCommitRequestTopic", name=topic, partitions=(part,)
+    )
+    response = client.request(
+        request(
+            ApiKey.OFFSET_COMMIT,
+            version,
+            group_id=group,
+            generation_id_or_member_epoch=generation,
+            member_id=member_id,
+            group_instance_id=None,
+            topics=(topic_entry,),
+        )
+    )
+    return ErrorCode(response.topics[0].partitions[0].error_code)
+
+
+def committed(client: RawClient, group: str, topic: str, partition: int) -> int:
+    topic_entry = child(
+        ApiKey.OFFSET_FETCH,
+        7,
+        "OffsetFetchRequestTopic",
+        name=topic,
+        partition_indexes=(partition,),
+    )
+    response = client.request(
+        request(ApiKey.OFFSET_FETCH, 7, group_id=group, topics=(topic_entry,), require_stable=True)
+    )
+    assert response.error_code == ErrorCode.none
+    return int(response.topics[0].partitions[0].committed_offset)
+
+
+def test_find_coordinator_batched_keys_and_transaction_type(
+    client: RawClient, odradek_broker: Broker
+) -> None:
+    response = client.request(
+        request(ApiKey.FIND_COORDINATOR, 4, key_type=0, coordinator_keys=("a", "b"))
+    )
+    assert [c.key for c in response.coordinators] == ["a", "b"]
+    assert all(c.error_code == ErrorCode.none for c in response.coordinators)
+    assert response.coordinators[0].port == odradek_broker.port
+    old = client.request(request(ApiKey.FIND_COORDINATOR, 0, key="a"))
+    assert (old.error_code, old.port) == (ErrorCode.none, odradek_broker.port)
+    txn = client.request(request(ApiKey.FIND_COORDINATOR, 3, key="tx", key_type=1))
+    assert txn.error_code == ErrorCode.coordinator_not_available
+
+
+def test_two_step_join_sync_heartbeat_and_fencing(client: RawClient) -> None:
+    first = join(client, "g")
+    assert first.error_code == ErrorCode.member_id_required
+    member_id = first.member_id
+    joined = join(client, "g", member_id)
+    assert joined.error_code == ErrorCode.none
+    assert joined.leader == member_id
+    assert joined.generation_id == 1
+    assert [m.member_id for m in joined.members] == [member_id]
+    synced = sync(client, "g", 1, member_id, b"assignment")
+    assert (synced.error_code, synced.assignment) == (ErrorCode.none, b"assignment")
+
+    def heartbeat(generation: int, member: str) -> ErrorCode:
+        response = client.request(
+            request(
+                ApiKey.HEARTBEAT,
+                4,
+                group_id="g",
+                generation_id=generation,
+                member_id=member,
+                group_instance_id=None,
+            )
+        )
+        return ErrorCode(response.error_code)
+
+    assert heartbeat(1, member_id) == ErrorCode.none
+    assert heartbeat(0, member_id) == ErrorCode.illegal_generation
+    assert heartbeat(1, "nobody") == ErrorCode.unknown_member_id
+    assert sync(client, "g", 7, member_id, b"").error_code == ErrorCode.illegal_generation
+    # Old versions have no MEMBER_ID_REQUIRED step.
+    assert join(client, "g2", version=3).error_code == ErrorCode.none
+
+
+def test_bad_commits_get_kafka_errors_and_change_nothing(client: RawClient) -> None:
+    create_topic(client, "t", 2)
+    member_id = join(client, "g").member_id
+    joined = join(client, "g", member_id)
+    sync(client, "g", joined.generation_id, member_id, b"")
+    assert commit(client, "g", "t", 0, 5, joined.generation_id, member_id) == ErrorCode.none
+    assert committed(client, "g", "t", 0) == 5
+
+    bad = [
+        (("t", 9, 6, joined.generation_id, member_id), ErrorCode.unknown_topic_or_partition),
+        (("missing", 0, 6, joined.generation_id, member_id), ErrorCode.unknown_topic_or_partition),
+        (("t", 0, 6, joined.generation_id + 1, member_id), ErrorCode.illegal_generation),
+        (("t", 0, 6, joined.generation_id, "stranger"), ErrorCode.unknown_member_id),
+        (("t", 0, 6, -1, ""), ErrorCode.unknown_member_id),
+    ]
+    for (topic, partition, offset, generation, member), expected in bad:
+        assert commit(client, "g", topic, partition, offset, generation, member) == expected
+    too_large = commit(client, "g", "t", 0, 6, joined.generation_id, member_id, "x" * 4097)
+    assert too_large == ErrorCode.offset_metadata_too_large
+    assert committed(client, "g", "t", 0) == 5
+    assert committed(client, "g", "t", 1) == -1
+    assert committed(client, "g", "missing", 0) == -1
+    # A commit to a group that does not exist, with a generation, is refused too.
+    assert commit(client, "nogroup", "t", 0, 1, 3, "m") == ErrorCode.illegal_generation
+    assert committed(client, "nogroup", "t", 0) == -1
+    # exactly 4096 bytes of metadata is fine
+    assert commit(client, "g", "t", 0, 7, joined.generation_id, member_id, "x" * 4096) == (
+        ErrorCode.none
+    )
+
+
+def test_simple_commits_describe_list_and_delete(client: RawClient) -> None:
+    create_topic(client, "t", 1)
+    assert commit(client, "simple", "t", 0, 3) == ErrorCode.none
+    member_id = join(client, "busy").member_id
+    join(client, "busy", member_id)
+
+    listed = client.request(request(ApiKey.LIST_GROUPS, 5, states_filter=(), types_filter=()))
+    by_id = {group.group_id: group for group in listed.groups}
+    assert by_id["simple"].group_state == "Empty"
+    assert by_id["busy"].group_state == "CompletingRebalance"
+    assert by_id["busy"].group_type == "classic"
+    only_empty = client.request(request(ApiKey.LIST_GROUPS, 4, states_filter=("empty",)))
+    assert [group.group_id for group in only_empty.groups] == ["simple"]
+
+    described = client.request(
+        request(
+            ApiKey.DESCRIBE_GROUPS, 5, groups=("busy", "nope"), include_authorized_operations=False
+        )
+    )
+    assert described.groups[0].group_state == "CompletingRebalance"
+    assert described.groups[0].members[0].member_id == member_id
+    assert (described.groups[1].error_code, described.groups[1].group_state) == (
+        ErrorCode.none,
+        "Dead",
+    )
+    v6 = client.request(
+        request(ApiKey.DESCRIBE_GROUPS, 6, groups=("nope",), include_authorized_operations=False)
+    )
+    assert v6.groups[0].error_code == ErrorCode.group_id_not_found
+
+    deleted = client.request(
+        request(ApiKey.DELETE_GROUPS, 2, groups_names=("simple", "busy", "nope"))
+    )
+    errors = {result.group_id: result.error_code for result in deleted.results}
+    assert errors == {
+        "simple": ErrorCode.none,
+        "busy": ErrorCode.non_empty_group,
+        "nope": ErrorCode.group_id_not_found,
+    }
+    assert committed(client, "simple", "t", 0) == -1
+
+
+def test_offset_fetch_multi_group_and_offset_delete(client: RawClient) -> None:
+    create_topic(client, "t", 2)
+    assert commit(client, "a", "t", 0, 10) == ErrorCode.none
+    assert commit(client, "b", "t", 1, 20) == ErrorCode.none
+    groups = (
+        child(ApiKey.OFFSET_FETCH, 8, "OffsetFetchRequestGroup", group_id="a", topics=None),
+        child(ApiKey.OFFSET_FETCH, 8, "OffsetFetchRequestGroup", group_id="b", topics=None),
+    )
+    response = client.request(request(ApiKey.OFFSET_FETCH, 8, groups=groups, require_stable=False))
+    found = {
+        (group.group_id, topic.name, partition.partition_index): partition.committed_offset
+        for group in response.groups
+        for topic in group.topics
+        for partition in topic.partitions
+    }
+    assert found == {("a", "t", 0): 10, ("b", "t", 1): 20}
+
+    partition = child(ApiKey.OFFSET_DELETE, 0, "OffsetDeleteRequestPartition", partition_index=0)
+    topic = child(
+        ApiKey.OFFSET_DELETE, 0, "OffsetDeleteRequestTopic", name="t", partitions=(partition,)
+    )
+    deleted = client.request(request(ApiKey.OFFSET_DELETE, 0, group_id="a", topics=(topic,)))
+    assert deleted.error_code == ErrorCode.none
+    assert deleted.topics[0].partitions[0].error_code == ErrorCode.none
+    assert committed(client, "a", "t", 0) == -1
+    missing = client.request(request(ApiKey.OFFSET_DELETE, 0, group_id="zzz", topics=(topic,)))
+    assert missing.error_code == ErrorCode.group_id_not_found
+
+
+def test_batch_leave_and_session_expiry(client: RawClient, odradek_broker: Broker) -> None:
+    # A member that never heartbeats is removed after its session timeout.
+    member_id = join(client, "lazy", session_timeout=1000).member_id
+    joined = join(client, "lazy", member_id, session_timeout=1000)
+    assert sync(client, "lazy", joined.generation_id, member_id, b"").error_code == ErrorCode.none
+    deadline = time.monotonic() + 10
+    state = ""
+    while time.monotonic() < deadline:
+        described = client.request(
+            request(
+                ApiKey.DESCRIBE_GROUPS, 5, groups=("lazy",), include_authorized_operations=False
+            )
+        )
+        state = described.groups[0].group_state
+        if state == "Empty":
+            break
+        time.sleep(0.2)
+    assert state == "Empty"
+
+    # Batch leave by instance id (v3+), with per-member errors.
+    static = join(client, "s", version=5, instance_id="i-1")
+    assert static.error_code == ErrorCode.none
+    identity = child(ApiKey.LEAVE_GROUP, 5, "MemberIdentity", member_id="", group_instance_id="i-1")
+    stranger = child(ApiKey.LEAVE_GROUP, 5, "MemberIdentity", member_id="x", group_instance_id=None)
+    left = client.request(
+        request(ApiKey.LEAVE_GROUP, 5, group_id="s", members=(identity, stranger))
+    )
+    assert left.error_code == ErrorCode.none
+    assert [m.error_code for m in left.members] == [ErrorCode.none, ErrorCode.unknown_member_id]
