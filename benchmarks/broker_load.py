@@ -38,7 +38,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from _common import HOST, BrokerProcess, cpu_seconds, create_topic, print_table
+from _common import HOST, BrokerProcess, cpu_seconds, create_topic, print_table, settle_page_cache
 from odradek.protocol.record_batch import Record, encode_batch, iter_batch_headers
 
 TOPIC = "broker-load"
@@ -378,41 +378,60 @@ def main() -> None:
         f"pre-encoded once), up to {args.in_flight} in flight per connection, "
         f"{seconds:g} s per produce pass; then a catch-up Fetch v12 of everything written "
         f"(partition_max_bytes={args.fetch_bytes >> 20} MiB, one request in flight per "
-        "connection). os.sync() before each write pass. MB = 10^6 bytes of record batches. "
+        "connection). A fresh broker, and the page cache settled, before each write pass. "
+        "MB = 10^6 bytes of record batches. "
         "The client runs in this process "
         "(threads, blocking sockets); 'client CPU' is this process's."
     )
-    broker: BrokerProcess | ExternalBroker
-    if args.bootstrap:
-        broker = ExternalBroker(int(args.bootstrap.rpartition(":")[2]), args.broker_pid)
-    else:
-        broker = BrokerProcess().start()
     results: dict[str, PassResult] = {}
-    try:
+    settle = "sync"
+
+    def fresh_broker() -> BrokerProcess | ExternalBroker:
+        # Each write pass gets its own broker and data directory, after the page cache is
+        # settled, so no pass inherits the previous one's dirty or cached pages.
+        nonlocal settle
+        if args.bootstrap:
+            os.sync()
+            broker: BrokerProcess | ExternalBroker = ExternalBroker(
+                int(args.bootstrap.rpartition(":")[2]), args.broker_pid
+            )
+        else:
+            settle = settle_page_cache()
+            broker = BrokerProcess().start()
         create_topic(f"{HOST}:{broker.port}", TOPIC, args.connections, {})
-        if "append" in passes:
-            os.sync()
-            results["file append ceiling (no broker)"] = append_ceiling_pass(seconds)
-            os.sync()
-            results[f"file append + fdatasync/{args.connections} MiB (no broker)"] = (
-                append_ceiling_pass(seconds, sync_every=args.connections)
-            )
-        if "acks1" in passes:
-            os.sync()
-            results["produce acks=1"] = produce_pass(
-                broker, args.connections, 1, seconds, args.in_flight
-            )
-        if "acksall" in passes:
-            os.sync()
-            results["produce acks=all (group-commit fsync)"] = produce_pass(
-                broker, args.connections, -1, seconds, args.in_flight
-            )
+        return broker
+
+    if "append" in passes:
+        settle = settle_page_cache()
+        results["file append ceiling (no broker)"] = append_ceiling_pass(seconds)
+        settle = settle_page_cache()
+        results[f"file append + fdatasync/{args.connections} MiB (no broker)"] = (
+            append_ceiling_pass(seconds, sync_every=args.connections)
+        )
+    last: BrokerProcess | ExternalBroker | None = None
+    try:
+        for name, acks, label in (
+            ("acks1", 1, "produce acks=1"),
+            ("acksall", -1, "produce acks=all (group-commit fsync)"),
+        ):
+            if name not in passes:
+                continue
+            if last is not None:
+                last.stop()
+            last = fresh_broker()
+            results[label] = produce_pass(last, args.connections, acks, seconds, args.in_flight)
         if "fetch" in passes:
+            if last is None:
+                last = fresh_broker()
+                produce_pass(last, args.connections, 1, seconds, args.in_flight)
+            # Catch-up reads of what the last pass wrote, from the page cache.
             results["catch-up fetch"] = fetch_pass(
-                broker, args.connections, max(seconds * 3, 10.0), args.fetch_bytes
+                last, args.connections, max(seconds * 3, 10.0), args.fetch_bytes
             )
     finally:
-        broker.stop()
+        if last is not None:
+            last.stop()
+    print(f"page cache before each write pass: {settle}")
     print_table(
         "Raw broker load", COLUMNS, [row(label, r, results) for label, r in results.items()]
     )
