@@ -30,7 +30,7 @@ def test_retention_by_size_and_time_advances_the_log_start(tmp_path: Path) -> No
             }
         )
         now = int(time.time() * 1000)
-        for i in range(100):
+        for _ in range(100):
             for name in topics:
                 # by-time's records carry old timestamps: retention.ms measures record time.
                 stamp = now - 60_000 if name == "by-time" else now
