@@ -82,11 +82,9 @@ async def handle(context: BrokerContext, header: RequestHeader, request: Any) ->
             error = ErrorCode.none
             if topic is None:
                 if allow_auto_create:
+                    # Kafka answers LEADER_NOT_AVAILABLE for a topic it just created; one node
+                    # leads every partition at once, so the new topic is described as ready.
                     topic, error = auto_create(context, name)
-                    if topic is not None and error == ErrorCode.none:
-                        # Kafka answers LEADER_NOT_AVAILABLE for a topic it just created; one
-                        # node has a leader at once, so the partitions are ready.
-                        pass
                 else:
                     error = ErrorCode.unknown_topic_or_partition
             results.append(describe(name, topic, error))
