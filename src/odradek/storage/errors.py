@@ -42,3 +42,29 @@ class UnknownTopicOrPartition(StorageError):
 
 class InvalidPartitions(StorageError):
     """A partition count that is not allowed (INVALID_PARTITIONS)."""
+
+
+class OutOfOrderSequence(StorageError):
+    """A producer sequence that is neither the next one nor a retained duplicate.
+
+    OUT_OF_ORDER_SEQUENCE_NUMBER: a gap, a sequence older than every retained batch, or a new
+    epoch that does not start at sequence 0. Nothing was appended.
+    """
+
+
+class InvalidProducerEpoch(StorageError):
+    """A batch or marker from an epoch older than the producer's current one (fenced).
+
+    Produce answers INVALID_PRODUCER_EPOCH (Kafka since 2.7); WriteTxnMarkers the same.
+    """
+
+
+class InvalidTxnState(StorageError):
+    """A non-transactional batch from a producer with an ongoing transaction (INVALID_TXN_STATE)."""
+
+
+class TransactionCoordinatorFenced(StorageError):
+    """A marker from a coordinator epoch older than one already seen for this producer.
+
+    TRANSACTION_COORDINATOR_FENCED, as Kafka's ProducerAppendInfo.checkCoordinatorEpoch.
+    """

@@ -1,4 +1,4 @@
-"""OffsetIndex and TimeIndex: the sparse per-segment lookups, kept in memory.
+"""OffsetIndex, TimeIndex and TransactionIndex: the per-segment lookups, kept in memory.
 
 Both live in `array`s while the segment is open and are written to disk in Kafka's layout when
 a segment rolls or the log closes (`.index`: relative offset i32 + position i32; `.timeindex`:
@@ -14,6 +14,7 @@ import struct
 from array import array
 from bisect import bisect_left, bisect_right
 from pathlib import Path
+from typing import NamedTuple
 
 from odradek.storage._files import write_file_atomically
 
@@ -185,3 +186,82 @@ class TimeIndex:
             self.offsets.append(offset)
             previous_timestamp, previous_offset = timestamp, offset
         return True
+
+
+# Kafka's .txnindex entry: version i16, producer id i64, first offset i64, last offset i64,
+# last stable offset i64 (34 bytes, big-endian).
+TXN_INDEX_ENTRY = struct.Struct(">hqqqq")
+_TXN_INDEX_VERSION = 0
+
+
+class AbortedTxn(NamedTuple):
+    """An aborted transaction: its data spans [first_offset, last_offset] (the ABORT marker).
+
+    `last_stable_offset` is the partition's LSO right after the marker: a reader of aborted
+    ranges can stop at the first entry whose LSO reaches its upper bound.
+    """
+
+    producer_id: int
+    first_offset: int
+    last_offset: int
+    last_stable_offset: int
+
+
+class TransactionIndex:
+    """The aborted transactions whose ABORT marker lies in one segment, in marker order.
+
+    Kept in memory; the file (Kafka's `.txnindex` layout) is written when the segment rolls
+    and on close. Entries at or after the producer-state snapshot recovery starts from are
+    rebuilt by replaying the log, so an unflushed tail of this file never matters.
+    """
+
+    __slots__ = ("entries", "path")
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.entries: list[AbortedTxn] = []
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def append(self, entry: AbortedTxn) -> None:
+        self.entries.append(entry)
+
+    def truncate_from(self, offset: int) -> None:
+        """Forget entries whose marker is at or after `offset` (recovery replays them)."""
+        self.entries = [entry for entry in self.entries if entry.last_offset < offset]
+
+    def collect(self, fetch_offset: int, upper_bound_offset: int) -> tuple[list[AbortedTxn], bool]:
+        """Entries overlapping [fetch_offset, upper_bound_offset); True when no later segment
+        can hold more (Kafka's TransactionIndex.collectAbortedTxns)."""
+        found = []
+        for entry in self.entries:
+            if entry.last_offset >= fetch_offset and entry.first_offset < upper_bound_offset:
+                found.append(entry)
+            if entry.last_stable_offset >= upper_bound_offset:
+                return found, True
+        return found, False
+
+    def write(self, durable: bool) -> None:
+        """Persist the entries; with none, make sure no stale file is left behind."""
+        if not self.entries:
+            self.path.unlink(missing_ok=True)
+            return
+        write_file_atomically(
+            self.path,
+            b"".join(TXN_INDEX_ENTRY.pack(_TXN_INDEX_VERSION, *entry) for entry in self.entries),
+            durable=durable,
+        )
+
+    def load(self) -> None:
+        """Read the file; a torn last entry or an unknown version ends the list there."""
+        self.entries = []
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            return
+        usable = len(data) - len(data) % TXN_INDEX_ENTRY.size
+        for version, *fields in TXN_INDEX_ENTRY.iter_unpack(data[:usable]):
+            if version != _TXN_INDEX_VERSION:
+                break
+            self.entries.append(AbortedTxn(*fields))

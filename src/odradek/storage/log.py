@@ -8,13 +8,18 @@ a segment a flush is syncing is pinned so deleting or closing it cannot close it
 
 Recovery is Kafka's LogLoader: segments past the recovery-point checkpoint are scanned batch by
 batch (length, magic, CRC, growing offsets) and cut at the first bad batch; after a clean
-shutdown only the tail after the last index entry is checked.
+shutdown only the tail after the last index entry is checked. Producer state (idempotence and
+transactions, producer_state.py) is loaded from the newest snapshot at or below the recovered
+log end offset and rebuilt by replaying batch headers from there; the aborted-transaction
+indexes of the replayed range are rebuilt with it. An interrupted compaction swap is finished
+(or discarded) before any segment is opened (cleaner.py).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import struct
 import threading
 from bisect import bisect_right
 from dataclasses import dataclass
@@ -23,16 +28,44 @@ from pathlib import Path
 from odradek.protocol.record_batch import (
     LOG_OVERHEAD,
     BatchHeader,
+    Record,
     assign_offsets,
+    decode_records,
+    encode_batch,
     offset_patched_parts,
+    read_batch_header,
 )
 from odradek.storage._batch import set_log_append_time
 from odradek.storage._files import fsync_directory, write_file_atomically
+from odradek.storage.cleaner import (
+    AbortedTracker,
+    CleanResult,
+    build_offset_map,
+    complete_interrupted_swaps,
+    finish_swap,
+    group_segments,
+    iter_segment_batches,
+    read_batch,
+    write_cleaned_group,
+)
 from odradek.storage.errors import OffsetOutOfRange, RecordBatchTooLarge, StorageError
+from odradek.storage.index import AbortedTxn
+from odradek.storage.producer_state import (
+    AppendOrigin,
+    BatchMetadata,
+    OngoingTransaction,
+    ProducerStateManager,
+    ProducerStateView,
+    delete_snapshots,
+    snapshot_offsets,
+    snapshot_path,
+    write_snapshot,
+)
 from odradek.storage.segment import (
     INDEX_FILE_SUFFIX,
     LOG_FILE_SUFFIX,
     TIME_INDEX_FILE_SUFFIX,
+    TXN_INDEX_FILE_SUFFIX,
     LogSegment,
 )
 
@@ -40,12 +73,23 @@ CHECKPOINT_FILE_NAME = "log-state.checkpoint"
 CLEAN_SHUTDOWN_FILE_NAME = ".kafka_cleanshutdown"
 _CHECKPOINT_VERSION = 0
 _NEVER = 2**63 - 1
+_SNAPSHOTS_TO_KEEP = 2
+# A control record: key = version i16 (0) + type i16 (0 ABORT, 1 COMMIT);
+# value = version i16 (0) + coordinator epoch i32 (Kafka's EndTransactionMarker).
+_CONTROL_KEY = struct.Struct(">hh")
+_MARKER_VALUE = struct.Struct(">hi")
+CONTROL_TYPE_ABORT = 0
+CONTROL_TYPE_COMMIT = 1
 
 __all__ = [
     "AppendInfo",
+    "AppendOrigin",
+    "CleanResult",
     "LogConfig",
     "OffsetOutOfRange",
+    "OngoingTransaction",
     "PartitionLog",
+    "ProducerStateView",
     "ReadResult",
     "RecordBatchTooLarge",
     "StorageError",
@@ -68,11 +112,19 @@ class LogConfig:
     message_timestamp_type: str = "CreateTime"  # or "LogAppendTime"
     cleanup_policy: str = "delete"
     min_insync_replicas: int = 1
+    delete_retention_ms: int = 24 * 60 * 60 * 1000  # how long compaction keeps tombstones
+    min_compaction_lag_ms: int = 0
+    min_cleanable_dirty_ratio: float = 0.5
 
     @property
     def deletes(self) -> bool:
         """Whether retention deletes old segments (cleanup.policy contains delete)."""
         return "delete" in self.cleanup_policy.split(",")
+
+    @property
+    def compacts(self) -> bool:
+        """Whether the cleaner compacts the log (cleanup.policy contains compact)."""
+        return "compact" in self.cleanup_policy.split(",")
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +137,9 @@ class AppendInfo:
     offset_of_max_timestamp: int  # base offset of the batch holding it
     log_append_time_ms: int  # -1 with CreateTime
     log_start_offset: int
+    # A retry of a batch still retained in producer state: nothing was written, the offsets
+    # and timestamp are the original append's.
+    duplicate: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +185,7 @@ def _read_checkpoint(path: Path) -> _Checkpoint | None:
 
 def _segment_base_offsets(directory: Path) -> list[int]:
     """Base offsets of the segments in `directory`; leftover temporary files are removed."""
+    complete_interrupted_swaps(directory)
     base_offsets = []
     for path in directory.iterdir():
         if path.name.endswith(".tmp"):
@@ -160,6 +216,9 @@ class PartitionLog:
         self._directory_dirty = False
         self._closed = False
         self._deleted = False
+        self._producer_state = ProducerStateManager()
+        # The cleaner checkpoint: everything below was compacted by this process.
+        self._first_dirty_offset = self._log_start_offset
 
     # -- opening: LogLoader ------------------------------------------------------------------
 
@@ -194,6 +253,8 @@ class PartitionLog:
         )
         # A crash between writing the log start checkpoint and deleting segments leaves some.
         log._delete_segments(log._count_segments_below(log._log_start_offset))
+        log._first_dirty_offset = log._log_start_offset
+        log._load_producer_state()
         if clean_shutdown:
             # From here on a crash is an unclean shutdown; make the removal durable.
             clean_shutdown_path.unlink()
@@ -238,6 +299,208 @@ class PartitionLog:
     def update_config(self, config: LogConfig) -> None:
         self._config = config
 
+    # -- transactions and producers ----------------------------------------------------------
+
+    @property
+    def last_stable_offset(self) -> int:
+        """min(first offset of every ongoing transaction, high watermark), never below the
+        log start offset: where read_committed fetches stop."""
+        first_unstable = self._producer_state.first_unstable_offset()
+        if first_unstable is None:
+            return self._high_watermark
+        return min(max(first_unstable, self._log_start_offset), self._high_watermark)
+
+    def aborted_transactions(
+        self, fetch_offset: int, upper_bound_offset: int
+    ) -> list[tuple[int, int]]:
+        """(producer id, first offset) of aborted transactions overlapping
+        [fetch_offset, upper_bound_offset): a read_committed Fetch response's list.
+
+        Kafka's collectAbortedTransactions: every aborted transaction whose ABORT marker is
+        at or after `fetch_offset` and whose first offset is below the upper bound (the
+        offset after the last batch returned), searching from the segment holding
+        `fetch_offset` on until an entry's LSO reaches the upper bound.
+        """
+        index = max(bisect_right(self._segment_base_offsets, fetch_offset) - 1, 0)
+        found: list[tuple[int, int]] = []
+        for segment in self._segments[index:]:
+            entries, complete = segment.txn_index.collect(fetch_offset, upper_bound_offset)
+            found.extend((entry.producer_id, entry.first_offset) for entry in entries)
+            if complete:
+                break
+        return found
+
+    def ongoing_transactions(self) -> list[OngoingTransaction]:
+        """Open transactions in this partition, oldest first (they hold the LSO back)."""
+        return self._producer_state.ongoing_transactions()
+
+    def producer_states(self) -> list[ProducerStateView]:
+        """Every producer this partition remembers, for DescribeProducers."""
+        return self._producer_state.views()
+
+    def expire_producers(self, now_ms: int, producer_id_expiration_ms: int = 86_400_000) -> int:
+        """Forget producers idle for `producer.id.expiration.ms` (Kafka's default: one day)
+        that have no ongoing transaction; returns how many were removed."""
+        return self._producer_state.expire(now_ms, producer_id_expiration_ms)
+
+    def _take_snapshot(self, offset: int, durable: bool) -> None:
+        write_snapshot(self.directory, offset, self._producer_state, durable)
+        delete_snapshots(self.directory, keep=_SNAPSHOTS_TO_KEEP)
+
+    def _load_producer_state(self) -> None:
+        """LogLoader's producer-state rebuild: newest usable snapshot, then replay headers."""
+        directory = self.directory
+        log_end_offset = self._log_end_offset
+        # Snapshots past the recovered end describe batches that did not survive.
+        delete_snapshots(directory, keep=len(snapshot_offsets(directory)), above=log_end_offset)
+        state = ProducerStateManager()
+        replay_from = self._segments[0].base_offset
+        for offset in reversed(snapshot_offsets(directory)):
+            try:
+                data = snapshot_path(directory, offset).read_bytes()
+            except OSError:
+                continue
+            if state.load_snapshot_bytes(data):
+                replay_from = max(offset, replay_from)
+                break
+        for segment in self._segments:
+            segment.txn_index.load()
+            segment.txn_index.truncate_from(replay_from)
+        for segment in self._segments:
+            if segment.size == 0 or segment.next_offset <= replay_from:
+                continue
+            for position, header in iter_segment_batches(segment, replay_from):
+                if header.producer_id < 0:
+                    continue
+                if header.is_control:
+                    self._replay_marker(state, segment, position, header)
+                else:
+                    state.replay_data_batch(header, header.max_timestamp)
+        self._producer_state = state
+
+    @staticmethod
+    def _replay_marker(
+        state: ProducerStateManager, segment: LogSegment, position: int, header: BatchHeader
+    ) -> None:
+        records = decode_records(read_batch(segment, position, header))
+        if not records or records[0].key is None or len(records[0].key) < _CONTROL_KEY.size:
+            return
+        _, control_type = _CONTROL_KEY.unpack_from(records[0].key)
+        value = records[0].value
+        coordinator_epoch = (
+            _MARKER_VALUE.unpack_from(value)[1]
+            if value is not None and len(value) >= _MARKER_VALUE.size
+            else -1
+        )
+        entry = state.prepare_marker(
+            header.producer_id, header.producer_epoch, coordinator_epoch, validate=False
+        )
+        last_stable_offset = state.last_stable_offset_after(header.producer_id, header.base_offset)
+        first_offset = state.complete_marker(
+            entry, header.producer_epoch, coordinator_epoch, header.max_timestamp
+        )
+        if first_offset is not None and control_type == CONTROL_TYPE_ABORT:
+            segment.txn_index.append(
+                AbortedTxn(header.producer_id, first_offset, header.base_offset, last_stable_offset)
+            )
+
+    # -- compaction --------------------------------------------------------------------------
+
+    def clean(self, now_ms: int, force: bool = False) -> CleanResult:
+        """Compact the log (cleanup.policy=compact): keep only each key's latest record.
+
+        Cleanable are the inactive segments wholly below the first uncleanable offset:
+        min(last stable offset, active segment base, first segment younger than
+        min.compaction.lag.ms). The key map covers the whole log below the last stable
+        offset (active segment included), without aborted data. In cleaned segments:
+        superseded records, keyless records (Kafka counts them invalid), aborted
+        transactional data and tombstones whose batch is older than delete.retention.ms
+        go; control batches stay. Runs only when at least min.cleanable.dirty.ratio of the
+        cleanable bytes were written since the last clean by this process (the cleaner
+        checkpoint is not persisted: the first clean after open sees everything dirty),
+        or with `force`.
+        """
+        self._check_open()
+        config = self._config
+        if not config.compacts:
+            return CleanResult(first_dirty_offset=self._first_dirty_offset)
+        first_uncleanable = min(self.last_stable_offset, self._segments[-1].base_offset)
+        compaction_horizon = now_ms - config.min_compaction_lag_ms
+        cleanable: list[LogSegment] = []
+        for segment in self._segments[:-1]:
+            if segment.next_offset > first_uncleanable or (
+                config.min_compaction_lag_ms > 0 and segment.largest_timestamp > compaction_horizon
+            ):
+                break
+            cleanable.append(segment)
+        total_bytes = sum(segment.size for segment in cleanable)
+        dirty_bytes = sum(
+            segment.size for segment in cleanable if segment.base_offset >= self._first_dirty_offset
+        )
+        if (
+            not cleanable
+            or total_bytes == 0
+            or (
+                not force
+                and (
+                    dirty_bytes == 0 or dirty_bytes / total_bytes < config.min_cleanable_dirty_ratio
+                )
+            )
+        ):
+            return CleanResult(first_dirty_offset=self._first_dirty_offset)
+        aborted = [entry for segment in self._segments for entry in segment.txn_index.entries]
+        offset_map = build_offset_map(self._segments, aborted, self.last_stable_offset)
+        tracker = AbortedTracker(aborted)
+        producer_last_offsets = self._producer_state.last_data_offsets()
+        segments_cleaned = bytes_before = bytes_after = records_removed = 0
+        for group in group_segments(cleanable, config.segment_bytes):
+            swap_path, stats = write_cleaned_group(
+                self.directory,
+                group,
+                offset_map,
+                tracker,
+                producer_last_offsets,
+                now_ms,
+                config.delete_retention_ms,
+            )
+            self._swap_in(group, swap_path)
+            segments_cleaned += len(group)
+            bytes_before += stats.bytes_before
+            bytes_after += stats.bytes_after
+            records_removed += stats.records_removed
+        self._first_dirty_offset = cleanable[-1].next_offset
+        return CleanResult(
+            segments_cleaned=segments_cleaned,
+            bytes_before=bytes_before,
+            bytes_after=bytes_after,
+            records_removed=records_removed,
+            first_dirty_offset=self._first_dirty_offset,
+        )
+
+    def _swap_in(self, group: list[LogSegment], swap_path: Path) -> None:
+        """Replace `group` by the committed swap file (Kafka's replaceSegments)."""
+        with self._lock:
+            index = self._segments.index(group[0])
+            del self._segments[index : index + len(group)]
+            del self._segment_base_offsets[index : index + len(group)]
+            self._directory_dirty = True
+            for segment in group:
+                segment.close_requested = True
+                if segment.pins == 0:
+                    segment.close_fd()
+        for segment in group:
+            segment.delete_files()
+        fsync_directory(self.directory)
+        finish_swap(swap_path)
+        cleaned = LogSegment.open_existing(self.directory, group[0].base_offset)
+        cleaned.recover(self._config.index_interval_bytes)
+        cleaned.write_index_files()
+        cleaned.synced_size = cleaned.size
+        cleaned.rolling_base_ms = group[-1].rolling_base_ms
+        with self._lock:
+            self._segments.insert(index, cleaned)
+            self._segment_base_offsets.insert(index, cleaned.base_offset)
+
     # -- append ------------------------------------------------------------------------------
 
     def append(
@@ -246,34 +509,146 @@ class PartitionLog:
         headers: list[BatchHeader],
         now_ms: int,
         partition_leader_epoch: int | None = None,
+        origin: AppendOrigin = AppendOrigin.CLIENT,
     ) -> AppendInfo:
         """Append validated batches, assigning offsets from the log end offset.
 
         `headers` are the batches' parsed headers in order (the protocol layer's
-        `BatchHeader`); the records themselves are never decoded.
+        `BatchHeader`); the records themselves are never decoded. Batches with a producer id
+        are checked against producer state first (ProducerAppendInfo): a retry of one of the
+        producer's last five batches returns its original offsets with `duplicate=True` and
+        writes nothing; OutOfOrderSequence, InvalidProducerEpoch and InvalidTxnState leave
+        the log and the state untouched. State advances only after the write succeeded.
         """
         self._check_open()
+        total_size, offset_count, message_count = self._measure(records, headers)
+        first_offset = self._log_end_offset
+        log_append_time_ms = self._log_append_time(now_ms)
+        pending = self._producer_state.prepare_append(
+            headers, first_offset, log_append_time_ms, origin
+        )
+        if isinstance(pending, BatchMetadata):
+            return self._duplicate_info(pending)
+        self._write(
+            records,
+            headers,
+            first_offset,
+            total_size,
+            offset_count,
+            message_count,
+            now_ms,
+            partition_leader_epoch,
+            log_append_time_ms,
+        )
+        self._producer_state.apply(pending)
+        return self._finish_append(headers, first_offset, offset_count, now_ms, log_append_time_ms)
+
+    def append_control(
+        self,
+        producer_id: int,
+        producer_epoch: int,
+        commit: bool,
+        coordinator_epoch: int,
+        now_ms: int,
+        partition_leader_epoch: int | None = None,
+    ) -> AppendInfo:
+        """Write a COMMIT or ABORT marker (WriteTxnMarkers) and end the producer's transaction.
+
+        Raises InvalidProducerEpoch for an epoch older than the producer's and
+        TransactionCoordinatorFenced for an older coordinator epoch. A marker for a producer
+        without an ongoing transaction is written all the same (as Kafka does) but changes
+        neither the last stable offset nor the transaction index. An ABORT of an ongoing
+        transaction adds (producer id, first offset, marker offset, LSO) to the segment's
+        transaction index.
+        """
+        self._check_open()
+        entry = self._producer_state.prepare_marker(producer_id, producer_epoch, coordinator_epoch)
+        control_type = CONTROL_TYPE_COMMIT if commit else CONTROL_TYPE_ABORT
+        batch = encode_batch(
+            [
+                Record(
+                    key=_CONTROL_KEY.pack(0, control_type),
+                    value=_MARKER_VALUE.pack(0, coordinator_epoch),
+                    timestamp=now_ms,
+                )
+            ],
+            producer_id=producer_id,
+            producer_epoch=producer_epoch,
+            base_sequence=-1,
+            is_transactional=True,
+            is_control=True,
+            partition_leader_epoch=-1 if partition_leader_epoch is None else partition_leader_epoch,
+        )
+        headers = [read_batch_header(batch)]
+        total_size, offset_count, message_count = self._measure(batch, headers)
+        marker_offset = self._log_end_offset
+        log_append_time_ms = self._log_append_time(now_ms)
+        self._write(
+            batch,
+            headers,
+            marker_offset,
+            total_size,
+            offset_count,
+            message_count,
+            now_ms,
+            partition_leader_epoch,
+            log_append_time_ms,
+        )
+        last_stable_offset = self._producer_state.last_stable_offset_after(
+            producer_id, marker_offset
+        )
+        first_offset = self._producer_state.complete_marker(
+            entry,
+            producer_epoch,
+            coordinator_epoch,
+            now_ms if log_append_time_ms is None else log_append_time_ms,
+        )
+        if first_offset is not None and not commit:
+            self._segments[-1].txn_index.append(
+                AbortedTxn(producer_id, first_offset, marker_offset, last_stable_offset)
+            )
+        return self._finish_append(headers, marker_offset, offset_count, now_ms, log_append_time_ms)
+
+    def _measure(
+        self, records: bytes | memoryview, headers: list[BatchHeader]
+    ) -> tuple[int, int, int]:
+        """(total bytes, offsets, records) of the batches; checks max.message.bytes."""
         if not headers:
             raise ValueError("append needs at least one batch")
-        config = self._config
+        max_message_bytes = self._config.max_message_bytes
         total_size = 0
         offset_count = 0
         message_count = 0
         for header in headers:
             size = header.batch_length + LOG_OVERHEAD
-            if size > config.max_message_bytes:
+            if size > max_message_bytes:
                 raise RecordBatchTooLarge(
-                    f"batch of {size} bytes exceeds max.message.bytes {config.max_message_bytes}"
+                    f"batch of {size} bytes exceeds max.message.bytes {max_message_bytes}"
                 )
             total_size += size
             offset_count += header.last_offset_delta + 1
             message_count += header.records_count
         if total_size != len(records):
             raise ValueError(f"headers describe {total_size} bytes, records hold {len(records)}")
+        return total_size, offset_count, message_count
 
-        first_offset = self._log_end_offset
+    def _log_append_time(self, now_ms: int) -> int | None:
+        return now_ms if self._config.message_timestamp_type == "LogAppendTime" else None
+
+    def _write(
+        self,
+        records: bytes | memoryview,
+        headers: list[BatchHeader],
+        first_offset: int,
+        total_size: int,
+        offset_count: int,
+        message_count: int,
+        now_ms: int,
+        partition_leader_epoch: int | None,
+        log_append_time_ms: int | None,
+    ) -> None:
+        config = self._config
         last_offset = first_offset + offset_count - 1
-        log_append_time_ms = now_ms if config.message_timestamp_type == "LogAppendTime" else None
         segment = self._segments[-1]
         if self._should_roll(segment, total_size, last_offset, now_ms):
             segment = self._roll(first_offset)
@@ -299,6 +674,14 @@ class PartitionLog:
         if self._oldest_unflushed_append_ms is None:
             self._oldest_unflushed_append_ms = now_ms
 
+    def _finish_append(
+        self,
+        headers: list[BatchHeader],
+        first_offset: int,
+        offset_count: int,
+        now_ms: int,
+        log_append_time_ms: int | None,
+    ) -> AppendInfo:
         if log_append_time_ms is not None:
             max_timestamp, offset_of_max_timestamp = log_append_time_ms, first_offset
         else:
@@ -309,17 +692,29 @@ class PartitionLog:
                     max_timestamp, offset_of_max_timestamp = header.max_timestamp, base_offset
                 base_offset += header.last_offset_delta + 1
         if (
-            self._appended_messages - self._flushed_messages >= config.flush_messages
+            self._appended_messages - self._flushed_messages >= self._config.flush_messages
             or self.flush_due(now_ms)
         ):
             self.flush()
         return AppendInfo(
             first_offset=first_offset,
-            last_offset=last_offset,
+            last_offset=first_offset + offset_count - 1,
             max_timestamp=max_timestamp,
             offset_of_max_timestamp=offset_of_max_timestamp,
             log_append_time_ms=-1 if log_append_time_ms is None else log_append_time_ms,
             log_start_offset=self._log_start_offset,
+        )
+
+    def _duplicate_info(self, batch: BatchMetadata) -> AppendInfo:
+        log_append_time = self._config.message_timestamp_type == "LogAppendTime"
+        return AppendInfo(
+            first_offset=batch.first_offset,
+            last_offset=batch.last_offset,
+            max_timestamp=batch.max_timestamp,
+            offset_of_max_timestamp=batch.first_offset,
+            log_append_time_ms=batch.max_timestamp if log_append_time else -1,
+            log_start_offset=self._log_start_offset,
+            duplicate=True,
         )
 
     def _should_roll(
@@ -339,8 +734,15 @@ class PartitionLog:
         )
 
     def _roll(self, base_offset: int) -> LogSegment:
-        """Start a new active segment at `base_offset`; the old one stays open for reads."""
-        self._segments[-1].write_index_files()
+        """Start a new active segment at `base_offset`; the old one stays open for reads.
+
+        The old segment's aborted-transaction index is made durable before the producer
+        state snapshot at `base_offset` that recovery would start replaying from.
+        """
+        previous = self._segments[-1]
+        previous.write_index_files()
+        previous.txn_index.write(durable=True)
+        self._take_snapshot(base_offset, durable=False)
         segment = LogSegment.create(self.directory, base_offset)
         with self._lock:
             self._segments.append(segment)
@@ -574,7 +976,9 @@ class PartitionLog:
         for segment in self._segments:
             if segment is self._segments[-1]:
                 segment.write_index_files()
+                segment.txn_index.write(durable=True)
             segment.sync_index_files()
+        self._take_snapshot(self._log_end_offset, durable=True)
         self._write_checkpoint(sync=True)
         self._close_segments()
         (self.directory / CLEAN_SHUTDOWN_FILE_NAME).touch()
@@ -642,7 +1046,7 @@ def _load_segments(
 def _remove_orphan_index_files(directory: Path, base_offsets: set[int]) -> None:
     for path in directory.iterdir():
         if (
-            path.suffix in (INDEX_FILE_SUFFIX, TIME_INDEX_FILE_SUFFIX)
+            path.suffix in (INDEX_FILE_SUFFIX, TIME_INDEX_FILE_SUFFIX, TXN_INDEX_FILE_SUFFIX)
             and path.stem.isdigit()
             and int(path.stem) not in base_offsets
         ):

@@ -21,6 +21,7 @@ from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from odradek.storage._files import fsync_directory, write_file_atomically
+from odradek.storage.cleaner import CleanResult
 from odradek.storage.errors import (
     InvalidConfig,
     InvalidPartitions,
@@ -143,6 +144,20 @@ def _parse_cleanup_policy(key: str, value: str) -> str:
     return ",".join(policies)
 
 
+def _parse_ratio(key: str, value: str) -> float:
+    try:
+        ratio = float(value.strip())
+    except ValueError:
+        raise InvalidConfig(
+            f"Invalid value {value} for configuration {key}: Not a number of type DOUBLE"
+        ) from None
+    if not 0 <= ratio <= 1:
+        raise InvalidConfig(
+            f"Invalid value {value} for configuration {key}: Value must be between 0 and 1"
+        )
+    return ratio
+
+
 # Kafka's topic-level config name -> (LogConfig field, parser with Kafka's validators).
 _TOPIC_CONFIGS: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "segment.bytes": ("segment_bytes", _int_parser(14, _INT32_MAX)),
@@ -157,6 +172,9 @@ _TOPIC_CONFIGS: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "message.timestamp.type": ("message_timestamp_type", _parse_timestamp_type),
     "cleanup.policy": ("cleanup_policy", _parse_cleanup_policy),
     "min.insync.replicas": ("min_insync_replicas", _int_parser(1, _INT32_MAX)),
+    "delete.retention.ms": ("delete_retention_ms", _int_parser(0)),
+    "min.compaction.lag.ms": ("min_compaction_lag_ms", _int_parser(0)),
+    "min.cleanable.dirty.ratio": ("min_cleanable_dirty_ratio", _parse_ratio),
 }
 assert {field for field, _ in _TOPIC_CONFIGS.values()} == {f.name for f in fields(LogConfig)}
 
@@ -380,6 +398,24 @@ class LogManager:
     def enforce_retention(self, now_ms: int) -> int:
         """Apply retention to every log; returns the bytes deleted."""
         return sum(log.enforce_retention(now_ms) for log in list(self._logs.values()))
+
+    def clean(self, now_ms: int, force: bool = False) -> dict[TopicPartition, CleanResult]:
+        """Compact every log whose cleanup.policy includes compact; returns what was done,
+        for the logs where something was."""
+        results: dict[TopicPartition, CleanResult] = {}
+        for topic_partition, log in list(self._logs.items()):
+            if log.config.compacts:
+                result = log.clean(now_ms, force)
+                if result.cleaned:
+                    results[topic_partition] = result
+        return results
+
+    def expire_producers(self, now_ms: int, producer_id_expiration_ms: int) -> int:
+        """Apply producer.id.expiration.ms to every log; returns producers removed."""
+        return sum(
+            log.expire_producers(now_ms, producer_id_expiration_ms)
+            for log in list(self._logs.values())
+        )
 
     def flush_all(self) -> None:
         for log in list(self._logs.values()):

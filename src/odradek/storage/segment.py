@@ -27,11 +27,12 @@ from odradek.storage._batch import (
     BatchHeader,
 )
 from odradek.storage.errors import StorageError
-from odradek.storage.index import OffsetIndex, TimeIndex, fsync_file
+from odradek.storage.index import OffsetIndex, TimeIndex, TransactionIndex, fsync_file
 
 LOG_FILE_SUFFIX = ".log"
 INDEX_FILE_SUFFIX = ".index"
 TIME_INDEX_FILE_SUFFIX = ".timeindex"
+TXN_INDEX_FILE_SUFFIX = ".txnindex"
 
 # The header fields recovery and timestamp lookups need: the prefix plus the timestamps.
 _HEADER = struct.Struct(">qiibIhiqqqhii")
@@ -57,7 +58,7 @@ class BatchPosition:
 
 
 class LogSegment:
-    """One segment: `<base offset>.log`, `.index` and `.timeindex` in the partition directory.
+    """One segment: `<base offset>.log`, `.index`, `.timeindex`, `.txnindex` in the directory.
 
     `size`, `synced_size` and the pin count are shared with a flushing thread and only changed
     under the owning log's lock; everything else belongs to the thread that appends.
@@ -75,6 +76,7 @@ class LogSegment:
         self.offset_of_max_timestamp = -1
         self.offset_index = OffsetIndex(directory / (stem + INDEX_FILE_SUFFIX), base_offset)
         self.time_index = TimeIndex(directory / (stem + TIME_INDEX_FILE_SUFFIX), base_offset)
+        self.txn_index = TransactionIndex(directory / (stem + TXN_INDEX_FILE_SUFFIX))
         self.bytes_since_last_index_entry = 0
         # The segment.ms clock: when the first batch arrived (or when the log was opened).
         self.rolling_base_ms: int | None = None
@@ -92,7 +94,9 @@ class LogSegment:
         path = directory / (segment_file_stem(base_offset) + LOG_FILE_SUFFIX)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
         os.ftruncate(fd, 0)
-        return cls(directory, base_offset, fd, 0)
+        segment = cls(directory, base_offset, fd, 0)
+        segment.txn_index.path.unlink(missing_ok=True)
+        return segment
 
     @classmethod
     def open_existing(cls, directory: Path, base_offset: int) -> LogSegment:
@@ -120,7 +124,12 @@ class LogSegment:
             os.close(self.fd)
 
     def delete_files(self) -> None:
-        for path in (self.log_path, self.offset_index.path, self.time_index.path):
+        for path in (
+            self.log_path,
+            self.offset_index.path,
+            self.time_index.path,
+            self.txn_index.path,
+        ):
             path.unlink(missing_ok=True)
 
     @property
