@@ -33,6 +33,8 @@ DEFAULTS: dict[str, str] = {
     "log.retention.hours": "168",
     "log.retention.bytes": "-1",
     "log.retention.check.interval.ms": "300000",
+    "log.cleaner.enable": "true",
+    "log.cleaner.backoff.ms": "15000",
     "log.index.interval.bytes": "4096",
     "log.flush.interval.messages": str(2**63 - 1),
     "log.flush.interval.ms": "",

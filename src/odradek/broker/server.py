@@ -141,6 +141,7 @@ class Broker:
         self._background = [
             loop.create_task(self._retention_loop()),
             loop.create_task(self._flush_loop()),
+            loop.create_task(self._cleaner_loop()),
         ]
         logger.info(
             "Odradek broker %d (cluster %s) listening on %s:%d, data in %s",
@@ -160,6 +161,32 @@ class Broker:
                     self.context.logs.enforce_retention(now_ms())
                 except OSError as error:
                     logger.error("retention check failed: %s", error)
+
+    async def _cleaner_loop(self) -> None:
+        """Compact `cleanup.policy=compact` logs (Kafka's log cleaner, on the event loop).
+
+        Cleaning swaps segments under the log, so it runs on the loop thread between requests
+        rather than beside appends; it only ever rewrites inactive segments.
+        """
+        if self.config.properties.get("log.cleaner.enable", "true").lower() != "true":
+            return
+        interval = max(int(self.config.properties.get("log.cleaner.backoff.ms", "15000")), 10)
+        while True:
+            await asyncio.sleep(interval / 1000)
+            if self.context is None:
+                continue
+            try:
+                cleaned = self.context.logs.clean(now_ms())
+            except OSError as error:
+                logger.error("log cleaning failed: %s", error)
+                continue
+            for topic_partition, result in cleaned.items():
+                logger.info(
+                    "cleaned %s: %d -> %d bytes",
+                    topic_partition,
+                    result.bytes_before,
+                    result.bytes_after,
+                )
 
     async def _flush_loop(self) -> None:
         """Honour flush.ms: fsync logs whose oldest unflushed append is older than it."""
