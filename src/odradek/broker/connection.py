@@ -54,6 +54,7 @@ class KafkaConnection(asyncio.BufferedProtocol):
         self.frame_filled = 0
         self.pending: deque[asyncio.Future[list[bytes | memoryview] | None]] = deque()
         self.peer = "?"
+        self.client_host = ""
         self.closing = False
         self.paused = False
         self.max_request_bytes = context.config.socket_request_max_bytes
@@ -63,6 +64,7 @@ class KafkaConnection(asyncio.BufferedProtocol):
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        self.client_host = f"/{peer[0]}" if peer else ""
         self.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -128,7 +130,7 @@ class KafkaConnection(asyncio.BufferedProtocol):
 
     def _submit(self, frame: bytearray) -> None:
         try:
-            header, position = read_request_header(frame, _flexible_if_supported)
+            header, position = read_request_header(frame, _flexible_if_supported, self.client_host)
         except RemoteProtocolError as error:
             self.close(f"malformed request header: {error}")
             return

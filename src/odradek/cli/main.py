@@ -6,6 +6,7 @@ import click
 
 from odradek import __version__
 from odradek.cli.consume import consume
+from odradek.cli.group import group
 from odradek.cli.produce import produce
 from odradek.cli.serve import serve
 from odradek.cli.topic import topic
@@ -21,6 +22,7 @@ cli.add_command(serve)
 cli.add_command(topic)
 cli.add_command(produce)
 cli.add_command(consume)
+cli.add_command(group)
 
 
 def main() -> None:

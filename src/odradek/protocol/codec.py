@@ -34,6 +34,9 @@ class RequestHeader:
     correlation_id: int
     client_id: str | None
     flexible: bool
+    # Where the request came from, as Kafka reports it in group descriptions ("/127.0.0.1");
+    # filled in by the connection, not read from the frame.
+    client_host: str = ""
 
 
 @functools.cache
@@ -97,7 +100,7 @@ def skip_tagged_fields(buffer: bytes | bytearray, position: int) -> int:
 
 
 def read_request_header(
-    frame: bytes | bytearray, flexible_for: Any = None
+    frame: bytes | bytearray, flexible_for: Any = None, client_host: str = ""
 ) -> tuple[RequestHeader, int]:
     """Parse the request header; return it and the position where the body starts.
 
@@ -123,7 +126,8 @@ def read_request_header(
     flexible = bool(flexible_for(api_key, api_version)) if flexible_for is not None else False
     if flexible:
         position = skip_tagged_fields(frame, position)
-    return RequestHeader(api_key, api_version, correlation_id, client_id, flexible), position
+    header = RequestHeader(api_key, api_version, correlation_id, client_id, flexible, client_host)
+    return header, position
 
 
 def read_request_body(header: RequestHeader, frame: bytes | bytearray, position: int) -> Any:

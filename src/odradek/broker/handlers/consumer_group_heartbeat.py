@@ -43,7 +43,7 @@ async def handle(context: BrokerContext, header: RequestHeader, request: Any) ->
         server_assignor=request.server_assignor,
         owned=owned,
         client_id=header.client_id or "",
-        client_host="",
+        client_host=header.client_host,
         api_version=version,
     )
     groups = context.groups

@@ -30,7 +30,7 @@ async def handle(context: BrokerContext, header: RequestHeader, request: Any) ->
         # v0 has no rebalance timeout: Kafka uses the session timeout.
         rebalance_timeout_ms=milliseconds(getattr(request, "rebalance_timeout", session_timeout)),
         client_id=header.client_id or "",
-        client_host="",
+        client_host=header.client_host,
         api_version=version,
     )
     try:
