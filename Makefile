@@ -23,7 +23,7 @@ $(TEST_STAMP): $(STAMP)
 run: $(STAMP)
 	$(BIN)/odradek serve --host 127.0.0.1 --port 9092 --data-dir ./data
 
-## system-deps: Debian packages the tests use (kcat); needs root, skipped otherwise
+## system-deps: Debian packages the tests use (kcat, PostgreSQL); needs root, skipped otherwise
 system-deps:
 	@if ! command -v kcat >/dev/null 2>&1; then \
 		if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
@@ -31,6 +31,15 @@ system-deps:
 			|| echo "warning: could not install kcat; kcat tests will be skipped"; \
 		else \
 			echo "warning: kcat is not installed and this is not root; kcat tests will be skipped"; \
+		fi; \
+	fi
+	@# The toolkit's PostgreSQL tests start their own server from these binaries (initdb, pg_ctl).
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1; then \
+		if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+			(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) \
+			|| echo "warning: could not install postgresql; PostgreSQL sink tests will be skipped"; \
+		else \
+			echo "warning: PostgreSQL is not installed and this is not root; PostgreSQL sink tests will be skipped"; \
 		fi; \
 	fi
 

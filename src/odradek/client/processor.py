@@ -1,0 +1,691 @@
+"""The consume → process → commit loop, ordered per guarantee.
+
+    at-most-once   commit the batch's offsets, then process it: a crash loses, never repeats
+    at-least-once  process the batch (and flush its output), then commit: a crash repeats, never
+                   loses; an `IdempotentConsumer` drops the repeats
+    exactly-once   output topic: one Kafka transaction per batch holding the output records and
+                   the consumer offsets (send_offsets_to_transaction);
+                   sink: one database transaction per batch holding the handler's writes and the
+                   offsets, each offset a compare-and-set on the partition's owner token
+
+A handler that raises is retried (`max_attempts`, each attempt in its own savepoint so a failed
+attempt leaves no partial write) and then sent to a dead-letter topic; under at-most-once the
+offset is already committed, so the message is counted as dropped and dead-lettered at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import re
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    OFFSET_END,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+
+from odradek.client.guarantee import (
+    CommitPoint,
+    Config,
+    ConfigValue,
+    Guarantee,
+    IncompatibleSettingsError,
+)
+from odradek.client.idempotent import SKIPPED
+from odradek.client.messages import MESSAGE_ID_HEADER, position
+from odradek.client.preflight import PreflightReport, preflight
+from odradek.client.sinks import Claim, FencedError, Sink
+
+logger = logging.getLogger("odradek.client")
+
+Batch = Sequence[Message]
+Hook = Callable[[Batch], None]
+PartitionKey = tuple[str, int]
+
+# librdkafka properties that belong to one client type; anything else goes to both. A
+# "consumer." or "producer." prefix routes a property explicitly.
+_PRODUCER_ONLY = re.compile(
+    r"^(acks|request\.required\.acks|retries|message\.send\.max\.retries|enable\.idempotence|"
+    r"transactional\.id|transaction\.timeout\.ms|linger\.ms|queue\.buffering\..*|batch\.(size|"
+    r"num\.messages)|compression\.(type|codec)|delivery\.timeout\.ms|message\.timeout\.ms|"
+    r"max\.in\.flight.*|partitioner|retry\.backoff.*|sticky\.partitioning\.linger\.ms)$"
+)
+_CONSUMER_ONLY = re.compile(
+    r"^(group\..*|session\.timeout\.ms|heartbeat\.interval\.ms|auto\.offset\.reset|"
+    r"enable\.auto\..*|auto\.commit\.interval\.ms|isolation\.level|max\.poll\.interval\.ms|"
+    r"partition\.assignment\.strategy|fetch\..*|queued\..*|enable\.partition\.eof|"
+    r"check\.crcs|allow\.auto\.create\.topics|client\.rack)$"
+)
+
+
+@dataclass(slots=True)
+class RunStats:
+    """What one `Processor.run` did."""
+
+    consumed: int = 0  # messages received from Kafka
+    processed: int = 0  # handler calls that succeeded (skipped duplicates included)
+    duplicates_skipped: int = 0  # messages an IdempotentConsumer recognised as applied
+    produced: int = 0  # output records sent
+    committed_batches: int = 0
+    commit_failures: int = 0  # offset commits refused (the batch will be delivered again)
+    retries: int = 0  # handler attempts that raised and were tried again
+    dead_lettered: int = 0
+    dropped: int = 0  # at-most-once: handler failed after the offset was committed
+    aborted_transactions: int = 0
+    fenced: int = 0  # commits refused because another processor owns the partition
+    elapsed_seconds: float = 0.0
+    preflight_findings: tuple[str, ...] = field(default_factory=tuple)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class OutputRecord:
+    """A record for the output topic (a handler may also return bytes, str or (key, value))."""
+
+    value: bytes | str | None
+    key: bytes | str | None = None
+    headers: Sequence[tuple[str, bytes | str | None]] = ()
+    topic: str | None = None  # default: the processor's output topic
+    partition: int | None = None
+
+
+class Processor:
+    """Consume `topics` as `group`, call `handler`, and commit as `guarantee` requires.
+
+    Handlers: with a `sink`, `handler(message, tx)` where `tx` is the sink's open DB-API
+    connection; with an `output_topic`, `handler(message)` returns the records to produce
+    (None, one value, a (key, value) pair, an `OutputRecord`, or an iterable of them);
+    otherwise `handler(message)`.
+    """
+
+    def __init__(
+        self,
+        bootstrap: str,
+        group: str,
+        topics: Sequence[str] | str,
+        guarantee: Guarantee | str,
+        handler: Callable[..., Any],
+        sink: Sink | None = None,
+        output_topic: str | None = None,
+        config: Mapping[str, ConfigValue] | None = None,
+        *,
+        instance_id: str | None = None,
+        batch_size: int = 100,
+        poll_timeout: float = 0.2,
+        max_attempts: int = 3,
+        dead_letter_topic: str | None = None,
+        on_before_commit: Hook | None = None,
+        on_after_commit: Hook | None = None,
+        run_preflight: bool = True,
+        transaction_timeout: float = 30.0,
+    ) -> None:
+        self.bootstrap = bootstrap
+        self.group = group
+        self.topics = [topics] if isinstance(topics, str) else list(topics)
+        self.guarantee = Guarantee.parse(guarantee)
+        self.handler = handler
+        self.sink = sink
+        self.output_topic = output_topic
+        self.instance_id = instance_id
+        self.batch_size = batch_size
+        self.poll_timeout = poll_timeout
+        self.max_attempts = max(1, max_attempts)
+        self.dead_letter_topic = dead_letter_topic or f"{group}.dead-letter"
+        self.on_before_commit = on_before_commit
+        self.on_after_commit = on_after_commit
+        self.run_preflight = run_preflight
+        self.transaction_timeout = transaction_timeout
+        self.preflight_report: PreflightReport | None = None
+        self.transactional_id: str | None = None
+        self._consumer_overrides, self._producer_overrides = _split_config(config or {})
+        self._validate()
+        self._stop = threading.Event()
+        self._owner_tokens: dict[PartitionKey, int] = {}
+        self._consumer: Any = None
+        self._producer: Any = None  # output (transactional under exactly-once)
+        self._dead_letter_producer: Any = None
+        self._instance_lock: IO[str] | None = None
+        self._stats = RunStats()
+
+    # -- configuration -----------------------------------------------------------------------
+    def _validate(self) -> None:
+        if not self.topics:
+            raise IncompatibleSettingsError("a Processor needs at least one input topic")
+        if self.sink is not None and self.output_topic is not None:
+            raise IncompatibleSettingsError(
+                "choose a sink or an output topic, not both: a database and Kafka cannot commit "
+                "in one transaction"
+            )
+        if self.guarantee is Guarantee.EXACTLY_ONCE and self.sink is None and not self.output_topic:
+            raise IncompatibleSettingsError(
+                "exactly-once needs an output topic (a Kafka transaction) or a sink (a database "
+                "transaction): a handler's other side effects cannot be made atomic with the "
+                "offset commit"
+            )
+        if self.output_topic is not None and self.output_topic in self.topics:
+            raise IncompatibleSettingsError(
+                f"output topic {self.output_topic!r} is also an input topic"
+            )
+        consumer, producer = self._consumer_overrides, self._producer_overrides
+        if _truthy(consumer.get("enable.auto.commit", False)):
+            raise IncompatibleSettingsError(
+                "enable.auto.commit=true: the Processor commits offsets itself, at the point "
+                f"{self.guarantee.value} requires ({self.guarantee.commit_point.value})"
+            )
+        if self.guarantee is Guarantee.AT_MOST_ONCE:
+            return
+        acks = str(producer.get("acks", producer.get("request.required.acks", "all")))
+        if acks == "0" or (self.guarantee is Guarantee.EXACTLY_ONCE and acks not in ("all", "-1")):
+            raise IncompatibleSettingsError(
+                f"acks={acks} cannot give {self.guarantee.value}: an unacknowledged (or "
+                "leader-only) write can be lost"
+            )
+        if self.guarantee is Guarantee.EXACTLY_ONCE:
+            if str(consumer.get("isolation.level", "read_committed")) != "read_committed":
+                raise IncompatibleSettingsError(
+                    "exactly-once reads with isolation.level=read_committed: read_uncommitted "
+                    "would process records of aborted transactions"
+                )
+            if not _truthy(producer.get("enable.idempotence", True)):
+                raise IncompatibleSettingsError(
+                    "exactly-once needs enable.idempotence=true (transactions require it)"
+                )
+
+    def consumer_config(self) -> dict[str, Any]:
+        return {
+            "bootstrap.servers": self.bootstrap,
+            "group.id": self.group,
+            **self.guarantee.consumer_config(),
+            **self._consumer_overrides,
+        }
+
+    def producer_config(self, transactional_id: str | None = None) -> dict[str, Any]:
+        return {
+            "bootstrap.servers": self.bootstrap,
+            **self.guarantee.producer_config(transactional_id),
+            **self._producer_overrides,
+        }
+
+    @property
+    def _incremental(self) -> bool:
+        consumer = self._consumer_overrides
+        return str(consumer.get("group.protocol", "classic")) == "consumer" or "cooperative" in str(
+            consumer.get("partition.assignment.strategy", "")
+        )
+
+    @property
+    def _offsets_in_sink(self) -> bool:
+        return self.sink is not None and self.guarantee is Guarantee.EXACTLY_ONCE
+
+    @property
+    def _kafka_transactions(self) -> bool:
+        return self.output_topic is not None and self.guarantee is Guarantee.EXACTLY_ONCE
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Ask `run` to return after the batch in hand (safe from another thread or a signal)."""
+        self._stop.set()
+
+    def run(self, idle_timeout: float | None = None) -> RunStats:
+        """Process until `stop()`, or until no message arrived for `idle_timeout` seconds."""
+        self._stats = stats = RunStats()
+        started = time.monotonic()
+        self._preflight()
+        stats.preflight_findings = self.preflight_report.messages if self.preflight_report else ()
+        try:
+            self._start()
+            last_message = time.monotonic()
+            while not self._stop.is_set():
+                batch = self._poll()
+                if not batch:
+                    if idle_timeout is not None and time.monotonic() - last_message >= idle_timeout:
+                        break
+                    continue
+                last_message = time.monotonic()
+                stats.consumed += len(batch)
+                self._process_batch(batch)
+        finally:
+            self._close()
+            stats.elapsed_seconds = time.monotonic() - started
+        return stats
+
+    def _preflight(self) -> None:
+        if not self.run_preflight or self.preflight_report is not None:
+            return
+        try:
+            report = preflight(self.bootstrap, self.topics, self.guarantee)
+        except KafkaException as error:
+            logger.warning("preflight could not read the cluster's configs: %s", error)
+            return
+        self.preflight_report = report
+        for finding in report.findings:
+            logger.warning("preflight (%s): %s", self.guarantee.value, finding)
+
+    def _start(self) -> None:
+        if self.sink is not None:
+            self.sink.open()
+        if self._kafka_transactions:
+            configured = self._producer_overrides.get("transactional.id")
+            self.transactional_id = (
+                str(configured) if configured else self._derive_transactional_id()
+            )
+            self._producer = Producer(self.producer_config(self.transactional_id))
+            self._producer.init_transactions(self.transaction_timeout)
+        elif self.output_topic is not None:
+            self._producer = Producer(self.producer_config())
+        self._consumer = Consumer(self.consumer_config())
+        self._consumer.subscribe(
+            self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+        )
+
+    def _close(self) -> None:
+        if self._consumer is not None:
+            with contextlib.suppress(KafkaException, RuntimeError):
+                self._consumer.close()
+            self._consumer = None
+        for producer in (self._producer, self._dead_letter_producer):
+            if producer is not None:
+                producer.flush(10)
+        self._producer = self._dead_letter_producer = None
+        if self.sink is not None:
+            self.sink.close()
+        if self._instance_lock is not None:
+            self._instance_lock.close()
+            self._instance_lock = None
+
+    def _derive_transactional_id(self) -> str:
+        """One transactional.id per instance, the same after a restart.
+
+        An explicit `instance_id` names the instance. Otherwise the instance takes the lowest free
+        slot on this host, held with an flock that dies with the process: a restarted processor
+        gets its predecessor's slot, so its InitProducerId fences the predecessor's producer and
+        aborts the transaction it left open, instead of waiting for the transaction timeout.
+        """
+        base = f"odradek-{self.group}"
+        if self.instance_id is not None:
+            return f"{base}-{self.instance_id}"
+        directory = Path(
+            os.environ.get("ODRADEK_STATE_DIR") or Path(tempfile.gettempdir()) / "odradek"
+        )
+        directory.mkdir(parents=True, exist_ok=True)
+        safe_group = re.sub(r"[^A-Za-z0-9._-]", "_", self.group)
+        host = socket.gethostname()
+        for slot in range(4096):
+            handle = (directory / f"{safe_group}.{slot}.lock").open("a")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.close()
+                continue
+            self._instance_lock = handle
+            self.instance_id = f"{host}-{slot}"
+            return f"{base}-{self.instance_id}"
+        raise RuntimeError(f"no free processor slot for group {self.group!r} in {directory}")
+
+    # -- rebalancing ---------------------------------------------------------------------------
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if self._offsets_in_sink and partitions:
+            partitions = self._claim(partitions)
+        logger.info(
+            "assigned %s", ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "-"
+        )
+        if self._incremental:
+            consumer.incremental_assign(partitions)
+        else:
+            consumer.assign(partitions)
+
+    def _claim(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
+        """Take ownership in the sink and start each partition at its stored offset."""
+        assert self.sink is not None
+        reset = str(self.consumer_config().get("auto.offset.reset", "earliest"))
+        start = OFFSET_END if reset in ("latest", "largest", "end") else OFFSET_BEGINNING
+        with self.sink.transaction() as tx:
+            claims: list[Claim] = [
+                self.sink.claim(tx, self.group, tp.topic, tp.partition) for tp in partitions
+            ]
+        positioned = []
+        for claim in claims:
+            self._owner_tokens[(claim.topic, claim.partition)] = claim.owner_token
+            offset = start if claim.next_offset is None else claim.next_offset
+            positioned.append(TopicPartition(claim.topic, claim.partition, offset))
+        return positioned
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._forget(partitions)
+        if self._incremental:
+            consumer.incremental_unassign(partitions)
+        else:
+            consumer.unassign()
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        logger.warning("partitions lost: %s", partitions)
+        self._on_revoke(consumer, partitions)
+
+    def _forget(self, partitions: Iterable[TopicPartition]) -> None:
+        for tp in partitions:
+            self._owner_tokens.pop((tp.topic, tp.partition), None)
+
+    # -- the loop ------------------------------------------------------------------------------
+    def _poll(self) -> list[Message]:
+        messages = self._consumer.consume(num_messages=self.batch_size, timeout=self.poll_timeout)
+        batch = []
+        for message in messages:
+            error = message.error()
+            if error is None:
+                batch.append(message)
+            elif error.fatal():
+                raise KafkaException(error)
+            elif error.code() != KafkaError._PARTITION_EOF:
+                logger.warning("consumer error: %s", error)
+        return batch
+
+    def _process_batch(self, batch: Batch) -> None:
+        if self._offsets_in_sink:
+            self._exactly_once_into_sink(batch)
+        elif self._kafka_transactions:
+            self._exactly_once_into_topic(batch)
+        elif self.guarantee.commit_point is CommitPoint.BEFORE_PROCESSING:
+            self._at_most_once(batch)
+        else:
+            self._at_least_once(batch)
+
+    def _at_most_once(self, batch: Batch) -> None:
+        if not self._commit_to_kafka(batch):
+            # Not committed: leave the batch to whoever owns the partition next, unprocessed.
+            self._rewind(batch)
+            return
+        self._hook(self.on_after_commit, batch)
+        self._handle_all(batch)
+        if self._producer is not None:
+            self._producer.poll(0)
+
+    def _at_least_once(self, batch: Batch) -> None:
+        self._handle_all(batch)
+        self._flush_outputs()
+        self._hook(self.on_before_commit, batch)
+        if self._commit_to_kafka(batch):
+            self._hook(self.on_after_commit, batch)
+
+    def _exactly_once_into_sink(self, batch: Batch) -> None:
+        assert self.sink is not None
+        try:
+            with self.sink.transaction() as tx:
+                dead = self._handle_in_sink(batch, tx)
+                self._dead_letter(dead, flush=True)
+                self._hook(self.on_before_commit, batch)
+                for (topic, partition), next_offset in _next_offsets(batch).items():
+                    token = self._owner_tokens.get((topic, partition))
+                    if token is None:
+                        raise FencedError(self.group, topic, partition, -1)
+                    self.sink.store_offset(tx, self.group, topic, partition, next_offset, token)
+        except FencedError as fenced:
+            self._stats.fenced += 1
+            logger.warning("%s", fenced)
+            # The batch was rolled back. Stop fetching what we no longer own; the rebalance
+            # that took it away will tell librdkafka too.
+            lost = [TopicPartition(t, p) for t, p in _next_offsets(batch)]
+            self._forget(lost)
+            with contextlib.suppress(KafkaException):
+                self._consumer.pause(lost)
+            return
+        self._stats.committed_batches += 1
+        self._hook(self.on_after_commit, batch)
+        # For lag monitoring only: the database holds the offsets that count.
+        with contextlib.suppress(KafkaException):
+            self._consumer.commit(offsets=_topic_partitions(batch), asynchronous=True)
+
+    def _exactly_once_into_topic(self, batch: Batch) -> None:
+        producer = self._producer
+        producer.begin_transaction()
+        try:
+            dead = []
+            for message in batch:
+                records = self._call_with_retries(message, self.handler)
+                if records is _FAILED:
+                    dead.append((message, self._last_error))
+                    continue
+                self._produce_records(producer, message, records)
+            for message, error in dead:
+                self._produce_dead_letter(producer, message, error)
+            self._hook(self.on_before_commit, batch)
+            producer.send_offsets_to_transaction(
+                _topic_partitions(batch),
+                self._consumer.consumer_group_metadata(),
+                self.transaction_timeout,
+            )
+            producer.commit_transaction(self.transaction_timeout)
+        except KafkaException as exception:
+            error = exception.args[0]
+            if isinstance(error, KafkaError) and error.fatal():
+                raise
+            logger.warning("transaction aborted, the batch will be processed again: %s", error)
+            with contextlib.suppress(KafkaException):
+                producer.abort_transaction(self.transaction_timeout)
+            self._stats.aborted_transactions += 1
+            self._rewind(batch)
+            return
+        self._stats.committed_batches += 1
+        self._hook(self.on_after_commit, batch)
+
+    # -- handler calls -------------------------------------------------------------------------
+    _last_error: BaseException | None = None
+
+    def _call_with_retries(self, message: Message, call: Callable[[Message], Any]) -> Any:
+        attempts = self.max_attempts if self.guarantee is not Guarantee.AT_MOST_ONCE else 1
+        for attempt in range(1, attempts + 1):
+            try:
+                result = call(message)
+            except Exception as error:
+                self._last_error = error
+                logger.warning(
+                    "handler failed on %s[%d]@%d (attempt %d of %d): %r",
+                    message.topic(),
+                    message.partition(),
+                    message.offset(),
+                    attempt,
+                    attempts,
+                    error,
+                )
+                if attempt < attempts:
+                    self._stats.retries += 1
+                continue
+            self._stats.processed += 1
+            if result is SKIPPED:
+                self._stats.duplicates_skipped += 1
+            return result
+        return _FAILED
+
+    def _handle_all(self, batch: Batch) -> None:
+        """Run the handler over a batch (at-most-once / at-least-once)."""
+        if self.sink is not None:
+            with self.sink.transaction() as tx:
+                dead = self._handle_in_sink(batch, tx)
+        else:
+            dead = []
+            for message in batch:
+                result = self._call_with_retries(message, self.handler)
+                if result is _FAILED:
+                    dead.append((message, self._last_error))
+                elif self.output_topic is not None and self._producer is not None:
+                    self._produce_records(self._producer, message, result)
+        if dead and self.guarantee is Guarantee.AT_MOST_ONCE:
+            self._stats.dropped += len(dead)
+        self._dead_letter(dead, flush=self.guarantee is not Guarantee.AT_MOST_ONCE)
+
+    def _handle_in_sink(self, batch: Batch, tx: Any) -> list[tuple[Message, BaseException | None]]:
+        assert self.sink is not None
+        sink = self.sink
+
+        def attempt(message: Message) -> Any:
+            with sink.savepoint(tx):
+                return self.handler(message, tx)
+
+        dead = []
+        for message in batch:
+            if self._call_with_retries(message, attempt) is _FAILED:
+                dead.append((message, self._last_error))
+        return dead
+
+    def _produce_records(self, producer: Any, source: Message, records: Any) -> None:
+        for index, record in enumerate(_records(records)):
+            headers = list(record.headers)
+            if not any(name == MESSAGE_ID_HEADER for name, _ in headers):
+                # Derived from the input's position: processing it again yields the same ids,
+                # so a downstream idempotent consumer drops at-least-once repeats.
+                identity = "{}:{}:{}".format(*position(source)) + f":{index}"
+                headers.append((MESSAGE_ID_HEADER, identity.encode()))
+            arguments: dict[str, Any] = {"value": record.value, "key": record.key}
+            arguments["headers"] = headers
+            if record.partition is not None:
+                arguments["partition"] = record.partition
+            _produce(producer, record.topic or str(self.output_topic), arguments)
+            self._stats.produced += 1
+
+    # -- dead letters ----------------------------------------------------------------------------
+    def _dead_letter(
+        self, dead: Sequence[tuple[Message, BaseException | None]], *, flush: bool
+    ) -> None:
+        if not dead:
+            return
+        if self._dead_letter_producer is None:
+            self._dead_letter_producer = Producer(
+                {
+                    "bootstrap.servers": self.bootstrap,
+                    **Guarantee.AT_LEAST_ONCE.producer_config(),
+                    **{
+                        k: v
+                        for k, v in self._producer_overrides.items()
+                        if k not in ("acks", "transactional.id", "enable.idempotence")
+                    },
+                }
+            )
+        for message, error in dead:
+            self._produce_dead_letter(self._dead_letter_producer, message, error)
+        if flush and self._dead_letter_producer.flush(30) > 0:
+            raise RuntimeError("dead-letter records were not acknowledged within 30 s")
+
+    def _produce_dead_letter(
+        self, producer: Any, message: Message, error: BaseException | None
+    ) -> None:
+        topic, partition, offset = position(message)
+        headers: list[Any] = list(message.headers() or [])
+        headers += [
+            ("odradek-error", repr(error).encode()),
+            ("odradek-source-topic", topic.encode()),
+            ("odradek-source-partition", str(partition).encode()),
+            ("odradek-source-offset", str(offset).encode()),
+            ("odradek-guarantee", self.guarantee.value.encode()),
+        ]
+        arguments = {"value": message.value(), "key": message.key(), "headers": headers}
+        _produce(producer, self.dead_letter_topic, arguments)
+        self._stats.dead_lettered += 1
+
+    # -- commits ---------------------------------------------------------------------------------
+    def _flush_outputs(self) -> None:
+        if self._producer is not None and self._producer.flush(30) > 0:
+            raise RuntimeError("output records were not acknowledged within 30 s")
+
+    def _commit_to_kafka(self, batch: Batch) -> bool:
+        try:
+            results = self._consumer.commit(offsets=_topic_partitions(batch), asynchronous=False)
+        except KafkaException as error:
+            self._stats.commit_failures += 1
+            logger.warning("offset commit failed: %s", error.args[0])
+            return False
+        if any(tp.error is not None for tp in results or []):
+            self._stats.commit_failures += 1
+            logger.warning("offset commit failed: %s", [tp.error for tp in results if tp.error])
+            return False
+        self._stats.committed_batches += 1
+        return True
+
+    def _rewind(self, batch: Batch) -> None:
+        """Fetch the batch again (if the partitions are still ours)."""
+        first: dict[PartitionKey, int] = {}
+        for message in batch:
+            topic, partition, offset = position(message)
+            first[(topic, partition)] = min(first.get((topic, partition), offset), offset)
+        for (topic, partition), offset in first.items():
+            with contextlib.suppress(KafkaException):
+                self._consumer.seek(TopicPartition(topic, partition, offset))
+
+    def _hook(self, hook: Hook | None, batch: Batch) -> None:
+        if hook is not None:
+            hook(batch)
+
+
+_FAILED = object()
+
+
+def _next_offsets(batch: Batch) -> dict[PartitionKey, int]:
+    offsets: dict[PartitionKey, int] = {}
+    for message in batch:
+        topic, partition, offset = position(message)
+        offsets[(topic, partition)] = max(offsets.get((topic, partition), 0), offset + 1)
+    return offsets
+
+
+def _topic_partitions(batch: Batch) -> list[TopicPartition]:
+    return [TopicPartition(t, p, o) for (t, p), o in _next_offsets(batch).items()]
+
+
+def _records(result: Any) -> Iterator[OutputRecord]:
+    if result is None or result is SKIPPED:
+        return
+    if isinstance(result, OutputRecord):
+        yield result
+    elif isinstance(result, bytes | str):
+        yield OutputRecord(result)
+    elif isinstance(result, tuple) and len(result) == 2:
+        yield OutputRecord(result[1], key=result[0])
+    else:
+        for item in result:
+            yield from _records(item)
+
+
+def _produce(producer: Any, topic: str, arguments: dict[str, Any]) -> None:
+    while True:
+        try:
+            producer.produce(topic, **arguments)
+            return
+        except BufferError:
+            producer.poll(0.1)
+
+
+def _split_config(config: Mapping[str, ConfigValue]) -> tuple[Config, Config]:
+    consumer: Config = {}
+    producer: Config = {}
+    for name, value in config.items():
+        if name.startswith("consumer."):
+            consumer[name.removeprefix("consumer.")] = value
+        elif name.startswith("producer."):
+            producer[name.removeprefix("producer.")] = value
+        elif _PRODUCER_ONLY.match(name):
+            producer[name] = value
+        elif _CONSUMER_ONLY.match(name):
+            consumer[name] = value
+        else:
+            consumer[name] = producer[name] = value
+    return consumer, producer
+
+
+def _truthy(value: ConfigValue) -> bool:
+    return value is True or str(value).lower() in ("true", "1", "yes")

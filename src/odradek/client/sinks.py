@@ -1,0 +1,233 @@
+"""Exactly-once sinks: the consumer's offsets live in the database, beside the rows they produced.
+
+Each sink keeps one table of `(group, topic, partition) -> next offset, owner token`. A processor
+that is assigned a partition *claims* it: one statement bumps the owner token and returns the
+stored offset, which the processor seeks to. Every later offset write is a compare-and-set on that
+token, in the same database transaction as the handler's writes: a processor that lost the
+partition (a zombie: paused, partitioned, slow) finds the token changed, and its whole transaction
+rolls back. confluent-kafka's group metadata is opaque and the KIP-848 protocol has no
+generation, so the fence lives here.
+
+A second table remembers which message ids were applied, for the at-least-once idempotent
+consumer (`IdempotentConsumer`).
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+OFFSETS_TABLE = "odradek_offsets"
+APPLIED_TABLE = "odradek_applied_messages"
+
+
+class FencedError(Exception):
+    """The owner token of a partition changed: another processor owns it now."""
+
+    def __init__(self, group: str, topic: str, partition: int, token: int) -> None:
+        super().__init__(
+            f"{topic}[{partition}] of group {group!r} is owned by another processor "
+            f"(our owner token {token} is stale): the transaction was rolled back"
+        )
+        self.topic = topic
+        self.partition = partition
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """Ownership of one partition: the token every offset write must match, and where to resume."""
+
+    topic: str
+    partition: int
+    owner_token: int
+    next_offset: int | None  # None: nothing stored yet, start from the reset policy
+
+
+class Sink(abc.ABC):
+    """A database the processor writes to, with its offsets in the same transactions.
+
+    The handler receives the open transaction's DB-API connection (`tx`); it must not commit or
+    roll back itself.
+    """
+
+    placeholder = "?"
+
+    def __init__(self) -> None:
+        self._connection: Any = None
+
+    # -- connection management ---------------------------------------------------------------
+    @abc.abstractmethod
+    def _connect(self) -> Any: ...
+
+    def open(self) -> None:
+        """Connect and create the toolkit's tables (idempotent)."""
+        if self._connection is None:
+            self._connection = self._connect()
+            with self.transaction() as tx:
+                for statement in self._schema():
+                    tx.execute(statement)
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    def __enter__(self) -> Sink:
+        self.open()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    @property
+    def connection(self) -> Any:
+        if self._connection is None:
+            self.open()
+        return self._connection
+
+    # -- transactions ------------------------------------------------------------------------
+    def _begin_statement(self) -> str:
+        return "BEGIN"
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Any]:
+        """One database transaction: committed on normal exit, rolled back on an exception."""
+        connection = self.connection
+        connection.execute(self._begin_statement())
+        try:
+            yield connection
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+        connection.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def savepoint(self, tx: Any, name: str = "odradek_message") -> Iterator[Any]:
+        """A nested scope inside `tx`: an exception undoes only the writes made inside it."""
+        tx.execute(f"SAVEPOINT {name}")
+        try:
+            yield tx
+        except BaseException:
+            tx.execute(f"ROLLBACK TO SAVEPOINT {name}")
+            tx.execute(f"RELEASE SAVEPOINT {name}")
+            raise
+        tx.execute(f"RELEASE SAVEPOINT {name}")
+
+    # -- offsets and owner tokens ------------------------------------------------------------
+    def _schema(self) -> list[str]:
+        return [
+            f"CREATE TABLE IF NOT EXISTS {OFFSETS_TABLE} ("
+            " group_id TEXT NOT NULL, topic TEXT NOT NULL, partition_id INTEGER NOT NULL,"
+            " next_offset BIGINT, owner_token BIGINT NOT NULL,"
+            " PRIMARY KEY (group_id, topic, partition_id))",
+            f"CREATE TABLE IF NOT EXISTS {APPLIED_TABLE} ("
+            " scope TEXT NOT NULL, message_id TEXT NOT NULL,"
+            " PRIMARY KEY (scope, message_id))",
+        ]
+
+    def _sql(self, statement: str) -> str:
+        return statement.replace("?", self.placeholder)
+
+    def claim(self, tx: Any, group: str, topic: str, partition: int) -> Claim:
+        """Take ownership of a partition: bump its owner token, return it and the stored offset."""
+        row = tx.execute(
+            self._sql(
+                f"INSERT INTO {OFFSETS_TABLE} (group_id, topic, partition_id, next_offset,"
+                " owner_token) VALUES (?, ?, ?, NULL, 1)"
+                " ON CONFLICT (group_id, topic, partition_id)"
+                f" DO UPDATE SET owner_token = {OFFSETS_TABLE}.owner_token + 1"
+                " RETURNING owner_token, next_offset"
+            ),
+            (group, topic, partition),
+        ).fetchone()
+        return Claim(topic, partition, int(row[0]), None if row[1] is None else int(row[1]))
+
+    def store_offset(
+        self, tx: Any, group: str, topic: str, partition: int, next_offset: int, owner_token: int
+    ) -> None:
+        """Compare-and-set the next offset; `FencedError` if the owner token moved on."""
+        cursor = tx.execute(
+            self._sql(
+                f"UPDATE {OFFSETS_TABLE} SET next_offset = ?"
+                " WHERE group_id = ? AND topic = ? AND partition_id = ? AND owner_token = ?"
+            ),
+            (next_offset, group, topic, partition, owner_token),
+        )
+        if cursor.rowcount != 1:
+            raise FencedError(group, topic, partition, owner_token)
+
+    def stored_offsets(self, group: str) -> dict[tuple[str, int], int]:
+        """The committed `(topic, partition) -> next offset` of a group (outside a transaction)."""
+        with self.transaction() as tx:
+            rows = tx.execute(
+                self._sql(
+                    f"SELECT topic, partition_id, next_offset FROM {OFFSETS_TABLE}"
+                    " WHERE group_id = ? AND next_offset IS NOT NULL"
+                ),
+                (group,),
+            ).fetchall()
+        return {(str(topic), int(partition)): int(offset) for topic, partition, offset in rows}
+
+    # -- idempotent consumer -----------------------------------------------------------------
+    def mark_applied(self, tx: Any, scope: str, message_id: str) -> bool:
+        """Record `message_id` as applied in `tx`; False if it already was."""
+        cursor = tx.execute(
+            self._sql(
+                f"INSERT INTO {APPLIED_TABLE} (scope, message_id) VALUES (?, ?)"
+                " ON CONFLICT (scope, message_id) DO NOTHING"
+            ),
+            (scope, message_id),
+        )
+        return bool(cursor.rowcount == 1)
+
+
+class SqliteSink(Sink):
+    """A SQLite database file (stdlib sqlite3), in WAL mode with synchronous=FULL.
+
+    SQLite has one writer at a time: every transaction starts with BEGIN IMMEDIATE, so claims
+    and offset compare-and-sets of concurrent processors are serialised.
+    """
+
+    def __init__(self, path: str | Path, *, busy_timeout: float = 30.0) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self.busy_timeout = busy_timeout
+
+    def __repr__(self) -> str:
+        return f"SqliteSink({str(self.path)!r})"
+
+    def _connect(self) -> sqlite3.Connection:
+        connection = sqlite3.connect(
+            self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
+        )
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=FULL")
+        return connection
+
+    def _begin_statement(self) -> str:
+        return "BEGIN IMMEDIATE"
+
+
+class PostgresSink(Sink):
+    """A PostgreSQL database through psycopg 3; `tx` is a `psycopg.Connection` (use `%s`)."""
+
+    placeholder = "%s"
+
+    def __init__(self, dsn: str) -> None:
+        super().__init__()
+        self.dsn = dsn
+
+    def __repr__(self) -> str:
+        return "PostgresSink(...)"  # the DSN may hold a password
+
+    def _connect(self) -> Any:
+        import psycopg
+
+        # Autocommit, with explicit BEGIN/COMMIT from `transaction()`: one code path for both
+        # sinks, and no transaction left open between batches.
+        return psycopg.connect(self.dsn, autocommit=True)

@@ -1,0 +1,239 @@
+"""The Processor in-process: bad input, dead letters, the idempotent consumer, output topics."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
+from toolkit_helpers import create_topic, produce_values, require_transactions, unique
+
+from odradek.broker.server import Broker
+from odradek.client import (
+    MESSAGE_ID_HEADER,
+    GuaranteeProducer,
+    IdempotentConsumer,
+    Processor,
+    SqliteSink,
+    message_id,
+)
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def read_all(
+    bootstrap: str, topic: str, expected: int, *, committed: bool = False
+) -> list[Message]:
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": unique("reader"),
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed" if committed else "read_uncommitted",
+        }
+    )
+    consumer.assign([TopicPartition(topic, 0, 0)])
+    messages: list[Message] = []
+    for _ in range(40):
+        messages += [m for m in consumer.consume(100, 0.25) if m.error() is None]
+        if len(messages) >= expected:
+            break
+    consumer.close()
+    return messages
+
+
+def headers(message: Message) -> dict[str, bytes]:
+    return {name: value for name, value in message.headers() or [] if value is not None}
+
+
+def committed_offset(bootstrap: str, group: str, topic: str) -> int:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    (partition,) = consumer.committed([TopicPartition(topic, 0)], timeout=10)
+    consumer.close()
+    return int(partition.offset)
+
+
+def test_a_failing_handler_is_retried_then_dead_lettered_without_partial_writes(
+    odradek_broker: Broker, tmp_path: Path
+) -> None:
+    bootstrap = odradek_broker.bootstrap_servers
+    topic = create_topic(bootstrap, unique("orders"))
+    group = unique("group")
+    dead_letters = create_topic(bootstrap, f"{group}.dead-letter")
+    produce_values(bootstrap, topic, range(1, 21))
+    sink = SqliteSink(tmp_path / "sink.db")
+    with sink, sink.transaction() as tx:
+        tx.execute("CREATE TABLE rows (value INTEGER)")
+    flaky_attempts: Counter[int] = Counter()
+
+    def handler(message: Message, tx: Any) -> None:
+        value = int(message.value() or b"0")
+        tx.execute("INSERT INTO rows (value) VALUES (?)", (value,))  # undone if we raise
+        if value == 13:
+            raise ValueError("poison")
+        if value == 7 and flaky_attempts[value] == 0:
+            flaky_attempts[value] += 1
+            raise TimeoutError("flaky")
+
+    stats = Processor(
+        bootstrap, group, [topic], "at-least-once", handler, sink=sink, max_attempts=3
+    ).run(idle_timeout=1)
+
+    assert stats.retries == 1 + 2  # the flaky message once, the poison twice
+    assert stats.dead_lettered == 1
+    assert stats.dropped == 0
+    with sqlite3.connect(tmp_path / "sink.db") as connection:
+        values = sorted(v for (v,) in connection.execute("SELECT value FROM rows"))
+    assert values == [v for v in range(1, 21) if v != 13], "no partial write, nothing twice"
+    (dead,) = read_all(bootstrap, dead_letters, 1)
+    assert dead.value() == b"13"
+    assert headers(dead)["odradek-error"] == b"ValueError('poison')"
+    assert headers(dead)["odradek-source-offset"] == b"12"
+    assert committed_offset(bootstrap, group, topic) == 20
+
+
+def test_at_most_once_drops_and_dead_letters_a_failure_without_retrying(
+    odradek_broker: Broker,
+) -> None:
+    bootstrap = odradek_broker.bootstrap_servers
+    topic = create_topic(bootstrap, unique("logs"))
+    group = unique("group")
+    create_topic(bootstrap, f"{group}.dead-letter")
+    produce_values(bootstrap, topic, range(1, 11))
+    handled: list[int] = []
+
+    def handler(message: Message) -> None:
+        value = int(message.value() or b"0")
+        if value == 4:
+            raise ValueError("bad line")
+        handled.append(value)
+
+    stats = Processor(bootstrap, group, [topic], "at-most-once", handler).run(idle_timeout=1)
+    assert (stats.dropped, stats.dead_lettered, stats.retries) == (1, 1, 0)
+    assert handled == [v for v in range(1, 11) if v != 4]
+    assert committed_offset(bootstrap, group, topic) == 10
+
+
+def test_the_idempotent_consumer_drops_a_producer_retry_duplicate(
+    odradek_broker: Broker, tmp_path: Path
+) -> None:
+    """A retried produce appends the same record twice at two offsets: same id, applied once."""
+    bootstrap = odradek_broker.bootstrap_servers
+    topic = create_topic(bootstrap, unique("notifications"))
+    with GuaranteeProducer(bootstrap, "at-least-once") as producer:
+        first = producer.produce(topic, b"welcome", key=b"user-1")
+        producer.produce(topic, b"welcome", key=b"user-1", message_id=first)  # the "retry"
+        producer.produce(topic, b"goodbye", key=b"user-2")
+    sink = SqliteSink(tmp_path / "sent.db")
+    sent: list[bytes] = []
+
+    def send(message: Message, tx: Any) -> None:
+        assert message_id(message) is not None
+        sent.append(message.value() or b"")
+
+    stats = Processor(
+        bootstrap,
+        unique("group"),
+        [topic],
+        "at-least-once",
+        IdempotentConsumer(sink, send, scope="email"),
+        sink=sink,
+    ).run(idle_timeout=1)
+    assert sent == [b"welcome", b"goodbye"]
+    assert (stats.consumed, stats.duplicates_skipped) == (3, 1)
+
+
+def test_at_least_once_into_an_output_topic_stamps_derived_message_ids(
+    odradek_broker: Broker,
+) -> None:
+    bootstrap = odradek_broker.bootstrap_servers
+    topic = create_topic(bootstrap, unique("in"))
+    output = create_topic(bootstrap, unique("out"))
+    produce_values(bootstrap, topic, range(1, 6))
+    stats = Processor(
+        bootstrap,
+        unique("group"),
+        [topic],
+        "at-least-once",
+        lambda message: [(b"k", message.value()), message.value()],
+        output_topic=output,
+    ).run(idle_timeout=1)
+    assert stats.produced == 10
+    messages = read_all(bootstrap, output, 10)
+    assert [m.value() for m in messages] == [str(v).encode() for v in range(1, 6) for _ in "ab"]
+    ids = [headers(m)[MESSAGE_ID_HEADER] for m in messages]
+    assert ids[:2] == [f"{topic}:0:0:0".encode(), f"{topic}:0:0:1".encode()]
+    assert len(set(ids)) == 10
+
+
+def test_exactly_once_into_an_output_topic_dead_letters_inside_the_transaction(
+    odradek_broker: Broker,
+) -> None:
+    bootstrap = odradek_broker.bootstrap_servers
+    require_transactions(bootstrap)
+    topic = create_topic(bootstrap, unique("in"))
+    output = create_topic(bootstrap, unique("out"))
+    group = unique("group")
+    dead_letters = create_topic(bootstrap, f"{group}.dead-letter")
+    produce_values(bootstrap, topic, range(1, 11))
+
+    def double(message: Message) -> bytes:
+        value = int(message.value() or b"0")
+        if value == 5:
+            raise ValueError("poison")
+        return str(2 * value).encode()
+
+    processor = Processor(bootstrap, group, [topic], "exactly-once", double, output_topic=output)
+    stats = processor.run(idle_timeout=1)
+    assert stats.dead_lettered == 1
+    assert processor.transactional_id is not None
+    assert processor.transactional_id.startswith(f"odradek-{group}-")
+    values = [m.value() for m in read_all(bootstrap, output, 9, committed=True)]
+    assert values == [str(2 * v).encode() for v in range(1, 11) if v != 5]
+    assert [m.value() for m in read_all(bootstrap, dead_letters, 1, committed=True)] == [b"5"]
+    assert committed_offset(bootstrap, group, topic) == 10
+
+
+def test_the_transactional_id_is_per_instance_and_stable_across_restarts() -> None:
+    def processor(**arguments: Any) -> Processor:
+        return Processor(
+            "127.0.0.1:9",
+            "billing",
+            ["orders"],
+            "exactly-once",
+            print,
+            output_topic="out",
+            **arguments,
+        )
+
+    first, second, restarted = processor(), processor(), processor()
+    try:
+        first_id = first._derive_transactional_id()
+        assert second._derive_transactional_id() != first_id, "two live instances, two ids"
+        first._close()  # the first instance stops (or dies): its slot is free again
+        assert restarted._derive_transactional_id() == first_id
+    finally:
+        for instance in (first, second, restarted):
+            instance._close()
+    named = processor(instance_id="eu-1")
+    assert named._derive_transactional_id() == "odradek-billing-eu-1"
+
+
+def test_raw_producer_records_without_an_id_are_deduplicated_by_position(
+    odradek_broker: Broker, tmp_path: Path
+) -> None:
+    bootstrap = odradek_broker.bootstrap_servers
+    topic = create_topic(bootstrap, unique("plain"))
+    producer = Producer({"bootstrap.servers": bootstrap})
+    producer.produce(topic, b"x")
+    producer.flush(10)
+    sink = SqliteSink(tmp_path / "s.db")
+    seen: list[bytes] = []
+    idempotent = IdempotentConsumer(sink, lambda m, tx: seen.append(m.value() or b""))
+    Processor(bootstrap, unique("g"), [topic], "at-least-once", idempotent, sink=sink).run(1)
+    with sink, sink.transaction() as tx:
+        assert not sink.mark_applied(tx, "default", f"offset:{topic}:0:0")
+    assert seen == [b"x"]
