@@ -9,6 +9,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from odradek.coordinator.group.config import GroupConfig
+from odradek.coordinator.txn import TransactionConfig
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +61,11 @@ DEFAULTS: dict[str, str] = {
     "transaction.state.log.min.isr": "1",
     "transaction.state.log.num.partitions": "50",
     "transaction.max.timeout.ms": "900000",
+    "transaction.state.log.segment.bytes": "104857600",
+    "transactional.id.expiration.ms": "604800000",
+    "transaction.abort.timed.out.transaction.cleanup.interval.ms": "10000",
+    "producer.id.expiration.ms": "86400000",
+    "producer.id.expiration.check.interval.ms": "600000",
     "group.initial.rebalance.delay.ms": "3000",
     "group.min.session.timeout.ms": "6000",
     "group.max.session.timeout.ms": "1800000",
@@ -240,6 +246,7 @@ class BrokerConfig:
             if _int(properties, name) < 1:
                 raise ConfigError(f"{name} must be at least 1")
         config.group_config()  # checks the group settings now, not on first use
+        config.transaction_config()
         if config.log_retention_ms < 0:
             # Kafka: -1 means keep forever.
             object.__setattr__(config, "log_retention_ms", -1)
@@ -299,6 +306,23 @@ class BrokerConfig:
                 "group.min.session.timeout.ms must not exceed group.max.session.timeout.ms"
             )
         return config
+
+    def transaction_config(self) -> TransactionConfig:
+        """The transaction coordinator's settings, checked as Kafka checks them at startup."""
+        for name in (
+            "transaction.max.timeout.ms",
+            "transactional.id.expiration.ms",
+            "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+            "producer.id.expiration.ms",
+            "producer.id.expiration.check.interval.ms",
+        ):
+            if _int(self.properties, name) < 1:
+                raise ConfigError(f"{name} must be at least 1")
+        return TransactionConfig(
+            transaction_max_timeout_ms=_int(self.properties, "transaction.max.timeout.ms"),
+            transactional_id_expiration_ms=_int(self.properties, "transactional.id.expiration.ms"),
+            broker_id=self.node_id,
+        )
 
     def with_overrides(self, overrides: Mapping[str, str]) -> BrokerConfig:
         return BrokerConfig.from_properties({**self.properties, **overrides})

@@ -9,6 +9,7 @@ from odradek.broker.clock import now_ms
 from odradek.broker.config import BrokerConfig
 from odradek.broker.group_runtime import GroupRuntime
 from odradek.broker.purgatory import DataArrived, GroupCommit
+from odradek.broker.txn_runtime import TxnRuntime
 from odradek.storage.log import LogConfig
 from odradek.storage.log_manager import LogManager
 
@@ -42,9 +43,14 @@ class BrokerContext:
     _group_commits: dict[tuple[str, int], GroupCommit] = field(default_factory=dict)
     # The group coordinator (consumer groups and committed offsets).
     groups: GroupRuntime = field(init=False)
+    # The transaction coordinator (producer ids, transactions, markers).
+    transactions: TxnRuntime = field(init=False)
 
     def __post_init__(self) -> None:
         self.groups = GroupRuntime(self.config, self.logs, self.data_arrived, self.group_commit)
+        self.transactions = TxnRuntime(
+            self.config, self.logs, self.data_arrived, self.group_commit, self.groups
+        )
 
     @property
     def node_id(self) -> int:

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -30,15 +31,19 @@ from odradek.protocol.record_batch import (
     encode_batch,
     validate_batches,
 )
-from odradek.storage.errors import StorageError
+from odradek.storage.errors import InvalidProducerEpoch, InvalidTxnState, StorageError
 from odradek.storage.log import PartitionLog
 from odradek.storage.log_manager import LogManager
+from odradek.storage.producer_state import AppendOrigin
 
 logger = logging.getLogger(__name__)
 
 OFFSETS_TOPIC = "__consumer_offsets"
 INTERNAL_TOPICS = frozenset({OFFSETS_TOPIC, "__transaction_state"})
 _READ_CHUNK_BYTES = 1 << 20
+# A control record's key: version int16, type int16 (ABORT 0, COMMIT 1).
+_CONTROL_KEY = struct.Struct(">hh")
+CONTROL_COMMIT = 1
 
 
 class CoordinatorNotAvailableError(Exception):
@@ -78,13 +83,13 @@ class GroupRuntime:
             for partition in range(topic.partitions):
                 log = self._logs.log(OFFSETS_TOPIC, partition)
                 if log is not None:
-                    count += self._replay_log(log, now)
+                    count += self._replay_log(log, partition, now)
         self.coordinator.finish_loading(now)
         if count:
             logger.info("loaded %d record(s) from %s", count, OFFSETS_TOPIC)
         return count
 
-    def _replay_log(self, log: PartitionLog, now: int) -> int:
+    def _replay_log(self, log: PartitionLog, partition: int, now: int) -> int:
         # One node: everything in the log was appended by this broker and is committed.
         log.high_watermark = log.log_end_offset
         offset = log.log_start_offset
@@ -96,10 +101,16 @@ class GroupRuntime:
                 break
             for header, records in decode_batches(read.records):
                 if header.is_control:
+                    # A transaction marker: publish or drop the producer's staged offsets.
+                    if header.base_offset >= offset and records and records[0].key:
+                        commit = _CONTROL_KEY.unpack_from(records[0].key)[1] == CONTROL_COMMIT
+                        self.coordinator.complete_transaction(header.producer_id, commit, partition)
+                    offset = max(offset, header.next_offset)
                     continue
+                producer_id = header.producer_id if header.is_transactional else -1
                 for record in records:
                     if record.offset >= offset and record.key is not None:
-                        self.coordinator.replay(record.key, record.value, now)
+                        self.coordinator.replay(record.key, record.value, now, producer_id)
                         count += 1
                 offset = max(offset, header.next_offset)
         return count
@@ -178,7 +189,18 @@ class GroupRuntime:
             return
         now = now_ms()
         try:
-            ends = self._append(result.records, now)
+            ends = self._append(result.records, now, result.producer_id, result.producer_epoch)
+        except (InvalidProducerEpoch, InvalidTxnState) as error:
+            # A fenced transactional producer (KIP-447's epoch check on TxnOffsetCommit).
+            code = (
+                ErrorCode.invalid_producer_epoch
+                if isinstance(error, InvalidProducerEpoch)
+                else ErrorCode.invalid_txn_state
+            )
+            self._deliver(
+                [(reference, response.with_error(code)) for reference, response in result.responses]
+            )
+            return
         except (OSError, StorageError, InvalidRecords) as error:
             logger.error("cannot append to %s: %s", OFFSETS_TOPIC, error)
             self._deliver(
@@ -190,7 +212,7 @@ class GroupRuntime:
             return
         if result.replay_after_append:
             for record in result.records:
-                self.coordinator.replay(record.key, record.value, now)
+                self.coordinator.replay(record.key, record.value, now, result.producer_id)
         if not self.config.acks_all_fsync:
             self._deliver(result.responses)
             return
@@ -198,7 +220,13 @@ class GroupRuntime:
         self._flushes.add(task)
         task.add_done_callback(self._flushes.discard)
 
-    def _append(self, records: list[CoordinatorRecord], now: int) -> dict[int, int]:
+    def _append(
+        self,
+        records: list[CoordinatorRecord],
+        now: int,
+        producer_id: int = -1,
+        producer_epoch: int = -1,
+    ) -> dict[int, int]:
         by_partition: dict[int, list[Record]] = {}
         for record in records:
             by_partition.setdefault(record.partition, []).append(
@@ -209,13 +237,42 @@ class GroupRuntime:
             log = self._logs.log(OFFSETS_TOPIC, partition)
             if log is None:
                 raise StorageError(f"{OFFSETS_TOPIC}-{partition} does not exist")
-            batch = encode_batch(batch_records, base_timestamp=now)
+            batch = encode_batch(
+                batch_records,
+                base_timestamp=now,
+                producer_id=producer_id,
+                producer_epoch=producer_epoch,
+                is_transactional=producer_id >= 0,
+            )
             headers = validate_batches(batch, log.config.max_message_bytes)
-            info = log.append(batch, headers, now, partition_leader_epoch=0)
+            info = log.append(
+                batch, headers, now, partition_leader_epoch=0, origin=AppendOrigin.COORDINATOR
+            )
             log.high_watermark = log.log_end_offset
             self._data_arrived.notify((OFFSETS_TOPIC, partition))
             ends[partition] = info.last_offset + 1
         return ends
+
+    def write_marker(
+        self,
+        partition: int,
+        producer_id: int,
+        producer_epoch: int,
+        commit: bool,
+        coordinator_epoch: int,
+        now: int,
+    ) -> int:
+        """Write a transaction marker to `__consumer_offsets`-`partition` and publish or drop
+        the producer's staged offsets there; returns the end offset to wait on for
+        durability. Raises StorageError / OSError like PartitionLog.append_control."""
+        log = self._logs.log(OFFSETS_TOPIC, partition)
+        if log is None:
+            raise StorageError(f"{OFFSETS_TOPIC}-{partition} does not exist")
+        info = log.append_control(producer_id, producer_epoch, commit, coordinator_epoch, now)
+        log.high_watermark = log.log_end_offset
+        self.coordinator.complete_transaction(producer_id, commit, partition)
+        self._data_arrived.notify((OFFSETS_TOPIC, partition))
+        return info.last_offset + 1
 
     async def _deliver_when_flushed(self, result: Result, ends: dict[int, int]) -> None:
         try:

@@ -125,6 +125,8 @@ class Broker:
         context = self.context
         context.groups.load(now_ms())
         context.groups.start()
+        context.transactions.load(now_ms())
+        context.transactions.start()
         self._server = await loop.create_server(
             lambda: KafkaConnection(context, self._connections),
             host=listener.host,
@@ -217,6 +219,7 @@ class Broker:
                 await asyncio.wait_for(self._server.wait_closed(), 2)
             self._server = None
         if self.context is not None:
+            await self.context.transactions.stop()
             await self.context.groups.stop()
             self.context.logs.close()
             self.context = None

@@ -10,6 +10,7 @@ from odradek.cli.group import group
 from odradek.cli.produce import produce
 from odradek.cli.serve import serve
 from odradek.cli.topic import topic
+from odradek.cli.txn import producers, txn
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -23,6 +24,8 @@ cli.add_command(topic)
 cli.add_command(produce)
 cli.add_command(consume)
 cli.add_command(group)
+cli.add_command(txn)
+cli.add_command(producers)
 
 
 def main() -> None:

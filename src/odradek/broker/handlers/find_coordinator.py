@@ -1,4 +1,4 @@
-"""FindCoordinator: this node coordinates every group (and, from stage 3, transactions).
+"""FindCoordinator: this node coordinates every group and every transactional id.
 
 v4+ asks for several keys at once (`coordinator_keys`) and gets one answer per key.
 """
@@ -24,8 +24,13 @@ async def handle(context: BrokerContext, header: RequestHeader, request: Any) ->
     key_type = getattr(request, "key_type", GROUP_KEY_TYPE)
 
     def answer(key: str) -> dict[str, Any]:
-        if key_type == GROUP_KEY_TYPE:
-            if context.groups.ensure_offsets_topic():
+        if key_type in (GROUP_KEY_TYPE, TRANSACTION_KEY_TYPE):
+            ready = (
+                context.groups.ensure_offsets_topic()
+                if key_type == GROUP_KEY_TYPE
+                else context.transactions.ensure_started()
+            )
+            if ready:
                 return {
                     "key": key,
                     "error_code": ErrorCode.none,
@@ -34,9 +39,10 @@ async def handle(context: BrokerContext, header: RequestHeader, request: Any) ->
                     "host": context.advertised_host,
                     "port": context.advertised_port,
                 }
-            error, message = ErrorCode.coordinator_not_available, "__consumer_offsets is missing"
-        elif key_type == TRANSACTION_KEY_TYPE:
-            error, message = ErrorCode.coordinator_not_available, "No transaction coordinator yet."
+            error, message = (
+                ErrorCode.coordinator_not_available,
+                "The coordinator is not available.",
+            )
         else:
             error, message = ErrorCode.invalid_request, f"Unknown coordinator key type {key_type}."
         return {

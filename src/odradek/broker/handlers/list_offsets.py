@@ -1,4 +1,8 @@
-"""ListOffsets: earliest (-2), latest (-1), max timestamp (-3) and offsets by timestamp."""
+"""ListOffsets: earliest (-2), latest (-1), max timestamp (-3) and offsets by timestamp.
+
+The isolation level (v2+) sets the upper bound: read_committed sees up to the last stable
+offset, read_uncommitted up to the high watermark.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ LATEST_TIMESTAMP = -1
 EARLIEST_TIMESTAMP = -2
 MAX_TIMESTAMP = -3
 LEADER_EPOCH = 0
+READ_COMMITTED = 1
 
 
 @dispatcher.register(ApiKey.LIST_OFFSETS, 1, 7)
@@ -35,6 +40,7 @@ async def handle(context: BrokerContext, header: RequestHeader, request: Any) ->
             old_style_offsets=(),
         )
 
+    read_committed = getattr(request, "isolation_level", 0) == READ_COMMITTED
     topics = []
     for topic in request.topics:
         partitions = []
@@ -47,8 +53,7 @@ async def handle(context: BrokerContext, header: RequestHeader, request: Any) ->
             if getattr(partition, "current_leader_epoch", -1) > LEADER_EPOCH:
                 partitions.append(answer(index, ErrorCode.unknown_leader_epoch))
                 continue
-            # One node, no transactions yet: the last stable offset is the high watermark.
-            upper = log.high_watermark
+            upper = log.last_stable_offset if read_committed else log.high_watermark
             timestamp = partition.timestamp
             if timestamp == LATEST_TIMESTAMP:
                 partitions.append(answer(index, ErrorCode.none, upper))

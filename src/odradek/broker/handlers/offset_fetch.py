@@ -1,6 +1,7 @@
 """OffsetFetch: a group's committed offsets; v8+ asks for several groups at once.
 
-No transactions yet, so no offset is ever pending and `require_stable` (v7+) changes nothing.
+With `require_stable` (v7+, KIP-447; sent by read_committed consumers) a partition whose offset
+an open transaction has staged answers UNSTABLE_OFFSET_COMMIT, and the client retries.
 """
 
 from __future__ import annotations
@@ -31,6 +32,11 @@ async def handle(context: BrokerContext, header: RequestHeader, request: Any) ->
     )
     coordinator = context.groups.coordinator
 
+    require_stable = getattr(request, "require_stable", False)
+
+    def unstable(group_id: str, topic: str, index: int) -> bool:
+        return require_stable and coordinator.has_pending_txn_offset(group_id, topic, index)
+
     def fetch(
         group_id: str, topics: Any, member_id: str | None, member_epoch: int
     ) -> tuple[ErrorCode, tuple[Any, ...]]:
@@ -54,6 +60,15 @@ async def handle(context: BrokerContext, header: RequestHeader, request: Any) ->
                         else value.leader_epoch,
                         metadata="" if value is None else value.metadata,
                         error_code=ErrorCode.none,
+                    )
+                    if not unstable(group_id, name, index)
+                    else make(
+                        partition_type,
+                        partition_index=index,
+                        committed_offset=NO_OFFSET,
+                        committed_leader_epoch=NO_LEADER_EPOCH,
+                        metadata="",
+                        error_code=ErrorCode.unstable_offset_commit,
                     )
                     for index, value in partitions.items()
                 ),

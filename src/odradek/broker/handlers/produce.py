@@ -1,9 +1,16 @@
 """Produce: validate batch headers and CRCs, assign offsets, append the raw bytes.
 
-No record is decoded here. acks=0 gets no response, acks=1 is answered once the bytes are
-with the OS, acks=all once the in-sync replicas have them: on one node the ISR is the leader
-alone, so with `odradek.acks.all.fsync` (default) acks=all waits for an fdatasync shared by every
-produce that arrived meanwhile (group commit).
+No record is decoded here. Producer state lives in the log: a retry of one of the producer's
+last five batches is acknowledged with its original offsets and not appended again; a sequence
+gap gets OUT_OF_ORDER_SEQUENCE_NUMBER and a fenced epoch INVALID_PRODUCER_EPOCH, with nothing
+appended. KIP-890 part 1: the first transactional batch of a producer on a partition is checked
+with the transaction coordinator (in-process, synchronous) and refused with INVALID_TXN_STATE
+unless the partition is in the producer's ongoing transaction.
+
+acks=0 gets no response, acks=1 is answered once the bytes are with the OS, acks=all once the
+in-sync replicas have them: on one node the ISR is the leader alone, so with
+`odradek.acks.all.fsync` (default) acks=all waits for an fdatasync shared by every produce that
+arrived meanwhile (group commit).
 """
 
 from __future__ import annotations
@@ -24,12 +31,30 @@ from odradek.protocol.hot_encoders import (
     ProduceTopicResult,
     encode_produce_response,
 )
-from odradek.protocol.record_batch import InvalidRecords, validate_batches
-from odradek.storage.errors import StorageError
+from odradek.protocol.record_batch import BatchHeader, InvalidRecords, validate_batches
+from odradek.storage.errors import (
+    InvalidProducerEpoch,
+    InvalidTxnState,
+    OutOfOrderSequence,
+    StorageError,
+)
+from odradek.storage.log import PartitionLog
 
 logger = logging.getLogger(__name__)
 
 IN_SYNC_REPLICAS = 1  # one node: the leader is the whole ISR
+
+# What the transaction coordinator's verification (KIP-890 part 1) answers become in Produce.
+_VERIFY_ERRORS = {
+    ErrorCode.transaction_abortable: ErrorCode.invalid_txn_state,
+    ErrorCode.producer_fenced: ErrorCode.invalid_producer_epoch,
+    ErrorCode.invalid_producer_id_mapping: ErrorCode.invalid_txn_state,
+    ErrorCode.invalid_request: ErrorCode.invalid_txn_state,
+    # Transient: the client retries, and by then the coordinator answers for good.
+    ErrorCode.concurrent_transactions: ErrorCode.not_enough_replicas,
+    ErrorCode.coordinator_load_in_progress: ErrorCode.not_enough_replicas,
+    ErrorCode.coordinator_not_available: ErrorCode.not_enough_replicas,
+}
 
 
 def _min_insync_replicas(context: BrokerContext, topic: str) -> int:
@@ -43,6 +68,7 @@ async def handle(
     context: BrokerContext, header: RequestHeader, request: Any
 ) -> list[bytes | memoryview] | None:
     acks = request.acks
+    transactional_id = request.transactional_id
     now = context.now_ms()
     durable_waits: list[tuple[int, int, asyncio.Task[None]]] = []
     results: list[tuple[str, list[ProducePartitionResult]]] = []
@@ -79,15 +105,39 @@ async def handle(
                     _error(index, error.error_code, message=str(error) or None)
                 )
                 continue
+            first = headers[0]
+            if first.is_transactional and transactional_id is not None:
+                verify_error = _verify_transaction(
+                    context, transactional_id, first, name, index, log
+                )
+                if verify_error != ErrorCode.none:
+                    partition_results.append(_error(index, verify_error))
+                    continue
             try:
                 info = log.append(records, headers, now, partition_leader_epoch=0)
+            except OutOfOrderSequence as error:
+                partition_results.append(
+                    _error(index, ErrorCode.out_of_order_sequence_number, message=str(error))
+                )
+                continue
+            except InvalidProducerEpoch as error:
+                partition_results.append(
+                    _error(index, ErrorCode.invalid_producer_epoch, message=str(error))
+                )
+                continue
+            except InvalidTxnState as error:
+                partition_results.append(
+                    _error(index, ErrorCode.invalid_txn_state, message=str(error))
+                )
+                continue
             except (OSError, StorageError) as error:
                 logger.error("append to %s-%d failed: %s", name, index, error)
                 partition_results.append(_error(index, ErrorCode.kafka_storage_error))
                 continue
-            # One node: every append is immediately in the whole ISR.
-            log.high_watermark = log.log_end_offset
-            context.data_arrived.notify((name, index))
+            if not info.duplicate:
+                # One node: every append is immediately in the whole ISR.
+                log.high_watermark = log.log_end_offset
+                context.data_arrived.notify((name, index))
             partition_results.append(
                 ProducePartitionResult(
                     index=index,
@@ -121,6 +171,27 @@ async def handle(
         throttle_time_ms=0,
     )
     return [encode_produce_response(header.api_version, response)]
+
+
+def _verify_transaction(
+    context: BrokerContext,
+    transactional_id: str,
+    header: BatchHeader,
+    topic: str,
+    index: int,
+    log: PartitionLog,
+) -> ErrorCode:
+    """KIP-890 part 1: a transactional batch that would start the producer's transaction on
+    this partition must belong to a partition added to its ongoing transaction. Batches of a
+    transaction already open here are not asked about again (as Kafka's hasOngoingTransaction)."""
+    producer_id, producer_epoch = header.producer_id, header.producer_epoch
+    for ongoing in log.ongoing_transactions():
+        if ongoing.producer_id == producer_id and ongoing.producer_epoch == producer_epoch:
+            return ErrorCode.none
+    error = context.transactions.verify_partition(
+        transactional_id, producer_id, producer_epoch, topic, index
+    )
+    return _VERIFY_ERRORS.get(error, error)
 
 
 def _error(index: int, error_code: ErrorCode, message: str | None = None) -> ProducePartitionResult:

@@ -15,6 +15,7 @@ from odradek.coordinator.group.coordinator import (
     GroupCoordinator,
     ListedGroup,
     PartitionCommit,
+    TxnCommitRequest,
 )
 from odradek.coordinator.group.records import CoordinatorRecord, partition_for
 from odradek.coordinator.group.results import (
@@ -52,5 +53,6 @@ __all__ = [
     "SyncGroupResponse",
     "SyncRequest",
     "TopicInfo",
+    "TxnCommitRequest",
     "partition_for",
 ]

@@ -78,6 +78,20 @@ class CommitRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class TxnCommitRequest:
+    """TxnOffsetCommit: offsets staged for `producer_id` until its transaction ends."""
+
+    transactional_id: str
+    group_id: str
+    producer_id: int
+    producer_epoch: int
+    generation_id: int
+    member_id: str
+    group_instance_id: str | None
+    offsets: dict[str, dict[int, PartitionCommit]]
+
+
+@dataclass(frozen=True, slots=True)
 class DescribedMember:
     member_id: str
     group_instance_id: str | None
@@ -117,6 +131,9 @@ class GroupCoordinator:
         self.classic = ClassicProtocol(config, self._classic_group, self._new_classic, new_id)
         self.consumer = ConsumerProtocol(config, self._consumer_group, self._new_consumer, new_id)
         self._next_retention_check_ms: int | None = None
+        # Kafka's pendingTransactionalOffsetCommits: producer id -> group -> partition -> offset,
+        # staged by TxnOffsetCommit, committed or dropped when the transaction's marker lands.
+        self.pending_txn_offsets: dict[int, dict[str, dict[TopicPartition, OffsetValue]]] = {}
 
     # -- groups by kind ----------------------------------------------------------------------
 
@@ -263,6 +280,98 @@ class GroupCoordinator:
                 )
         result.respond(ref, OffsetCommitResponse(errors))
         return result
+
+    def _validate_txn_commit(self, request: TxnCommitRequest) -> ErrorCode:
+        """KIP-447: a transactional commit from a consumer-group member is checked against the
+        group's generation (classic) or member epoch (consumer), as Kafka does."""
+        if not request.group_id:
+            return ErrorCode.invalid_group_id
+        group = self.groups.get(request.group_id)
+        generation = request.generation_id
+        if group is None:
+            # A group this coordinator does not know: only a commit outside any generation
+            # (a producer that does not pass the consumer's group metadata) is accepted.
+            if generation < 0 and not request.member_id:
+                return ErrorCode.none
+            return ErrorCode.illegal_generation
+        if isinstance(group, ConsumerGroup):
+            if generation < 0 and not request.member_id:
+                return ErrorCode.none
+            member = group.members.get(request.member_id)
+            if member is None:
+                return ErrorCode.unknown_member_id
+            if generation != member.member_epoch:
+                return ErrorCode.illegal_generation
+            return ErrorCode.none
+        if group.state == ClassicGroupState.DEAD:
+            return ErrorCode.coordinator_not_available
+        if group.is_static_fenced(request.member_id, request.group_instance_id):
+            return ErrorCode.fenced_instance_id
+        if request.member_id and request.member_id not in group.members:
+            return ErrorCode.unknown_member_id
+        if generation >= 0 and generation != group.generation_id:
+            return ErrorCode.illegal_generation
+        return ErrorCode.none
+
+    def txn_commit_offsets(self, ref: int, request: TxnCommitRequest, now_ms: int) -> Result:
+        """TxnOffsetCommit: the records are appended as the producer's transactional batch and
+        replayed (with the producer id) as staged offsets; the COMMIT marker makes them
+        visible (`complete_transaction`), an ABORT drops them."""
+        result = Result(
+            replay_after_append=True,
+            producer_id=request.producer_id,
+            producer_epoch=request.producer_epoch,
+        )
+        error = self._validate_txn_commit(request)
+        errors: dict[str, dict[int, ErrorCode]] = {}
+        partition = self.partition_for(request.group_id) if request.group_id else 0
+        for topic, partitions in request.offsets.items():
+            topic_errors = errors.setdefault(topic, {})
+            for index, commit in partitions.items():
+                if error != ErrorCode.none:
+                    topic_errors[index] = error
+                    continue
+                metadata = commit.metadata or ""
+                if len(metadata.encode()) > self.config.offset_metadata_max_bytes:
+                    topic_errors[index] = ErrorCode.offset_metadata_too_large
+                    continue
+                topic_errors[index] = ErrorCode.none
+                result.records.append(
+                    CoordinatorRecord(
+                        partition,
+                        encode_key(OffsetKey(request.group_id, topic, index)),
+                        encode_offset_value(
+                            OffsetValue(commit.offset, commit.leader_epoch, metadata, now_ms)
+                        ),
+                    )
+                )
+        result.respond(ref, OffsetCommitResponse(errors))
+        return result
+
+    def complete_transaction(self, producer_id: int, commit: bool, partition: int) -> None:
+        """The COMMIT/ABORT marker of `producer_id` landed on `__consumer_offsets`-`partition`
+        (Kafka's onTransactionCompleted): publish or drop its staged offsets there."""
+        staged = self.pending_txn_offsets.get(producer_id)
+        if staged is None:
+            return
+        for group_id in [g for g in staged if self.partition_for(g) == partition]:
+            offsets = staged.pop(group_id)
+            if not commit:
+                continue
+            committed = self.offsets.setdefault(group_id, {})
+            committed.update(offsets)
+            if group_id not in self.groups:
+                self.groups[group_id] = ClassicGroup(group_id, 0)
+        if not staged:
+            del self.pending_txn_offsets[producer_id]
+
+    def has_pending_txn_offset(self, group_id: str, topic: str, partition: int) -> bool:
+        """Whether an open transaction staged an offset for this partition (OffsetFetch with
+        require_stable answers UNSTABLE_OFFSET_COMMIT then, KIP-447)."""
+        return any(
+            (topic, partition) in staged.get(group_id, {})
+            for staged in self.pending_txn_offsets.values()
+        )
 
     def fetch_offsets(
         self,
@@ -430,11 +539,20 @@ class GroupCoordinator:
 
     # -- replay ------------------------------------------------------------------------------
 
-    def replay(self, key_bytes: bytes, value: bytes | None, now_ms: int = 0) -> None:
-        """Apply one `__consumer_offsets` record (from the log, or just appended)."""
+    def replay(
+        self, key_bytes: bytes, value: bytes | None, now_ms: int = 0, producer_id: int = -1
+    ) -> None:
+        """Apply one `__consumer_offsets` record (from the log, or just appended). A record
+        of a transactional batch (`producer_id` >= 0) is staged until its marker."""
         try:
             key = decode_key(key_bytes)
             if key is None:
+                return
+            if producer_id >= 0:
+                if isinstance(key, OffsetKey) and value is not None:
+                    self.pending_txn_offsets.setdefault(producer_id, {}).setdefault(
+                        key.group_id, {}
+                    )[(key.topic, key.partition)] = decode_offset_value(value)
                 return
             if isinstance(key, OffsetKey):
                 self._replay_offset(key, value, now_ms)

@@ -23,6 +23,10 @@ class Result:
     records: list[CoordinatorRecord] = field(default_factory=list)
     # Offset records change state only once appended: the runtime replays these afterwards.
     replay_after_append: bool = False
+    # Transactional offsets (TxnOffsetCommit): the records go into one transactional batch of
+    # this producer, and are replayed as staged until the transaction's marker lands.
+    producer_id: int = -1
+    producer_epoch: int = -1
 
     def respond(self, ref: int, response: Any) -> None:
         self.responses.append((ref, response))

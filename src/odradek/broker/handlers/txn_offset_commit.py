@@ -1,0 +1,110 @@
+"""TxnOffsetCommit: stage a group's offsets in the producer's transaction.
+
+The group's `__consumer_offsets` partition must be in the ongoing transaction (AddOffsetsToTxn;
+checked with the transaction coordinator as KIP-890 part 1 does), the group coordinator checks
+the generation / member (KIP-447), and the offsets are appended as the producer's transactional
+batch: they become visible to OffsetFetch only when the COMMIT marker lands, and an ABORT drops
+them. v5 (transaction version 2's implicit AddOffsetsToTxn) is not advertised.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kio.schema.errors import ErrorCode
+
+from odradek.broker import dispatcher
+from odradek.broker.context import BrokerContext
+from odradek.broker.group_runtime import OFFSETS_TOPIC, CoordinatorNotAvailableError
+from odradek.coordinator.group import OffsetCommitResponse, PartitionCommit, TxnCommitRequest
+from odradek.protocol.api_keys import ApiKey
+from odradek.protocol.codec import RequestHeader, make, nested, response_module, response_type
+
+# What the transaction coordinator's verification answers become here.
+_VERIFY_ERRORS = {
+    ErrorCode.producer_fenced: ErrorCode.invalid_producer_epoch,
+    ErrorCode.transaction_abortable: ErrorCode.invalid_txn_state,
+}
+
+
+@dispatcher.register(ApiKey.TXN_OFFSET_COMMIT, 0, 4)
+async def handle(context: BrokerContext, header: RequestHeader, request: Any) -> Any:
+    version = header.api_version
+    errors: dict[str, dict[int, ErrorCode]] = {}
+    valid: dict[str, dict[int, PartitionCommit]] = {}
+    for topic in request.topics:
+        topic_errors = errors.setdefault(topic.name, {})
+        for partition in topic.partitions:
+            index = partition.partition_index
+            if context.logs.log(topic.name, index) is None:
+                topic_errors[index] = ErrorCode.unknown_topic_or_partition
+                continue
+            topic_errors[index] = ErrorCode.none
+            valid.setdefault(topic.name, {})[index] = PartitionCommit(
+                partition.committed_offset,
+                getattr(partition, "committed_leader_epoch", -1),
+                partition.committed_metadata,
+            )
+    if valid:
+        error = _verify(context, request)
+        if error == ErrorCode.none:
+            commit = TxnCommitRequest(
+                transactional_id=request.transactional_id,
+                group_id=request.group_id,
+                producer_id=request.producer_id,
+                producer_epoch=request.producer_epoch,
+                generation_id=getattr(request, "generation_id", -1),
+                member_id=getattr(request, "member_id", ""),
+                group_instance_id=getattr(request, "group_instance_id", None),
+                offsets=valid,
+            )
+            try:
+                answer: OffsetCommitResponse = await context.groups.run(
+                    lambda reference, now: context.groups.coordinator.txn_commit_offsets(
+                        reference, commit, now
+                    )
+                )
+            except CoordinatorNotAvailableError:
+                answer = OffsetCommitResponse({}).with_error(ErrorCode.coordinator_not_available)
+                error = ErrorCode.coordinator_not_available
+        else:
+            answer = OffsetCommitResponse({})
+        for topic_name, partitions in valid.items():
+            for index in partitions:
+                errors[topic_name][index] = error
+        for topic_name, partition_errors in answer.errors.items():
+            errors[topic_name].update(partition_errors)
+    module = response_module(ApiKey.TXN_OFFSET_COMMIT, version)
+    topic_type = nested(module, "TxnOffsetCommitResponseTopic")
+    partition_type = nested(module, "TxnOffsetCommitResponsePartition")
+    return make(
+        response_type(ApiKey.TXN_OFFSET_COMMIT, version),
+        throttle_time=0,
+        topics=tuple(
+            make(
+                topic_type,
+                name=name,
+                partitions=tuple(
+                    make(partition_type, partition_index=index, error_code=error)
+                    for index, error in partitions.items()
+                ),
+            )
+            for name, partitions in errors.items()
+        ),
+    )
+
+
+def _verify(context: BrokerContext, request: Any) -> ErrorCode:
+    """Is the group's `__consumer_offsets` partition in this producer's transaction?"""
+    if not request.group_id:
+        return ErrorCode.invalid_group_id
+    if not context.groups.ensure_offsets_topic():
+        return ErrorCode.coordinator_not_available
+    error = context.transactions.verify_partition(
+        request.transactional_id,
+        request.producer_id,
+        request.producer_epoch,
+        OFFSETS_TOPIC,
+        context.groups.coordinator.partition_for(request.group_id),
+    )
+    return _VERIFY_ERRORS.get(error, error)
