@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from odradek import __version__
+from odradek.cli.check import check
 from odradek.cli.consume import consume
 from odradek.cli.group import group
 from odradek.cli.produce import produce
@@ -23,6 +24,7 @@ cli.add_command(serve)
 cli.add_command(topic)
 cli.add_command(produce)
 cli.add_command(consume)
+cli.add_command(check)
 cli.add_command(group)
 cli.add_command(txn)
 cli.add_command(producers)

@@ -1,0 +1,34 @@
+"""The guarantee checker: run each guarantee's workload under faults and measure the seed's
+trade-off matrix (speed, duplication, loss) — on Odradek or on any Kafka cluster.
+
+    history.py      the JSON-lines history (Jepsen's op shape)
+    analysis.py     lost-write, duplicate, aborted-read, nonmonotonic-poll, poll-skip; numbers
+    wire.py         just enough Kafka wire format to rewrite advertised addresses
+    proxy.py        the fault proxy: cut after forwarding a request, delay, drop
+    local_broker.py `odradek serve` as a child process (kill -9, SIGSTOP)
+    faults.py       fault names, the seeded schedule, the injector
+    worker.py       the processor process (odradek.client.Processor into SQLite)
+    workload.py     producer, processor supervisor, final drain
+    runner.py       one run per guarantee
+    report.py       terminal table, JSON, self-contained HTML
+
+It never imports the broker: it starts `odradek serve` as a process and speaks Kafka to it.
+"""
+
+from odradek.check.analysis import ANOMALIES, Analysis, Case, analyse
+from odradek.check.history import Op, read_history
+from odradek.check.proxy import FaultProxy
+from odradek.check.runner import CheckOptions, RunResult, run_check
+
+__all__ = [
+    "ANOMALIES",
+    "Analysis",
+    "Case",
+    "CheckOptions",
+    "FaultProxy",
+    "Op",
+    "RunResult",
+    "analyse",
+    "read_history",
+    "run_check",
+]

@@ -1,0 +1,535 @@
+"""Reports: the terminal trade-off matrix, `--json`, and a self-contained `--html` file.
+
+The HTML report needs no network: charts are inline SVG generated here, and each anomaly's
+sequence diagram is given twice — as mermaid source (the seed's notation, rendered if the reader
+has mermaid) and as an SVG drawn here, readable offline.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from odradek.check.analysis import ANOMALIES, Case
+from odradek.check.faults import DESCRIPTIONS
+from odradek.check.history import (
+    ASSIGN,
+    FAIL,
+    FINAL_POLL,
+    FINAL_SINK,
+    INFO,
+    INVOKE,
+    NEMESIS,
+    OK,
+    POLL,
+    SEND,
+    Op,
+)
+from odradek.check.runner import RunResult
+from odradek.client import Guarantee
+
+# The seed's trade-off matrix: what each guarantee claims.
+SEED_CLAIMS = {
+    Guarantee.AT_MOST_ONCE: {
+        "Speed": "Fastest",
+        "Complexity": "Low",
+        "Duplication": "None",
+        "Durability": "Weak",
+        "Typical setting": "acks=0",
+    },
+    Guarantee.AT_LEAST_ONCE: {
+        "Speed": "Moderate",
+        "Complexity": "Medium",
+        "Duplication": "Possible",
+        "Durability": "Strong",
+        "Typical setting": "acks=1 or all",
+    },
+    Guarantee.EXACTLY_ONCE: {
+        "Speed": "Slowest",
+        "Complexity": "High",
+        "Duplication": "None",
+        "Durability": "Strongest",
+        "Typical setting": "acks=all + transactions",
+    },
+}
+
+MEASURED_SETTINGS = {
+    Guarantee.AT_MOST_ONCE: "acks=0, no retries, commit before processing",
+    Guarantee.AT_LEAST_ONCE: "acks=all, retries, commit after processing",
+    Guarantee.EXACTLY_ONCE: "idempotent acks=all, offsets + rows in one SQLite transaction",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class MatrixRow:
+    dimension: str
+    cells: list[tuple[str, str, bool | None]]  # (measured, seed claim, matches the claim?)
+
+
+def _verdict(result: RunResult) -> tuple[bool | None, bool | None]:
+    """(duplication matches the seed's claim, durability matches) for one run."""
+    guarantee, analysis = result.guarantee, result.analysis
+    duplication = analysis.duplicated == 0 if guarantee is not Guarantee.AT_LEAST_ONCE else None
+    durability = analysis.lost == 0 if guarantee is not Guarantee.AT_MOST_ONCE else None
+    return duplication, durability
+
+
+def matrix(results: Sequence[RunResult]) -> list[MatrixRow]:
+    speeds = sorted(result.analysis.throughput_msgs_per_s for result in results)
+    rows: dict[str, list[tuple[str, str, bool | None]]] = {
+        name: []
+        for name in (
+            "Speed",
+            "Latency p50 / p99",
+            "Duplication",
+            "Durability",
+            "Complexity",
+            "Typical setting",
+            "Anomalies",
+        )
+    }
+    for result in results:
+        analysis = result.analysis
+        claims = SEED_CLAIMS[result.guarantee]
+        duplication_ok, durability_ok = _verdict(result)
+        rank = speeds.index(analysis.throughput_msgs_per_s)
+        rank_name = ("slowest", "middle", "fastest")[rank if len(speeds) == 3 else 0]
+        speed = f"{analysis.throughput_msgs_per_s:,.0f} msg/s"
+        if len(speeds) == 3:
+            speed += f" ({rank_name})"
+        rows["Speed"].append((speed, claims["Speed"], None))
+        rows["Latency p50 / p99"].append(
+            (f"{analysis.latency_p50:,.1f} / {analysis.latency_p99:,.1f} ms", "", None)
+        )
+        rows["Duplication"].append(
+            (f"{analysis.duplicated:,} duplicated", claims["Duplication"], duplication_ok)
+        )
+        rows["Durability"].append(
+            (
+                f"{analysis.lost:,} lost of {analysis.acked:,} acked",
+                claims["Durability"],
+                durability_ok,
+            )
+        )
+        rows["Complexity"].append(("", claims["Complexity"], None))
+        rows["Typical setting"].append(
+            (MEASURED_SETTINGS[result.guarantee], claims["Typical setting"], None)
+        )
+        found = [f"{name} {len(cases)}" for name, cases in analysis.anomalies.items() if cases]
+        rows["Anomalies"].append((", ".join(found) or "none", "", None))
+    return [MatrixRow(name, cells) for name, cells in rows.items()]
+
+
+# -- terminal ------------------------------------------------------------------------------------
+def print_table(results: Sequence[RunResult], console: Console | None = None) -> None:
+    console = console or Console()
+    if not results:
+        return
+    first = results[0]
+    faults = ", ".join(sorted(set(first.faults))) or "none"
+    table = Table(
+        title=f"The seed's trade-off matrix, measured (seed {first.seed}, "
+        f"{first.workload_seconds:.0f} s per guarantee, faults: {faults})",
+        show_lines=True,
+    )
+    table.add_column("Dimension", style="bold")
+    for result in results:
+        table.add_column(result.guarantee.value)
+    for row in matrix(results):
+        cells = []
+        for measured, claim, matches in row.cells:
+            mark = {True: " [green]✓[/green]", False: " [red]✗[/red]", None: ""}[matches]
+            text = (measured or "") + mark
+            if claim:
+                text += f"\n[dim]seed: {claim}[/dim]"
+            cells.append(text.strip())
+        table.add_row(row.dimension, *cells)
+    console.print(table)
+    for result in results:
+        for note in result.notes:
+            console.print(f"[yellow]{result.guarantee.value}: {note}[/yellow]")
+
+
+# -- JSON ----------------------------------------------------------------------------------------
+def to_json(results: Sequence[RunResult]) -> dict[str, Any]:
+    return {"runs": [result.as_json() for result in results]}
+
+
+def write_json(results: Sequence[RunResult], path: Path) -> None:
+    path.write_text(json.dumps(to_json(results), indent=2) + "\n")
+
+
+# -- sequence diagrams ---------------------------------------------------------------------------
+PARTICIPANTS = [
+    ("P", "Producer"),
+    ("K", "Kafka (topic)"),
+    ("C", "Processor"),
+    ("S", "Sink (SQLite)"),
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    kind: str  # "message" | "note"
+    source: str
+    target: str
+    text: str
+    arrow: str = "->>"  # mermaid arrow: ->> call, -->> reply, --x lost
+
+
+def _short(values: Sequence[Any], limit: int = 4) -> str:
+    shown = ", ".join(str(value) for value in values[:limit])
+    return shown + (f", … ({len(values)} values)" if len(values) > limit else "")
+
+
+def sequence(case: Case, limit: int = 16) -> list[Step]:
+    """The steps of a case's operations, in the seed's participants."""
+    steps: list[Step] = []
+    value = case.value
+    for op in case.ops[: limit * 2]:
+        steps.extend(_op_steps(op, value))
+    if len(steps) > limit:
+        steps = [*steps[: limit - 1], Step("note", "K", "C", "…")]
+    steps.append(Step("note", "P", "S", case.description))
+    return steps
+
+
+def _at(op: Op, value: int | None) -> str:
+    if op.f == POLL and value is not None and value in op.value:
+        partition, offset = op.offsets[op.value.index(value)]
+        return f"{value} @ {partition}/{offset}"
+    return _short(op.value)
+
+
+def _op_steps(op: Op, value: int | None) -> list[Step]:
+    if op.process == NEMESIS:
+        where = "C" if op.f == "processor-kill" else "K"
+        if op.extra.get("end"):
+            return [Step("note", where, where, f"{op.f} over")]
+        return [Step("note", where, where, f"fault: {op.f}")]
+    if op.f == SEND:
+        if op.type == INVOKE:
+            return [Step("message", "P", "K", f"send {op.value}")]
+        if op.type == OK:
+            where = (
+                f"offset {op.offsets[0]}/{op.offsets[1]}" if op.offsets else "no offset (acks=0)"
+            )
+            return [Step("message", "K", "P", f"ack {op.value}: {where}", "-->>")]
+        return [Step("message", "K", "P", f"{op.type}: {op.extra.get('error', '')}"[:60], "--x")]
+    if op.f == POLL:
+        if op.type == OK:
+            return [
+                Step("message", "K", "C", f"deliver {_at(op, value)} to {op.process}", "-->>"),
+                Step("message", "C", "S", f"{op.process} commits {_at(op, value)}"),
+            ]
+        return [Step("message", "C", "S", f"{op.process} rolled back {_at(op, value)}", "--x")]
+    if op.f == ASSIGN:
+        return [Step("note", "C", "C", f"{op.process} assigned {op.value}")]
+    if op.f == FINAL_SINK:
+        count = op.value.count(value) if value is not None else 0
+        return [Step("note", "S", "S", f"final drain: {value} is in the sink {count} time(s)")]
+    if op.f == FINAL_POLL:
+        return [Step("note", "K", "K", "final read of the topic")]
+    if op.type in (FAIL, INFO):
+        return [Step("note", "C", "C", f"{op.process} {op.f} {op.type}")]
+    return []
+
+
+def mermaid(steps: Sequence[Step]) -> str:
+    lines = ["sequenceDiagram"]
+    lines += [f"  participant {key} as {name}" for key, name in PARTICIPANTS]
+    for step in steps:
+        text = step.text.replace(";", ",").replace("#", "no. ")
+        if step.kind == "note":
+            over = step.source if step.source == step.target else f"{step.source},{step.target}"
+            lines.append(f"  Note over {over}: {text}")
+        else:
+            lines.append(f"  {step.source}{step.arrow}{step.target}: {text}")
+    return "\n".join(lines)
+
+
+def sequence_svg(steps: Sequence[Step]) -> str:
+    column = 190
+    row = 38
+    top = 50
+    width = column * len(PARTICIPANTS)
+    height = top + row * (len(steps) + 1)
+    x_of = {key: column // 2 + index * column for index, (key, _) in enumerate(PARTICIPANTS)}
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" class="sequence" font-size="12">',
+        '<defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" '
+        'markerHeight="7" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" '
+        'fill="#333"/></marker></defs>',
+    ]
+    for key, name in PARTICIPANTS:
+        x = x_of[key]
+        parts.append(
+            f'<rect x="{x - 75}" y="8" width="150" height="26" rx="4" fill="#eef3fb" '
+            f'stroke="#5b7db1"/><text x="{x}" y="25" text-anchor="middle">{_e(name)}</text>'
+            f'<line x1="{x}" y1="34" x2="{x}" y2="{height - 6}" stroke="#aab" '
+            'stroke-dasharray="4 3"/>'
+        )
+    for index, step in enumerate(steps):
+        y = top + index * row + 14
+        if step.kind == "note":
+            left = min(x_of[step.source], x_of[step.target]) - 85
+            right = max(x_of[step.source], x_of[step.target]) + 85
+            parts.append(
+                f'<rect x="{max(2, left)}" y="{y - 13}" width="{min(width - 4, right - left)}" '
+                f'height="24" fill="#fff6c8" stroke="#c9b458"/>'
+                f'<text x="{(left + right) // 2}" y="{y + 3}" text-anchor="middle">'
+                f"{_e(step.text[:90])}</text>"
+            )
+            continue
+        x1, x2 = x_of[step.source], x_of[step.target]
+        dashed = ' stroke-dasharray="5 3"' if step.arrow.startswith("--") else ""
+        lost = step.arrow.endswith("x")
+        colour = "#b22" if lost else "#333"
+        marker = "" if lost else ' marker-end="url(#arrow)"'
+        parts.append(
+            f'<line x1="{x1}" y1="{y + 6}" x2="{x2}" y2="{y + 6}" stroke="{colour}"{dashed}'
+            f"{marker}/>"
+            f'<text x="{(x1 + x2) // 2}" y="{y}" text-anchor="middle" fill="{colour}">'
+            f"{_e(step.text[:70])}</text>"
+        )
+        if lost:
+            parts.append(
+                f'<text x="{x2}" y="{y + 10}" text-anchor="middle" fill="#b22" '
+                'font-weight="bold">✕</text>'
+            )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+# -- charts --------------------------------------------------------------------------------------
+COLOURS = {
+    Guarantee.AT_MOST_ONCE: "#e4572e",
+    Guarantee.AT_LEAST_ONCE: "#f3a712",
+    Guarantee.EXACTLY_ONCE: "#2e86ab",
+}
+
+
+def _e(text: object) -> str:
+    return html.escape(str(text))
+
+
+def bar_chart(title: str, bars: Sequence[tuple[str, float, str]], unit: str = "") -> str:
+    width, height, left, bottom = 360, 220, 60, 40
+    peak = max((value for _, value, _ in bars), default=0) or 1
+    plot_height = height - bottom - 30
+    slot = (width - left - 10) / max(1, len(bars))
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" font-size="11">',
+        f'<text x="{width / 2}" y="16" text-anchor="middle" font-weight="bold">{_e(title)}</text>',
+        f'<line x1="{left}" y1="{height - bottom}" x2="{width - 5}" y2="{height - bottom}" '
+        'stroke="#333"/>',
+    ]
+    for index, (label, value, colour) in enumerate(bars):
+        bar_height = plot_height * value / peak
+        x = left + index * slot + slot * 0.15
+        y = height - bottom - bar_height
+        parts.append(
+            f'<rect x="{x:.1f}" y="{y:.1f}" width="{slot * 0.7:.1f}" height="{bar_height:.1f}" '
+            f'fill="{colour}"><title>{_e(label)}: {value:,.1f}{unit}</title></rect>'
+            f'<text x="{x + slot * 0.35:.1f}" y="{y - 4:.1f}" text-anchor="middle">'
+            f"{value:,.0f}{_e(unit)}</text>"
+            f'<text x="{x + slot * 0.35:.1f}" y="{height - bottom + 15}" '
+            f'text-anchor="middle">{_e(label)}</text>'
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def timeline_chart(result: RunResult) -> str:
+    """Sent, acknowledged and delivered over time, with the fault windows shaded."""
+    width, height, left, right, top, bottom = 760, 260, 70, 20, 25, 35
+    samples = result.timeline
+    end = max([sample.at for sample in samples] + [result.workload_seconds, 1.0])
+    peak = max([sample.sent for sample in samples] + [1])
+
+    def x(at: float) -> float:
+        return left + (width - left - right) * at / end
+
+    def y(count: float) -> float:
+        return height - bottom - (height - top - bottom) * count / peak
+
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" font-size="11">',
+        f'<text x="{left}" y="15" font-weight="bold">{_e(result.guarantee.value)}: values over '
+        "time (s); shaded: faults</text>",
+    ]
+    for index, (name, start, stop) in enumerate(result.fault_windows):
+        x1, x2 = x(max(0.0, start)), x(max(start, stop))
+        parts.append(
+            f'<rect x="{x1:.1f}" y="{top}" width="{max(2.0, x2 - x1):.1f}" '
+            f'height="{height - top - bottom}" fill="#d33" opacity="0.15">'
+            f"<title>{_e(name)}</title></rect>"
+            f'<text x="{x1 + 2:.1f}" y="{top + 12 + 12 * (index % 4)}" fill="#a22">'
+            f"{_e(name)}</text>"
+        )
+    parts.append(
+        f'<line x1="{left}" y1="{height - bottom}" x2="{width - right}" y2="{height - bottom}" '
+        f'stroke="#333"/><line x1="{left}" y1="{top}" x2="{left}" y2="{height - bottom}" '
+        'stroke="#333"/>'
+        f'<text x="{left - 5}" y="{top + 4}" text-anchor="end">{peak:,}</text>'
+        f'<text x="{left - 5}" y="{height - bottom}" text-anchor="end">0</text>'
+    )
+    for tick in range(int(end) + 1):
+        if tick % 5 == 0:
+            parts.append(
+                f'<text x="{x(tick):.1f}" y="{height - bottom + 14}" '
+                f'text-anchor="middle">{tick}</text>'
+            )
+    series = (
+        ("sent", "#888", "sent"),
+        ("acked", "#2a9d8f", "acked"),
+        ("delivered", "#264653", "in sink"),
+    )
+    for index, (attribute, colour, label) in enumerate(series):
+        points = " ".join(
+            f"{x(sample.at):.1f},{y(getattr(sample, attribute)):.1f}" for sample in samples
+        )
+        parts.append(
+            f'<polyline points="{points}" fill="none" stroke="{colour}" stroke-width="1.6"/>'
+            f'<rect x="{width - 260 + index * 85}" y="{height - 14}" width="10" height="10" '
+            f'fill="{colour}"/><text x="{width - 246 + index * 85}" y="{height - 5}">{label}</text>'
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+# -- HTML ----------------------------------------------------------------------------------------
+_STYLE = """
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem auto;max-width:1100px;
+color:#222;padding:0 1rem}
+table{border-collapse:collapse;margin:1rem 0}th,td{border:1px solid #ccd;padding:.4rem .6rem;
+vertical-align:top;text-align:left}th{background:#f2f4f8}.seed{color:#777;font-size:.85em}
+.ok{color:#197a2b;font-weight:bold}.bad{color:#b22;font-weight:bold}
+.charts{display:flex;flex-wrap:wrap;gap:1rem}pre.mermaid{background:#f7f7f7;padding:.5rem}
+details{margin:.5rem 0}code,pre{font-size:.85em}.anomaly{border-left:4px solid #b22;
+padding-left:1rem;margin:1rem 0}section{margin-bottom:2.5rem}
+"""
+
+
+def render_html(results: Sequence[RunResult]) -> str:
+    first = results[0] if results else None
+    body = ["<h1>Odradek guarantee check</h1>"]
+    if first is not None:
+        body.append(
+            f"<p>Seed {first.seed}; each guarantee ran its workload for "
+            f"{first.workload_seconds:.1f} s (the final drain is not counted) under the faults "
+            f"below. Histories: {', '.join(_e(result.history_path) for result in results)}.</p>"
+        )
+    body.append("<h2>The seed's trade-off matrix, measured</h2>")
+    body.append(_matrix_html(results))
+    body.append('<h2>Charts</h2><div class="charts">')
+    bars = [(result.guarantee.value, result, COLOURS[result.guarantee]) for result in results]
+    body.append(
+        bar_chart(
+            "Throughput (msg/s, end to end)",
+            [(name, run.analysis.throughput_msgs_per_s, colour) for name, run, colour in bars],
+        )
+    )
+    body.append(
+        bar_chart(
+            "Latency p99 (ms, produce call → sink commit)",
+            [(name, run.analysis.latency_p99, colour) for name, run, colour in bars],
+        )
+    )
+    body.append(
+        bar_chart("Lost writes", [(name, run.analysis.lost, colour) for name, run, colour in bars])
+    )
+    body.append(
+        bar_chart(
+            "Duplicated values",
+            [(name, run.analysis.duplicated, colour) for name, run, colour in bars],
+        )
+    )
+    body.append("</div>")
+    for result in results:
+        body.append(_run_html(result))
+    return (
+        "<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
+        "<title>Odradek guarantee check</title>"
+        f"<style>{_STYLE}</style></head><body>{''.join(body)}</body></html>\n"
+    )
+
+
+def _matrix_html(results: Sequence[RunResult]) -> str:
+    head = "".join(f"<th>{_e(result.guarantee.value)}</th>" for result in results)
+    rows = []
+    for row in matrix(results):
+        cells = []
+        for measured, claim, matches in row.cells:
+            mark = {True: ' <span class="ok">✓</span>', False: ' <span class="bad">✗</span>'}
+            text = _e(measured) + mark.get(matches, "") if matches is not None else _e(measured)
+            if claim:
+                text += f'<div class="seed">seed: {_e(claim)}</div>'
+            cells.append(f"<td>{text}</td>")
+        rows.append(f"<tr><th>{_e(row.dimension)}</th>{''.join(cells)}</tr>")
+    return f"<table><tr><th>Dimension</th>{head}</tr>{''.join(rows)}</table>"
+
+
+def _run_html(result: RunResult) -> str:
+    analysis = result.analysis
+    parts = [f'<section id="{_e(result.guarantee.value)}"><h2>{_e(result.guarantee.value)}</h2>']
+    parts.append(
+        "<table>"
+        f"<tr><th>values sent</th><td>{analysis.produced:,}</td></tr>"
+        f"<tr><th>acknowledged</th><td>{analysis.acked:,}</td></tr>"
+        f"<tr><th>unacknowledged (failed or unknown)</th>"
+        f"<td>{analysis.failed + analysis.indeterminate:,}</td></tr>"
+        f"<tr><th>delivered to the sink (distinct)</th><td>{analysis.delivered:,}</td></tr>"
+        f"<tr><th>lost (acknowledged, never delivered)</th><td>{analysis.lost:,}</td></tr>"
+        f"<tr><th>duplicated</th><td>{analysis.duplicated:,}</td></tr>"
+        f"<tr><th>throughput</th><td>{analysis.throughput_msgs_per_s:,.0f} msg/s</td></tr>"
+        f"<tr><th>latency p50 / p99</th><td>{analysis.latency_p50:,.1f} / "
+        f"{analysis.latency_p99:,.1f} ms</td></tr>"
+        f"<tr><th>processor restarts</th><td>{result.processor_restarts}</td></tr>"
+        f"<tr><th>workload / drain</th><td>{result.workload_seconds:.1f} s / "
+        f"{result.drain_seconds:.1f} s</td></tr></table>"
+    )
+    parts.append(timeline_chart(result))
+    faults = "".join(
+        f"<tr><td>{_e(name)}</td><td>{_e(DESCRIPTIONS.get(name, ''))}</td><td>{count}</td></tr>"
+        for name, count in analysis.fault_counts.items()
+    )
+    parts.append(
+        f"<h3>Faults</h3><table><tr><th>fault</th><th>what</th><th>count</th></tr>{faults}</table>"
+    )
+    for note in result.notes:
+        parts.append(f"<p><em>{_e(note)}</em></p>")
+    parts.append("<h3>Anomalies</h3>")
+    summary = ", ".join(f"{name}: {len(analysis.anomalies.get(name, []))}" for name in ANOMALIES)
+    parts.append(f"<p>{_e(summary)}</p>")
+    for name in ANOMALIES:
+        cases = analysis.anomalies.get(name, [])
+        if not cases:
+            continue
+        case = cases[0]
+        steps = sequence(case)
+        parts.append(
+            f'<div class="anomaly"><h4>{_e(name)} — {len(cases):,} case(s); the first:</h4>'
+            f"<p>{_e(case.description)}</p>{sequence_svg(steps)}"
+            '<p class="seed">The same diagram in mermaid, the seed\'s notation (drawn by '
+            "mermaid.js where it is loaded; this file loads no scripts):</p>"
+            f'<pre class="mermaid">{_e(mermaid(steps))}</pre>'
+            f"<details><summary>operations (JSON)</summary><pre>"
+            f"{_e(json.dumps(case.as_dict(), indent=1)[:20000])}</pre></details></div>"
+        )
+    parts.append("</section>")
+    return "".join(parts)
+
+
+def write_html(results: Sequence[RunResult], path: Path) -> None:
+    path.write_text(render_html(results))

@@ -1,0 +1,110 @@
+"""`odradek check`: measure the seed's trade-off matrix under injected faults."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from odradek.check.faults import FaultError, parse_faults
+from odradek.check.report import print_table, write_html, write_json
+from odradek.check.runner import CheckOptions, Progress, run_check
+from odradek.client import Guarantee
+
+GUARANTEES = ["at-most-once", "at-least-once", "exactly-once", "all"]
+
+
+def _progress_table(progress: Progress) -> Table:
+    table = Table(show_header=True, box=None)
+    for column in ("guarantee", "phase", "elapsed", "sent", "acked", "in sink", "faults"):
+        table.add_column(column)
+    table.add_row(
+        progress.guarantee,
+        progress.phase,
+        f"{min(progress.elapsed, progress.duration):.1f}/{progress.duration:.0f} s",
+        f"{progress.sent:,}",
+        f"{progress.acked:,}",
+        f"{progress.delivered:,}",
+        ", ".join(progress.faults) or "-",
+    )
+    return table
+
+
+@click.command()
+@click.option(
+    "--guarantee",
+    type=click.Choice(GUARANTEES),
+    default="all",
+    show_default=True,
+    help="Which guarantee's workload to run.",
+)
+@click.option(
+    "--faults",
+    default="all",
+    show_default=True,
+    help="Comma-separated: kill, pause, power-loss, proxy-cut, proxy-delay, proxy-drop, "
+    "processor-kill; 'all' (those that apply) or 'none'.",
+)
+@click.option("--duration", type=float, default=20.0, show_default=True, help="Seconds per run.")
+@click.option("--messages", type=int, default=None, help="Cap on values produced per run.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seeds the fault schedule.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None)
+@click.option("--html", "html_path", type=click.Path(path_type=Path), default=None)
+@click.option(
+    "--bootstrap",
+    default=None,
+    help="Check an external cluster (client-side faults only) instead of a local broker.",
+)
+@click.option(
+    "--workdir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where histories, broker data and sinks go (default: a new temporary directory).",
+)
+def check(
+    guarantee: str,
+    faults: str,
+    duration: float,
+    messages: int | None,
+    seed: int,
+    json_path: Path | None,
+    html_path: Path | None,
+    bootstrap: str | None,
+    workdir: Path | None,
+) -> None:
+    """Run each guarantee's workload under faults and measure the trade-off matrix."""
+    logging.basicConfig(level=logging.ERROR)
+    try:
+        chosen_faults = parse_faults(faults, local=bootstrap is None)
+    except FaultError as error:
+        raise click.BadParameter(str(error), param_hint="--faults") from None
+    guarantees = list(Guarantee) if guarantee == "all" else [Guarantee(guarantee)]
+    directory = workdir or Path(tempfile.mkdtemp(prefix="odradek-check-"))
+    options = CheckOptions(
+        guarantees=guarantees,
+        faults=chosen_faults,
+        duration=duration,
+        messages=messages,
+        seed=seed,
+        bootstrap=bootstrap,
+        workdir=directory,
+    )
+    console = Console(stderr=True)
+    console.print(
+        f"odradek check: {', '.join(g.value for g in guarantees)}; faults: "
+        f"{', '.join(chosen_faults) or 'none'}; {duration:.0f} s each; work in {directory}"
+    )
+    with Live(console=console, refresh_per_second=4, transient=True) as live:
+        results = run_check(options, lambda progress: live.update(_progress_table(progress)))
+    print_table(results, Console())
+    if json_path is not None:
+        write_json(results, json_path)
+        console.print(f"JSON: {json_path}")
+    if html_path is not None:
+        write_html(results, html_path)
+        console.print(f"HTML: {html_path}")
