@@ -158,6 +158,7 @@ class Processor:
         self._consumer_overrides, self._producer_overrides = _split_config(config or {})
         self._validate()
         self._stop = threading.Event()
+        self._last_activity = time.monotonic()
         self._owner_tokens: dict[PartitionKey, int] = {}
         self._consumer: Any = None
         self._producer: Any = None  # output (transactional under exactly-once)
@@ -252,14 +253,15 @@ class Processor:
         stats.preflight_findings = self.preflight_report.messages if self.preflight_report else ()
         try:
             self._start()
-            last_message = time.monotonic()
+            self._last_activity = time.monotonic()
             while not self._stop.is_set():
                 batch = self._poll()
                 if not batch:
-                    if idle_timeout is not None and time.monotonic() - last_message >= idle_timeout:
+                    idle = time.monotonic() - self._last_activity
+                    if idle_timeout is not None and idle >= idle_timeout:
                         break
                     continue
-                last_message = time.monotonic()
+                self._last_activity = time.monotonic()
                 stats.consumed += len(batch)
                 self._process_batch(batch)
         finally:
@@ -342,6 +344,9 @@ class Processor:
 
     # -- rebalancing ---------------------------------------------------------------------------
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # A rebalance is activity: the idle timeout counts from when there is work to fetch,
+        # not from a join that waited for a dead member's session to expire.
+        self._last_activity = time.monotonic()
         if self._offsets_in_sink and partitions:
             partitions = self._claim(partitions)
         logger.info(
