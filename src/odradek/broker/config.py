@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 from odradek.coordinator.group.config import GroupConfig
 from odradek.coordinator.txn import TransactionConfig
+from odradek.storage.lazy_files import STORAGE_MODES
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +84,9 @@ DEFAULTS: dict[str, str] = {
     "num.io.threads": "8",
     "cluster.id": "",
     "odradek.acks.all.fsync": "true",
+    # os: segment logs written straight to the OS; lazy: unsynced log bytes kept in memory only,
+    # so a kill -9 loses them as a power cut would (storage/lazy_files.py; the checker's fault).
+    "odradek.storage.mode": "os",
 }
 
 
@@ -145,6 +149,16 @@ def _bool(properties: Mapping[str, str], name: str) -> bool:
     return value == "true"
 
 
+def _storage_mode(properties: Mapping[str, str]) -> str:
+    value = properties["odradek.storage.mode"].strip().lower()
+    if value not in STORAGE_MODES:
+        raise ConfigError(
+            f"odradek.storage.mode must be one of {', '.join(STORAGE_MODES)}, "
+            f"got {properties['odradek.storage.mode']!r}"
+        )
+    return value
+
+
 def _milliseconds(properties: Mapping[str, str], *names_and_factors: tuple[str, int]) -> int:
     """Kafka's precedence for durations given in several units (ms over minutes over hours)."""
     for name, factor in names_and_factors:
@@ -180,6 +194,7 @@ class BrokerConfig:
     acks_all_fsync: bool
     cluster_id: str
     unknown: tuple[str, ...] = field(default=())
+    storage_mode: str = "os"  # odradek.storage.mode
     # Properties given explicitly (file or overrides), as opposed to Kafka's defaults.
     unknown_or_set: frozenset[str] = field(default=frozenset())
 
@@ -238,6 +253,7 @@ class BrokerConfig:
             log_cleanup_policy=properties["log.cleanup.policy"],
             min_insync_replicas=_int(properties, "min.insync.replicas"),
             acks_all_fsync=_bool(properties, "odradek.acks.all.fsync"),
+            storage_mode=_storage_mode(properties),
             cluster_id=properties["cluster.id"],
             unknown=tuple(sorted(set(overrides) - set(DEFAULTS))),
             unknown_or_set=frozenset(overrides),

@@ -23,6 +23,7 @@ from odradek.broker.clock import now_ms
 from odradek.broker.config import BrokerConfig
 from odradek.broker.connection import KafkaConnection
 from odradek.broker.context import BrokerContext, default_log_config
+from odradek.storage.lazy_files import files_for_mode
 from odradek.storage.log_manager import LogManager
 
 logger = logging.getLogger(__name__)
@@ -108,7 +109,18 @@ class Broker:
         cluster_id = load_or_create_cluster_id(config.log_dir, config.cluster_id, config.node_id)
         for name in config.unknown:
             logger.warning("unknown property %s is ignored", name)
-        logs = LogManager.open(config.log_dir, default_log_config(config), now_ms())
+        if config.storage_mode != "os":
+            logger.warning(
+                "odradek.storage.mode=%s: a kill loses every log byte not fsynced (power-loss "
+                "model, for testing)",
+                config.storage_mode,
+            )
+        logs = LogManager.open(
+            config.log_dir,
+            default_log_config(config),
+            now_ms(),
+            files_for_mode(config.storage_mode),
+        )
         for log in logs.all_logs().values():
             # One node: the in-sync replica set is the leader alone, so everything the log holds
             # after recovery is replicated "everywhere" (a checkpointed HW may lag after kill -9).

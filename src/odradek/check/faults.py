@@ -32,10 +32,10 @@ PROXY_DROP = "proxy-drop"
 PROCESSOR_KILL = "processor-kill"
 
 BROKER_FAULTS = (KILL, PAUSE, POWER_LOSS)
-# power-loss needs the broker's lazy storage mode (`odradek.storage.mode=lazy`: unsynced bytes kept
-# in memory only, so a kill -9 loses them, as LazyFS does). Until the storage layer has it, a kill
-# would keep the page cache and "power loss" would be a plain kill: refuse it rather than pretend.
-POWER_LOSS_AVAILABLE = False
+# power-loss runs the broker in its lazy storage mode (`odradek.storage.mode=lazy`, see
+# storage/lazy_files.py: unsynced log bytes kept in memory only, so a kill -9 loses them, as LazyFS
+# does). Without that mode a kill would keep the page cache and "power loss" would be a plain kill.
+POWER_LOSS_AVAILABLE = True
 CLIENT_FAULTS = (PROXY_CUT, PROXY_DELAY, PROXY_DROP, PROCESSOR_KILL)
 ALL_FAULTS = (PROCESSOR_KILL, PROXY_CUT, KILL, PAUSE, PROXY_DELAY, PROXY_DROP, POWER_LOSS)
 

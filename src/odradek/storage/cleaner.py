@@ -92,7 +92,7 @@ def iter_segment_batches(
 
 
 def read_batch(segment: LogSegment, position: int, header: BatchHeader) -> bytes:
-    return os.pread(segment.fd, header.batch_length + LOG_OVERHEAD, position)
+    return segment.files.pread(segment.fd, header.batch_length + LOG_OVERHEAD, position)
 
 
 class AbortedTracker:

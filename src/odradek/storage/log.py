@@ -17,7 +17,6 @@ indexes of the replayed range are rebuilt with it. An interrupted compaction swa
 
 from __future__ import annotations
 
-import os
 import shutil
 import struct
 import threading
@@ -50,6 +49,7 @@ from odradek.storage.cleaner import (
 )
 from odradek.storage.errors import OffsetOutOfRange, RecordBatchTooLarge, StorageError
 from odradek.storage.index import AbortedTxn
+from odradek.storage.lazy_files import OS_FILES, SegmentFiles
 from odradek.storage.producer_state import (
     AppendOrigin,
     BatchMetadata,
@@ -198,9 +198,16 @@ def _segment_base_offsets(directory: Path) -> list[int]:
 class PartitionLog:
     """A partition's log: segments plus log start offset, log end offset, high watermark."""
 
-    def __init__(self, directory: Path, config: LogConfig, segments: list[LogSegment]) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        config: LogConfig,
+        segments: list[LogSegment],
+        files: SegmentFiles = OS_FILES,
+    ) -> None:
         self.directory = directory
         self._config = config
+        self._files = files
         self._segments = segments
         self._segment_base_offsets = [segment.base_offset for segment in segments]
         self._lock = threading.Lock()
@@ -223,19 +230,24 @@ class PartitionLog:
     # -- opening: LogLoader ------------------------------------------------------------------
 
     @classmethod
-    def open(cls, directory: Path, config: LogConfig, now_ms: int) -> PartitionLog:
-        """Create an empty log in `directory` or recover the one there."""
+    def open(
+        cls, directory: Path, config: LogConfig, now_ms: int, files: SegmentFiles = OS_FILES
+    ) -> PartitionLog:
+        """Create an empty log in `directory` or recover the one there.
+
+        `files` is the file layer segment logs go through (lazy_files.py; default the OS).
+        """
         directory.mkdir(parents=True, exist_ok=True)
         checkpoint = _read_checkpoint(directory / CHECKPOINT_FILE_NAME) or _Checkpoint()
         clean_shutdown_path = directory / CLEAN_SHUTDOWN_FILE_NAME
         clean_shutdown = clean_shutdown_path.exists()
-        segments = _load_segments(directory, config, checkpoint, clean_shutdown)
+        segments = _load_segments(directory, config, checkpoint, clean_shutdown, files)
         if not segments:
-            segments = [LogSegment.create(directory, checkpoint.log_start_offset)]
+            segments = [LogSegment.create(directory, checkpoint.log_start_offset, files)]
         for segment in segments:
             if segment.size > 0:
                 segment.rolling_base_ms = now_ms
-        log = cls(directory, config, segments)
+        log = cls(directory, config, segments, files)
         log_end_offset = log._log_end_offset
         log._log_start_offset = min(
             max(checkpoint.log_start_offset, segments[0].base_offset), log_end_offset
@@ -492,7 +504,7 @@ class PartitionLog:
             segment.delete_files()
         fsync_directory(self.directory)
         finish_swap(swap_path)
-        cleaned = LogSegment.open_existing(self.directory, group[0].base_offset)
+        cleaned = LogSegment.open_existing(self.directory, group[0].base_offset, self._files)
         cleaned.recover(self._config.index_interval_bytes)
         cleaned.write_index_files()
         cleaned.synced_size = cleaned.size
@@ -743,7 +755,7 @@ class PartitionLog:
         previous.write_index_files()
         previous.txn_index.write(durable=True)
         self._take_snapshot(base_offset, durable=False)
-        segment = LogSegment.create(self.directory, base_offset)
+        segment = LogSegment.create(self.directory, base_offset, self._files)
         with self._lock:
             self._segments.append(segment)
             self._segment_base_offsets.append(base_offset)
@@ -848,7 +860,7 @@ class PartitionLog:
             self._directory_dirty = False
         try:
             for segment, _ in pending:
-                os.fdatasync(segment.fd)
+                segment.files.fdatasync(segment.fd)
             if sync_directory:
                 fsync_directory(self.directory)
         finally:
@@ -1006,10 +1018,14 @@ class PartitionLog:
 
 
 def _load_segments(
-    directory: Path, config: LogConfig, checkpoint: _Checkpoint, clean_shutdown: bool
+    directory: Path,
+    config: LogConfig,
+    checkpoint: _Checkpoint,
+    clean_shutdown: bool,
+    files: SegmentFiles = OS_FILES,
 ) -> list[LogSegment]:
     base_offsets = _segment_base_offsets(directory)
-    segments = [LogSegment.open_existing(directory, base) for base in base_offsets]
+    segments = [LogSegment.open_existing(directory, base, files) for base in base_offsets]
     # Segments from the one holding the recovery point on may hold unflushed (torn) bytes.
     first_unflushed = len(segments) - 1
     if not clean_shutdown:
@@ -1027,8 +1043,10 @@ def _load_segments(
         ):
             continue
         truncated = segment.recover(config.index_interval_bytes)
-        if truncated and not last:
-            # Everything after a torn or corrupt batch is unreachable: drop later segments.
+        if not last and (truncated or segment.next_offset < segments[number + 1].base_offset):
+            # Everything after a torn or corrupt batch is unreachable: drop later segments. So
+            # is everything after a segment that ends short of the next one's base offset (its
+            # unsynced tail was lost while later segment files survived, as after a power cut).
             for later in segments[number + 1 :]:
                 later.close_fd()
                 later.delete_files()

@@ -30,6 +30,7 @@ from odradek.storage.errors import (
     TopicAlreadyExists,
     UnknownTopicOrPartition,
 )
+from odradek.storage.lazy_files import OS_FILES, SegmentFiles
 from odradek.storage.log import LogConfig, PartitionLog
 
 __all__ = [
@@ -244,9 +245,13 @@ class LogManager:
     Used from one thread, except that `flush_all` and `PartitionLog.flush` may run on others.
     """
 
-    def __init__(self, data_dir: Path, default_config: LogConfig) -> None:
+    def __init__(
+        self, data_dir: Path, default_config: LogConfig, files: SegmentFiles = OS_FILES
+    ) -> None:
         self.data_dir = data_dir
         self._default_config = default_config
+        # The file layer every partition's segment logs go through (lazy_files.py).
+        self.files = files
         self._metadata_directory = data_dir / METADATA_DIRECTORY_NAME / "topics"
         self._topics: dict[str, TopicMetadata] = {}
         self._topics_view = MappingProxyType(self._topics)
@@ -256,12 +261,18 @@ class LogManager:
         self._closed = False
 
     @classmethod
-    def open(cls, data_dir: Path, default_config: LogConfig, now_ms: int) -> LogManager:
+    def open(
+        cls,
+        data_dir: Path,
+        default_config: LogConfig,
+        now_ms: int,
+        files: SegmentFiles = OS_FILES,
+    ) -> LogManager:
         """Open (or create) the data directory and recover every partition log in it.
 
-        Finishes deleting topics whose deletion was interrupted.
+        Finishes deleting topics whose deletion was interrupted. `files`: see lazy_files.py.
         """
-        manager = cls(data_dir, default_config)
+        manager = cls(data_dir, default_config, files)
         manager._metadata_directory.mkdir(parents=True, exist_ok=True)
         for path in sorted(manager._metadata_directory.iterdir()):
             if path.name.endswith(".tmp"):
@@ -470,7 +481,7 @@ class LogManager:
             shutil.rmtree(directory)
         elif fresh and directory.exists():
             shutil.rmtree(directory)
-        log = PartitionLog.open(directory, config, now_ms)
+        log = PartitionLog.open(directory, config, now_ms, self.files)
         if found_id != expected_id or fresh:
             write_file_atomically(
                 directory / PARTITION_METADATA_FILE_NAME, _partition_metadata_bytes(topic.topic_id)

@@ -2,8 +2,9 @@
 
 The segment knows byte positions and batch headers, nothing about log start offsets, high
 watermarks or configuration: `PartitionLog` decides, the segment does the file work. Writes go
-through `os.write` on an O_APPEND descriptor, reads through `os.pread`; batches are walked with
-`struct.unpack_from` over one buffer and never decoded record by record.
+through `os.write` on an O_APPEND descriptor, reads through `os.pread`, both reached through the
+segment's `files` (lazy_files.py: the OS itself, or the lazy power-loss model); batches are walked
+with `struct.unpack_from` over one buffer and never decoded record by record.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from odradek.storage._batch import (
 )
 from odradek.storage.errors import StorageError
 from odradek.storage.index import OffsetIndex, TimeIndex, TransactionIndex, fsync_file
+from odradek.storage.lazy_files import OS_FILES, SegmentFiles
 
 LOG_FILE_SUFFIX = ".log"
 INDEX_FILE_SUFFIX = ".index"
@@ -64,11 +66,19 @@ class LogSegment:
     under the owning log's lock; everything else belongs to the thread that appends.
     """
 
-    def __init__(self, directory: Path, base_offset: int, fd: int, size: int) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        base_offset: int,
+        fd: int,
+        size: int,
+        files: SegmentFiles = OS_FILES,
+    ) -> None:
         stem = segment_file_stem(base_offset)
         self.directory = directory
         self.base_offset = base_offset
         self.log_path = directory / (stem + LOG_FILE_SUFFIX)
+        self.files = files  # every call on `fd` goes through it
         self.fd = fd
         self.size = size
         self.next_offset = base_offset
@@ -90,19 +100,23 @@ class LogSegment:
     # -- lifecycle ---------------------------------------------------------------------------
 
     @classmethod
-    def create(cls, directory: Path, base_offset: int) -> LogSegment:
+    def create(
+        cls, directory: Path, base_offset: int, files: SegmentFiles = OS_FILES
+    ) -> LogSegment:
         path = directory / (segment_file_stem(base_offset) + LOG_FILE_SUFFIX)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
-        os.ftruncate(fd, 0)
-        segment = cls(directory, base_offset, fd, 0)
+        fd = files.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        files.ftruncate(fd, 0)
+        segment = cls(directory, base_offset, fd, 0, files)
         segment.txn_index.path.unlink(missing_ok=True)
         return segment
 
     @classmethod
-    def open_existing(cls, directory: Path, base_offset: int) -> LogSegment:
+    def open_existing(
+        cls, directory: Path, base_offset: int, files: SegmentFiles = OS_FILES
+    ) -> LogSegment:
         path = directory / (segment_file_stem(base_offset) + LOG_FILE_SUFFIX)
-        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC)
-        return cls(directory, base_offset, fd, os.fstat(fd).st_size)
+        fd = files.open(path, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC)
+        return cls(directory, base_offset, fd, files.size(fd), files)
 
     def write_index_files(self) -> None:
         """Persist both indexes, adding the final time index entry as Kafka does on roll."""
@@ -121,7 +135,7 @@ class LogSegment:
     def close_fd(self) -> None:
         if not self.closed:
             self.closed = True
-            os.close(self.fd)
+            self.files.close(self.fd)
 
     def delete_files(self) -> None:
         for path in (
@@ -151,19 +165,19 @@ class LogSegment:
             written = 0
             try:
                 while written < len(view):
-                    written += os.write(self.fd, view[written:])
+                    written += self.files.write(self.fd, view[written:])
             except OSError as error:
                 # Leave no torn batch behind for a reader or the next append.
-                os.ftruncate(self.fd, self.size)
+                self.files.ftruncate(self.fd, self.size)
                 raise StorageError(f"write to {self.log_path} failed: {error}") from error
 
     def write_parts(self, parts: list[bytes | memoryview]) -> None:
         """Append buffers with one writev (no joined copy); same contract as `write`."""
         total = sum(len(part) for part in parts)
         try:
-            written = os.writev(self.fd, parts)
+            written = self.files.writev(self.fd, parts)
         except OSError as error:
-            os.ftruncate(self.fd, self.size)
+            self.files.ftruncate(self.fd, self.size)
             raise StorageError(f"write to {self.log_path} failed: {error}") from error
         if written < total:
             # A short writev (rare: signals, full disk): finish with plain writes.
@@ -212,7 +226,9 @@ class LogSegment:
         """The first batch whose last offset is >= `target_offset`, before `end_position`."""
         _, position = self.offset_index.lookup(target_offset)
         while position + BATCH_PREFIX_SIZE <= end_position:
-            chunk = os.pread(self.fd, min(_SEEK_CHUNK_BYTES, end_position - position), position)
+            chunk = self.files.pread(
+                self.fd, min(_SEEK_CHUNK_BYTES, end_position - position), position
+            )
             offset_in_chunk = 0
             chunk_length = len(chunk)
             while offset_in_chunk + BATCH_PREFIX_SIZE <= chunk_length:
@@ -250,7 +266,7 @@ class LogSegment:
             begin = position - start.chunk_position
             buffer = memoryview(start.chunk)[begin : begin + limit - position]
         else:
-            buffer = os.pread(self.fd, limit - position, position)
+            buffer = self.files.pread(self.fd, limit - position, position)
         walk_from = 0
         skip = self.offset_index.last_entry_before(limit, max_offset)
         if skip is not None and skip[1] > position:
@@ -266,7 +282,7 @@ class LogSegment:
             return buffer if walk_from == length else memoryview(buffer)[:walk_from]
         if min_one_batch and start.base_offset < max_offset:
             first_size = self._batch_size_at(start)
-            return os.pread(self.fd, min(first_size, end_position - position), position)
+            return self.files.pread(self.fd, min(first_size, end_position - position), position)
         return b""
 
     def _batch_size_at(self, start: BatchPosition) -> int:
@@ -279,7 +295,9 @@ class LogSegment:
     ) -> Iterator[tuple[int, tuple[int, ...]]]:
         """(position, unpacked 61-byte header) for each batch from `position`; no CRC check."""
         while position + BATCH_HEADER_SIZE <= end_position:
-            chunk = os.pread(self.fd, min(_SEEK_CHUNK_BYTES, end_position - position), position)
+            chunk = self.files.pread(
+                self.fd, min(_SEEK_CHUNK_BYTES, end_position - position), position
+            )
             offset_in_chunk = 0
             while offset_in_chunk + BATCH_HEADER_SIZE <= len(chunk):
                 header = _HEADER.unpack_from(chunk, offset_in_chunk)
@@ -324,12 +342,12 @@ class LogSegment:
         """
         self._reset_derived_state()
         self.index_files_stale = True
-        file_size = os.fstat(self.fd).st_size
+        file_size = self.files.size(self.fd)
         position = 0
         wanted = _RECOVERY_CHUNK_BYTES
         valid = True
         while valid and position < file_size:
-            chunk = os.pread(self.fd, min(wanted, file_size - position), position)
+            chunk = self.files.pread(self.fd, min(wanted, file_size - position), position)
             wanted = _RECOVERY_CHUNK_BYTES
             offset_in_chunk = 0
             with memoryview(chunk) as view:
@@ -374,7 +392,7 @@ class LogSegment:
             position += offset_in_chunk
         truncated = file_size - position
         if truncated:
-            os.ftruncate(self.fd, position)
+            self.files.ftruncate(self.fd, position)
         self.size = position
         return truncated
 
@@ -423,7 +441,7 @@ class LogSegment:
             ):
                 return False
             if verify_tail_crc:
-                data = os.pread(
+                data = self.files.pread(
                     self.fd, size - ATTRIBUTES_POSITION, batch_position + ATTRIBUTES_POSITION
                 )
                 if crc32c.crc32c(data) != crc:
