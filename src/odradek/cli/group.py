@@ -30,6 +30,7 @@ from odradek.cli.output import (
     describe_error,
     echo_json,
     print_table,
+    wait_deleted,
 )
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON, not a table.")
@@ -303,19 +304,7 @@ def delete(group_ids: tuple[str, ...], bootstrap_server: str, timeout: float) ->
     session = Session(bootstrap_server, timeout)
     admin = _admin(session)
     futures = admin.delete_consumer_groups(list(dict.fromkeys(group_ids)), request_timeout=timeout)
-    failures = []
-    for group_id, future in futures.items():
-        try:
-            session.wait(admin, future, f"delete group {group_id!r}")
-        except click.ClickException as failure:
-            failures.append(failure.message)
-        else:
-            click.echo(f"Deleted group {group_id}.", err=True)
-    if failures:
-        # Every group was tried; report each failure, exit non-zero once.
-        for message in failures[:-1]:
-            click.echo(f"Error: {message}", err=True)
-        raise click.ClickException(failures[-1])
+    wait_deleted(session, admin, futures, "group")
 
 
 # -- reset-offsets --------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import base64
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
@@ -114,6 +114,25 @@ class Session:
             f"cannot {action}: no answer from {self.bootstrap_server} "
             f"within {self.timeout:g}s{reason}"
         )
+
+
+def wait_deleted(
+    session: Session, client: Any, futures: Mapping[str, Future[Any]], noun: str
+) -> None:
+    """Wait for each of a delete request's futures (one per `noun`, e.g. topic), echoing each
+    deletion; every one is tried, then each failure is reported and the command fails once."""
+    failures = []
+    for name, future in futures.items():
+        try:
+            session.wait(client, future, f"delete {noun} {name!r}")
+        except click.ClickException as failure:
+            failures.append(failure.message)
+        else:
+            click.echo(f"Deleted {noun} {name}.", err=True)
+    if failures:
+        for message in failures[:-1]:
+            click.echo(f"Error: {message}", err=True)
+        raise click.ClickException(failures[-1])
 
 
 def describe_error(error: KafkaError) -> str:

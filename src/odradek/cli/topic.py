@@ -21,7 +21,14 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     ResourceType,
 )
 
-from odradek.cli.output import Session, connection_options, echo_json, parse_pairs, print_table
+from odradek.cli.output import (
+    Session,
+    connection_options,
+    echo_json,
+    parse_pairs,
+    print_table,
+    wait_deleted,
+)
 
 config_option = click.option(
     "--config",
@@ -260,16 +267,4 @@ def delete(names: tuple[str, ...], bootstrap_server: str, timeout: float) -> Non
     futures = admin.delete_topics(
         list(dict.fromkeys(names)), request_timeout=timeout, operation_timeout=timeout
     )
-    failures = []
-    for name, future in futures.items():
-        try:
-            session.wait(admin, future, f"delete topic {name!r}")
-        except click.ClickException as failure:
-            failures.append(failure.message)
-        else:
-            click.echo(f"Deleted topic {name}.", err=True)
-    if failures:
-        # Every topic was tried; report each failure, exit non-zero once.
-        for message in failures[:-1]:
-            click.echo(f"Error: {message}", err=True)
-        raise click.ClickException(failures[-1])
+    wait_deleted(session, admin, futures, "topic")

@@ -17,6 +17,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
+from odradek.protocol.primitives import (
+    compact_nullable_string,
+    compact_string,
+    nullable_string,
+    string,
+    unsigned_varint,
+)
+
 __all__ = [
     "FETCH_VERSIONS",
     "PRODUCE_VERSIONS",
@@ -111,7 +119,6 @@ class FetchResponseData:
     topics: Sequence[FetchTopicResult]
 
 
-_INT16: Final = struct.Struct(">h")
 _INT32: Final = struct.Struct(">i")
 _INT32_INT16_INT32: Final = struct.Struct(">ihi")
 _INT64_INT64: Final = struct.Struct(">qq")
@@ -124,7 +131,6 @@ _LEADER_ID_AND_EPOCH: Final = struct.Struct(">iiB")
 _SNAPSHOT_ID: Final = struct.Struct(">qiB")
 
 _NULL_INT32: Final = _INT32.pack(-1)
-_NULL_INT16: Final = _INT16.pack(-1)
 _NO_TAGGED_FIELDS: Final = b"\x00"
 _COMPACT_NULL: Final = b"\x00"
 _ZERO_UUID: Final = bytes(16)
@@ -132,35 +138,6 @@ _SMALL_UNSIGNED_VARINTS: Final = tuple(bytes((value,)) for value in range(128))
 _DEFAULT_EPOCH_END_OFFSET: Final = EpochEndOffset()
 _DEFAULT_LEADER_ID_AND_EPOCH: Final = LeaderIdAndEpoch()
 _DEFAULT_SNAPSHOT_ID: Final = SnapshotId()
-
-
-def _unsigned_varint(value: int) -> bytes:
-    if value < 0x80:
-        return _SMALL_UNSIGNED_VARINTS[value]
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def _string(value: str) -> bytes:
-    encoded = value.encode()
-    return _INT16.pack(len(encoded)) + encoded
-
-
-def _nullable_string(value: str | None) -> bytes:
-    return _NULL_INT16 if value is None else _string(value)
-
-
-def _compact_string(value: str) -> bytes:
-    encoded = value.encode()
-    return _unsigned_varint(len(encoded) + 1) + encoded
-
-
-def _compact_nullable_string(value: str | None) -> bytes:
-    return _COMPACT_NULL if value is None else _compact_string(value)
 
 
 def encode_produce_response(version: int, response: ProduceResponseData) -> bytes:
@@ -173,14 +150,14 @@ def encode_produce_response(version: int, response: ProduceResponseData) -> byte
     with_record_errors = version >= 8
     out = bytearray()
     topics = response.topics
-    out += _unsigned_varint(len(topics) + 1) if flexible else _INT32.pack(len(topics))
+    out += unsigned_varint(len(topics) + 1) if flexible else _INT32.pack(len(topics))
     for topic in topics:
         partitions = topic.partitions
         if flexible:
-            out += _compact_string(topic.name)
-            out += _unsigned_varint(len(partitions) + 1)
+            out += compact_string(topic.name)
+            out += unsigned_varint(len(partitions) + 1)
         else:
-            out += _string(topic.name)
+            out += string(topic.name)
             out += _INT32.pack(len(partitions))
         for partition in partitions:
             if with_log_start_offset:
@@ -201,12 +178,12 @@ def encode_produce_response(version: int, response: ProduceResponseData) -> byte
             if with_record_errors:
                 record_errors = partition.record_errors
                 if flexible:
-                    out += _unsigned_varint(len(record_errors) + 1)
+                    out += unsigned_varint(len(record_errors) + 1)
                     for batch_index, message in record_errors:
                         out += _INT32.pack(batch_index)
-                        out += _compact_nullable_string(message)
+                        out += compact_nullable_string(message)
                         out += _NO_TAGGED_FIELDS
-                    out += _compact_nullable_string(partition.error_message)
+                    out += compact_nullable_string(partition.error_message)
                     # current_leader (tag 0, v10) is only sent with NOT_LEADER_OR_FOLLOWER,
                     # which a single-node broker never answers.
                     out += _NO_TAGGED_FIELDS
@@ -214,8 +191,8 @@ def encode_produce_response(version: int, response: ProduceResponseData) -> byte
                     out += _INT32.pack(len(record_errors))
                     for batch_index, message in record_errors:
                         out += _INT32.pack(batch_index)
-                        out += _nullable_string(message)
-                    out += _nullable_string(partition.error_message)
+                        out += nullable_string(message)
+                    out += nullable_string(partition.error_message)
         if flexible:
             out += _NO_TAGGED_FIELDS
     out += _INT32.pack(response.throttle_time_ms)
@@ -267,16 +244,16 @@ def encode_fetch_response(version: int, response: FetchResponseData) -> list[byt
     else:
         out += pack_int32(response.throttle_time_ms)
     topics = response.topics
-    out += _unsigned_varint(len(topics) + 1) if flexible else pack_int32(len(topics))
+    out += unsigned_varint(len(topics) + 1) if flexible else pack_int32(len(topics))
     for topic in topics:
         partitions = topic.partitions
         if with_topic_id:
             out += _ZERO_UUID if topic.topic_id is None else topic.topic_id.bytes
         elif flexible:
-            out += _compact_string(topic.name)
+            out += compact_string(topic.name)
         else:
-            out += _string(topic.name)
-        out += _unsigned_varint(len(partitions) + 1) if flexible else pack_int32(len(partitions))
+            out += string(topic.name)
+        out += unsigned_varint(len(partitions) + 1) if flexible else pack_int32(len(partitions))
         for partition in partitions:
             if with_log_start_offset:
                 out += partition_struct.pack(
@@ -297,7 +274,7 @@ def encode_fetch_response(version: int, response: FetchResponseData) -> list[byt
             if aborted_transactions is None:
                 out += _COMPACT_NULL if flexible else _NULL_INT32
             elif flexible:
-                out += _unsigned_varint(len(aborted_transactions) + 1)
+                out += unsigned_varint(len(aborted_transactions) + 1)
                 for producer_id, first_offset in aborted_transactions:
                     out += pack_aborted_transaction(producer_id, first_offset)
                     out += _NO_TAGGED_FIELDS
@@ -312,7 +289,7 @@ def encode_fetch_response(version: int, response: FetchResponseData) -> list[byt
                 out += _COMPACT_NULL if flexible else _NULL_INT32
             else:
                 size = records.nbytes if isinstance(records, memoryview) else len(records)
-                out += _unsigned_varint(size + 1) if flexible else pack_int32(size)
+                out += unsigned_varint(size + 1) if flexible else pack_int32(size)
                 if size:
                     buffers.append(bytes(out))
                     buffers.append(records)

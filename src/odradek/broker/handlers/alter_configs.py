@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from kio.schema.errors import ErrorCode
@@ -31,27 +32,34 @@ def resource_result(
 BROKER_CONFIGS_STATIC = "Broker configs are static on Odradek; set them in server.properties."
 
 
-@dispatcher.register(ApiKey.ALTER_CONFIGS, 0, 2)
-async def handle(context: BrokerContext, header: RequestHeader, request: Any) -> Any:
-    version = header.api_version
-    result_type = nested(
-        response_module(ApiKey.ALTER_CONFIGS, version), "AlterConfigsResourceResponse"
-    )
+def alter_resources(
+    api_key: ApiKey,
+    version: int,
+    resources: Any,
+    alter_topic: Callable[[Any], tuple[ErrorCode, str | None]],
+) -> Any:
+    """The response to an (Incremental)AlterConfigs request: `alter_topic` answers for each
+    topic resource; broker configs are static and other resource types are not supported."""
+    result_type = nested(response_module(api_key, version), "AlterConfigsResourceResponse")
     results = []
-    for resource in request.resources:
+    for resource in resources:
         if resource.resource_type == TOPIC:
-            overrides = {c.name: c.value for c in resource.configs if c.value is not None}
-            failure = alter_topic_configs(
-                context, resource.resource_name, overrides, validate_only=request.validate_only
-            )
-            error, message = (
-                (failure.error_code, failure.message) if failure else (ErrorCode.none, None)
-            )
+            error, message = alter_topic(resource)
         elif resource.resource_type == BROKER:
             error, message = ErrorCode.invalid_request, BROKER_CONFIGS_STATIC
         else:
             error, message = ErrorCode.invalid_request, "Unsupported resource type."
         results.append(resource_result(result_type, resource, error, message))
-    return make(
-        response_type(ApiKey.ALTER_CONFIGS, version), throttle_time=0, responses=tuple(results)
-    )
+    return make(response_type(api_key, version), throttle_time=0, responses=tuple(results))
+
+
+@dispatcher.register(ApiKey.ALTER_CONFIGS, 0, 2)
+async def handle(context: BrokerContext, header: RequestHeader, request: Any) -> Any:
+    def alter_topic(resource: Any) -> tuple[ErrorCode, str | None]:
+        overrides = {c.name: c.value for c in resource.configs if c.value is not None}
+        failure = alter_topic_configs(
+            context, resource.resource_name, overrides, validate_only=request.validate_only
+        )
+        return (failure.error_code, failure.message) if failure else (ErrorCode.none, None)
+
+    return alter_resources(ApiKey.ALTER_CONFIGS, header.api_version, request.resources, alter_topic)

@@ -8,13 +8,11 @@ from kio.schema.errors import ErrorCode
 
 from odradek.broker import dispatcher
 from odradek.broker.context import BrokerContext
-from odradek.broker.handlers.alter_configs import BROKER_CONFIGS_STATIC, resource_result
+from odradek.broker.handlers.alter_configs import alter_resources
 from odradek.broker.topics import CONFIG_TYPES, alter_topic_configs, broker_default
 from odradek.protocol.api_keys import ApiKey
-from odradek.protocol.codec import RequestHeader, make, nested, response_module, response_type
+from odradek.protocol.codec import RequestHeader
 
-TOPIC = 2
-BROKER = 4
 SET, DELETE, APPEND, SUBTRACT = 0, 1, 2, 3
 LIST_TYPE = 7
 
@@ -49,40 +47,25 @@ def _apply(
 
 @dispatcher.register(ApiKey.INCREMENTAL_ALTER_CONFIGS, 0, 1)
 async def handle(context: BrokerContext, header: RequestHeader, request: Any) -> Any:
-    version = header.api_version
-    result_type = nested(
-        response_module(ApiKey.INCREMENTAL_ALTER_CONFIGS, version), "AlterConfigsResourceResponse"
-    )
-    results = []
-    for resource in request.resources:
-        error, message = ErrorCode.none, None
-        if resource.resource_type == TOPIC:
-            metadata = context.logs.topics().get(resource.resource_name)
-            if metadata is None:
-                error = ErrorCode.unknown_topic_or_partition
-                message = f"Topic '{resource.resource_name}' does not exist."
-            else:
-                updated, problem = _apply(
-                    context, resource.resource_name, dict(metadata.config), resource.configs
-                )
-                if updated is None:
-                    error, message = ErrorCode.invalid_config, problem
-                else:
-                    failure = alter_topic_configs(
-                        context,
-                        resource.resource_name,
-                        updated,
-                        validate_only=request.validate_only,
-                    )
-                    if failure is not None:
-                        error, message = failure.error_code, failure.message
-        elif resource.resource_type == BROKER:
-            error, message = ErrorCode.invalid_request, BROKER_CONFIGS_STATIC
-        else:
-            error, message = ErrorCode.invalid_request, "Unsupported resource type."
-        results.append(resource_result(result_type, resource, error, message))
-    return make(
-        response_type(ApiKey.INCREMENTAL_ALTER_CONFIGS, version),
-        throttle_time=0,
-        responses=tuple(results),
+    def alter_topic(resource: Any) -> tuple[ErrorCode, str | None]:
+        metadata = context.logs.topics().get(resource.resource_name)
+        if metadata is None:
+            return (
+                ErrorCode.unknown_topic_or_partition,
+                f"Topic '{resource.resource_name}' does not exist.",
+            )
+        updated, problem = _apply(
+            context, resource.resource_name, dict(metadata.config), resource.configs
+        )
+        if updated is None:
+            return ErrorCode.invalid_config, problem
+        failure = alter_topic_configs(
+            context, resource.resource_name, updated, validate_only=request.validate_only
+        )
+        if failure is not None:
+            return failure.error_code, failure.message
+        return ErrorCode.none, None
+
+    return alter_resources(
+        ApiKey.INCREMENTAL_ALTER_CONFIGS, header.api_version, request.resources, alter_topic
     )

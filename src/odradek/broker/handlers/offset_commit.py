@@ -14,29 +14,17 @@ from kio.schema.errors import ErrorCode
 from odradek.broker import dispatcher
 from odradek.broker.context import BrokerContext
 from odradek.broker.group_runtime import CoordinatorNotAvailableError
-from odradek.coordinator.group import CommitRequest, OffsetCommitResponse, PartitionCommit
+from odradek.broker.handlers._offsets import known_partitions, partition_commits, response_topics
+from odradek.coordinator.group import CommitRequest, OffsetCommitResponse
 from odradek.protocol.api_keys import ApiKey
-from odradek.protocol.codec import RequestHeader, make, nested, response_module, response_type
+from odradek.protocol.codec import RequestHeader, make, response_type
 
 
 @dispatcher.register(ApiKey.OFFSET_COMMIT, 2, 9)
 async def handle(context: BrokerContext, header: RequestHeader, request: Any) -> Any:
     version = header.api_version
-    errors: dict[str, dict[int, ErrorCode]] = {}
-    valid: dict[str, dict[int, PartitionCommit]] = {}
-    for topic in request.topics:
-        topic_errors = errors.setdefault(topic.name, {})
-        for partition in topic.partitions:
-            index = partition.partition_index
-            if context.logs.log(topic.name, index) is None:
-                topic_errors[index] = ErrorCode.unknown_topic_or_partition
-                continue
-            topic_errors[index] = ErrorCode.none
-            valid.setdefault(topic.name, {})[index] = PartitionCommit(
-                partition.committed_offset,
-                getattr(partition, "committed_leader_epoch", -1),
-                partition.committed_metadata,
-            )
+    errors, known = known_partitions(context, request.topics)
+    valid = partition_commits(known)
     if valid:
         commit = CommitRequest(
             group_id=request.group_id,
@@ -61,21 +49,8 @@ async def handle(context: BrokerContext, header: RequestHeader, request: Any) ->
             )
         for topic_name, partitions in answer.errors.items():
             errors[topic_name].update(partitions)
-    module = response_module(ApiKey.OFFSET_COMMIT, version)
-    topic_type = nested(module, "OffsetCommitResponseTopic")
-    partition_type = nested(module, "OffsetCommitResponsePartition")
     return make(
         response_type(ApiKey.OFFSET_COMMIT, version),
         throttle_time=0,
-        topics=tuple(
-            make(
-                topic_type,
-                name=name,
-                partitions=tuple(
-                    make(partition_type, partition_index=index, error_code=error)
-                    for index, error in partitions.items()
-                ),
-            )
-            for name, partitions in errors.items()
-        ),
+        topics=response_topics(ApiKey.OFFSET_COMMIT, version, "OffsetCommitResponse", errors),
     )

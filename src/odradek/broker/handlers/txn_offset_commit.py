@@ -16,9 +16,10 @@ from kio.schema.errors import ErrorCode
 from odradek.broker import dispatcher
 from odradek.broker.context import BrokerContext
 from odradek.broker.group_runtime import OFFSETS_TOPIC, CoordinatorNotAvailableError
-from odradek.coordinator.group import OffsetCommitResponse, PartitionCommit, TxnCommitRequest
+from odradek.broker.handlers._offsets import known_partitions, partition_commits, response_topics
+from odradek.coordinator.group import OffsetCommitResponse, TxnCommitRequest
 from odradek.protocol.api_keys import ApiKey
-from odradek.protocol.codec import RequestHeader, make, nested, response_module, response_type
+from odradek.protocol.codec import RequestHeader, make, response_type
 
 # What the transaction coordinator's verification answers become here.
 _VERIFY_ERRORS = {
@@ -30,21 +31,8 @@ _VERIFY_ERRORS = {
 @dispatcher.register(ApiKey.TXN_OFFSET_COMMIT, 0, 4)
 async def handle(context: BrokerContext, header: RequestHeader, request: Any) -> Any:
     version = header.api_version
-    errors: dict[str, dict[int, ErrorCode]] = {}
-    valid: dict[str, dict[int, PartitionCommit]] = {}
-    for topic in request.topics:
-        topic_errors = errors.setdefault(topic.name, {})
-        for partition in topic.partitions:
-            index = partition.partition_index
-            if context.logs.log(topic.name, index) is None:
-                topic_errors[index] = ErrorCode.unknown_topic_or_partition
-                continue
-            topic_errors[index] = ErrorCode.none
-            valid.setdefault(topic.name, {})[index] = PartitionCommit(
-                partition.committed_offset,
-                getattr(partition, "committed_leader_epoch", -1),
-                partition.committed_metadata,
-            )
+    errors, known = known_partitions(context, request.topics)
+    valid = partition_commits(known)
     if valid:
         error = _verify(context, request)
         if error == ErrorCode.none:
@@ -74,22 +62,11 @@ async def handle(context: BrokerContext, header: RequestHeader, request: Any) ->
                 errors[topic_name][index] = error
         for topic_name, partition_errors in answer.errors.items():
             errors[topic_name].update(partition_errors)
-    module = response_module(ApiKey.TXN_OFFSET_COMMIT, version)
-    topic_type = nested(module, "TxnOffsetCommitResponseTopic")
-    partition_type = nested(module, "TxnOffsetCommitResponsePartition")
     return make(
         response_type(ApiKey.TXN_OFFSET_COMMIT, version),
         throttle_time=0,
-        topics=tuple(
-            make(
-                topic_type,
-                name=name,
-                partitions=tuple(
-                    make(partition_type, partition_index=index, error_code=error)
-                    for index, error in partitions.items()
-                ),
-            )
-            for name, partitions in errors.items()
+        topics=response_topics(
+            ApiKey.TXN_OFFSET_COMMIT, version, "TxnOffsetCommitResponse", errors
         ),
     )
 

@@ -251,14 +251,19 @@ class GroupCoordinator:
         classic_member.heartbeat_deadline_ms = now_ms + classic_member.session_timeout_ms
         return ErrorCode.none
 
-    def commit_offsets(self, ref: int, request: CommitRequest, now_ms: int) -> Result:
-        """OffsetCommit. The offsets change only when the records are replayed after the
-        append (`Result.replay_after_append`)."""
-        result = Result(replay_after_append=True)
-        error = self._validate_commit(request, now_ms)
+    def _offset_records(
+        self,
+        result: Result,
+        group_id: str,
+        offsets: Mapping[str, Mapping[int, PartitionCommit]],
+        error: ErrorCode,
+        now_ms: int,
+    ) -> dict[str, dict[int, ErrorCode]]:
+        """Each partition's answer to an (Txn)OffsetCommit that the group check answered with
+        `error`; the offset records to append for the accepted ones go into `result`."""
         errors: dict[str, dict[int, ErrorCode]] = {}
-        partition = self.partition_for(request.group_id) if request.group_id else 0
-        for topic, partitions in request.offsets.items():
+        partition = self.partition_for(group_id) if group_id else 0
+        for topic, partitions in offsets.items():
             topic_errors = errors.setdefault(topic, {})
             for index, commit in partitions.items():
                 if error != ErrorCode.none:
@@ -272,12 +277,20 @@ class GroupCoordinator:
                 result.records.append(
                     CoordinatorRecord(
                         partition,
-                        encode_key(OffsetKey(request.group_id, topic, index)),
+                        encode_key(OffsetKey(group_id, topic, index)),
                         encode_offset_value(
                             OffsetValue(commit.offset, commit.leader_epoch, metadata, now_ms)
                         ),
                     )
                 )
+        return errors
+
+    def commit_offsets(self, ref: int, request: CommitRequest, now_ms: int) -> Result:
+        """OffsetCommit. The offsets change only when the records are replayed after the
+        append (`Result.replay_after_append`)."""
+        result = Result(replay_after_append=True)
+        error = self._validate_commit(request, now_ms)
+        errors = self._offset_records(result, request.group_id, request.offsets, error, now_ms)
         result.respond(ref, OffsetCommitResponse(errors))
         return result
 
@@ -323,28 +336,7 @@ class GroupCoordinator:
             producer_epoch=request.producer_epoch,
         )
         error = self._validate_txn_commit(request)
-        errors: dict[str, dict[int, ErrorCode]] = {}
-        partition = self.partition_for(request.group_id) if request.group_id else 0
-        for topic, partitions in request.offsets.items():
-            topic_errors = errors.setdefault(topic, {})
-            for index, commit in partitions.items():
-                if error != ErrorCode.none:
-                    topic_errors[index] = error
-                    continue
-                metadata = commit.metadata or ""
-                if len(metadata.encode()) > self.config.offset_metadata_max_bytes:
-                    topic_errors[index] = ErrorCode.offset_metadata_too_large
-                    continue
-                topic_errors[index] = ErrorCode.none
-                result.records.append(
-                    CoordinatorRecord(
-                        partition,
-                        encode_key(OffsetKey(request.group_id, topic, index)),
-                        encode_offset_value(
-                            OffsetValue(commit.offset, commit.leader_epoch, metadata, now_ms)
-                        ),
-                    )
-                )
+        errors = self._offset_records(result, request.group_id, request.offsets, error, now_ms)
         result.respond(ref, OffsetCommitResponse(errors))
         return result
 

@@ -51,6 +51,7 @@ from odradek.coordinator.txn.state import (
     TransactionState,
     TxnTransitMetadata,
 )
+from odradek.protocol.primitives import compact_string, string, unsigned_varint
 
 TRANSACTION_LOG_KEY_VERSION = 0
 PRODUCER_ID_BLOCK_KEY_VERSION = 1000
@@ -109,25 +110,6 @@ DecodedRecord = TransactionLogEntry | ProducerIdBlockEntry | CoordinatorEpochEnt
 
 
 # -- primitives ---------------------------------------------------------------------------------
-
-
-def _uvarint(value: int) -> bytes:
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def _string(value: str) -> bytes:
-    data = value.encode()
-    return _I16.pack(len(data)) + data
-
-
-def _compact_string(value: str) -> bytes:
-    data = value.encode()
-    return _uvarint(len(data) + 1) + data
 
 
 class _Reader:
@@ -207,7 +189,7 @@ def _partitions_by_topic(partitions: frozenset[TopicPartition]) -> list[tuple[st
 
 
 def encode_transaction_log_key(transactional_id: str) -> bytes:
-    return _I16.pack(TRANSACTION_LOG_KEY_VERSION) + _string(transactional_id)
+    return _I16.pack(TRANSACTION_LOG_KEY_VERSION) + string(transactional_id)
 
 
 def encode_transaction_log_value(
@@ -231,16 +213,20 @@ def encode_transaction_log_value(
         else _partitions_by_topic(metadata.topic_partitions)
     )
     if topics is None:
-        out += _uvarint(0) if flexible else _I32.pack(-1)
+        out += unsigned_varint(0) if flexible else _I32.pack(-1)
     else:
-        out += _uvarint(len(topics) + 1) if flexible else _I32.pack(len(topics))
+        out += unsigned_varint(len(topics) + 1) if flexible else _I32.pack(len(topics))
         for topic, partition_ids in topics:
-            out += _compact_string(topic) if flexible else _string(topic)
-            out += _uvarint(len(partition_ids) + 1) if flexible else _I32.pack(len(partition_ids))
+            out += compact_string(topic) if flexible else string(topic)
+            out += (
+                unsigned_varint(len(partition_ids) + 1)
+                if flexible
+                else _I32.pack(len(partition_ids))
+            )
             for partition_id in partition_ids:
                 out += _I32.pack(partition_id)
             if flexible:
-                out += _uvarint(0)
+                out += unsigned_varint(0)
     out += _I64.pack(metadata.txn_last_update_timestamp)
     out += _I64.pack(metadata.txn_start_timestamp)
     if flexible:
@@ -249,9 +235,9 @@ def encode_transaction_log_value(
             tags.append((TAG_PREVIOUS_PRODUCER_ID, _I64.pack(metadata.last_producer_id)))
         if metadata.last_producer_epoch != NO_PRODUCER_EPOCH:
             tags.append((TAG_ODRADEK_LAST_PRODUCER_EPOCH, _I16.pack(metadata.last_producer_epoch)))
-        out += _uvarint(len(tags))
+        out += unsigned_varint(len(tags))
         for tag, data in tags:
-            out += _uvarint(tag) + _uvarint(len(data)) + data
+            out += unsigned_varint(tag) + unsigned_varint(len(data)) + data
     return bytes(out)
 
 
