@@ -342,6 +342,10 @@ class PartitionLog:
                 break
         return found
 
+    def has_ongoing_transaction(self, producer_id: int, producer_epoch: int) -> bool:
+        """Whether the producer (at this epoch) has a transaction open in this partition."""
+        return self._producer_state.has_ongoing_transaction(producer_id, producer_epoch)
+
     def ongoing_transactions(self) -> list[OngoingTransaction]:
         """Open transactions in this partition, oldest first (they hold the LSO back)."""
         return self._producer_state.ongoing_transactions()

@@ -269,6 +269,12 @@ class ProducerStateManager:
         """First offset of the oldest ongoing transaction, None without one."""
         return min(self._ongoing.values()) if self._ongoing else None
 
+    def has_ongoing_transaction(self, producer_id: int, producer_epoch: int) -> bool:
+        """Whether this producer, at this epoch, has a transaction open here (O(1))."""
+        if producer_id not in self._ongoing:
+            return False
+        return self._producers[producer_id].producer_epoch == producer_epoch
+
     def ongoing_transactions(self) -> list[OngoingTransaction]:
         return sorted(
             (

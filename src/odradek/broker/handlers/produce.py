@@ -185,9 +185,8 @@ def _verify_transaction(
     this partition must belong to a partition added to its ongoing transaction. Batches of a
     transaction already open here are not asked about again (as Kafka's hasOngoingTransaction)."""
     producer_id, producer_epoch = header.producer_id, header.producer_epoch
-    for ongoing in log.ongoing_transactions():
-        if ongoing.producer_id == producer_id and ongoing.producer_epoch == producer_epoch:
-            return ErrorCode.none
+    if log.has_ongoing_transaction(producer_id, producer_epoch):
+        return ErrorCode.none
     error = context.transactions.verify_partition(
         transactional_id, producer_id, producer_epoch, topic, index
     )
