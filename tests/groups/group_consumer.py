@@ -53,11 +53,23 @@ def main() -> None:
         config["heartbeat.interval.ms"] = 300
     consumer = Consumer(config)
 
-    def on_assign(consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        owned = sorted(tp.partition for tp in partitions)
-        output.write(f"ASSIGNED {','.join(map(str, owned))}\n")
+    # With the KIP-848 protocol librdkafka's callbacks are incremental (only what was added or
+    # revoked, possibly nothing), so the partitions owned are tracked across callbacks.
+    incremental = arguments.protocol == "consumer"
+    owned: set[int] = set()
 
-    consumer.subscribe([arguments.topic], on_assign=on_assign)
+    def on_assign(consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if not incremental:
+            owned.clear()
+        owned.update(tp.partition for tp in partitions)
+        output.write(f"ASSIGNED {','.join(map(str, sorted(owned)))}\n")
+
+    def on_revoke(consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        owned.difference_update(tp.partition for tp in partitions)
+        if incremental:
+            output.write(f"ASSIGNED {','.join(map(str, sorted(owned)))}\n")
+
+    consumer.subscribe([arguments.topic], on_assign=on_assign, on_revoke=on_revoke)
     processed = 0
     while not stop:
         messages = [m for m in consumer.consume(num_messages=5, timeout=0.2) if not m.error()]

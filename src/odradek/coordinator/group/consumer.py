@@ -275,14 +275,17 @@ class ConsumerProtocol:
                 self._compute_target(group, topics)
             except UnknownAssignorError as error:
                 return fail(ErrorCode.unsupported_assignor, f"Unknown assignor {error}.")
-        before = (member.member_epoch, dict(member.assigned))
+        assigned_before = dict(member.assigned)
         self._reconcile(group, member, request.owned, now_ms)
         full_request = epoch == 0 or (
             request.rebalance_timeout_ms >= 0
             and request.subscribed_topic_names is not None
             and request.owned is not None
         )
-        send_assignment = full_request or before != (member.member_epoch, member.assigned)
+        # As Kafka: the assignment goes out on a full request or when the assigned partitions
+        # changed — not when only the epoch moved (librdkafka re-applies a repeated assignment
+        # while it is still reconciling the previous one, and can end up owning nothing).
+        send_assignment = full_request or assigned_before != member.assigned
         result.respond(
             ref,
             ConsumerGroupHeartbeatResponse(
