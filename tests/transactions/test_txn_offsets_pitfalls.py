@@ -102,3 +102,32 @@ def test_offsets_from_a_fenced_producer_never_become_visible(bootstrap: str) -> 
         assert committed(consumer, topic) == 3
     finally:
         consumer.close()
+
+
+def test_a_plain_commit_appended_after_a_transactional_offset_wins(bootstrap: str) -> None:
+    """Kafka applies a transaction's offsets at its COMMIT marker only where no plain commit
+    was appended after them (GroupMetadata.onTransactionCompleted): one ordered path for every
+    offset write, so committed offsets never go backwards (Redpanda PR #31483)."""
+    topic = create_topic(bootstrap)
+    group = f"race-{uuid.uuid4().hex[:6]}"
+    consumer = group_member(bootstrap, group, topic)
+    producer = transactional_producer(bootstrap, f"race-{uuid.uuid4().hex[:6]}")
+    try:
+        producer.begin_transaction()
+        producer.send_offsets_to_transaction(
+            [TopicPartition(topic, 0, 5)], consumer.consumer_group_metadata(), 30
+        )
+        consumer.commit(offsets=[TopicPartition(topic, 0, 10)], asynchronous=False)
+        producer.commit_transaction(30)
+        assert committed(consumer, topic) == 10
+
+        # And the other way round: the transaction's offset record is the later one.
+        consumer.commit(offsets=[TopicPartition(topic, 0, 12)], asynchronous=False)
+        producer.begin_transaction()
+        producer.send_offsets_to_transaction(
+            [TopicPartition(topic, 0, 15)], consumer.consumer_group_metadata(), 30
+        )
+        producer.commit_transaction(30)
+        assert committed(consumer, topic) == 15
+    finally:
+        consumer.close()

@@ -134,6 +134,12 @@ class GroupCoordinator:
         # Kafka's pendingTransactionalOffsetCommits: producer id -> group -> partition -> offset,
         # staged by TxnOffsetCommit, committed or dropped when the transaction's marker lands.
         self.pending_txn_offsets: dict[int, dict[str, dict[TopicPartition, OffsetValue]]] = {}
+        # Append order of the record behind each committed and each staged offset (replay runs
+        # in log order, so a counter stands in for Kafka's appendedBatchOffset): when a
+        # transaction commits, a plain commit appended after its offset record wins, as in Kafka.
+        self._replayed = 0
+        self._committed_order: dict[tuple[str, TopicPartition], int] = {}
+        self._staged_order: dict[tuple[int, str, TopicPartition], int] = {}
 
     # -- groups by kind ----------------------------------------------------------------------
 
@@ -348,10 +354,19 @@ class GroupCoordinator:
             return
         for group_id in [g for g in staged if self.partition_for(g) == partition]:
             offsets = staged.pop(group_id)
+            orders = {
+                topic_partition: self._staged_order.pop((producer_id, group_id, topic_partition), 0)
+                for topic_partition in offsets
+            }
             if not commit:
                 continue
             committed = self.offsets.setdefault(group_id, {})
-            committed.update(offsets)
+            for topic_partition, value in offsets.items():
+                order = orders[topic_partition]
+                if self._committed_order.get((group_id, topic_partition), -1) > order:
+                    continue  # a plain commit appended later than this transaction's offset
+                committed[topic_partition] = value
+                self._committed_order[(group_id, topic_partition)] = order
             if group_id not in self.groups:
                 self.groups[group_id] = ClassicGroup(group_id, 0)
         if not staged:
@@ -540,11 +555,16 @@ class GroupCoordinator:
             key = decode_key(key_bytes)
             if key is None:
                 return
+            self._replayed += 1
             if producer_id >= 0:
                 if isinstance(key, OffsetKey) and value is not None:
+                    topic_partition = (key.topic, key.partition)
                     self.pending_txn_offsets.setdefault(producer_id, {}).setdefault(
                         key.group_id, {}
-                    )[(key.topic, key.partition)] = decode_offset_value(value)
+                    )[topic_partition] = decode_offset_value(value)
+                    self._staged_order[(producer_id, key.group_id, topic_partition)] = (
+                        self._replayed
+                    )
                 return
             if isinstance(key, OffsetKey):
                 self._replay_offset(key, value, now_ms)
@@ -559,10 +579,12 @@ class GroupCoordinator:
         committed = self.offsets.setdefault(key.group_id, {})
         if value is None:
             committed.pop((key.topic, key.partition), None)
+            self._committed_order.pop((key.group_id, (key.topic, key.partition)), None)
             if not committed:
                 del self.offsets[key.group_id]
             return
         committed[(key.topic, key.partition)] = decode_offset_value(value)
+        self._committed_order[(key.group_id, (key.topic, key.partition))] = self._replayed
         if key.group_id not in self.groups:
             # Offsets without a group: a "simple" group that only commits.
             self.groups[key.group_id] = ClassicGroup(key.group_id, now_ms)
