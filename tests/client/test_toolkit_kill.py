@@ -42,6 +42,27 @@ def everything(partitions: int) -> set[tuple[int, int]]:
     return {(i % partitions, i // partitions) for i in range(COUNT)}
 
 
+def _kill_and_restart(
+    bootstrap: str,
+    topic: str,
+    group: str,
+    guarantee: str,
+    log: Path,
+    options: tuple[str, ...],
+    kill_point: str,
+    snapshot: str,
+) -> set[tuple[int, int]]:
+    """Run a processor that SIGKILLs itself at batch 3 (`kill_point`), note the `snapshot`
+    positions its log holds then, and run a successor to the end of the input."""
+    rc = run_processor(bootstrap, topic, group, guarantee, log, *options, kill_point, "3")
+    assert rc == KILLED
+    noted = set(positions(log, snapshot))
+    assert (
+        run_processor(bootstrap, topic, group, guarantee, log, *options, "--idle-timeout", "2") == 0
+    )
+    return noted
+
+
 def test_at_most_once_kill_after_commit_loses_and_never_duplicates(
     odradek_broker: Broker, tmp_path: Path
 ) -> None:
@@ -52,11 +73,10 @@ def test_at_most_once_kill_after_commit_loses_and_never_duplicates(
     log = tmp_path / "processor.log"
 
     # Killed right after committing batch 3, before processing it.
-    rc = run_processor(bootstrap, topic, group, "at-most-once", log, "--kill-after-commit", "3")
-    assert rc == KILLED
-    window = set(positions(log, "WINDOW"))
+    window = _kill_and_restart(
+        bootstrap, topic, group, "at-most-once", log, (), "--kill-after-commit", "WINDOW"
+    )
     assert window, "the processor died with a committed, unprocessed batch"
-    assert run_processor(bootstrap, topic, group, "at-most-once", log, "--idle-timeout", "2") == 0
 
     processed = Counter(positions(log, "P"))
     assert set(processed) == everything(2) - window, "exactly the kill window is lost"
@@ -75,16 +95,8 @@ def test_at_least_once_kill_before_commit_redelivers_and_idempotent_consumer_ded
     options = ("--sink", f"sqlite:{database}", "--idempotent")
 
     # Killed after batch 3 was applied in the database, before its offsets reached Kafka.
-    rc = run_processor(
-        bootstrap, topic, group, "at-least-once", log, *options, "--kill-before-commit", "3"
-    )
-    assert rc == KILLED
-    seen_before_kill = set(positions(log, "SEEN"))
-    assert (
-        run_processor(
-            bootstrap, topic, group, "at-least-once", log, *options, "--idle-timeout", "2"
-        )
-        == 0
+    seen_before_kill = _kill_and_restart(
+        bootstrap, topic, group, "at-least-once", log, options, "--kill-before-commit", "SEEN"
     )
 
     seen = Counter(positions(log, "SEEN"))
@@ -305,16 +317,10 @@ def test_at_most_once_into_each_target_loses_its_window_and_never_duplicates(
     log = tmp_path / "processor.log"
     options = _target_options(target, tmp_path, bootstrap, request)
 
-    rc = run_processor(
-        bootstrap, topic, group, "at-most-once", log, *options, "--kill-after-commit", "3"
+    window = _kill_and_restart(
+        bootstrap, topic, group, "at-most-once", log, options, "--kill-after-commit", "WINDOW"
     )
-    assert rc == KILLED
-    window = set(positions(log, "WINDOW"))
     assert window, "the processor died with a committed, unprocessed batch"
-    assert (
-        run_processor(bootstrap, topic, group, "at-most-once", log, *options, "--idle-timeout", "2")
-        == 0
-    )
     processed = Counter(positions(log, "SEEN"))
     assert set(processed) == everything(2) - window, "exactly the kill window is lost"
     assert all(count == 1 for count in processed.values()), "nothing is processed twice"
@@ -342,16 +348,8 @@ def test_at_least_once_into_each_target_redelivers_and_loses_nothing(
     if target != "output":
         options = (*options, "--idempotent")
 
-    rc = run_processor(
-        bootstrap, topic, group, "at-least-once", log, *options, "--kill-before-commit", "3"
-    )
-    assert rc == KILLED
-    seen_before_kill = set(positions(log, "SEEN"))
-    assert (
-        run_processor(
-            bootstrap, topic, group, "at-least-once", log, *options, "--idle-timeout", "2"
-        )
-        == 0
+    seen_before_kill = _kill_and_restart(
+        bootstrap, topic, group, "at-least-once", log, options, "--kill-before-commit", "SEEN"
     )
     seen = Counter(positions(log, "SEEN"))
     assert set(seen) == everything(2), "no message is lost"
