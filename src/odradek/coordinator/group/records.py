@@ -19,6 +19,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from odradek.protocol.primitives import nullable_string, string
+
 OFFSET_COMMIT_KEY_VERSION = 1
 GROUP_METADATA_KEY_VERSION = 2
 CONSUMER_GROUP_METADATA_KEY_VERSION = 3
@@ -57,15 +59,6 @@ class CoordinatorRecord:
 
 
 # -- primitive writers and a reader ---------------------------------------------------------
-
-
-def _string(value: str) -> bytes:
-    encoded = value.encode()
-    return _INT16.pack(len(encoded)) + encoded
-
-
-def _nullable_string(value: str | None) -> bytes:
-    return _INT16.pack(-1) if value is None else _string(value)
 
 
 def _bytes(value: bytes) -> bytes:
@@ -144,13 +137,13 @@ def encode_key(key: Key) -> bytes:
     if isinstance(key, OffsetKey):
         return (
             _INT16.pack(OFFSET_COMMIT_KEY_VERSION)
-            + _string(key.group_id)
-            + _string(key.topic)
+            + string(key.group_id)
+            + string(key.topic)
             + _INT32.pack(key.partition)
         )
     if isinstance(key, GroupKey):
-        return _INT16.pack(GROUP_METADATA_KEY_VERSION) + _string(key.group_id)
-    return _INT16.pack(CONSUMER_GROUP_METADATA_KEY_VERSION) + _string(key.group_id)
+        return _INT16.pack(GROUP_METADATA_KEY_VERSION) + string(key.group_id)
+    return _INT16.pack(CONSUMER_GROUP_METADATA_KEY_VERSION) + string(key.group_id)
 
 
 def decode_key(data: bytes) -> Key | None:
@@ -182,7 +175,7 @@ def encode_offset_value(value: OffsetValue) -> bytes:
         _INT16.pack(OFFSET_COMMIT_VALUE_VERSION)
         + _INT64.pack(value.offset)
         + _INT32.pack(value.leader_epoch)
-        + _string(value.metadata)
+        + string(value.metadata)
         + _INT64.pack(value.commit_timestamp)
     )
 
@@ -225,19 +218,19 @@ class GroupValue:
 def encode_group_value(value: GroupValue) -> bytes:
     parts = [
         _INT16.pack(GROUP_METADATA_VALUE_VERSION),
-        _string(value.protocol_type),
+        string(value.protocol_type),
         _INT32.pack(value.generation),
-        _nullable_string(value.protocol),
-        _nullable_string(value.leader),
+        nullable_string(value.protocol),
+        nullable_string(value.leader),
         _INT64.pack(value.current_state_timestamp),
         _INT32.pack(len(value.members)),
     ]
     for member in value.members:
         parts += [
-            _string(member.member_id),
-            _nullable_string(member.group_instance_id),
-            _string(member.client_id),
-            _string(member.client_host),
+            string(member.member_id),
+            nullable_string(member.group_instance_id),
+            string(member.client_id),
+            string(member.client_host),
             _INT32.pack(member.rebalance_timeout_ms),
             _INT32.pack(member.session_timeout_ms),
             _bytes(member.subscription),
