@@ -15,15 +15,24 @@ import contextlib
 import itertools
 import logging
 import struct
+from collections import deque
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from kio.schema.errors import ErrorCode
 
 from odradek.broker.clock import now_ms
 from odradek.broker.config import BrokerConfig
 from odradek.broker.purgatory import DataArrived, GroupCommit
-from odradek.coordinator.group import CoordinatorRecord, GroupCoordinator, Result, TopicInfo
+from odradek.coordinator.group import (
+    CoordinatorRecord,
+    GroupCoordinator,
+    ReadResponse,
+    Result,
+    TopicInfo,
+)
+from odradek.coordinator.group.results import Completion
 from odradek.protocol.record_batch import (
     InvalidRecords,
     Record,
@@ -31,7 +40,13 @@ from odradek.protocol.record_batch import (
     encode_batch,
     validate_batches,
 )
-from odradek.storage.errors import InvalidProducerEpoch, InvalidTxnState, StorageError
+from odradek.storage.errors import (
+    InvalidProducerEpoch,
+    InvalidTxnState,
+    RecordBatchTooLarge,
+    StorageError,
+    UnknownTopicOrPartition,
+)
 from odradek.storage.log import PartitionLog
 from odradek.storage.log_manager import LogManager
 from odradek.storage.producer_state import AppendOrigin
@@ -51,6 +66,29 @@ class CoordinatorNotAvailableError(Exception):
 
 
 Operation = Callable[[int, int], Result]
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class _Waiting:
+    """Answers held until their write, and every write queued before it, is durable."""
+
+    responses: list[tuple[int, Any]]
+    completions: list[Completion]
+    durable: bool
+    error: ErrorCode | None = None
+
+
+def append_error(error: Exception, offsets: bool) -> ErrorCode:
+    """The answer to a failed `__consumer_offsets` append, as Kafka's group coordinator maps
+    it (GroupMetadataManager.storeGroup / storeOffsets): a missing partition ->
+    COORDINATOR_NOT_AVAILABLE, a storage error -> NOT_COORDINATOR, records too large ->
+    INVALID_COMMIT_OFFSET_SIZE for offsets, UNKNOWN_SERVER_ERROR for group metadata."""
+    if isinstance(error, InvalidRecords | RecordBatchTooLarge):
+        return ErrorCode.invalid_commit_offset_size if offsets else ErrorCode.unknown_server_error
+    if isinstance(error, UnknownTopicOrPartition):
+        return ErrorCode.coordinator_not_available
+    return ErrorCode.not_coordinator
 
 
 class GroupRuntime:
@@ -72,6 +110,9 @@ class GroupRuntime:
         self._wakeup: asyncio.Event | None = None
         self._timer: asyncio.Task[None] | None = None
         self._flushes: set[asyncio.Task[None]] = set()
+        # Answers waiting for durability, in append order (Kafka's deferred event queue).
+        self._waiting: deque[_Waiting] = deque()
+        self._draining = False
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -87,7 +128,29 @@ class GroupRuntime:
         self.coordinator.finish_loading(now)
         if count:
             logger.info("loaded %d record(s) from %s", count, OFFSETS_TOPIC)
+            self._drop_offsets_of_missing_partitions(now)
         return count
+
+    def _drop_offsets_of_missing_partitions(self, now: int) -> None:
+        """Offsets of a partition that no longer exists (the broker stopped between deleting
+        a topic and storing the tombstones): tombstone them now."""
+        topics = self._logs.topics()
+        missing = [
+            (topic, index)
+            for topic, index in self.coordinator.offset_partitions()
+            if topic not in topics or index >= topics[topic].partitions
+        ]
+        if not missing:
+            return
+        result = self.coordinator.on_partitions_deleted(0, missing, now)
+        try:
+            self._append(result.records, now)
+        except (OSError, StorageError, InvalidRecords) as error:
+            logger.error("cannot drop the offsets of deleted partitions: %s", error)
+            return
+        for record in result.records:
+            self.coordinator.replay(record.key, record.value, now)
+        logger.info("dropped the offsets of %d deleted partition(s)", len(missing))
 
     def _replay_log(self, log: PartitionLog, partition: int, now: int) -> int:
         # One node: everything in the log was appended by this broker and is committed.
@@ -180,12 +243,45 @@ class GroupRuntime:
         finally:
             self._futures.pop(reference, None)
 
+    async def read(self, compute: Callable[[], T]) -> T:
+        """A read (OffsetFetch, DescribeGroups): `compute()` now, answer once every write
+        appended before it is durable, so no answer shows state a crash could still take back
+        (Kafka's runtime defers a read behind the highest pending offset). Raises
+        CoordinatorNotAvailableError if one of those writes failed."""
+        value = compute()
+        if not self._waiting:
+            return value
+        reference = next(self._references)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._futures[reference] = future
+        try:
+            self._enqueue(_Waiting([(reference, ReadResponse(value))], [], durable=True))
+            answer: ReadResponse = await future
+        finally:
+            self._futures.pop(reference, None)
+        if answer.error != ErrorCode.none:
+            raise CoordinatorNotAvailableError(answer.error)
+        return value
+
+    async def partitions_deleted(self, topic_partitions: list[tuple[str, int]]) -> None:
+        """Drop every committed and staged offset of deleted partitions (DeleteTopics)."""
+        if OFFSETS_TOPIC not in self._logs.topics():
+            return
+        answer = await self.run(
+            lambda reference, now: self.coordinator.on_partitions_deleted(
+                reference, topic_partitions, now
+            )
+        )
+        if answer.error != ErrorCode.none:
+            logger.error("cannot drop the offsets of deleted partitions: %s", answer.error.name)
+
     def apply(self, result: Result) -> None:
-        """Append the result's records, then deliver its responses."""
+        """Append the result's records; its responses wait behind every earlier write until
+        all are durable (with `odradek.acks.all.fsync`), then its completions run."""
         if self._wakeup is not None:
             self._wakeup.set()
         if not result.records:
-            self._deliver(result.responses)
+            self._enqueue(_Waiting(result.responses, result.completions, durable=True))
             return
         now = now_ms()
         try:
@@ -197,26 +293,26 @@ class GroupRuntime:
                 if isinstance(error, InvalidProducerEpoch)
                 else ErrorCode.invalid_txn_state
             )
-            self._deliver(
-                [(reference, response.with_error(code)) for reference, response in result.responses]
-            )
+            self._enqueue(_Waiting(result.responses, result.completions, True, code))
             return
         except (OSError, StorageError, InvalidRecords) as error:
             logger.error("cannot append to %s: %s", OFFSETS_TOPIC, error)
-            self._deliver(
-                [
-                    (reference, response.with_error(ErrorCode.coordinator_not_available))
-                    for reference, response in result.responses
-                ]
-            )
+            code = append_error(error, offsets=result.replay_after_append)
+            self._enqueue(_Waiting(result.responses, result.completions, True, code))
             return
         if result.replay_after_append:
             for record in result.records:
                 self.coordinator.replay(record.key, record.value, now, result.producer_id)
+        self._track(_Waiting(result.responses, result.completions, durable=False), ends)
+
+    def _track(self, waiting: _Waiting, ends: dict[int, int]) -> None:
+        """Queue `waiting`; it is durable once every partition in `ends` is flushed there."""
         if not self.config.acks_all_fsync:
-            self._deliver(result.responses)
+            waiting.durable = True
+            self._enqueue(waiting)
             return
-        task = asyncio.get_running_loop().create_task(self._deliver_when_flushed(result, ends))
+        self._waiting.append(waiting)
+        task = asyncio.get_running_loop().create_task(self._await_durable(waiting, ends))
         self._flushes.add(task)
         task.add_done_callback(self._flushes.discard)
 
@@ -236,7 +332,7 @@ class GroupRuntime:
         for partition, batch_records in sorted(by_partition.items()):
             log = self._logs.log(OFFSETS_TOPIC, partition)
             if log is None:
-                raise StorageError(f"{OFFSETS_TOPIC}-{partition} does not exist")
+                raise UnknownTopicOrPartition(f"{OFFSETS_TOPIC}-{partition} does not exist")
             batch = encode_batch(
                 batch_records,
                 base_timestamp=now,
@@ -264,7 +360,8 @@ class GroupRuntime:
     ) -> int:
         """Write a transaction marker to `__consumer_offsets`-`partition` and publish or drop
         the producer's staged offsets there; returns the end offset to wait on for
-        durability. Raises StorageError / OSError like PartitionLog.append_control."""
+        durability. Answers to later group requests wait for the marker to be durable too.
+        Raises StorageError / OSError like PartitionLog.append_control."""
         log = self._logs.log(OFFSETS_TOPIC, partition)
         if log is None:
             raise StorageError(f"{OFFSETS_TOPIC}-{partition} does not exist")
@@ -272,23 +369,60 @@ class GroupRuntime:
         log.high_watermark = log.log_end_offset
         self.coordinator.complete_transaction(producer_id, commit, partition)
         self._data_arrived.notify((OFFSETS_TOPIC, partition))
-        return info.last_offset + 1
+        end = info.last_offset + 1
+        self._track(_Waiting([], [], durable=False), {partition: end})
+        return end
 
-    async def _deliver_when_flushed(self, result: Result, ends: dict[int, int]) -> None:
+    async def _await_durable(self, waiting: _Waiting, ends: dict[int, int]) -> None:
         try:
             for partition, end in ends.items():
                 commit = self._group_commit(OFFSETS_TOPIC, partition)
                 if commit is not None:
                     await commit.wait_flushed(end)
-        except OSError:
-            self._deliver(
-                [
-                    (reference, response.with_error(ErrorCode.kafka_storage_error))
-                    for reference, response in result.responses
-                ]
-            )
+        except OSError as error:
+            # Kafka maps KAFKA_STORAGE_ERROR from a coordinator append to NOT_COORDINATOR; the
+            # write and everything queued behind it fail, as Kafka fails the deferred events.
+            logger.error("cannot flush %s: %s", OFFSETS_TOPIC, error)
+            failing = False
+            for each in self._waiting:
+                failing = failing or each is waiting
+                if failing and each.error is None:
+                    each.error = ErrorCode.not_coordinator
+        waiting.durable = True
+        self._drain()
+
+    def _enqueue(self, waiting: _Waiting) -> None:
+        self._waiting.append(waiting)
+        self._drain()
+
+    def _drain(self) -> None:
+        """Release, in append order, every queued answer whose writes (and every earlier
+        write) are durable; then run its completions, whose results queue behind."""
+        if self._draining:
             return
-        self._deliver(result.responses)
+        self._draining = True
+        try:
+            while self._waiting and (
+                self._waiting[0].durable or self._waiting[0].error is not None
+            ):
+                waiting = self._waiting.popleft()
+                error = waiting.error
+                if error is None:
+                    self._deliver(waiting.responses)
+                else:
+                    self._deliver(
+                        [
+                            (reference, answer.with_error(error))
+                            for reference, answer in waiting.responses
+                        ]
+                    )
+                for completion in waiting.completions:
+                    try:
+                        self.apply(completion(error or ErrorCode.none, now_ms()))
+                    except Exception:
+                        logger.exception("group coordinator completion failed")
+        finally:
+            self._draining = False
 
     def _deliver(self, responses: list[tuple[int, Any]]) -> None:
         for reference, response in responses:

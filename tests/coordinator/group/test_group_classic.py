@@ -38,16 +38,37 @@ class Harness:
         self.responses: dict[int, Any] = {}
         self.duplicates: list[int] = []
         self.records: list[tuple[bytes, bytes | None]] = []
+        # Appends still "in flight": their responses and completions wait, as in the runtime.
+        self.hold_appends = False
+        self.held: list[Result] = []
 
-    def absorb(self, result: Result) -> None:
+    def absorb(self, result: Result, now: int = 0) -> None:
+        if self.held or (self.hold_appends and result.records):
+            self.held.append(result)  # answers wait behind every earlier write
+            return
+        self._settle(result, ErrorCode.none, now)
+
+    def _settle(self, result: Result, error: ErrorCode, now: int) -> None:
         for reference, response in result.responses:
             if reference in self.responses:
                 self.duplicates.append(reference)
-            self.responses[reference] = response
-        self.records += [(record.key, record.value) for record in result.records]
-        if result.replay_after_append:
-            for record in result.records:
-                self.coordinator.replay(record.key, record.value)
+            self.responses[reference] = (
+                response if error == ErrorCode.none else (response.with_error(error))
+            )
+        if error == ErrorCode.none:
+            self.records += [(record.key, record.value) for record in result.records]
+            if result.replay_after_append:
+                for record in result.records:
+                    self.coordinator.replay(record.key, record.value)
+        for completion in result.completions:
+            self.absorb(completion(error, now), now)
+
+    def release(self, error: ErrorCode = ErrorCode.none, now: int = 0) -> None:
+        """The held appends complete (durable, or failed with `error`), in order."""
+        self.hold_appends = False
+        held, self.held = self.held, []
+        for result in held:
+            self._settle(result, error if result.records else ErrorCode.none, now)
 
     def join(
         self, member_id: str = "", now: int = 0, instance: str | None = None, version: int = 5
@@ -65,7 +86,7 @@ class Harness:
             "/host",
             version,
         )
-        self.absorb(self.coordinator.join_group(reference, request, now))
+        self.absorb(self.coordinator.join_group(reference, request, now), now)
         return reference
 
     def sync(self, member_id: str, generation: int, now: int = 0, assign: bool = False) -> int:
@@ -75,21 +96,23 @@ class Harness:
             group = self.group
             assignments = {m: m.encode() for m in group.members}
         request = SyncRequest("g", generation, member_id, None, None, None, assignments)
-        self.absorb(self.coordinator.sync_group(reference, request, now))
+        self.absorb(self.coordinator.sync_group(reference, request, now), now)
         return reference
 
     def heartbeat(self, member_id: str, generation: int, now: int = 0) -> ErrorCode:
         reference = next(self.references)
-        self.absorb(self.coordinator.heartbeat(reference, "g", generation, member_id, None, now))
+        self.absorb(
+            self.coordinator.heartbeat(reference, "g", generation, member_id, None, now), now
+        )
         return ErrorCode(self.responses[reference].error)
 
     def leave(self, member_id: str, now: int = 0) -> int:
         reference = next(self.references)
-        self.absorb(self.coordinator.leave_group(reference, "g", [(member_id, None)], now))
+        self.absorb(self.coordinator.leave_group(reference, "g", [(member_id, None)], now), now)
         return reference
 
     def poll(self, now: int) -> None:
-        self.absorb(self.coordinator.poll(now))
+        self.absorb(self.coordinator.poll(now), now)
 
     @property
     def group(self) -> ClassicGroup:

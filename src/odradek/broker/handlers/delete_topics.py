@@ -1,4 +1,4 @@
-"""DeleteTopics, by name (v0-5) or by topic id (v6)."""
+"""DeleteTopics, by name (v0-5) or by topic id (v6); the groups' offsets there go too."""
 
 from __future__ import annotations
 
@@ -52,6 +52,11 @@ async def handle(context: BrokerContext, header: RequestHeader, request: Any) ->
             continue
         context.logs.delete_topic(metadata.name)
         context.forget_partitions(metadata.name)
+        # The group coordinator drops the deleted partitions' committed offsets (Kafka's
+        # onPartitionsDeleted), so a topic created again under this name starts afresh.
+        await context.groups.partitions_deleted(
+            [(metadata.name, index) for index in range(metadata.partitions)]
+        )
         results.append(
             make(
                 result_type,

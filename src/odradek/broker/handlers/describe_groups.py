@@ -2,6 +2,7 @@
 
 A group that does not exist is reported Dead with no error before v6, GROUP_ID_NOT_FOUND from
 v6 on (KIP-1043); member metadata and assignments are shown only in a Stable group, as in Kafka.
+The answer waits until every group write before it is durable (GroupRuntime.read).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from kio.schema.errors import ErrorCode
 
 from odradek.broker import dispatcher
 from odradek.broker.context import BrokerContext
+from odradek.broker.group_runtime import CoordinatorNotAvailableError
+from odradek.coordinator.group import DescribedGroup
 from odradek.protocol.api_keys import ApiKey
 from odradek.protocol.codec import RequestHeader, make, nested, response_module, response_type
 
@@ -24,14 +27,29 @@ async def handle(context: BrokerContext, header: RequestHeader, request: Any) ->
     module = response_module(ApiKey.DESCRIBE_GROUPS, version)
     group_type = nested(module, "DescribedGroup")
     member_type = nested(module, "DescribedGroupMember")
+    coordinator = context.groups.coordinator
+
+    def describe() -> list[tuple[DescribedGroup, bool]]:
+        return [
+            (described, coordinator.group(described.group_id) is not None)
+            for described in coordinator.describe_groups(request.groups)
+        ]
+
+    try:
+        answers = await context.groups.read(describe)
+    except CoordinatorNotAvailableError:
+        answers = [
+            (DescribedGroup(group_id, ErrorCode.not_coordinator, "", "", "", ()), True)
+            for group_id in request.groups
+        ]
     groups = []
-    for described in context.groups.coordinator.describe_groups(request.groups):
+    for described, exists in answers:
         error = described.error
         message = None
         if error == ErrorCode.group_id_not_found:
             if version < 6:
                 error = ErrorCode.none
-            elif context.groups.coordinator.group(described.group_id) is None:
+            elif not exists:
                 message = f"Group {described.group_id} not found."
             else:
                 message = f"Group {described.group_id} is not a classic group."

@@ -1,7 +1,8 @@
 """OffsetFetch: a group's committed offsets; v8+ asks for several groups at once.
 
 With `require_stable` (v7+, KIP-447; sent by read_committed consumers) a partition whose offset
-an open transaction has staged answers UNSTABLE_OFFSET_COMMIT, and the client retries.
+an open transaction has staged answers UNSTABLE_OFFSET_COMMIT, and the client retries. The
+answer waits until every group write before it is durable (GroupRuntime.read).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from kio.schema.errors import ErrorCode
 
 from odradek.broker import dispatcher
 from odradek.broker.context import BrokerContext
+from odradek.broker.group_runtime import CoordinatorNotAvailableError
 from odradek.protocol.api_keys import ApiKey
 from odradek.protocol.codec import RequestHeader, make, nested, response_module, response_type
 
@@ -78,16 +80,35 @@ async def handle(context: BrokerContext, header: RequestHeader, request: Any) ->
 
     response = response_type(ApiKey.OFFSET_FETCH, version)
     if not multi:
-        error, topics = fetch(request.group_id, request.topics, None, -1)
+        try:
+            error, topics = await context.groups.read(
+                lambda: fetch(request.group_id, request.topics, None, -1)
+            )
+        except CoordinatorNotAvailableError:
+            error, topics = ErrorCode.not_coordinator, ()
         return make(response, throttle_time=0, topics=topics, error_code=error)
     group_type = nested(module, "OffsetFetchResponseGroup")
-    groups = []
-    for group in request.groups:
-        error, topics = fetch(
-            group.group_id,
-            group.topics,
-            getattr(group, "member_id", None),
-            getattr(group, "member_epoch", -1),
-        )
-        groups.append(make(group_type, group_id=group.group_id, topics=topics, error_code=error))
+
+    def fetch_groups() -> list[tuple[str, ErrorCode, tuple[Any, ...]]]:
+        return [
+            (
+                group.group_id,
+                *fetch(
+                    group.group_id,
+                    group.topics,
+                    getattr(group, "member_id", None),
+                    getattr(group, "member_epoch", -1),
+                ),
+            )
+            for group in request.groups
+        ]
+
+    try:
+        answers = await context.groups.read(fetch_groups)
+    except CoordinatorNotAvailableError:
+        answers = [(group.group_id, ErrorCode.not_coordinator, ()) for group in request.groups]
+    groups = [
+        make(group_type, group_id=group_id, topics=topics, error_code=error)
+        for group_id, error, topics in answers
+    ]
     return make(response, throttle_time=0, groups=tuple(groups))

@@ -26,6 +26,7 @@ from odradek.coordinator.group.results import (
     LeaveGroupResponse,
     OffsetCommitResponse,
     OffsetDeleteResponse,
+    ReadResponse,
     Result,
     SyncGroupResponse,
 )
@@ -49,6 +50,7 @@ __all__ = [
     "OffsetCommitResponse",
     "OffsetDeleteResponse",
     "PartitionCommit",
+    "ReadResponse",
     "Result",
     "SyncGroupResponse",
     "SyncRequest",

@@ -156,7 +156,7 @@ class ClassicGroup:
         known = self.static_members.get(instance_id)
         return known is not None and known != member_id
 
-    def to_value(self) -> GroupValue:
+    def to_value(self, assignments: dict[str, bytes] | None = None) -> GroupValue:
         return GroupValue(
             protocol_type=self.protocol_type or "",
             generation=self.generation_id,
@@ -172,7 +172,9 @@ class ClassicGroup:
                     member.rebalance_timeout_ms,
                     member.session_timeout_ms,
                     member.metadata(self.protocol_name),
-                    member.assignment,
+                    member.assignment
+                    if assignments is None
+                    else assignments.get(member.member_id, b""),
                 )
                 for member in self.members.values()
             ),
@@ -219,11 +221,15 @@ class ClassicProtocol:
         self._create_group = create_group
         self._new_id = new_id
 
-    def group_record(self, group: ClassicGroup) -> CoordinatorRecord:
+    def group_record(
+        self, group: ClassicGroup, assignments: dict[str, bytes] | None = None
+    ) -> CoordinatorRecord:
+        """The group's record; with `assignments` (member id -> bytes) in place of the
+        members' current ones (the leader's SyncGroup, stored before it takes effect)."""
         return CoordinatorRecord(
             partition_for(group.group_id, self.config.offsets_topic_partitions),
             encode_key(GroupKey(group.group_id)),
-            encode_group_value(group.to_value()),
+            encode_group_value(group.to_value(assignments)),
         )
 
     # -- JoinGroup ---------------------------------------------------------------------------
@@ -460,6 +466,25 @@ class ClassicProtocol:
             leader = group.is_leader(new_id)
             skip = leader and request.api_version >= 9
             result.records.append(self.group_record(group))
+            old.join_ref = old.sync_ref = None
+            instance_id = request.group_instance_id
+
+            def stored(error: ErrorCode, _completed_ms: int) -> Result:
+                # Kafka reverts the replacement when the group record cannot be stored: the
+                # old incarnation keeps its place; the new one got the error and retries.
+                if error != ErrorCode.none and group.static_members.get(instance_id) == new_id:
+                    group.members = {
+                        (old_id if member_id == new_id else member_id): (
+                            old if member_id == new_id else member
+                        )
+                        for member_id, member in group.members.items()
+                    }
+                    group.static_members[instance_id] = old_id
+                    if group.leader_id == new_id:
+                        group.leader_id = old_id
+                return Result()
+
+            result.completions.append(stored)
             result.respond(
                 ref,
                 JoinGroupResponse(
@@ -617,16 +642,56 @@ class ClassicProtocol:
             result.respond(member.sync_ref, SyncGroupResponse(ErrorCode.rebalance_in_progress))
         member.sync_ref = ref
         if group.is_leader(member.member_id):
-            for each in group.members.values():
-                each.assignment = request.assignments.get(each.member_id, b"")
+            # Kafka's order: store the group with the assignments first; the group stays in
+            # CompletingRebalance (a follower's SyncGroup parks) until the append is durable,
+            # then every parked member gets its assignment at once, or all get the error.
+            assignments = {
+                member_id: request.assignments.get(member_id, b"") for member_id in group.members
+            }
             group.sync_deadline_ms = None
-            group.transition(State.STABLE, now_ms)
-            result.records.append(self.group_record(group))
+            result.records.append(self.group_record(group, assignments))
+            generation = group.generation_id
+
+            def stored(error: ErrorCode, completed_ms: int) -> Result:
+                return self._assignments_stored(group, generation, assignments, error, completed_ms)
+
+            result.completions.append(stored)
+        return result
+
+    def _assignments_stored(
+        self,
+        group: ClassicGroup,
+        generation: int,
+        assignments: dict[str, bytes],
+        error: ErrorCode,
+        now_ms: int,
+    ) -> Result:
+        """The leader's assignments are durable (or failed to append): propagate them, or
+        the error and a new rebalance (Kafka's setAndPropagateAssignment /
+        resetAndPropagateAssignmentError). Nothing to do when the group moved on meanwhile."""
+        result = Result()
+        if (
+            self._group(group.group_id) is not group
+            or group.state != State.COMPLETING_REBALANCE
+            or group.generation_id != generation
+        ):
+            return result
+        if error != ErrorCode.none:
             for each in group.members.values():
+                each.assignment = b""
                 if each.sync_ref is not None:
-                    result.respond(each.sync_ref, self._sync_response(group, each))
+                    result.respond(each.sync_ref, SyncGroupResponse(error))
                     each.sync_ref = None
-                    each.heartbeat_deadline_ms = now_ms + each.session_timeout_ms
+            self.prepare_rebalance(group, now_ms, result)
+            return result
+        for each in group.members.values():
+            each.assignment = assignments.get(each.member_id, b"")
+        group.transition(State.STABLE, now_ms)
+        for each in group.members.values():
+            if each.sync_ref is not None:
+                result.respond(each.sync_ref, self._sync_response(group, each))
+                each.sync_ref = None
+                each.heartbeat_deadline_ms = now_ms + each.session_timeout_ms
         return result
 
     @staticmethod

@@ -45,6 +45,7 @@ from odradek.coordinator.group.records import (
 )
 from odradek.coordinator.group.results import (
     DeleteGroupsResponse,
+    ErrorResponse,
     OffsetCommitResponse,
     OffsetDeleteResponse,
     Result,
@@ -242,7 +243,11 @@ class GroupCoordinator:
             return ErrorCode.none
         if group.state == ClassicGroupState.DEAD:
             return ErrorCode.coordinator_not_available
-        if generation < 0 and not request.member_id and group.state == ClassicGroupState.EMPTY:
+        if generation < 0 and group.state == ClassicGroupState.EMPTY:
+            # Kafka's ClassicGroup.validateOffsetCommit: generation -1 comes from the admin
+            # client or a consumer outside group management (assign(), or a KIP-848 consumer
+            # that never subscribed, which still sends its member id): an empty group takes
+            # the commit whatever the member id.
             return ErrorCode.none
         if group.is_static_fenced(request.member_id, request.group_instance_id):
             return ErrorCode.fenced_instance_id
@@ -309,8 +314,8 @@ class GroupCoordinator:
         generation = request.generation_id
         if group is None:
             # A group this coordinator does not know: only a commit outside any generation
-            # (a producer that does not pass the consumer's group metadata) is accepted.
-            if generation < 0 and not request.member_id:
+            # is accepted (Kafka creates a simple group for it, whatever the member id).
+            if generation < 0:
                 return ErrorCode.none
             return ErrorCode.illegal_generation
         if isinstance(group, ConsumerGroup):
@@ -324,6 +329,8 @@ class GroupCoordinator:
             return ErrorCode.none
         if group.state == ClassicGroupState.DEAD:
             return ErrorCode.coordinator_not_available
+        if generation < 0 and group.state == ClassicGroupState.EMPTY:
+            return ErrorCode.none
         if group.is_static_fenced(request.member_id, request.group_instance_id):
             return ErrorCode.fenced_instance_id
         if request.member_id and request.member_id not in group.members:
@@ -371,6 +378,43 @@ class GroupCoordinator:
                 self.groups[group_id] = ClassicGroup(group_id, 0)
         if not staged:
             del self.pending_txn_offsets[producer_id]
+
+    def on_partitions_deleted(
+        self, ref: int, topic_partitions: Iterable[TopicPartition], now_ms: int
+    ) -> Result:
+        """Partitions were deleted (DeleteTopics, or found gone at load): tombstone every
+        group's committed offset there and every offset an open transaction staged there, so
+        a topic created again under the same name starts with no committed offset, also after
+        a restart (Kafka's OffsetMetadataManager.onPartitionsDeleted). Answers `ref` with an
+        ErrorResponse; the offsets go when the tombstones are replayed after the append."""
+        result = Result(replay_after_append=True)
+        deleted = set(topic_partitions)
+        doomed: set[tuple[str, TopicPartition]] = {
+            (group_id, topic_partition)
+            for group_id, committed in self.offsets.items()
+            for topic_partition in committed.keys() & deleted
+        }
+        for staged in self.pending_txn_offsets.values():
+            for group_id, offsets in staged.items():
+                doomed |= {(group_id, tp) for tp in offsets.keys() & deleted}
+        for group_id, (topic, index) in sorted(doomed):
+            result.records.append(
+                CoordinatorRecord(
+                    self.partition_for(group_id),
+                    encode_key(OffsetKey(group_id, topic, index)),
+                    None,
+                )
+            )
+        result.respond(ref, ErrorResponse(ErrorCode.none))
+        return result
+
+    def offset_partitions(self) -> set[TopicPartition]:
+        """Every partition some group has a committed or staged offset for."""
+        partitions = {tp for committed in self.offsets.values() for tp in committed}
+        for staged in self.pending_txn_offsets.values():
+            for offsets in staged.values():
+                partitions |= offsets.keys()
+        return partitions
 
     def has_pending_txn_offset(self, group_id: str, topic: str, partition: int) -> bool:
         """Whether an open transaction staged an offset for this partition (OffsetFetch with
@@ -578,10 +622,19 @@ class GroupCoordinator:
     def _replay_offset(self, key: OffsetKey, value: bytes | None, now_ms: int) -> None:
         committed = self.offsets.setdefault(key.group_id, {})
         if value is None:
-            committed.pop((key.topic, key.partition), None)
-            self._committed_order.pop((key.group_id, (key.topic, key.partition)), None)
+            topic_partition = (key.topic, key.partition)
+            committed.pop(topic_partition, None)
+            self._committed_order.pop((key.group_id, topic_partition), None)
             if not committed:
                 del self.offsets[key.group_id]
+            # A tombstone also drops what open transactions staged for the partition (as in
+            # Kafka's replay), so their COMMIT marker cannot bring a deleted offset back.
+            for producer_id, staged in self.pending_txn_offsets.items():
+                offsets = staged.get(key.group_id)
+                if offsets is not None and offsets.pop(topic_partition, None) is not None:
+                    self._staged_order.pop((producer_id, key.group_id, topic_partition), None)
+                    if not offsets:
+                        del staged[key.group_id]
             return
         committed[(key.topic, key.partition)] = decode_offset_value(value)
         self._committed_order[(key.group_id, (key.topic, key.partition))] = self._replayed

@@ -9,6 +9,7 @@ handlers turn them into each API version's wire format.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -16,11 +17,23 @@ from kio.schema.errors import ErrorCode
 
 from odradek.coordinator.group.records import CoordinatorRecord
 
+# Called once the result's records are durable (`ErrorCode.none`) or failed to append (the
+# error the runtime mapped the append error to), with `now` in ms; returns what follows from
+# it, as Kafka's appendFuture callbacks do (e.g. the SyncGroup assignments after the group
+# record is stored). Runs on the coordinator's state, never concurrently with an operation.
+Completion = Callable[[ErrorCode, int], "Result"]
+
 
 @dataclass(slots=True)
 class Result:
+    """What an operation returns: `responses` and `records` to append to
+    `__consumer_offsets`. The runtime releases the responses only once the records, and every
+    record appended before them, are durable; if the append fails, every waiting response gets
+    the append's error instead (Kafka's CoordinatorRuntime and its deferred event queue)."""
+
     responses: list[tuple[int, Any]] = field(default_factory=list)
     records: list[CoordinatorRecord] = field(default_factory=list)
+    completions: list[Completion] = field(default_factory=list)
     # Offset records change state only once appended: the runtime replays these afterwards.
     replay_after_append: bool = False
     # Transactional offsets (TxnOffsetCommit): the records go into one transactional batch of
@@ -34,6 +47,7 @@ class Result:
     def extend(self, other: Result) -> None:
         self.responses += other.responses
         self.records += other.records
+        self.completions += other.completions
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +127,18 @@ class DeleteGroupsResponse:
                 for group, code in self.errors.items()
             }
         )
+
+
+@dataclass(frozen=True, slots=True)
+class ReadResponse:
+    """A read's answer (OffsetFetch, DescribeGroups): `value` computed when the read ran,
+    released once every write before it is durable; `error` if one of those writes failed."""
+
+    value: Any
+    error: ErrorCode = ErrorCode.none
+
+    def with_error(self, error: ErrorCode) -> ReadResponse:
+        return ReadResponse(None, error)
 
 
 @dataclass(frozen=True, slots=True)
