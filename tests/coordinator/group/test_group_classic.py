@@ -310,3 +310,89 @@ def test_offsets_retention_expires_simple_commits_and_forgets_the_group() -> Non
     assert harness.coordinator.fetch_offsets("g", {"t": [0]})[1]["t"][0] is None
     assert harness.coordinator.group("g") is None
     assert harness.records[-1][1] is None  # a tombstone for the group
+
+
+def _two_members(harness: Harness) -> tuple[str, str]:
+    """a (the leader) and b in generation 2, both waiting to sync."""
+    a = harness.member()
+    harness.sync(a, 1, assign=True)
+    first = harness.responses[harness.join()]
+    b_join = harness.join(first.member_id)
+    a_join = harness.join(a)
+    assert harness.responses[a_join].generation_id == 2
+    assert harness.responses[b_join].generation_id == 2
+    return a, str(first.member_id)
+
+
+def test_sync_assignments_take_effect_only_once_stored() -> None:
+    """Issue 9 item 5: a follower's SyncGroup between the leader's and the append's end
+    parks; both get their assignments together when the group record is durable."""
+    harness = Harness()
+    a, b = _two_members(harness)
+    harness.hold_appends = True
+    leader = harness.sync(a, 2, assign=True)
+    assert harness.group.state == ClassicGroupState.COMPLETING_REBALANCE
+    follower = harness.sync(b, 2)
+    assert harness.group.state == ClassicGroupState.COMPLETING_REBALANCE
+    assert leader not in harness.responses
+    assert follower not in harness.responses
+    harness.release()
+    assert harness.group.state == ClassicGroupState.STABLE
+    assert harness.responses[leader].assignment == a.encode()
+    assert harness.responses[follower].assignment == b.encode()
+
+
+def test_failed_assignment_append_fails_every_sync_and_rebalances() -> None:
+    harness = Harness()
+    a, b = _two_members(harness)
+    harness.hold_appends = True
+    leader = harness.sync(a, 2, assign=True)
+    follower = harness.sync(b, 2)
+    harness.release(ErrorCode.not_coordinator)
+    assert harness.responses[leader].error == ErrorCode.not_coordinator
+    assert harness.responses[follower].error == ErrorCode.not_coordinator
+    assert harness.group.state == ClassicGroupState.PREPARING_REBALANCE
+    assert all(member.assignment == b"" for member in harness.group.members.values())
+
+
+def test_failed_static_replacement_append_keeps_the_old_member() -> None:
+    harness = Harness()
+    first = harness.responses[harness.join(instance="i")]
+    harness.sync(first.member_id, 1, assign=True)
+    harness.hold_appends = True
+    rejoin = harness.join(instance="i")
+    harness.release(ErrorCode.not_coordinator)
+    assert harness.responses[rejoin].error == ErrorCode.not_coordinator
+    assert list(harness.group.members) == [first.member_id]
+    assert harness.group.static_members == {"i": first.member_id}
+    assert harness.heartbeat(first.member_id, 1) == ErrorCode.none
+
+
+def _commit(harness: Harness, generation: int, member: str, version: int = 9) -> ErrorCode:
+    reference = next(harness.references)
+    request = CommitRequest(
+        "g", generation, member, None, {"t": {0: PartitionCommit(5, -1, "")}}, version
+    )
+    harness.absorb(harness.coordinator.commit_offsets(reference, request, 0))
+    return ErrorCode(harness.responses[reference].errors["t"][0])
+
+
+def test_generation_minus_one_commits_to_an_empty_group_whatever_the_member_id() -> None:
+    """Issue 9 item 6: a KIP-848 consumer that never subscribed sends its member id with
+    epoch -1; an empty group takes every such commit (Kafka's validateOffsetCommit)."""
+    harness = Harness()
+    assert _commit(harness, -1, "never-joined") == ErrorCode.none
+    assert _commit(harness, -1, "never-joined") == ErrorCode.none
+    assert _commit(harness, -1, "") == ErrorCode.none
+    assert _commit(harness, -1, "someone-else", version=2) == ErrorCode.none
+
+
+def test_commits_to_a_non_empty_group_still_get_kafkas_errors() -> None:
+    harness = Harness()
+    a = harness.member()
+    harness.sync(a, 1, assign=True)
+    assert _commit(harness, -1, "never-joined") == ErrorCode.unknown_member_id
+    assert _commit(harness, -1, "") == ErrorCode.unknown_member_id
+    assert _commit(harness, 1, "never-joined") == ErrorCode.unknown_member_id
+    assert _commit(harness, 7, a) == ErrorCode.illegal_generation
+    assert _commit(harness, 1, a) == ErrorCode.none

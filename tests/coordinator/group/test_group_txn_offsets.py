@@ -7,9 +7,11 @@ from kio.schema.errors import ErrorCode
 
 from odradek.coordinator.group import (
     ClassicGroup,
+    CommitRequest,
     GroupConfig,
     GroupCoordinator,
     PartitionCommit,
+    Result,
     TxnCommitRequest,
 )
 from odradek.coordinator.group.state import ClassicGroupState
@@ -92,3 +94,55 @@ def test_generation_and_member_checks() -> None:
     assert coordinator.pending_txn_offsets == {}
     # Without group metadata (generation -1, no member) the commit is accepted, as in Kafka.
     assert stage(coordinator, commit_request()) == ErrorCode.none
+
+
+def _replay(coordinator: GroupCoordinator, result: Result) -> None:
+    for record in result.records:
+        coordinator.replay(record.key, record.value, 100, result.producer_id)
+
+
+def _plain_commit(coordinator: GroupCoordinator, group_id: str, topic: str, offset: int) -> Result:
+    request = CommitRequest(
+        group_id, -1, "", None, {topic: {0: PartitionCommit(offset, -1, "")}}, 8
+    )
+    result = coordinator.commit_offsets(1, request, 100)
+    _replay(coordinator, result)
+    return result
+
+
+def test_deleted_partitions_lose_committed_and_staged_offsets_also_on_replay() -> None:
+    """Issue 9 item 4: onPartitionsDeleted tombstones the offsets of the deleted topic only;
+    a transaction that staged an offset there publishes nothing for it at COMMIT; a new
+    coordinator replaying the same records ends in the same state."""
+    coordinator = GroupCoordinator(GroupConfig())
+    plain = [
+        _plain_commit(coordinator, "g", "t", 7),
+        _plain_commit(coordinator, "g", "other", 3),
+        _plain_commit(coordinator, "h", "t", 9),
+    ]
+    staged = coordinator.txn_commit_offsets(1, commit_request(group_id="k", offset=4), 100)
+    _replay(coordinator, staged)
+    assert coordinator.offset_partitions() == {("t", 0), ("other", 0)}
+
+    deleted = coordinator.on_partitions_deleted(2, [("t", 0), ("t", 1)], 100)
+    assert len(deleted.records) == 3  # g/t-0, h/t-0 and the staged k/t-0
+    _replay(coordinator, deleted)
+    coordinator.complete_transaction(7, True, coordinator.partition_for("k"))
+
+    def state(c: GroupCoordinator) -> dict[str, dict[str, dict[int, object]]]:
+        return {g: c.fetch_offsets(g, {"t": [0], "other": [0]})[1] for g in ("g", "h", "k")}
+
+    after = state(coordinator)
+    assert after["g"]["t"][0] is None
+    assert after["h"]["t"][0] is None
+    assert after["k"]["t"][0] is None
+    assert committed(coordinator, "g") is None
+    other = after["g"]["other"][0]
+    assert other is not None
+    assert getattr(other, "offset", None) == 3
+
+    replayed = GroupCoordinator(GroupConfig())
+    for result in (*plain, staged, deleted):
+        _replay(replayed, result)
+    replayed.complete_transaction(7, True, replayed.partition_for("k"))
+    assert state(replayed) == after
