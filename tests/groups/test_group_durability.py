@@ -187,4 +187,6 @@ async def test_offset_fetch_waits_for_the_commit_to_be_durable(broker: Broker) -
     gate.open()
     assert (await commit).errors == {"t": {0: ErrorCode.none}}
     _error, offsets = await fetch
-    assert offsets["t"][0].offset == 7
+    value = offsets["t"][0]
+    assert value is not None
+    assert value.offset == 7
