@@ -54,6 +54,9 @@ from odradek.client.sinks import Claim, FencedError, Sink
 
 logger = logging.getLogger("odradek.client")
 
+#: Extra seconds `Processor.run` waits for its first assignment before an idle timeout applies.
+JOIN_GRACE_SECONDS = 30.0
+
 Batch = Sequence[Message]
 Hook = Callable[[Batch], None]
 PartitionKey = tuple[str, int]
@@ -159,6 +162,7 @@ class Processor:
         self._validate()
         self._stop = threading.Event()
         self._last_activity = time.monotonic()
+        self._assigned = False
         self._owner_tokens: dict[PartitionKey, int] = {}
         self._consumer: Any = None
         self._producer: Any = None  # output (transactional under exactly-once)
@@ -246,19 +250,29 @@ class Processor:
         self._stop.set()
 
     def run(self, idle_timeout: float | None = None) -> RunStats:
-        """Process until `stop()`, or until no message arrived for `idle_timeout` seconds."""
+        """Process until `stop()`, or until no message arrived for `idle_timeout` seconds.
+
+        The idle clock starts with the first assignment: joining the group (which on a loaded
+        machine, or next to a dead member's session, can take longer than the idle timeout) is
+        not idleness. Without any assignment the loop gives up after `idle_timeout` plus
+        `JOIN_GRACE_SECONDS`.
+        """
         self._stats = stats = RunStats()
         started = time.monotonic()
         self._preflight()
         stats.preflight_findings = self.preflight_report.messages if self.preflight_report else ()
         try:
             self._start()
+            self._assigned = False
             self._last_activity = time.monotonic()
             while not self._stop.is_set():
                 batch = self._poll()
                 if not batch:
                     idle = time.monotonic() - self._last_activity
-                    if idle_timeout is not None and idle >= idle_timeout:
+                    limit = idle_timeout
+                    if limit is not None and not self._assigned:
+                        limit += JOIN_GRACE_SECONDS
+                    if limit is not None and idle >= limit:
                         break
                     continue
                 self._last_activity = time.monotonic()
@@ -346,6 +360,7 @@ class Processor:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # A rebalance is activity: the idle timeout counts from when there is work to fetch,
         # not from a join that waited for a dead member's session to expire.
+        self._assigned = True
         self._last_activity = time.monotonic()
         if self._offsets_in_sink and partitions:
             partitions = self._claim(partitions)
