@@ -92,7 +92,7 @@ def client(odradek_broker: Broker) -> Any:
         yield raw
 
 
-@pytest.mark.parametrize("version", [0, 1, 2, 3])
+@pytest.mark.parametrize("version", [0, 1, 2, 3, 4])
 def test_api_versions_every_version(client: RawClient, version: int) -> None:
     request = request_of(ApiKey.API_VERSIONS, version)
     entity = (

@@ -11,11 +11,10 @@ from typing import Any
 from kio.schema.errors import ErrorCode
 
 from odradek.broker import dispatcher
+from odradek.broker.authorized_operations import group_operations
 from odradek.broker.context import BrokerContext
 from odradek.protocol.api_keys import ApiKey
 from odradek.protocol.codec import RequestHeader, make, nested, response_module, response_type
-
-AUTHORIZED_OPERATIONS_OMITTED = -(2**31)
 
 
 @dispatcher.register(ApiKey.DESCRIBE_GROUPS, 0, 6)
@@ -24,6 +23,7 @@ async def handle(context: BrokerContext, header: RequestHeader, request: Any) ->
     module = response_module(ApiKey.DESCRIBE_GROUPS, version)
     group_type = nested(module, "DescribedGroup")
     member_type = nested(module, "DescribedGroupMember")
+    operations = group_operations(bool(getattr(request, "include_authorized_operations", False)))
     groups = []
     for described in context.groups.coordinator.describe_groups(request.groups):
         error = described.error
@@ -56,7 +56,7 @@ async def handle(context: BrokerContext, header: RequestHeader, request: Any) ->
                     )
                     for member in described.members
                 ),
-                authorized_operations=AUTHORIZED_OPERATIONS_OMITTED,
+                authorized_operations=operations,
             )
         )
     return make(
