@@ -497,3 +497,48 @@ def test_describe_cluster_and_api_versions_at_every_version(odradek_broker: Brok
         assert advertised[ApiKey.API_VERSIONS] == 4
         assert advertised[ApiKey.DESCRIBE_TOPIC_PARTITIONS] == 0
         assert advertised[ApiKey.DESCRIBE_ACLS] == 3
+
+
+def test_list_offsets_earliest_local_and_latest_tiered(odradek_broker: Broker) -> None:
+    admin = admin_for(odradek_broker)
+    admin.create_topics([NewTopic("offsets", 1, 1)])["offsets"].result(10)
+    producer = Producer({"bootstrap.servers": odradek_broker.bootstrap_servers})
+    for index in range(3):
+        producer.produce("offsets", value=b"%d" % index)
+    assert producer.flush(10) == 0
+    with RawClient(odradek_broker.bootstrap_servers) as client:
+        for version in (7, 8, 9, 10):
+            module = request_module(ApiKey.LIST_OFFSETS, version)
+            response = client.request(
+                make(
+                    request_of(ApiKey.LIST_OFFSETS, version),
+                    replica_id=-1,
+                    isolation_level=0,
+                    timeout=datetime.timedelta(seconds=5),
+                    topics=(
+                        nested(module, "ListOffsetsTopic")(
+                            name="offsets",
+                            partitions=tuple(
+                                nested(module, "ListOffsetsPartition")(
+                                    partition_index=0, current_leader_epoch=-1, timestamp=timestamp
+                                )
+                                for timestamp in (-1, -4, -5)
+                            ),
+                        ),
+                    ),
+                )
+            )
+            answers = [
+                (partition.error_code, partition.offset, partition.leader_epoch)
+                for partition in response.topics[0].partitions
+            ]
+            latest = (ErrorCode.none, 3, 0)
+            earliest_local = (
+                (ErrorCode.none, 0, 0) if version >= 8 else (ErrorCode.unsupported_version, -1, -1)
+            )
+            latest_tiered = (
+                (ErrorCode.none, -1, -1)
+                if version >= 9
+                else (ErrorCode.unsupported_version, -1, -1)
+            )
+            assert answers == [latest, earliest_local, latest_tiered]
