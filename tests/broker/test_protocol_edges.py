@@ -92,7 +92,7 @@ def client(odradek_broker: Broker) -> Any:
         yield raw
 
 
-@pytest.mark.parametrize("version", [0, 1, 2, 3])
+@pytest.mark.parametrize("version", [0, 1, 2, 3, 4])
 def test_api_versions_every_version(client: RawClient, version: int) -> None:
     request = request_of(ApiKey.API_VERSIONS, version)
     entity = (
@@ -106,7 +106,7 @@ def test_api_versions_every_version(client: RawClient, version: int) -> None:
         entry.api_key: (entry.min_version, entry.max_version) for entry in response.api_keys
     }
     assert advertised[ApiKey.PRODUCE] == (3, 10)
-    assert advertised[ApiKey.FETCH] == (4, 16)
+    assert advertised[ApiKey.FETCH] == (4, 17)
     assert ApiKey.API_VERSIONS in advertised
 
 
@@ -121,7 +121,7 @@ def test_unknown_api_versions_version_gets_v0_unsupported_answer(client: RawClie
 
 @pytest.mark.parametrize(
     ("api_key", "api_version"),
-    [(ApiKey.PRODUCE, 2), (ApiKey.PRODUCE, 11), (ApiKey.FETCH, 17), (11, 5), (9999, 0)],
+    [(ApiKey.PRODUCE, 2), (ApiKey.PRODUCE, 11), (ApiKey.FETCH, 18), (11, 5), (9999, 0)],
 )
 def test_unsupported_api_or_version_closes_the_connection(
     odradek_broker: Broker, api_key: int, api_version: int
@@ -340,7 +340,7 @@ def fetch_request(version: int, topic: str, topic_id: uuid.UUID, offset: int, **
     )
 
 
-@pytest.mark.parametrize("version", range(4, 17))
+@pytest.mark.parametrize("version", range(4, 18))
 @pytest.mark.parametrize("isolation_level", [0, 1])
 def test_fetch_every_version(
     odradek_broker: Broker, client: RawClient, version: int, isolation_level: int

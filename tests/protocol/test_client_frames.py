@@ -11,7 +11,7 @@ from odradek.protocol.codec import is_flexible, read_request_body, read_request_
 from odradek.protocol.record_batch import decode_batches, validate_batches
 
 FRAMES = sorted((Path(__file__).parent.parent / "fixtures" / "frames").glob("*.bin"))
-SUPPORTED_API_VERSIONS_MAX = 3
+SUPPORTED_API_VERSIONS_MAX = 4
 
 
 def test_fixtures_cover_every_client() -> None:

@@ -298,8 +298,8 @@ def test_unsupported_versions_raise() -> None:
     empty = FetchResponseData(0, 0, 0, ())
     with pytest.raises(ValueError, match="v3"):
         encode_fetch_response(3, empty)
-    with pytest.raises(ValueError, match="v17"):
-        encode_fetch_response(17, empty)
+    with pytest.raises(ValueError, match="v18"):
+        encode_fetch_response(18, empty)
 
 
 # -- generated shapes ------------------------------------------------------------------------

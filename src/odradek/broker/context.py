@@ -6,14 +6,21 @@ import logging
 from dataclasses import dataclass, field
 
 from odradek.broker.clock import now_ms
-from odradek.broker.config import BrokerConfig
+from odradek.broker.config import DEFAULTS, BrokerConfig
 from odradek.broker.group_runtime import GroupRuntime
 from odradek.broker.purgatory import DataArrived, GroupCommit
 from odradek.broker.txn_runtime import TxnRuntime
+from odradek.storage.config_store import RESOURCE_BROKER, ConfigStore
 from odradek.storage.log import LogConfig
 from odradek.storage.log_manager import LogManager
 
 logger = logging.getLogger(__name__)
+
+# Kafka's ConfigSource values for a broker property.
+DYNAMIC_BROKER_CONFIG = 2
+DYNAMIC_DEFAULT_BROKER_CONFIG = 3
+STATIC_BROKER_CONFIG = 4
+DEFAULT_CONFIG = 5
 
 
 def default_log_config(config: BrokerConfig) -> LogConfig:
@@ -45,12 +52,42 @@ class BrokerContext:
     groups: GroupRuntime = field(init=False)
     # The transaction coordinator (producer ids, transactions, markers).
     transactions: TxnRuntime = field(init=False)
+    # server.properties / CLI as given; `config` is this plus the dynamic broker configs.
+    static_config: BrokerConfig | None = None
+    # Dynamic broker and group configs (dynamic_configs.py); None: not persisted.
+    config_store: ConfigStore | None = None
 
     def __post_init__(self) -> None:
         self.groups = GroupRuntime(self.config, self.logs, self.data_arrived, self.group_commit)
         self.transactions = TxnRuntime(
             self.config, self.logs, self.data_arrived, self.group_commit, self.groups
         )
+
+    def broker_property_layers(self, name: str) -> list[tuple[str, int]]:
+        """(value, ConfigSource) of every layer that sets broker property `name`, highest
+        precedence first: this broker's dynamic value, the dynamic cluster default, the static
+        configuration, Kafka's default (KIP-226's order)."""
+        layers: list[tuple[str, int]] = []
+        if self.config_store is not None:
+            image = self.config_store.image
+            for resource_name, source in (
+                (str(self.node_id), DYNAMIC_BROKER_CONFIG),
+                ("", DYNAMIC_DEFAULT_BROKER_CONFIG),
+            ):
+                value = image.configs(RESOURCE_BROKER, resource_name).get(name)
+                if value is not None:
+                    layers.append((value, source))
+        static = self.static_config or self.config
+        if name in static.unknown_or_set:
+            layers.append((static.properties[name], STATIC_BROKER_CONFIG))
+        if name in DEFAULTS:
+            layers.append((DEFAULTS[name], DEFAULT_CONFIG))
+        return layers
+
+    def broker_property_source(self, name: str) -> int:
+        """Where the effective value of broker property `name` comes from (ConfigSource)."""
+        layers = self.broker_property_layers(name)
+        return layers[0][1] if layers else DEFAULT_CONFIG
 
     @property
     def node_id(self) -> int:

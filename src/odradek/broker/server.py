@@ -23,6 +23,7 @@ from odradek.broker.clock import now_ms
 from odradek.broker.config import BrokerConfig
 from odradek.broker.connection import KafkaConnection
 from odradek.broker.context import BrokerContext, default_log_config
+from odradek.broker.dynamic_configs import load_group_configs, open_dynamic_configs
 from odradek.storage.lazy_files import files_for_mode
 from odradek.storage.log_manager import LogManager
 
@@ -115,6 +116,8 @@ class Broker:
                 "model, for testing)",
                 config.storage_mode,
             )
+        static_config = config
+        config_store, config = open_dynamic_configs(static_config)
         logs = LogManager.open(
             config.log_dir,
             default_log_config(config),
@@ -133,9 +136,12 @@ class Broker:
             cluster_id=cluster_id,
             advertised_host=config.advertised_listener.host,
             advertised_port=config.advertised_listener.port,
+            static_config=static_config,
+            config_store=config_store,
         )
         context = self.context
         context.groups.load(now_ms())
+        load_group_configs(context)
         context.groups.start()
         context.transactions.load(now_ms())
         context.transactions.start()
@@ -184,8 +190,10 @@ class Broker:
         """
         if self.config.properties.get("log.cleaner.enable", "true").lower() != "true":
             return
-        interval = max(int(self.config.properties.get("log.cleaner.backoff.ms", "15000")), 10)
         while True:
+            # log.cleaner.backoff.ms is a dynamic broker config: read it every round.
+            config = self.context.config if self.context is not None else self.config
+            interval = max(int(config.properties.get("log.cleaner.backoff.ms", "15000")), 10)
             await asyncio.sleep(interval / 1000)
             if self.context is None:
                 continue

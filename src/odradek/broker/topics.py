@@ -186,8 +186,6 @@ def topic_by_id(context: BrokerContext, topic_id: uuid.UUID) -> TopicMetadata | 
 
 # Kafka's ConfigSource values.
 DYNAMIC_TOPIC_CONFIG = 1
-STATIC_BROKER_CONFIG = 4
-DEFAULT_CONFIG = 5
 
 # Kafka's ConfigType values (DescribeConfigs v3+).
 CONFIG_TYPES: dict[str, int] = {
@@ -243,11 +241,7 @@ def describe_topic_configs(
             continue
         broker_property = TOPIC_CONFIG_BROKER_DEFAULTS[name]
         broker_value = broker_default(context, name)
-        broker_source = (
-            STATIC_BROKER_CONFIG
-            if broker_property in context.config.unknown_or_set
-            else DEFAULT_CONFIG
-        )
+        broker_source = context.broker_property_source(broker_property)
         synonyms: list[tuple[str, str | None, int]] = []
         if name in overrides:
             value, source = overrides[name], DYNAMIC_TOPIC_CONFIG
@@ -258,19 +252,6 @@ def describe_topic_configs(
         entries.append(
             ConfigEntry(name, value, source, False, CONFIG_TYPES.get(name, 2), tuple(synonyms))
         )
-    return entries
-
-
-def describe_broker_configs(
-    context: BrokerContext, keys: list[str] | tuple[str, ...] | None
-) -> list[ConfigEntry]:
-    """Broker properties; static here (no dynamic broker configs on one node yet)."""
-    entries = []
-    for name, value in sorted(context.config.properties.items()):
-        if keys is not None and name not in keys:
-            continue
-        source = STATIC_BROKER_CONFIG if name in context.config.unknown_or_set else DEFAULT_CONFIG
-        entries.append(ConfigEntry(name, value, source, True, 2, ((name, value, source),)))
     return entries
 
 

@@ -78,6 +78,11 @@ class TxnRuntime:
         self._producer_expiration_ms = int(properties["producer.id.expiration.ms"])
         self._producer_check_ms = int(properties["producer.id.expiration.check.interval.ms"])
 
+    def apply_config(self, config: BrokerConfig) -> None:
+        """A dynamic broker config change: `producer.id.expiration.ms` is dynamic in Kafka."""
+        self.config = config
+        self._producer_expiration_ms = int(config.properties["producer.id.expiration.ms"])
+
     # -- lifecycle ---------------------------------------------------------------------------
 
     def load(self, now: int) -> int:

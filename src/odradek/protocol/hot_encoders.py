@@ -1,4 +1,4 @@
-"""Hand-written encoders for the two hot responses, Produce (v3-v10) and Fetch (v4-v16).
+"""Hand-written encoders for the two hot responses, Produce (v3-v10) and Fetch (v4-v17).
 
 kio encodes every other response; these two run per request, so they skip its per-field
 writer dispatch. Both write the response body only (no response header), byte-identical to
@@ -42,7 +42,7 @@ __all__ = [
 ]
 
 PRODUCE_VERSIONS: Final = range(3, 11)
-FETCH_VERSIONS: Final = range(4, 17)
+FETCH_VERSIONS: Final = range(4, 18)
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,7 +223,7 @@ def _fetch_partition_tagged_fields(partition: FetchPartitionResult) -> bytes:
 
 
 def encode_fetch_response(version: int, response: FetchResponseData) -> list[bytes | memoryview]:
-    """Encode a FetchResponse body (v4-v16) as buffers; records are never copied."""
+    """Encode a FetchResponse body (v4-v17; v17 is v16) as buffers; records are never copied."""
     if version not in FETCH_VERSIONS:
         raise ValueError(f"FetchResponse v{version} is not supported")
     flexible = version >= 12

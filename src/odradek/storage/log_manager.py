@@ -389,6 +389,20 @@ class LogManager:
                 log.update_config(config)
         return altered
 
+    def set_default_config(self, default_config: LogConfig) -> None:
+        """New broker-level defaults (dynamic `log.*` broker configs): every topic's effective
+        config is rebuilt from them and its overrides, and applied to its logs."""
+        for topic in self._topics.values():
+            log_config_from_overrides(default_config, topic.config)  # raises before any change
+        self._default_config = default_config
+        for name, topic in list(self._topics.items()):
+            config = log_config_from_overrides(default_config, topic.config)
+            self._register(topic, config)
+            for partition in range(topic.partitions):
+                log = self._logs.get(TopicPartition(name, partition))
+                if log is not None:
+                    log.update_config(config)
+
     def delete_topic(self, name: str) -> None:
         topic = self._existing(name)
         path = self._metadata_path(name)

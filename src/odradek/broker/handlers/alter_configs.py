@@ -1,4 +1,5 @@
-"""AlterConfigs (the legacy, whole-set form): a topic's overrides become exactly the given set."""
+"""AlterConfigs (the legacy, whole-set form): a resource's overrides become exactly the given
+set — a topic's, a broker's or the cluster default's (dynamic broker configs), a group's."""
 
 from __future__ import annotations
 
@@ -9,12 +10,16 @@ from kio.schema.errors import ErrorCode
 
 from odradek.broker import dispatcher
 from odradek.broker.context import BrokerContext
+from odradek.broker.dynamic_configs import alter_broker_configs, alter_group_configs
 from odradek.broker.topics import alter_topic_configs
 from odradek.protocol.api_keys import ApiKey
 from odradek.protocol.codec import RequestHeader, make, nested, response_module, response_type
 
 TOPIC = 2
 BROKER = 4
+GROUP = 32
+
+Alter = Callable[[Any], tuple[ErrorCode, str | None]]
 
 
 def resource_result(
@@ -29,24 +34,25 @@ def resource_result(
     )
 
 
-BROKER_CONFIGS_STATIC = "Broker configs are static on Odradek; set them in server.properties."
-
-
 def alter_resources(
     api_key: ApiKey,
     version: int,
     resources: Any,
-    alter_topic: Callable[[Any], tuple[ErrorCode, str | None]],
+    alter_topic: Alter,
+    alter_broker: Alter,
+    alter_group: Alter,
 ) -> Any:
-    """The response to an (Incremental)AlterConfigs request: `alter_topic` answers for each
-    topic resource; broker configs are static and other resource types are not supported."""
+    """The response to an (Incremental)AlterConfigs request: each resource is answered by the
+    callable for its type; other resource types are not supported."""
     result_type = nested(response_module(api_key, version), "AlterConfigsResourceResponse")
     results = []
     for resource in resources:
         if resource.resource_type == TOPIC:
             error, message = alter_topic(resource)
         elif resource.resource_type == BROKER:
-            error, message = ErrorCode.invalid_request, BROKER_CONFIGS_STATIC
+            error, message = alter_broker(resource)
+        elif resource.resource_type == GROUP:
+            error, message = alter_group(resource)
         else:
             error, message = ErrorCode.invalid_request, "Unsupported resource type."
         results.append(resource_result(result_type, resource, error, message))
@@ -62,4 +68,23 @@ async def handle(context: BrokerContext, header: RequestHeader, request: Any) ->
         )
         return (failure.error_code, failure.message) if failure else (ErrorCode.none, None)
 
-    return alter_resources(ApiKey.ALTER_CONFIGS, header.api_version, request.resources, alter_topic)
+    def alter_broker(resource: Any) -> tuple[ErrorCode, str | None]:
+        overrides = {c.name: c.value for c in resource.configs if c.value is not None}
+        return alter_broker_configs(
+            context, resource.resource_name, overrides, validate_only=request.validate_only
+        )
+
+    def alter_group(resource: Any) -> tuple[ErrorCode, str | None]:
+        overrides = {c.name: c.value for c in resource.configs if c.value is not None}
+        return alter_group_configs(
+            context, resource.resource_name, overrides, validate_only=request.validate_only
+        )
+
+    return alter_resources(
+        ApiKey.ALTER_CONFIGS,
+        header.api_version,
+        request.resources,
+        alter_topic,
+        alter_broker,
+        alter_group,
+    )

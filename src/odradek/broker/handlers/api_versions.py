@@ -29,7 +29,8 @@ def unsupported_version_response() -> Any:
     )
 
 
-@dispatcher.register(ApiKey.API_VERSIONS, 0, 3)
+# v4 is v3 (KAFKA-17011 only lets SupportedFeatures.MinVersion be 0; none are listed here).
+@dispatcher.register(ApiKey.API_VERSIONS, 0, 4)
 async def handle(context: BrokerContext, header: RequestHeader, request: Any) -> Any:
     return make(
         response_type(ApiKey.API_VERSIONS, header.api_version),

@@ -10,12 +10,12 @@ from typing import Any
 from kio.schema.errors import ErrorCode
 
 from odradek.broker import dispatcher
+from odradek.broker.authorized_operations import group_operations
 from odradek.broker.context import BrokerContext
 from odradek.coordinator.group import ConsumerGroup
 from odradek.protocol.api_keys import ApiKey
 from odradek.protocol.codec import RequestHeader, make, nested, response_module, response_type
 
-AUTHORIZED_OPERATIONS_OMITTED = -(2**31)
 CONSUMER_MEMBER_TYPE = 1
 
 
@@ -46,6 +46,7 @@ async def handle(context: BrokerContext, header: RequestHeader, request: Any) ->
     member_type = nested(module, "Member")
     names = {info.topic_id: name for name, info in context.groups.topics().items()}
     coordinator = context.groups.coordinator
+    operations = group_operations(request.include_authorized_operations)
     described = []
     for group_id in request.group_ids:
         group = coordinator.group(group_id)
@@ -63,7 +64,7 @@ async def handle(context: BrokerContext, header: RequestHeader, request: Any) ->
                     assignment_epoch=-1,
                     assignor_name="",
                     members=(),
-                    authorized_operations=AUTHORIZED_OPERATIONS_OMITTED,
+                    authorized_operations=operations,
                 )
             )
             continue
@@ -97,7 +98,7 @@ async def handle(context: BrokerContext, header: RequestHeader, request: Any) ->
                 assignment_epoch=group.assignment_epoch,
                 assignor_name=group.assignor_name or coordinator.config.consumer_assignors[0],
                 members=members,
-                authorized_operations=AUTHORIZED_OPERATIONS_OMITTED,
+                authorized_operations=operations,
             )
         )
     return make(

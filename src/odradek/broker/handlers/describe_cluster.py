@@ -1,4 +1,5 @@
-"""DescribeCluster: the cluster id, the controller and the one broker."""
+"""DescribeCluster: the cluster id, the controller and the one broker (never fenced, so v2's
+`include_fenced_brokers` changes nothing and `is_fenced` is false)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 from kio.schema.errors import ErrorCode
 
 from odradek.broker import dispatcher
+from odradek.broker.authorized_operations import cluster_operations
 from odradek.broker.context import BrokerContext
 from odradek.protocol.api_keys import ApiKey
 from odradek.protocol.codec import RequestHeader, make, nested, response_module, response_type
@@ -14,7 +16,7 @@ from odradek.protocol.codec import RequestHeader, make, nested, response_module,
 BROKERS_ENDPOINT_TYPE = 1
 
 
-@dispatcher.register(ApiKey.DESCRIBE_CLUSTER, 0, 1)
+@dispatcher.register(ApiKey.DESCRIBE_CLUSTER, 0, 2)
 async def handle(context: BrokerContext, header: RequestHeader, request: Any) -> Any:
     version = header.api_version
     endpoint_type = getattr(request, "endpoint_type", BROKERS_ENDPOINT_TYPE)
@@ -24,6 +26,7 @@ async def handle(context: BrokerContext, header: RequestHeader, request: Any) ->
         host=context.advertised_host,
         port=context.advertised_port,
         rack=None,
+        is_fenced=False,
     )
     if endpoint_type != BROKERS_ENDPOINT_TYPE:
         return make(
@@ -35,7 +38,7 @@ async def handle(context: BrokerContext, header: RequestHeader, request: Any) ->
             cluster_id=context.cluster_id,
             controller_id=-1,
             brokers=(),
-            cluster_authorized_operations=-(2**31),
+            cluster_authorized_operations=cluster_operations(False),
         )
     return make(
         response_type(ApiKey.DESCRIBE_CLUSTER, version),
@@ -46,5 +49,7 @@ async def handle(context: BrokerContext, header: RequestHeader, request: Any) ->
         cluster_id=context.cluster_id,
         controller_id=context.node_id,
         brokers=(broker,),
-        cluster_authorized_operations=-(2**31),
+        cluster_authorized_operations=cluster_operations(
+            request.include_cluster_authorized_operations
+        ),
     )

@@ -1,4 +1,5 @@
-"""DescribeConfigs for topics and the broker."""
+"""DescribeConfigs for topics, the broker (and the cluster-wide default broker resource) and
+groups (KIP-848 group configs)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,18 @@ from kio.schema.errors import ErrorCode
 
 from odradek.broker import dispatcher
 from odradek.broker.context import BrokerContext
-from odradek.broker.topics import describe_broker_configs, describe_topic_configs
+from odradek.broker.dynamic_configs import (
+    broker_resource_error,
+    describe_broker_configs,
+    describe_group_configs,
+)
+from odradek.broker.topics import describe_topic_configs
 from odradek.protocol.api_keys import ApiKey
 from odradek.protocol.codec import RequestHeader, make, nested, response_module, response_type
 
 TOPIC = 2
 BROKER = 4
+GROUP = 32
 
 
 @dispatcher.register(ApiKey.DESCRIBE_CONFIGS, 1, 4)
@@ -35,11 +42,17 @@ async def handle(context: BrokerContext, header: RequestHeader, request: Any) ->
             else:
                 entries = describe_topic_configs(context, resource.resource_name, keys)
         elif resource.resource_type == BROKER:
-            if resource.resource_name not in ("", str(context.node_id)):
+            message = broker_resource_error(context, resource.resource_name)
+            if message is not None:
                 error = ErrorCode.invalid_request
-                message = f"Unknown broker {resource.resource_name!r}."
             else:
-                entries = describe_broker_configs(context, keys)
+                entries = describe_broker_configs(context, resource.resource_name, keys)
+        elif resource.resource_type == GROUP:
+            if not resource.resource_name:
+                error = ErrorCode.invalid_request
+                message = "Group name must not be empty"
+            else:
+                entries = describe_group_configs(context, resource.resource_name, keys)
         else:
             error = ErrorCode.invalid_request
             message = f"Unsupported resource type {resource.resource_type}."

@@ -12,13 +12,12 @@ from typing import Any
 from kio.schema.errors import ErrorCode
 
 from odradek.broker import dispatcher
+from odradek.broker.authorized_operations import group_operations
 from odradek.broker.context import BrokerContext
 from odradek.broker.group_runtime import CoordinatorNotAvailableError
 from odradek.coordinator.group import DescribedGroup
 from odradek.protocol.api_keys import ApiKey
 from odradek.protocol.codec import RequestHeader, make, nested, response_module, response_type
-
-AUTHORIZED_OPERATIONS_OMITTED = -(2**31)
 
 
 @dispatcher.register(ApiKey.DESCRIBE_GROUPS, 0, 6)
@@ -42,6 +41,7 @@ async def handle(context: BrokerContext, header: RequestHeader, request: Any) ->
             (DescribedGroup(group_id, ErrorCode.not_coordinator, "", "", "", ()), True)
             for group_id in request.groups
         ]
+    operations = group_operations(bool(getattr(request, "include_authorized_operations", False)))
     groups = []
     for described, exists in answers:
         error = described.error
@@ -74,7 +74,7 @@ async def handle(context: BrokerContext, header: RequestHeader, request: Any) ->
                     )
                     for member in described.members
                 ),
-                authorized_operations=AUTHORIZED_OPERATIONS_OMITTED,
+                authorized_operations=operations,
             )
         )
     return make(

@@ -152,7 +152,9 @@ def _empty(item: _Wanted, error_code: ErrorCode) -> FetchPartitionResult:
     )
 
 
-@dispatcher.register(ApiKey.FETCH, 4, 16)
+# v17 adds only the follower's replica_directory_id (KIP-853, a tagged field); the response is
+# v16's. Odradek has no followers yet, so the field is read and not used.
+@dispatcher.register(ApiKey.FETCH, 4, 17)
 async def handle(
     context: BrokerContext, header: RequestHeader, request: Any
 ) -> list[bytes | memoryview]:

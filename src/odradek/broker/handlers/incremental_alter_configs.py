@@ -1,4 +1,5 @@
-"""IncrementalAlterConfigs: SET, DELETE, APPEND and SUBTRACT on single topic configs."""
+"""IncrementalAlterConfigs: SET, DELETE, APPEND and SUBTRACT on single topic, broker (dynamic
+broker configs) and group configs."""
 
 from __future__ import annotations
 
@@ -8,10 +9,19 @@ from kio.schema.errors import ErrorCode
 
 from odradek.broker import dispatcher
 from odradek.broker.context import BrokerContext
+from odradek.broker.dynamic_configs import (
+    DYNAMIC_BROKER_CONFIG_TYPES,
+    LIST,
+    alter_broker_configs,
+    alter_group_configs,
+    apply_operations,
+    group_overrides,
+)
 from odradek.broker.handlers.alter_configs import alter_resources
 from odradek.broker.topics import CONFIG_TYPES, alter_topic_configs, broker_default
 from odradek.protocol.api_keys import ApiKey
 from odradek.protocol.codec import RequestHeader
+from odradek.storage.config_store import RESOURCE_BROKER
 
 SET, DELETE, APPEND, SUBTRACT = 0, 1, 2, 3
 LIST_TYPE = 7
@@ -66,6 +76,39 @@ async def handle(context: BrokerContext, header: RequestHeader, request: Any) ->
             return failure.error_code, failure.message
         return ErrorCode.none, None
 
+    def alter_broker(resource: Any) -> tuple[ErrorCode, str | None]:
+        store = context.config_store
+        current = store.image.configs(RESOURCE_BROKER, resource.resource_name) if store else {}
+        updated, problem = apply_operations(
+            current,
+            resource.configs,
+            lambda name: DYNAMIC_BROKER_CONFIG_TYPES.get(name) == LIST,
+            lambda name: context.config.properties.get(name, ""),
+        )
+        if updated is None:
+            return ErrorCode.invalid_config, problem
+        return alter_broker_configs(
+            context, resource.resource_name, updated, validate_only=request.validate_only
+        )
+
+    def alter_group(resource: Any) -> tuple[ErrorCode, str | None]:
+        updated, problem = apply_operations(
+            group_overrides(context, resource.resource_name),
+            resource.configs,
+            lambda name: False,
+            lambda name: "",
+        )
+        if updated is None:
+            return ErrorCode.invalid_config, problem
+        return alter_group_configs(
+            context, resource.resource_name, updated, validate_only=request.validate_only
+        )
+
     return alter_resources(
-        ApiKey.INCREMENTAL_ALTER_CONFIGS, header.api_version, request.resources, alter_topic
+        ApiKey.INCREMENTAL_ALTER_CONFIGS,
+        header.api_version,
+        request.resources,
+        alter_topic,
+        alter_broker,
+        alter_group,
     )

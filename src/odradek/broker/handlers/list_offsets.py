@@ -1,4 +1,8 @@
-"""ListOffsets: earliest (-2), latest (-1), max timestamp (-3) and offsets by timestamp.
+"""ListOffsets: earliest (-2), latest (-1), max timestamp (-3) and offsets by timestamp; from v8
+earliest-local (-4, KIP-405) and from v9 latest-tiered (-5, KIP-1005). Without tiered storage
+the local log starts at the log start offset, and nothing is tiered: -5 answers offset -1 with
+leader epoch -1, as Kafka's UnifiedLog does when remote storage is off. v10's timeout only
+bounds remote-storage reads, which Odradek never makes.
 
 The isolation level (v2+) sets the upper bound: read_committed sees up to the last stable
 offset, read_uncommitted up to the high watermark.
@@ -18,25 +22,33 @@ from odradek.protocol.codec import RequestHeader, make, nested, response_module,
 LATEST_TIMESTAMP = -1
 EARLIEST_TIMESTAMP = -2
 MAX_TIMESTAMP = -3
+EARLIEST_LOCAL_TIMESTAMP = -4
+LATEST_TIERED_TIMESTAMP = -5
 LEADER_EPOCH = 0
 READ_COMMITTED = 1
 
 
-@dispatcher.register(ApiKey.LIST_OFFSETS, 1, 7)
+@dispatcher.register(ApiKey.LIST_OFFSETS, 1, 10)
 async def handle(context: BrokerContext, header: RequestHeader, request: Any) -> Any:
     version = header.api_version
     module = response_module(ApiKey.LIST_OFFSETS, version)
     partition_type = nested(module, "ListOffsetsPartitionResponse")
     topic_type = nested(module, "ListOffsetsTopicResponse")
 
-    def answer(index: int, error: ErrorCode, offset: int = -1, timestamp: int = -1) -> Any:
+    def answer(
+        index: int,
+        error: ErrorCode,
+        offset: int = -1,
+        timestamp: int = -1,
+        epoch: int = LEADER_EPOCH,
+    ) -> Any:
         return make(
             partition_type,
             partition_index=index,
             error_code=error,
             timestamp=timestamp,
             offset=offset,
-            leader_epoch=LEADER_EPOCH if error == ErrorCode.none else -1,
+            leader_epoch=epoch if error == ErrorCode.none else -1,
             old_style_offsets=(),
         )
 
@@ -57,8 +69,12 @@ async def handle(context: BrokerContext, header: RequestHeader, request: Any) ->
             timestamp = partition.timestamp
             if timestamp == LATEST_TIMESTAMP:
                 partitions.append(answer(index, ErrorCode.none, upper))
-            elif timestamp == EARLIEST_TIMESTAMP:
+            elif timestamp == EARLIEST_TIMESTAMP or (
+                timestamp == EARLIEST_LOCAL_TIMESTAMP and version >= 8
+            ):
                 partitions.append(answer(index, ErrorCode.none, log.log_start_offset))
+            elif timestamp == LATEST_TIERED_TIMESTAMP and version >= 9:
+                partitions.append(answer(index, ErrorCode.none, -1, -1, -1))
             elif timestamp == MAX_TIMESTAMP:
                 found = log.max_timestamp_offset()
                 if found is None:

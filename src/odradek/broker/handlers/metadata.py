@@ -8,6 +8,7 @@ from typing import Any
 from kio.schema.errors import ErrorCode
 
 from odradek.broker import dispatcher
+from odradek.broker.authorized_operations import cluster_operations, topic_operations
 from odradek.broker.context import BrokerContext
 from odradek.broker.topics import auto_create
 from odradek.protocol.api_keys import ApiKey
@@ -25,6 +26,9 @@ async def handle(context: BrokerContext, header: RequestHeader, request: Any) ->
     topic_type = nested(module, "MetadataResponseTopic")
     partition_type = nested(module, "MetadataResponsePartition")
     node = context.node_id
+    topic_operations_field = topic_operations(
+        bool(getattr(request, "include_topic_authorized_operations", False))
+    )
 
     def describe(name: str, topic: TopicMetadata | None, error: ErrorCode) -> Any:
         partitions = ()
@@ -49,7 +53,7 @@ async def handle(context: BrokerContext, header: RequestHeader, request: Any) ->
             topic_id=topic.topic_id if topic is not None else ZERO_UUID,
             is_internal=name in INTERNAL_TOPICS,
             partitions=partitions,
-            topic_authorized_operations=-(2**31),
+            topic_authorized_operations=topic_operations_field,
         )
 
     topics = context.logs.topics()
@@ -103,6 +107,8 @@ async def handle(context: BrokerContext, header: RequestHeader, request: Any) ->
         cluster_id=context.cluster_id,
         controller_id=node,
         topics=tuple(results),
-        cluster_authorized_operations=-(2**31),
+        cluster_authorized_operations=cluster_operations(
+            bool(getattr(request, "include_cluster_authorized_operations", False))
+        ),
         error_code=ErrorCode.none,
     )

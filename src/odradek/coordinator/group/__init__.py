@@ -8,7 +8,11 @@ A deterministic state machine: no asyncio, no clock reads, no I/O. The broker's
 from odradek.coordinator.group.assignors import TopicInfo
 from odradek.coordinator.group.classic import ClassicGroup, JoinRequest, SyncRequest
 from odradek.coordinator.group.config import GroupConfig
-from odradek.coordinator.group.consumer import ConsumerGroup, HeartbeatRequest
+from odradek.coordinator.group.consumer import (
+    ConsumerGroup,
+    ConsumerGroupOverrides,
+    HeartbeatRequest,
+)
 from odradek.coordinator.group.coordinator import (
     CommitRequest,
     DescribedGroup,
@@ -36,6 +40,7 @@ __all__ = [
     "CommitRequest",
     "ConsumerGroup",
     "ConsumerGroupHeartbeatResponse",
+    "ConsumerGroupOverrides",
     "CoordinatorRecord",
     "DeleteGroupsResponse",
     "DescribedGroup",

@@ -104,6 +104,14 @@ class ConsumerGroup:
 
 
 @dataclass(frozen=True, slots=True)
+class ConsumerGroupOverrides:
+    """A consumer group's dynamic configs (Kafka's GroupConfig); None keeps the default."""
+
+    session_timeout_ms: int | None = None
+    heartbeat_interval_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class HeartbeatRequest:
     group_id: str
     member_id: str
@@ -143,6 +151,31 @@ class ConsumerProtocol:
         self._group = groups
         self._create_group = create_group
         self._new_id = new_id
+        # Per-group dynamic configs (GROUP resource, KIP-848): group id -> overrides of the
+        # broker's group.consumer.session.timeout.ms / heartbeat.interval.ms.
+        self.group_overrides: dict[str, ConsumerGroupOverrides] = {}
+
+    def set_group_overrides(self, group_id: str, overrides: ConsumerGroupOverrides) -> None:
+        """Apply a group's `consumer.session.timeout.ms` / `consumer.heartbeat.interval.ms`
+        (None: the broker default); members pick them up on their next heartbeat."""
+        if overrides == ConsumerGroupOverrides():
+            self.group_overrides.pop(group_id, None)
+        else:
+            self.group_overrides[group_id] = overrides
+
+    def session_timeout_ms(self, group_id: str) -> int:
+        """The group's session timeout (ms): its override, else the broker's default."""
+        override = self.group_overrides.get(group_id)
+        if override is not None and override.session_timeout_ms is not None:
+            return override.session_timeout_ms
+        return self.config.consumer_session_timeout_ms
+
+    def heartbeat_interval_ms(self, group_id: str) -> int:
+        """The group's heartbeat interval (ms): its override, else the broker's default."""
+        override = self.group_overrides.get(group_id)
+        if override is not None and override.heartbeat_interval_ms is not None:
+            return override.heartbeat_interval_ms
+        return self.config.consumer_heartbeat_interval_ms
 
     def epoch_record(self, group: ConsumerGroup) -> CoordinatorRecord:
         return CoordinatorRecord(
@@ -244,7 +277,7 @@ class ConsumerProtocol:
                     ErrorCode.fenced_member_epoch,
                     f"The member epoch {epoch} is not {member.member_epoch}.",
                 )
-        member.session_deadline_ms = now_ms + self.config.consumer_session_timeout_ms
+        member.session_deadline_ms = now_ms + self.session_timeout_ms(group.group_id)
         member.client_id = request.client_id
         member.client_host = request.client_host
         if request.rebalance_timeout_ms >= 0:
@@ -292,7 +325,7 @@ class ConsumerProtocol:
                 ErrorCode.none,
                 member_id=member_id,
                 member_epoch=member.member_epoch,
-                heartbeat_interval_ms=self.config.consumer_heartbeat_interval_ms,
+                heartbeat_interval_ms=self.heartbeat_interval_ms(group.group_id),
                 assignment=dict(member.assigned) if send_assignment else None,
             ),
         )
