@@ -75,7 +75,12 @@ def _min_insync_replicas(context: BrokerContext, topic: str) -> int:
     return int(override) if override else context.config.min_insync_replicas
 
 
-@dispatcher.register(ApiKey.PRODUCE, 3, 10)
+#: Produce v12 is transaction version 2 (KIP-890 part 2): a transactional batch adds its
+#: partition to the producer's transaction itself. v11 only adds an error code.
+TRANSACTION_V2_VERSION = 12
+
+
+@dispatcher.register(ApiKey.PRODUCE, 3, 12)
 async def handle(
     context: BrokerContext, header: RequestHeader, request: Any
 ) -> list[bytes | memoryview] | None:
@@ -121,6 +126,13 @@ async def handle(
                 continue
             first = headers[0]
             if first.is_transactional and transactional_id is not None:
+                if header.api_version >= TRANSACTION_V2_VERSION:
+                    add_error = await _add_to_transaction(
+                        context, transactional_id, first, name, index, log
+                    )
+                    if add_error != ErrorCode.none:
+                        partition_results.append(_error(index, add_error))
+                        continue
                 verify_error = _verify_transaction(
                     context, transactional_id, first, name, index, log
                 )
@@ -212,6 +224,27 @@ def _recompress(
     if level == -1:  # gzip's "default" (Deflater.DEFAULT_COMPRESSION)
         level = None
     return recompress_batches(records, headers, codec, level, config.max_message_bytes)
+
+
+async def _add_to_transaction(
+    context: BrokerContext,
+    transactional_id: str,
+    header: BatchHeader,
+    topic: str,
+    index: int,
+    log: PartitionLog,
+) -> ErrorCode:
+    """KIP-890 part 2 (Produce v12): the first transactional batch of a producer on a partition
+    adds the partition to its transaction (Kafka's ReplicaManager with the addPartition
+    operation). The part 1 check that follows, synchronous with the append, still runs, so a
+    transaction that ended meanwhile is not appended to."""
+    producer_id, producer_epoch = header.producer_id, header.producer_epoch
+    if log.has_ongoing_transaction(producer_id, producer_epoch):
+        return ErrorCode.none
+    error = await context.transactions.add_partition_implicitly(
+        transactional_id, producer_id, producer_epoch, topic, index
+    )
+    return _VERIFY_ERRORS.get(error, error)
 
 
 def _verify_transaction(
