@@ -5,7 +5,9 @@ hits all targets alike):
   * librdkafka's built-in mock cluster (`test.mock.num.brokers=1`), the reference C broker;
   * an `odradek serve` process, acks=1;
   * the same process, acks=all with odradek.acks.all.fsync=true (group-commit fdatasync);
-  * a second `odradek serve` process with odradek.acks.all.fsync=false, acks=all.
+  * a second `odradek serve` process with odradek.acks.all.fsync=false, acks=all;
+  * the first process, acks=1, to a topic with compression.type=zstd: the producer sends
+    uncompressed batches, so the broker recompresses every one (Kafka's LogValidator path).
 
 Each run is a fresh child process (this script with --worker) so the client's CPU never shares
 a core's accounting with the measuring process, and every run starts from a cold producer.
@@ -29,6 +31,7 @@ from _common import BrokerProcess, cpu_seconds, create_topic, median, print_tabl
 RECORD_BYTES = 100
 LINGER_MS = 5
 TOPIC = "produce-bench"
+RECOMPRESSED_TOPIC = "produce-bench-zstd"
 
 
 # -- the load: one producer in a child process ----------------------------------------------
@@ -168,6 +171,9 @@ def main() -> None:
     try:
         for broker in (default_broker, no_fsync_broker):
             create_topic(broker.bootstrap_servers, TOPIC, 1, {})
+        create_topic(
+            default_broker.bootstrap_servers, RECOMPRESSED_TOPIC, 1, {"compression.type": "zstd"}
+        )
         targets = [
             Target("librdkafka mock, acks=1", "mock", "1", None, TOPIC),
             Target("Odradek, acks=1", default_broker.bootstrap_servers, "1", default_broker, TOPIC),
@@ -185,6 +191,13 @@ def main() -> None:
                 "all",
                 no_fsync_broker,
                 TOPIC,
+            ),
+            Target(
+                "Odradek, acks=1, zstd topic",
+                default_broker.bootstrap_servers,
+                "1",
+                default_broker,
+                RECOMPRESSED_TOPIC,
             ),
         ]
         results: dict[str, list[dict[str, float]]] = {t.label: [] for t in targets}

@@ -105,9 +105,18 @@ def test_api_versions_every_version(client: RawClient, version: int) -> None:
     advertised = {
         entry.api_key: (entry.min_version, entry.max_version) for entry in response.api_keys
     }
-    assert advertised[ApiKey.PRODUCE] == (3, 10)
+    assert advertised[ApiKey.PRODUCE] == (3, 12)
     assert advertised[ApiKey.FETCH] == (4, 17)
     assert ApiKey.API_VERSIONS in advertised
+    if version >= 3:
+        # KIP-890 part 2 is implemented whole, so transaction.version 2 is finalized.
+        supported = {(f.name, f.min_version, f.max_version) for f in response.supported_features}
+        assert ("transaction.version", 0, 2) in supported
+        finalized = {
+            (f.name, f.min_version_level, f.max_version_level) for f in response.finalized_features
+        }
+        assert ("transaction.version", 2, 2) in finalized
+        assert response.finalized_features_epoch >= 0
 
 
 def test_unknown_api_versions_version_gets_v0_unsupported_answer(client: RawClient) -> None:
@@ -121,7 +130,7 @@ def test_unknown_api_versions_version_gets_v0_unsupported_answer(client: RawClie
 
 @pytest.mark.parametrize(
     ("api_key", "api_version"),
-    [(ApiKey.PRODUCE, 2), (ApiKey.PRODUCE, 11), (ApiKey.FETCH, 18), (11, 5), (9999, 0)],
+    [(ApiKey.PRODUCE, 2), (ApiKey.PRODUCE, 13), (ApiKey.FETCH, 18), (11, 5), (9999, 0)],
 )
 def test_unsupported_api_or_version_closes_the_connection(
     odradek_broker: Broker, api_key: int, api_version: int

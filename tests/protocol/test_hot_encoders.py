@@ -293,8 +293,8 @@ def test_fetch_records_are_separate_buffers_not_copies(version: int) -> None:
 def test_unsupported_versions_raise() -> None:
     with pytest.raises(ValueError, match="v2"):
         encode_produce_response(2, ProduceResponseData(()))
-    with pytest.raises(ValueError, match="v11"):
-        encode_produce_response(11, ProduceResponseData(()))
+    with pytest.raises(ValueError, match="v13"):
+        encode_produce_response(13, ProduceResponseData(()))
     empty = FetchResponseData(0, 0, 0, ())
     with pytest.raises(ValueError, match="v3"):
         encode_fetch_response(3, empty)

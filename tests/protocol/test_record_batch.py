@@ -31,6 +31,7 @@ from odradek.protocol.record_batch import (
     encode_varint,
     iter_batch_headers,
     read_batch_header,
+    recompress_batches,
     validate_batches,
 )
 
@@ -450,3 +451,79 @@ def test_round_trip_property(records: list[Record], compression: int, base_offse
     assert [r.timestamp for r in decoded] == [
         1_700_000_000_000 if r.timestamp is None else r.timestamp for r in records
     ]
+
+
+# -- recompression (topic compression.type) -------------------------------------------------
+
+
+@pytest.mark.parametrize("source", CODECS)
+@pytest.mark.parametrize("target", CODECS)
+def test_recompress_keeps_records_and_producer_fields(source: int, target: int) -> None:
+    records = [
+        Record(key=b"k%d" % i, value=b"v" * i, headers=(("h", b"%d" % i),), timestamp=1000 + i)
+        for i in range(20)
+    ]
+    batch = encode_batch(
+        records,
+        compression=source,
+        producer_id=7,
+        producer_epoch=3,
+        base_sequence=40,
+        is_transactional=True,
+    )
+    headers = validate_batches(batch, 1 << 20)
+    rewritten, new_headers = recompress_batches(batch, headers, target, None, 1 << 20)
+    (header,) = validate_batches(rewritten, 1 << 20)  # a valid batch, CRC included
+    assert new_headers == [header]
+    assert header.compression == target
+    assert (header.producer_id, header.producer_epoch, header.base_sequence) == (7, 3, 40)
+    assert header.is_transactional
+    assert header.records_count == 20
+    assert header.last_offset_delta == 19
+    assert (header.base_timestamp, header.max_timestamp) == (1000, 1019)
+    assert decode_records(rewritten) == decode_records(batch)
+    if source == target:
+        assert rewritten == batch
+
+
+def test_recompress_honours_the_level() -> None:
+    records = [Record(key=None, value=(b"abcdefgh%d" % i) * 50) for i in range(50)]
+    batch = encode_batch(records)
+    headers = validate_batches(batch, 1 << 20)
+    fast, _ = recompress_batches(batch, headers, COMPRESSION_GZIP, 1, 1 << 20)
+    best, _ = recompress_batches(batch, headers, COMPRESSION_GZIP, 9, 1 << 20)
+    assert len(best) < len(fast)
+    assert decode_records(fast) == decode_records(best) == decode_records(batch)
+
+
+def test_recompress_checks_the_size_after_recompression() -> None:
+    batch = encode_batch([Record(key=None, value=bytes(5000))], compression=COMPRESSION_ZSTD)
+    headers = validate_batches(batch, 1000)
+    with pytest.raises(InvalidRecords) as raised:
+        recompress_batches(batch, headers, COMPRESSION_NONE, None, 1000)
+    assert raised.value.error_code == ErrorCode.message_too_large
+
+
+def test_recompress_refuses_inner_offsets_out_of_order() -> None:
+    records = [Record(key=None, value=b"a", offset=0), Record(key=None, value=b"b", offset=2)]
+    batch = encode_batch(records, compression=COMPRESSION_GZIP)
+    # Inner offset deltas 0 and 2; the header is patched to say 0..1 so it passes validation.
+    patched = bytearray(batch)
+    struct.pack_into(">i", patched, 23, 1)
+    struct.pack_into(">I", patched, 17, crc32c.crc32c(bytes(patched[21:])))
+    headers = validate_batches(bytes(patched), 1 << 20)
+    with pytest.raises(InvalidRecords) as raised:
+        recompress_batches(bytes(patched), headers, COMPRESSION_ZSTD, None, 1 << 20)
+    assert raised.value.error_code == ErrorCode.invalid_record
+
+
+def test_recompress_refuses_garbage_that_does_not_decompress() -> None:
+    batch = bytearray(
+        encode_batch([Record(key=None, value=b"x" * 100)], compression=COMPRESSION_LZ4)
+    )
+    batch[BATCH_HEADER_SIZE:] = b"\x00" * (len(batch) - BATCH_HEADER_SIZE)
+    struct.pack_into(">I", batch, 17, crc32c.crc32c(bytes(batch[21:])))
+    headers = validate_batches(bytes(batch), 1 << 20)
+    with pytest.raises(InvalidRecords) as raised:
+        recompress_batches(bytes(batch), headers, COMPRESSION_ZSTD, None, 1 << 20)
+    assert raised.value.error_code == ErrorCode.corrupt_message

@@ -11,6 +11,8 @@ from urllib.parse import urlsplit
 from odradek.coordinator.group.config import GroupConfig
 from odradek.coordinator.txn import TransactionConfig
 from odradek.storage.lazy_files import STORAGE_MODES
+from odradek.storage.log import LogConfig
+from odradek.storage.log_manager import InvalidConfig, log_config_from_overrides
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +48,9 @@ DEFAULTS: dict[str, str] = {
     "log.message.timestamp.type": "CreateTime",
     "log.cleanup.policy": "delete",
     "compression.type": "producer",
+    "compression.gzip.level": "-1",
+    "compression.lz4.level": "9",
+    "compression.zstd.level": "3",
     "log.cleaner.delete.retention.ms": "86400000",
     "log.cleaner.min.compaction.lag.ms": "0",
     "log.cleaner.max.compaction.lag.ms": str(2**63 - 1),
@@ -297,6 +302,13 @@ class BrokerConfig:
         for name in ("num.partitions", "default.replication.factor", "message.max.bytes"):
             if _int(properties, name) < 1:
                 raise ConfigError(f"{name} must be at least 1")
+        try:  # compression.type and its levels: the topic configs' own validators
+            log_config_from_overrides(
+                LogConfig(),
+                {name: properties[name] for name in properties if name.startswith("compression.")},
+            )
+        except InvalidConfig as error:
+            raise ConfigError(str(error)) from None
         config.group_config()  # checks the group settings now, not on first use
         config.transaction_config()
         if config.log_retention_ms < 0:

@@ -12,7 +12,15 @@ from odradek.broker.purgatory import DataArrived, GroupCommit
 from odradek.broker.txn_runtime import TxnRuntime
 from odradek.storage.config_store import RESOURCE_BROKER, ConfigStore
 from odradek.storage.log import LogConfig
-from odradek.storage.log_manager import LogManager
+from odradek.storage.log_manager import LogManager, log_config_from_overrides
+
+# Broker properties that are also the topic defaults under the same name (KIP-390).
+_COMPRESSION_PROPERTIES = (
+    "compression.type",
+    "compression.gzip.level",
+    "compression.lz4.level",
+    "compression.zstd.level",
+)
 
 logger = logging.getLogger(__name__)
 
@@ -24,8 +32,9 @@ DEFAULT_CONFIG = 5
 
 
 def default_log_config(config: BrokerConfig) -> LogConfig:
-    """Broker-level `log.*` properties become the default for every topic."""
-    return LogConfig(
+    """Broker-level `log.*` properties (and `compression.*`, named as the topic configs are)
+    become the default for every topic. Raises InvalidConfig for a value Kafka refuses."""
+    default = LogConfig(
         segment_bytes=config.log_segment_bytes,
         segment_ms=config.log_roll_ms,
         retention_ms=config.log_retention_ms,
@@ -37,6 +46,12 @@ def default_log_config(config: BrokerConfig) -> LogConfig:
         message_timestamp_type=config.log_message_timestamp_type,
         cleanup_policy=config.log_cleanup_policy,
     )
+    compression = {
+        name: config.properties[name]
+        for name in _COMPRESSION_PROPERTIES
+        if name in config.properties
+    }
+    return log_config_from_overrides(default, compression)
 
 
 @dataclass

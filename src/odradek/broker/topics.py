@@ -28,6 +28,9 @@ TOPIC_CONFIG_BROKER_DEFAULTS: dict[str, str] = {
     "flush.ms": "log.flush.interval.ms",
     "index.interval.bytes": "log.index.interval.bytes",
     "compression.type": "compression.type",
+    "compression.gzip.level": "compression.gzip.level",
+    "compression.lz4.level": "compression.lz4.level",
+    "compression.zstd.level": "compression.zstd.level",
     "delete.retention.ms": "log.cleaner.delete.retention.ms",
     "min.compaction.lag.ms": "log.cleaner.min.compaction.lag.ms",
     "max.compaction.lag.ms": "log.cleaner.max.compaction.lag.ms",
@@ -77,12 +80,6 @@ def config_value_error(name: str, value: str) -> str | None:
             return f"Invalid value {value} for configuration {name}: Not a number of type DOUBLE"
         if not 0 <= ratio <= 1:
             return f"Invalid value {value} for configuration {name}: Value must be between 0 and 1"
-    elif name == "compression.type" and value != "producer":
-        # Recompressing on the broker would mean decoding records on the produce path.
-        return (
-            f"Invalid value {value} for configuration compression.type: Odradek keeps batches "
-            "as the producer compressed them; only 'producer' is supported"
-        )
     return None
 
 
@@ -201,6 +198,9 @@ CONFIG_TYPES: dict[str, int] = {
     "flush.ms": 5,
     "index.interval.bytes": 3,
     "compression.type": 2,
+    "compression.gzip.level": 3,
+    "compression.lz4.level": 3,
+    "compression.zstd.level": 3,
     "delete.retention.ms": 5,
     "min.compaction.lag.ms": 5,
     "max.compaction.lag.ms": 5,

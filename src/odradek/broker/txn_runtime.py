@@ -30,6 +30,7 @@ from odradek.broker.config import BrokerConfig
 from odradek.broker.group_runtime import OFFSETS_TOPIC, GroupRuntime
 from odradek.broker.purgatory import DataArrived, GroupCommit
 from odradek.coordinator.txn import (
+    TRANSACTION_VERSION_2,
     AddPartitionsToTxnResult,
     EndTxnResult,
     InitProducerIdResult,
@@ -240,12 +241,19 @@ class TxnRuntime:
         producer_epoch: int,
         partitions: Iterable[TopicPartition],
         verify_only: bool = False,
+        client_transaction_version: int | None = None,
     ) -> AddPartitionsToTxnResult:
         wanted = list(partitions)
         if not self.ensure_started():
             return _every(wanted, ErrorCode.coordinator_not_available)
         result, records = self.coordinator.add_partitions_to_txn(
-            transactional_id, producer_id, producer_epoch, wanted, now_ms(), verify_only
+            transactional_id,
+            producer_id,
+            producer_epoch,
+            wanted,
+            now_ms(),
+            verify_only,
+            client_transaction_version,
         )
         error = await self._write(records, result.write_id)
         if error != ErrorCode.none:
@@ -276,13 +284,33 @@ class TxnRuntime:
         error = await self._write(records, result.write_id)
         return error if error != ErrorCode.none else result.error
 
+    async def add_partition_implicitly(
+        self, transactional_id: str, producer_id: int, producer_epoch: int, topic: str, index: int
+    ) -> ErrorCode:
+        """KIP-890 part 2 (Produce v12, TxnOffsetCommit v5): the partition joins the
+        producer's transaction (starting one if none is open) as AddPartitionsToTxn would."""
+        partition = TopicPartition(topic, index)
+        result = await self.add_partitions(
+            transactional_id,
+            producer_id,
+            producer_epoch,
+            [partition],
+            client_transaction_version=TRANSACTION_VERSION_2,
+        )
+        return result.partition_errors.get(partition, result.error)
+
     async def end_txn(
-        self, transactional_id: str, producer_id: int, producer_epoch: int, commit: bool
+        self,
+        transactional_id: str,
+        producer_id: int,
+        producer_epoch: int,
+        commit: bool,
+        transaction_version: int = 1,
     ) -> EndTxnResult:
         if not self.ensure_started():
             return EndTxnResult(ErrorCode.coordinator_not_available)
         result, records = self.coordinator.end_txn(
-            transactional_id, producer_id, producer_epoch, commit, now_ms()
+            transactional_id, producer_id, producer_epoch, commit, now_ms(), transaction_version
         )
         error = await self._write(records, result.write_id)
         if error != ErrorCode.none:

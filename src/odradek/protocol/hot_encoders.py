@@ -41,7 +41,7 @@ __all__ = [
     "encode_produce_response",
 ]
 
-PRODUCE_VERSIONS: Final = range(3, 11)
+PRODUCE_VERSIONS: Final = range(3, 13)
 FETCH_VERSIONS: Final = range(4, 18)
 
 
@@ -141,7 +141,7 @@ _DEFAULT_SNAPSHOT_ID: Final = SnapshotId()
 
 
 def encode_produce_response(version: int, response: ProduceResponseData) -> bytes:
-    """Encode a ProduceResponse body (v3-v10)."""
+    """Encode a ProduceResponse body (v3-v12; v11 and v12 are v10's layout)."""
     if version not in PRODUCE_VERSIONS:
         raise ValueError(f"ProduceResponse v{version} is not supported")
     flexible = version >= 9

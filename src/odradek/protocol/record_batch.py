@@ -52,6 +52,7 @@ __all__ = [
     "encode_varint",
     "iter_batch_headers",
     "read_batch_header",
+    "recompress_batches",
     "validate_batches",
 ]
 
@@ -407,18 +408,20 @@ def _encode_record(record: Record, timestamp_delta: int, offset_delta: int) -> b
     return encode_varint(len(body)) + bytes(body)
 
 
-def _compress(data: bytes, compression: int) -> bytes:
+def _compress(data: bytes | memoryview, compression: int, level: int | None = None) -> bytes:
+    """Compress a records section; `level` None is the codec's default (snappy has none)."""
     if compression == COMPRESSION_NONE:
-        return data
+        return bytes(data)
     if compression == COMPRESSION_GZIP:
-        return bytes(cramjam.gzip.compress(data))
+        return bytes(cramjam.gzip.compress(data, level=level))
     if compression == COMPRESSION_SNAPPY:
         # Raw snappy: every client accepts it, and it is smaller than xerial framing.
         return bytes(cramjam.snappy.compress_raw(data))
     if compression == COMPRESSION_LZ4:
-        return bytes(cramjam.lz4.compress(data))
+        # The LZ4 frame format, as Kafka's KafkaLZ4BlockOutputStream writes it.
+        return bytes(cramjam.lz4.compress(data, level=level))
     if compression == COMPRESSION_ZSTD:
-        return bytes(cramjam.zstd.compress(data))
+        return bytes(cramjam.zstd.compress(data, level=level))
     raise ValueError(f"unknown compression type {compression}")
 
 
@@ -457,6 +460,102 @@ def _decompress(data: memoryview, compression: int) -> bytes | memoryview:
     except cramjam.DecompressionError as error:
         raise InvalidRecords(ErrorCode.corrupt_message, f"cannot decompress: {error}") from None
     raise InvalidRecords(ErrorCode.corrupt_message, f"unknown compression type {compression}")
+
+
+def _check_record_framing(data: bytes | memoryview, header: BatchHeader) -> None:
+    """Walk the (uncompressed) records section without building records: every record's
+    length must fit, and its offset delta must be its index (Kafka's LogValidator checks the
+    inner offsets of a batch it recompresses). Raises InvalidRecords."""
+    end = len(data)
+    position = 0
+    for index in range(header.records_count):
+        length, position = decode_varint(data, position, 5)
+        record_end = position + length
+        if length < _MIN_RECORD_SIZE - 1 or record_end > end:
+            raise InvalidRecords(ErrorCode.corrupt_message, f"bad record length {length}")
+        _timestamp_delta, after = decode_varint(data, position + 1, 10)
+        offset_delta, _after = decode_varint(data, after, 5)
+        if offset_delta != index:
+            raise InvalidRecords(
+                ErrorCode.invalid_record,
+                f"record {index} has offset delta {offset_delta}: inner offsets must be "
+                "consecutive",
+            )
+        position = record_end
+    if position != end:
+        raise InvalidRecords(
+            ErrorCode.corrupt_message,
+            f"bytes left after the {header.records_count} records the batch header counts",
+        )
+
+
+def recompress_batches(
+    records: bytes | memoryview,
+    headers: Sequence[BatchHeader],
+    compression: int,
+    level: int | None,
+    max_message_bytes: int,
+) -> tuple[bytes, list[BatchHeader]]:
+    """Rewrite validated batches whose codec is not `compression` (Kafka's LogValidator for a
+    topic whose `compression.type` is not `producer`).
+
+    Each such batch is decompressed, its record framing and inner offsets checked, and its
+    records section compressed with `compression` at `level` (KIP-390; None is the codec's
+    default). Everything else of the header is kept: producer id, epoch, base sequence, the
+    transactional flag, timestamps and the record count, so idempotent dedup and transactions
+    work as before. Batches already in `compression` are copied unchanged (Kafka's in-place
+    path: the level is not enforced on them). Returns the new records field and its headers.
+
+    Raises InvalidRecords: CORRUPT_MESSAGE for bytes that do not decompress or frame,
+    INVALID_RECORD for inner offsets out of order, MESSAGE_TOO_LARGE when a rewritten batch
+    exceeds `max_message_bytes` (Kafka checks the size again after recompression).
+    """
+    view = memoryview(records)
+    parts: list[bytes | memoryview] = []
+    new_headers: list[BatchHeader] = []
+    position = 0
+    for header in headers:
+        end = position + header.size
+        if header.compression == compression:
+            parts.append(view[position:end])
+            new_headers.append(header)
+            position = end
+            continue
+        data = _decompress(view[position + BATCH_HEADER_SIZE : end], header.compression)
+        _check_record_framing(data, header)
+        payload = _compress(data, compression, level)
+        attributes = (header.attributes & ~_COMPRESSION_MASK) | compression
+        batch = bytearray(BATCH_HEADER_SIZE)
+        batch += payload
+        if len(batch) > max_message_bytes:
+            raise InvalidRecords(
+                ErrorCode.message_too_large,
+                f"batch of {len(batch)} bytes after recompression exceeds max.message.bytes "
+                f"{max_message_bytes}",
+            )
+        _HEADER.pack_into(
+            batch,
+            0,
+            header.base_offset,
+            len(batch) - LOG_OVERHEAD,
+            header.partition_leader_epoch,
+            MAGIC,
+            0,
+            attributes,
+            header.last_offset_delta,
+            header.base_timestamp,
+            header.max_timestamp,
+            header.producer_id,
+            header.producer_epoch,
+            header.base_sequence,
+            header.records_count,
+        )
+        crc = crc32c.crc32c(memoryview(batch)[_CRC_START:])
+        _UINT32.pack_into(batch, _CRC_POSITION, crc)
+        parts.append(bytes(batch))
+        new_headers.append(BatchHeader(*_HEADER.unpack_from(batch, 0)))
+        position = end
+    return b"".join(parts), new_headers
 
 
 def encode_batch(

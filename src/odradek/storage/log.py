@@ -115,6 +115,12 @@ class LogConfig:
     delete_retention_ms: int = 24 * 60 * 60 * 1000  # how long compaction keeps tombstones
     min_compaction_lag_ms: int = 0
     min_cleanable_dirty_ratio: float = 0.5
+    # "producer" keeps batches as sent; a codec name makes the broker recompress (KIP-390
+    # levels: -1 is gzip's default; lz4 1..17; zstd -131072..22).
+    compression_type: str = "producer"
+    compression_gzip_level: int = -1
+    compression_lz4_level: int = 9
+    compression_zstd_level: int = 3
 
     @property
     def deletes(self) -> bool:

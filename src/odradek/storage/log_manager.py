@@ -145,6 +145,26 @@ def _parse_cleanup_policy(key: str, value: str) -> str:
     return ",".join(policies)
 
 
+_COMPRESSION_TYPES = ("uncompressed", "zstd", "lz4", "snappy", "gzip", "producer")
+
+
+def _parse_compression_type(key: str, value: str) -> str:
+    value = value.strip().lower()
+    if value not in _COMPRESSION_TYPES:
+        raise InvalidConfig(
+            f"Invalid value {value} for configuration {key}: String must be one of: "
+            + ", ".join(_COMPRESSION_TYPES)
+        )
+    return value
+
+
+def _parse_gzip_level(key: str, value: str) -> int:
+    level = _parse_long(key, value)
+    if level != -1 and not 1 <= level <= 9:
+        raise InvalidConfig(f"Invalid value {value} for configuration {key}: [1,...,9] or -1")
+    return level
+
+
 def _parse_ratio(key: str, value: str) -> float:
     try:
         ratio = float(value.strip())
@@ -176,6 +196,10 @@ _TOPIC_CONFIGS: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "delete.retention.ms": ("delete_retention_ms", _int_parser(0)),
     "min.compaction.lag.ms": ("min_compaction_lag_ms", _int_parser(0)),
     "min.cleanable.dirty.ratio": ("min_cleanable_dirty_ratio", _parse_ratio),
+    "compression.type": ("compression_type", _parse_compression_type),
+    "compression.gzip.level": ("compression_gzip_level", _parse_gzip_level),
+    "compression.lz4.level": ("compression_lz4_level", _int_parser(1, 17)),
+    "compression.zstd.level": ("compression_zstd_level", _int_parser(-131072, 22)),
 }
 assert {field for field, _ in _TOPIC_CONFIGS.values()} == {f.name for f in fields(LogConfig)}
 

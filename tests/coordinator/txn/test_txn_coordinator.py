@@ -669,3 +669,42 @@ def test_list_transactions_filters() -> None:
     )
     assert [t.transactional_id for t in long_running.transaction_states] == ["a"]
     assert harness.coordinator.list_transactions(["Bogus"]).transaction_states == ()
+
+
+# -- transaction version 2 (KIP-890 part 2) ----------------------------------------------------
+
+
+def test_v2_end_txn_with_exhausted_epoch_moves_to_a_new_producer_id() -> None:
+    harness = _harness_with(_empty(producer_id=42, epoch=32765))
+    producer = harness.init("tx")
+    assert (producer.producer_id, producer.producer_epoch) == (42, 32766)
+    harness.commit(
+        *harness.coordinator.add_partitions_to_txn(
+            "tx", 42, 32766, T0, 0, client_transaction_version=2
+        )
+    )
+    ended = harness.commit(
+        *harness.coordinator.end_txn("tx", 42, 32766, True, 1, transaction_version=2)
+    )
+    assert ended.error == E.none
+    assert ended.markers is not None
+    # The markers fence the old id at Short.MaxValue; the producer continues as (new id, 0).
+    assert (ended.markers.producer_id, ended.markers.producer_epoch) == (42, 32767)
+    assert ended.producer_id not in (42, -1)
+    assert ended.producer_epoch == 0
+    assert harness.finish(ended.markers, 2) == E.none
+    metadata = harness.coordinator.transaction("tx")
+    assert metadata is not None
+    assert (metadata.producer_id, metadata.producer_epoch) == (ended.producer_id, 0)
+    assert metadata.state is TransactionState.COMPLETE_COMMIT
+    # The retry of that EndTxn with the old id and epoch gets the same answer.
+    retry, records = harness.coordinator.end_txn("tx", 42, 32766, True, 3, transaction_version=2)
+    assert not records
+    assert (retry.error, retry.producer_id, retry.producer_epoch) == (
+        E.none,
+        ended.producer_id,
+        0,
+    )
+    # A replayed coordinator has the same state, next producer id and version included.
+    replayed = harness.restart().coordinator.snapshot()
+    assert replayed.transactions == harness.coordinator.snapshot().transactions

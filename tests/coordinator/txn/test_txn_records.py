@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 
 import pytest
@@ -94,11 +95,21 @@ def test_empty_state_writes_null_partitions() -> None:
         encode_transaction_log_value(ongoing(state=S.EMPTY))
 
 
-def test_unknown_tags_are_skipped() -> None:
+def test_transaction_version_2_tags_round_trip_and_unknown_tags_are_skipped() -> None:
     value = encode_transaction_log_value(ongoing())
     assert value.endswith(b"\x00")
-    extended = value[:-1] + b"\x02" + b"\x01\x08" + struct.pack(">q", 99) + b"\x02\x02\x00\x02"
-    assert decode_transaction_log_value(extended) == ongoing()
+    # Kafka's tag 1 (next producer id) and tag 2 (client transaction version), then tag 5.
+    extended = (
+        value[:-1]
+        + b"\x03"
+        + b"\x01\x08"
+        + struct.pack(">q", 99)
+        + b"\x02\x02\x00\x02"
+        + b"\x05\x01\x07"
+    )
+    expected = dataclasses.replace(ongoing(), next_producer_id=99, client_transaction_version=2)
+    assert decode_transaction_log_value(extended) == expected
+    assert decode_transaction_log_value(encode_transaction_log_value(expected)) == expected
 
 
 def test_tombstone_and_unknown_keys() -> None:

@@ -19,12 +19,13 @@ from odradek.coordinator.txn import (
 
 S = TransactionState
 
-# Kafka's TransactionState.validPreviousStates (transaction version 1), spelled out by name.
+# Kafka 4's TransactionState.validPreviousStates, spelled out by name (PrepareAbort from
+# Empty/Complete* is transaction version 2's abort of an empty transaction).
 KAFKA_TABLE = {
     "Empty": {"Empty", "CompleteCommit", "CompleteAbort"},
     "Ongoing": {"Ongoing", "Empty", "CompleteCommit", "CompleteAbort"},
     "PrepareCommit": {"Ongoing"},
-    "PrepareAbort": {"Ongoing", "PrepareEpochFence"},
+    "PrepareAbort": {"Ongoing", "PrepareEpochFence", "Empty", "CompleteCommit", "CompleteAbort"},
     "CompleteCommit": {"PrepareCommit"},
     "CompleteAbort": {"PrepareAbort"},
     "Dead": {"Empty", "CompleteAbort", "CompleteCommit"},

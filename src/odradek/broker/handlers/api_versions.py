@@ -1,4 +1,10 @@
-"""ApiVersions: derived from the dispatcher table, so only implemented versions are advertised."""
+"""ApiVersions: derived from the dispatcher table, so only implemented versions are advertised.
+
+From v3 the answer also lists features (KIP-584): `transaction.version` is supported 0-2 and
+finalized at 2, because every request KIP-890 part 2 changes is implemented (Produce v12,
+EndTxn v5, TxnOffsetCommit v5 and the coordinator's epoch bump per transaction). A client that
+sees level 2 uses all of them; one that does not keeps transaction version 1 (part 1).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,31 @@ from odradek.broker import dispatcher
 from odradek.broker.context import BrokerContext
 from odradek.protocol.api_keys import ApiKey
 from odradek.protocol.codec import RequestHeader, make, nested, response_module, response_type
+
+#: (feature name, supported min, supported max, finalized level)
+FEATURES: tuple[tuple[str, int, int, int], ...] = (("transaction.version", 0, 2, 2),)
+#: Kafka's is the metadata offset of the last feature change; features never change here.
+FINALIZED_FEATURES_EPOCH = 1
+_FEATURES_SINCE_VERSION = 3
+
+
+def _features(api_version: int) -> dict[str, Any]:
+    if api_version < _FEATURES_SINCE_VERSION:
+        return {}
+    module = response_module(ApiKey.API_VERSIONS, api_version)
+    supported = nested(module, "SupportedFeatureKey")
+    finalized = nested(module, "FinalizedFeatureKey")
+    return {
+        "supported_features": tuple(
+            make(supported, name=name, min_version=low, max_version=high)
+            for name, low, high, _level in FEATURES
+        ),
+        "finalized_features_epoch": FINALIZED_FEATURES_EPOCH,
+        "finalized_features": tuple(
+            make(finalized, name=name, max_version_level=level, min_version_level=level)
+            for name, _low, _high, level in FEATURES
+        ),
+    }
 
 
 def _api_keys(api_version: int) -> tuple[Any, ...]:
@@ -37,4 +68,5 @@ async def handle(context: BrokerContext, header: RequestHeader, request: Any) ->
         error_code=ErrorCode.none,
         api_keys=_api_keys(header.api_version),
         throttle_time=0,
+        **_features(header.api_version),
     )

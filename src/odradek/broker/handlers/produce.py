@@ -1,9 +1,11 @@
 """Produce: validate batch headers and CRCs, assign offsets, append the raw bytes.
 
-No record is decoded here. Producer state lives in the log: a retry of one of the producer's
-last five batches is acknowledged with its original offsets and not appended again; a sequence
-gap gets OUT_OF_ORDER_SEQUENCE_NUMBER and a fenced epoch INVALID_PRODUCER_EPOCH, with nothing
-appended. KIP-890 part 1: the first transactional batch of a producer on a partition is checked
+No record is decoded here, except on a topic whose `compression.type` is a codec (not
+`producer`): a batch in another codec is recompressed first (Kafka's LogValidator). Producer
+state lives in the log: a retry of one of the producer's last five batches is acknowledged with
+its original offsets and not appended again; a sequence gap gets OUT_OF_ORDER_SEQUENCE_NUMBER and
+a fenced epoch INVALID_PRODUCER_EPOCH, with nothing appended. KIP-890 part 1: the first
+transactional batch of a producer on a partition is checked
 with the transaction coordinator (in-process, synchronous) and refused with INVALID_TXN_STATE
 unless the partition is in the producer's ongoing transaction.
 
@@ -31,14 +33,24 @@ from odradek.protocol.hot_encoders import (
     ProduceTopicResult,
     encode_produce_response,
 )
-from odradek.protocol.record_batch import BatchHeader, InvalidRecords, validate_batches
+from odradek.protocol.record_batch import (
+    COMPRESSION_GZIP,
+    COMPRESSION_LZ4,
+    COMPRESSION_NONE,
+    COMPRESSION_SNAPPY,
+    COMPRESSION_ZSTD,
+    BatchHeader,
+    InvalidRecords,
+    recompress_batches,
+    validate_batches,
+)
 from odradek.storage.errors import (
     InvalidProducerEpoch,
     InvalidTxnState,
     OutOfOrderSequence,
     StorageError,
 )
-from odradek.storage.log import PartitionLog
+from odradek.storage.log import LogConfig, PartitionLog
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +75,12 @@ def _min_insync_replicas(context: BrokerContext, topic: str) -> int:
     return int(override) if override else context.config.min_insync_replicas
 
 
-@dispatcher.register(ApiKey.PRODUCE, 3, 10)
+#: Produce v12 is transaction version 2 (KIP-890 part 2): a transactional batch adds its
+#: partition to the producer's transaction itself. v11 only adds an error code.
+TRANSACTION_V2_VERSION = 12
+
+
+@dispatcher.register(ApiKey.PRODUCE, 3, 12)
 async def handle(
     context: BrokerContext, header: RequestHeader, request: Any
 ) -> list[bytes | memoryview] | None:
@@ -100,6 +117,8 @@ async def handle(
                         "Produce requests with version 3 and above must have exactly one "
                         "record batch per partition",
                     )
+                if log.config.compression_type != "producer":
+                    records, headers = _recompress(records, headers, log.config)
             except InvalidRecords as error:
                 partition_results.append(
                     _error(index, error.error_code, message=str(error) or None)
@@ -107,6 +126,13 @@ async def handle(
                 continue
             first = headers[0]
             if first.is_transactional and transactional_id is not None:
+                if header.api_version >= TRANSACTION_V2_VERSION:
+                    add_error = await _add_to_transaction(
+                        context, transactional_id, first, name, index, log
+                    )
+                    if add_error != ErrorCode.none:
+                        partition_results.append(_error(index, add_error))
+                        continue
                 verify_error = _verify_transaction(
                     context, transactional_id, first, name, index, log
                 )
@@ -171,6 +197,54 @@ async def handle(
         throttle_time_ms=0,
     )
     return [encode_produce_response(header.api_version, response)]
+
+
+_CODECS = {
+    "uncompressed": COMPRESSION_NONE,
+    "gzip": COMPRESSION_GZIP,
+    "snappy": COMPRESSION_SNAPPY,
+    "lz4": COMPRESSION_LZ4,
+    "zstd": COMPRESSION_ZSTD,
+}
+
+
+def _recompress(
+    records: bytes | memoryview, headers: list[BatchHeader], config: LogConfig
+) -> tuple[bytes | memoryview, list[BatchHeader]]:
+    """A topic with a `compression.type` codec gets its batches in that codec (Kafka's
+    LogValidator); batches already in it pass untouched. Raises InvalidRecords."""
+    codec = _CODECS[config.compression_type]
+    if all(header.compression == codec for header in headers):
+        return records, headers
+    level = {
+        COMPRESSION_GZIP: config.compression_gzip_level,
+        COMPRESSION_LZ4: config.compression_lz4_level,
+        COMPRESSION_ZSTD: config.compression_zstd_level,
+    }.get(codec)
+    if level == -1:  # gzip's "default" (Deflater.DEFAULT_COMPRESSION)
+        level = None
+    return recompress_batches(records, headers, codec, level, config.max_message_bytes)
+
+
+async def _add_to_transaction(
+    context: BrokerContext,
+    transactional_id: str,
+    header: BatchHeader,
+    topic: str,
+    index: int,
+    log: PartitionLog,
+) -> ErrorCode:
+    """KIP-890 part 2 (Produce v12): the first transactional batch of a producer on a partition
+    adds the partition to its transaction (Kafka's ReplicaManager with the addPartition
+    operation). The part 1 check that follows, synchronous with the append, still runs, so a
+    transaction that ended meanwhile is not appended to."""
+    producer_id, producer_epoch = header.producer_id, header.producer_epoch
+    if log.has_ongoing_transaction(producer_id, producer_epoch):
+        return ErrorCode.none
+    error = await context.transactions.add_partition_implicitly(
+        transactional_id, producer_id, producer_epoch, topic, index
+    )
+    return _VERIFY_ERRORS.get(error, error)
 
 
 def _verify_transaction(

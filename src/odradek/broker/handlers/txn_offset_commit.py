@@ -4,7 +4,8 @@ The group's `__consumer_offsets` partition must be in the ongoing transaction (A
 checked with the transaction coordinator as KIP-890 part 1 does), the group coordinator checks
 the generation / member (KIP-447), and the offsets are appended as the producer's transactional
 batch: they become visible to OffsetFetch only when the COMMIT marker lands, and an ABORT drops
-them. v5 (transaction version 2's implicit AddOffsetsToTxn) is not advertised.
+them. v5 is transaction version 2 (KIP-890 part 2): the request itself adds the partition to the
+transaction, as AddOffsetsToTxn would (the client sends none).
 """
 
 from __future__ import annotations
@@ -28,13 +29,21 @@ _VERIFY_ERRORS = {
 }
 
 
-@dispatcher.register(ApiKey.TXN_OFFSET_COMMIT, 0, 4)
+#: TxnOffsetCommit v5 is the first version of transaction version 2 (TxnOffsetCommitRequest.json).
+TRANSACTION_V2_VERSION = 5
+
+
+@dispatcher.register(ApiKey.TXN_OFFSET_COMMIT, 0, 5)
 async def handle(context: BrokerContext, header: RequestHeader, request: Any) -> Any:
     version = header.api_version
     errors, known = known_partitions(context, request.topics)
     valid = partition_commits(known)
     if valid:
-        error = _verify(context, request)
+        error = ErrorCode.none
+        if version >= TRANSACTION_V2_VERSION:
+            error = await _add_offsets_partition(context, request)
+        if error == ErrorCode.none:
+            error = _verify(context, request)
         if error == ErrorCode.none:
             commit = TxnCommitRequest(
                 transactional_id=request.transactional_id,
@@ -69,6 +78,22 @@ async def handle(context: BrokerContext, header: RequestHeader, request: Any) ->
             ApiKey.TXN_OFFSET_COMMIT, version, "TxnOffsetCommitResponse", errors
         ),
     )
+
+
+async def _add_offsets_partition(context: BrokerContext, request: Any) -> ErrorCode:
+    """KIP-890 part 2: the group's `__consumer_offsets` partition joins the transaction."""
+    if not request.group_id:
+        return ErrorCode.invalid_group_id
+    if not context.groups.ensure_offsets_topic():
+        return ErrorCode.coordinator_not_available
+    error = await context.transactions.add_partition_implicitly(
+        request.transactional_id,
+        request.producer_id,
+        request.producer_epoch,
+        OFFSETS_TOPIC,
+        context.groups.coordinator.partition_for(request.group_id),
+    )
+    return _VERIFY_ERRORS.get(error, error)
 
 
 def _verify(context: BrokerContext, request: Any) -> ErrorCode:

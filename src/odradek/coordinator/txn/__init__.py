@@ -113,6 +113,8 @@ from odradek.coordinator.txn.records import (
 from odradek.coordinator.txn.state import (
     NO_PRODUCER_EPOCH,
     NO_PRODUCER_ID,
+    TRANSACTION_VERSION_1,
+    TRANSACTION_VERSION_2,
     VALID_PREVIOUS_STATES,
     InvalidTransitionError,
     TopicPartition,
@@ -126,6 +128,8 @@ __all__ = [
     "CONSUMER_OFFSETS_TOPIC",
     "NO_PRODUCER_EPOCH",
     "NO_PRODUCER_ID",
+    "TRANSACTION_VERSION_1",
+    "TRANSACTION_VERSION_2",
     "VALID_PREVIOUS_STATES",
     "AddOffsetsToTxnResult",
     "AddPartitionsToTxnResult",

@@ -30,8 +30,10 @@ from odradek.coordinator.txn.records import (
     transaction_log_record,
 )
 from odradek.coordinator.txn.state import (
+    MAX_PRODUCER_EPOCH,
     NO_PRODUCER_EPOCH,
     NO_PRODUCER_ID,
+    TRANSACTION_VERSION_2,
     InvalidTransitionError,
     TopicPartition,
     TransactionMetadata,
@@ -125,6 +127,10 @@ class EndTxnResult:
     #: After the write succeeded: write these markers (the response need not wait for them).
     markers: TxnMarkers | None = None
     write_id: int | None = None
+    #: Transaction version 2 (EndTxn v5): the producer id and epoch of the producer's next
+    #: transaction; -1 otherwise or on error.
+    producer_id: int = NO_PRODUCER_ID
+    producer_epoch: int = NO_PRODUCER_EPOCH
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -422,12 +428,15 @@ class TransactionCoordinator:
         partitions: Iterable[TopicPartition],
         now_ms: int,
         verify_only: bool = False,
+        client_transaction_version: int | None = None,
     ) -> tuple[AddPartitionsToTxnResult, Records]:
         """AddPartitionsToTxn for one transaction (call once per transaction of a v4+ batch).
 
         ``verify_only`` (v4+, KIP-890): write nothing, answer per partition NONE if it is in the
         ongoing transaction, else TRANSACTION_ABORTABLE (Kafka >= 3.8; a produce handler that
-        must answer INVALID_TXN_STATE maps it)."""
+        must answer INVALID_TXN_STATE maps it). ``client_transaction_version`` 2 is the implicit
+        add of a Produce v12 / TxnOffsetCommit v5 (KIP-890 part 2), recorded with the
+        transaction so that its end bumps the epoch."""
         requested = tuple(dict.fromkeys(TopicPartition(*tp) for tp in partitions))
 
         def every(error: ErrorCode) -> tuple[AddPartitionsToTxnResult, Records]:
@@ -460,7 +469,7 @@ class TransactionCoordinator:
             requested
         ):
             return every(ErrorCode.none)
-        transit = metadata.prepare_add_partitions(requested, now_ms)
+        transit = metadata.prepare_add_partitions(requested, now_ms, client_transaction_version)
         write = _PendingWrite(transits=[(transactional_id, transit, False)])
         result = AddPartitionsToTxnResult(ErrorCode.none, dict.fromkeys(requested, ErrorCode.none))
         return self._with_write(result, write, [transaction_log_record(transactional_id, transit)])
@@ -489,8 +498,12 @@ class TransactionCoordinator:
         producer_epoch: int,
         commit: bool,
         now_ms: int,
+        transaction_version: int = 1,
     ) -> tuple[EndTxnResult, Records]:
-        """EndTxn (transaction version 1, EndTxn v0-v4)."""
+        """EndTxn: ``transaction_version`` 1 for EndTxn v0-v4, 2 for v5 (KIP-890 part 2, see
+        :meth:`_end_txn_v2`)."""
+        if transaction_version >= TRANSACTION_VERSION_2:
+            return self._end_txn_v2(transactional_id, producer_id, producer_epoch, commit, now_ms)
         if not self._loaded:
             return EndTxnResult(ErrorCode.coordinator_load_in_progress), []
         if not transactional_id:
@@ -519,6 +532,90 @@ class TransactionCoordinator:
             return EndTxnResult(ErrorCode.concurrent_transactions), []  # markers in flight
         # Empty (no transaction), or the opposite outcome already decided.
         return EndTxnResult(ErrorCode.invalid_txn_state), []
+
+    def _end_txn_v2(
+        self,
+        transactional_id: str,
+        producer_id: int,
+        producer_epoch: int,
+        commit: bool,
+        now_ms: int,
+    ) -> tuple[EndTxnResult, Records]:
+        """EndTxn v5 (Kafka's endTransaction for transaction version 2).
+
+        Every end bumps the epoch (a new producer id at epoch 0 once it is exhausted), and the
+        answer carries the producer id and epoch of the next transaction. A request is valid at
+        the current epoch, or — a retry whose answer was lost — at the epoch just before it
+        once the transaction is prepared or complete; a delayed EndTxn of an earlier
+        transaction is therefore PRODUCER_FENCED instead of ending the current one
+        (KAFKA-17754). An abort with nothing added (Empty/Complete*) is allowed and bumps too.
+        """
+        if not self._loaded:
+            return EndTxnResult(ErrorCode.coordinator_load_in_progress), []
+        if not transactional_id:
+            return EndTxnResult(ErrorCode.invalid_request), []
+        metadata = self._transactions.get(transactional_id)
+        if metadata is None:
+            return EndTxnResult(ErrorCode.invalid_producer_id_mapping), []
+        state = metadata.state
+        retry_on_overflow = (
+            metadata.last_producer_id == producer_id
+            and producer_epoch == MAX_PRODUCER_EPOCH - 1
+            and metadata.producer_epoch == 0
+        )
+        retry_on_epoch_bump = metadata.producer_epoch == producer_epoch + 1
+        if state in _PREPARED:
+            valid_epoch = retry_on_epoch_bump
+        elif state in _COMPLETED:
+            valid_epoch = (
+                retry_on_epoch_bump
+                or retry_on_overflow
+                or producer_epoch == metadata.producer_epoch
+            )
+        else:
+            valid_epoch = producer_epoch == metadata.producer_epoch
+        is_retry = retry_on_epoch_bump or retry_on_overflow
+        if metadata.producer_id != producer_id and not retry_on_overflow:
+            return EndTxnResult(ErrorCode.invalid_producer_id_mapping), []
+        if not valid_epoch:
+            return EndTxnResult(ErrorCode.producer_fenced), []
+        if metadata.pending_transition_in_progress:
+            return EndTxnResult(ErrorCode.concurrent_transactions), []
+        finished = TransactionState.COMPLETE_COMMIT if commit else TransactionState.COMPLETE_ABORT
+        if state is TransactionState.ONGOING:
+            pass
+        elif state is finished and is_retry:
+            # The answer to the EndTxn that completed it was lost: the same answer again.
+            return EndTxnResult(
+                ErrorCode.none,
+                producer_id=metadata.producer_id,
+                producer_epoch=metadata.producer_epoch,
+            ), []
+        elif state in (TransactionState.EMPTY, *_COMPLETED) and not commit and not is_retry:
+            pass  # abort with nothing added: still bump the epoch
+        elif state is (
+            TransactionState.PREPARE_COMMIT if commit else TransactionState.PREPARE_ABORT
+        ):
+            return EndTxnResult(ErrorCode.concurrent_transactions), []
+        else:
+            return EndTxnResult(ErrorCode.invalid_txn_state), []
+        write = _PendingWrite()
+        records: Records = []
+        next_producer_id = NO_PRODUCER_ID
+        if metadata.is_producer_epoch_exhausted:
+            next_producer_id, records = self._allocate_producer_id(write)
+        transit = metadata.prepare_end_with_epoch_bump(commit, next_producer_id, now_ms)
+        write.transits.append((transactional_id, transit, False))
+        records.append(transaction_log_record(transactional_id, transit))
+        markers = self._markers(transactional_id, metadata, transit=transit)
+        if next_producer_id != NO_PRODUCER_ID:
+            next_id, next_epoch = next_producer_id, 0
+        else:
+            next_id, next_epoch = transit.producer_id, transit.producer_epoch
+        result = EndTxnResult(
+            ErrorCode.none, markers, producer_id=next_id, producer_epoch=next_epoch
+        )
+        return self._with_write(result, write, records)
 
     def markers_written(
         self, markers: TxnMarkers, now_ms: int

@@ -19,8 +19,9 @@ Every record's key starts with an int16 *key version* that says what the record 
   transaction_last_update_timestamp_ms   int64       int64
   transaction_start_timestamp_ms         int64       int64
   tagged fields                          —           tag 0 previous_producer_id (int64, default -1)
-                                                     tag 1 next_producer_id (int64, read, ignored)
-                                                     tag 2 client_transaction_version (int16, read)
+                                                     tag 1 next_producer_id (int64, default -1)
+                                                     tag 2 client_transaction_version (int16,
+                                                     default 0; 2 is KIP-890 part 2)
                                                      tag 1000 *Odradek*: last_producer_epoch
                                                      (int16, default -1; Kafka skips unknown tags)
   ====================================  ==========  ==========================================
@@ -233,6 +234,12 @@ def encode_transaction_log_value(
         tags: list[tuple[int, bytes]] = []
         if metadata.last_producer_id != NO_PRODUCER_ID:
             tags.append((TAG_PREVIOUS_PRODUCER_ID, _I64.pack(metadata.last_producer_id)))
+        if metadata.next_producer_id != NO_PRODUCER_ID:
+            tags.append((TAG_NEXT_PRODUCER_ID, _I64.pack(metadata.next_producer_id)))
+        if metadata.client_transaction_version:
+            tags.append(
+                (TAG_CLIENT_TRANSACTION_VERSION, _I16.pack(metadata.client_transaction_version))
+            )
         if metadata.last_producer_epoch != NO_PRODUCER_EPOCH:
             tags.append((TAG_ODRADEK_LAST_PRODUCER_EPOCH, _I16.pack(metadata.last_producer_epoch)))
         out += unsigned_varint(len(tags))
@@ -274,6 +281,8 @@ def decode_transaction_log_value(value: bytes) -> TxnTransitMetadata:
     start = reader.i64()
     last_producer_id = NO_PRODUCER_ID
     last_producer_epoch = NO_PRODUCER_EPOCH
+    next_producer_id = NO_PRODUCER_ID
+    client_transaction_version = 0
     if flexible:
         for _ in range(reader.uvarint()):
             tag = reader.uvarint()
@@ -281,10 +290,16 @@ def decode_transaction_log_value(value: bytes) -> TxnTransitMetadata:
             if tag == TAG_PREVIOUS_PRODUCER_ID:
                 last_producer_id = data.i64()
                 data.done()
+            elif tag == TAG_NEXT_PRODUCER_ID:
+                next_producer_id = data.i64()
+                data.done()
+            elif tag == TAG_CLIENT_TRANSACTION_VERSION:
+                client_transaction_version = data.i16()
+                data.done()
             elif tag == TAG_ODRADEK_LAST_PRODUCER_EPOCH:
                 last_producer_epoch = data.i16()
                 data.done()
-            # Other tags (next_producer_id, client_transaction_version, future ones) are skipped.
+            # Other tags (future ones) are skipped.
     reader.done()
     return TxnTransitMetadata(
         producer_id=producer_id,
@@ -299,6 +314,8 @@ def decode_transaction_log_value(value: bytes) -> TxnTransitMetadata:
         ),
         txn_start_timestamp=start,
         txn_last_update_timestamp=last_update,
+        next_producer_id=next_producer_id,
+        client_transaction_version=client_transaction_version,
     )
 
 

@@ -1,7 +1,8 @@
 """Transaction states, the table of valid previous states, and per-transactional-id metadata.
 
-Follows Kafka's ``TransactionState`` / ``TransactionMetadata`` / ``TxnTransitMetadata``
-(transaction version 1, i.e. before KIP-890 part 2): a change is first *prepared* — validated
+Follows Kafka's ``TransactionState`` / ``TransactionMetadata`` / ``TxnTransitMetadata``, for
+transaction version 1 and 2 (KIP-890 part 2: every EndTxn bumps the producer epoch, and an empty
+transaction may be aborted): a change is first *prepared* — validated
 against :data:`VALID_PREVIOUS_STATES` and recorded as the pending state — and only *completed*
 after the record describing it was appended to ``__transaction_state``. If the append fails the
 pending transition is dropped and the metadata is unchanged.
@@ -18,6 +19,9 @@ NO_PRODUCER_ID = -1
 NO_PRODUCER_EPOCH = -1
 #: Kafka's ``Short.MaxValue``.
 MAX_PRODUCER_EPOCH = 32767
+#: ``transaction.version`` levels: 0/1 is the classic protocol, 2 is KIP-890 part 2.
+TRANSACTION_VERSION_1 = 1
+TRANSACTION_VERSION_2 = 2
 
 
 class TopicPartition(NamedTuple):
@@ -70,13 +74,15 @@ _BY_KAFKA_NAME = {name: state for state, name in _KAFKA_NAMES.items()}
 
 _S = TransactionState
 
-#: For each state, the states it may be entered from (Kafka's ``validPreviousStates``,
-#: transaction version 1: PrepareAbort is not reachable from Empty/Complete* as it is in TV2).
+#: For each state, the states it may be entered from (Kafka's ``validPreviousStates``; PrepareAbort
+#: from Empty/Complete* is transaction version 2's abort of an empty transaction).
 VALID_PREVIOUS_STATES: Mapping[TransactionState, frozenset[TransactionState]] = {
     _S.EMPTY: frozenset({_S.EMPTY, _S.COMPLETE_COMMIT, _S.COMPLETE_ABORT}),
     _S.ONGOING: frozenset({_S.ONGOING, _S.EMPTY, _S.COMPLETE_COMMIT, _S.COMPLETE_ABORT}),
     _S.PREPARE_COMMIT: frozenset({_S.ONGOING}),
-    _S.PREPARE_ABORT: frozenset({_S.ONGOING, _S.PREPARE_EPOCH_FENCE}),
+    _S.PREPARE_ABORT: frozenset(
+        {_S.ONGOING, _S.PREPARE_EPOCH_FENCE, _S.EMPTY, _S.COMPLETE_COMMIT, _S.COMPLETE_ABORT}
+    ),
     _S.COMPLETE_COMMIT: frozenset({_S.PREPARE_COMMIT}),
     _S.COMPLETE_ABORT: frozenset({_S.PREPARE_ABORT}),
     _S.DEAD: frozenset({_S.EMPTY, _S.COMPLETE_ABORT, _S.COMPLETE_COMMIT}),
@@ -110,6 +116,10 @@ class TxnTransitMetadata:
     topic_partitions: frozenset[TopicPartition]
     txn_start_timestamp: int
     txn_last_update_timestamp: int
+    #: Transaction version 2, an exhausted epoch: the producer id the transaction completes to.
+    next_producer_id: int = NO_PRODUCER_ID
+    #: The transaction version of the client driving the transaction (0 or 1: classic; 2).
+    client_transaction_version: int = 0
 
 
 @dataclasses.dataclass(slots=True)
@@ -126,6 +136,8 @@ class TransactionMetadata:
     topic_partitions: frozenset[TopicPartition]
     txn_start_timestamp: int
     txn_last_update_timestamp: int
+    next_producer_id: int = NO_PRODUCER_ID
+    client_transaction_version: int = 0
     #: The state of the transition waiting for its log append, if any.
     pending_state: TransactionState | None = None
 
@@ -144,6 +156,8 @@ class TransactionMetadata:
             topic_partitions=transit.topic_partitions,
             txn_start_timestamp=transit.txn_start_timestamp,
             txn_last_update_timestamp=transit.txn_last_update_timestamp,
+            next_producer_id=transit.next_producer_id,
+            client_transaction_version=transit.client_transaction_version,
         )
 
     @property
@@ -166,6 +180,8 @@ class TransactionMetadata:
             topic_partitions=self.topic_partitions,
             txn_start_timestamp=self.txn_start_timestamp,
             txn_last_update_timestamp=self.txn_last_update_timestamp,
+            next_producer_id=self.next_producer_id,
+            client_transaction_version=self.client_transaction_version,
         )
 
     # -- prepare: validate against the table, set the pending state, return the target ----------
@@ -181,6 +197,9 @@ class TransactionMetadata:
         topic_partitions: Iterable[TopicPartition] | None = None,
         txn_start_timestamp: int | None = None,
         update_timestamp: int,
+        last_producer_id: int | None = None,
+        next_producer_id: int = NO_PRODUCER_ID,
+        client_transaction_version: int | None = None,
     ) -> TxnTransitMetadata:
         """Validate ``self.state -> state`` and record ``state`` as pending; fields not given
         keep their current values. Raises :class:`InvalidTransitionError`."""
@@ -205,7 +224,11 @@ class TransactionMetadata:
             # Kafka remembers the id in use before a move to Empty (InitProducerId) as the
             # "last" one, so that a retried InitProducerId after an id rotation is recognised.
             last_producer_id=(
-                self.producer_id if state is TransactionState.EMPTY else self.last_producer_id
+                last_producer_id
+                if last_producer_id is not None
+                else self.producer_id
+                if state is TransactionState.EMPTY
+                else self.last_producer_id
             ),
             producer_epoch=new_epoch,
             last_producer_epoch=(
@@ -220,6 +243,12 @@ class TransactionMetadata:
                 self.txn_start_timestamp if txn_start_timestamp is None else txn_start_timestamp
             ),
             txn_last_update_timestamp=update_timestamp,
+            next_producer_id=next_producer_id,
+            client_transaction_version=(
+                self.client_transaction_version
+                if client_transaction_version is None
+                else client_transaction_version
+            ),
         )
         self.pending_state = state
         return transit
@@ -266,7 +295,10 @@ class TransactionMetadata:
         )
 
     def prepare_add_partitions(
-        self, partitions: Iterable[TopicPartition], now_ms: int
+        self,
+        partitions: Iterable[TopicPartition],
+        now_ms: int,
+        client_transaction_version: int | None = None,
     ) -> TxnTransitMetadata:
         starts_transaction = self.state in (
             TransactionState.EMPTY,
@@ -278,11 +310,32 @@ class TransactionMetadata:
             topic_partitions=self.topic_partitions | frozenset(partitions),
             txn_start_timestamp=now_ms if starts_transaction else self.txn_start_timestamp,
             update_timestamp=now_ms,
+            client_transaction_version=client_transaction_version,
         )
 
     def prepare_abort_or_commit(self, commit: bool, now_ms: int) -> TxnTransitMetadata:
         state = TransactionState.PREPARE_COMMIT if commit else TransactionState.PREPARE_ABORT
         return self.prepare_transition(state, update_timestamp=now_ms)
+
+    def prepare_end_with_epoch_bump(
+        self, commit: bool, next_producer_id: int, now_ms: int
+    ) -> TxnTransitMetadata:
+        """Transaction version 2's EndTxn (Kafka's prepareAbortOrCommit with an epoch bump): the
+        epoch goes up by one, so the markers and the producer's next transaction carry a new
+        epoch and nothing of this transaction can land in the next. ``next_producer_id`` (an
+        exhausted epoch) is what :meth:`prepare_complete` moves to, with epoch 0. An abort from
+        Empty/Complete* (nothing was added) starts and ends its transaction at ``now_ms``."""
+        state = TransactionState.PREPARE_COMMIT if commit else TransactionState.PREPARE_ABORT
+        empty = self.state is not TransactionState.ONGOING
+        return self.prepare_transition(
+            state,
+            producer_epoch=min(self.producer_epoch + 1, MAX_PRODUCER_EPOCH),
+            last_producer_epoch=self.producer_epoch,
+            txn_start_timestamp=now_ms if empty else None,
+            update_timestamp=now_ms,
+            next_producer_id=next_producer_id,
+            client_transaction_version=TRANSACTION_VERSION_2,
+        )
 
     def prepare_fence_and_abort(self, now_ms: int) -> TxnTransitMetadata:
         """Kafka's epoch fence: Ongoing -> PrepareEpochFence -> PrepareAbort with the epoch bumped.
@@ -318,6 +371,17 @@ class TransactionMetadata:
         else:
             raise InvalidTransitionError(
                 f"{self.transactional_id}: cannot complete from {self.state.kafka_name}"
+            )
+        if self.next_producer_id != NO_PRODUCER_ID:
+            # Transaction version 2 with an exhausted epoch: the producer continues under a
+            # new id at epoch 0 (the client saw MAX-1 then 0).
+            return self.prepare_transition(
+                state,
+                producer_id=self.next_producer_id,
+                producer_epoch=0,
+                last_producer_id=self.producer_id,
+                topic_partitions=(),
+                update_timestamp=now_ms,
             )
         return self.prepare_transition(state, topic_partitions=(), update_timestamp=now_ms)
 
@@ -359,21 +423,32 @@ class TransactionMetadata:
                 and transit.txn_timeout_ms == self.txn_timeout_ms
             )
         elif target in (TransactionState.PREPARE_COMMIT, TransactionState.PREPARE_ABORT):
-            # The fence path bumps the epoch by one on its way to PrepareAbort.
+            epoch_bump = transit.client_transaction_version >= TRANSACTION_VERSION_2
+            # The fence path (and every transaction version 2 EndTxn) bumps the epoch by one.
             epoch_ok = same_producer or (
-                target is TransactionState.PREPARE_ABORT
+                (target is TransactionState.PREPARE_ABORT or epoch_bump)
                 and transit.producer_id == self.producer_id
-                and transit.producer_epoch == self.producer_epoch + 1
+                and transit.producer_epoch in (self.producer_epoch + 1, MAX_PRODUCER_EPOCH)
+            )
+            empty_abort = (
+                epoch_bump
+                and target is TransactionState.PREPARE_ABORT
+                and self.state is not TransactionState.ONGOING
             )
             ok = (
                 epoch_ok
                 and transit.topic_partitions == self.topic_partitions
                 and transit.txn_timeout_ms == self.txn_timeout_ms
-                and transit.txn_start_timestamp == self.txn_start_timestamp
+                and (transit.txn_start_timestamp == self.txn_start_timestamp or empty_abort)
             )
         elif target in (TransactionState.COMPLETE_COMMIT, TransactionState.COMPLETE_ABORT):
+            rotated = (
+                self.next_producer_id != NO_PRODUCER_ID
+                and transit.producer_id == self.next_producer_id
+                and transit.producer_epoch == 0
+            )
             ok = (
-                same_producer
+                (same_producer or rotated)
                 and transit.txn_timeout_ms == self.txn_timeout_ms
                 and transit.txn_start_timestamp != -1
             )
@@ -393,6 +468,8 @@ class TransactionMetadata:
         self.topic_partitions = transit.topic_partitions
         self.txn_start_timestamp = transit.txn_start_timestamp
         self.txn_last_update_timestamp = transit.txn_last_update_timestamp
+        self.next_producer_id = transit.next_producer_id
+        self.client_transaction_version = transit.client_transaction_version
         self.state = target
         self.pending_state = None
 
