@@ -306,6 +306,22 @@ def test_longest_names_ids_and_smallest_batches_work_and_survive_a_restart(
         assert produce_error(client, LONGEST_TOPIC, tiny) == ErrorCode.none
 
 
+def test_transactional_id_too_large_for_its_topic_is_refused_as_kafka_does(
+    tmp_path: Path, no_tracebacks: None
+) -> None:
+    # A 32767-byte id cannot fit a 4000-byte message.max.bytes (which __transaction_state
+    # inherits, as in Kafka): UNKNOWN_SERVER_ERROR, not a retriable NOT_COORDINATOR forever.
+    config = {"message.max.bytes": "4000"}
+    with (
+        Broker(data_dir=tmp_path, config=config) as broker,
+        RawClient(broker.bootstrap_servers) as client,
+    ):
+        refused = init_producer_id(client, LONGEST_TRANSACTIONAL_ID)
+        assert refused.error_code == ErrorCode.unknown_server_error
+        assert init_producer_id(client, "short").error_code == ErrorCode.none
+        assert init_producer_id(client, "x" * 3000).error_code == ErrorCode.none
+
+
 def batch_of_size(size: int) -> bytes:
     """One uncompressed batch of exactly `size` bytes, log overhead included."""
     records = encode_batch([Record(key=None, value=b"")])
