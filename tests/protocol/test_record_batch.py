@@ -182,7 +182,7 @@ def test_validate_accepts_valid_batches(compression: int) -> None:
 
 
 def test_validate_rejects_empty() -> None:
-    _expect(ErrorCode.corrupt_message, b"")
+    _expect(ErrorCode.invalid_record, b"")
 
 
 def test_validate_rejects_truncation() -> None:

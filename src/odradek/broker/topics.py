@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -44,6 +45,15 @@ TOPIC_CONFIG_BROKER_DEFAULTS: dict[str, str] = {
     "preallocate": "log.preallocate",
 }
 
+# Topic-level configs with no broker property behind them, and their defaults (Kafka's
+# LogConfig): the replication throttles are lists of "partition:broker" pairs, or "*".
+TOPIC_ONLY_CONFIG_DEFAULTS: dict[str, str] = {
+    "leader.replication.throttled.replicas": "",
+    "follower.replication.throttled.replicas": "",
+}
+TOPIC_CONFIG_NAMES = frozenset(TOPIC_CONFIG_BROKER_DEFAULTS) | frozenset(TOPIC_ONLY_CONFIG_DEFAULTS)
+_THROTTLED_REPLICA = re.compile(r"([0-9]+:[0-9]+)?")
+
 # Value checks for the configs storage does not parse itself.
 _LONG_CONFIGS = {
     "delete.retention.ms",
@@ -80,6 +90,15 @@ def config_value_error(name: str, value: str) -> str | None:
             return f"Invalid value {value} for configuration {name}: Not a number of type DOUBLE"
         if not 0 <= ratio <= 1:
             return f"Invalid value {value} for configuration {name}: Value must be between 0 and 1"
+    elif name in TOPIC_ONLY_CONFIG_DEFAULTS:
+        # Kafka's ThrottledReplicaListValidator.
+        items = [item.strip() for item in value.split(",")]
+        if items != ["*"] and not all(_THROTTLED_REPLICA.fullmatch(item) for item in items):
+            return (
+                f"Invalid value {value} for configuration {name}: {name} must be the literal "
+                "'*' or a list of replicas in the following format: "
+                "[partitionId]:[brokerId],[partitionId]:[brokerId],..."
+            )
     return None
 
 
@@ -99,6 +118,8 @@ def broker_default(context: BrokerContext, name: str) -> str:
     }
     if name in values:
         return values[name]
+    if name in TOPIC_ONLY_CONFIG_DEFAULTS:
+        return TOPIC_ONLY_CONFIG_DEFAULTS[name]
     return config.properties[TOPIC_CONFIG_BROKER_DEFAULTS[name]]
 
 
@@ -134,7 +155,7 @@ def create_topic(
             "The target replication factor of "
             f"{replication_factor} cannot be reached because only 1 broker(s) are registered.",
         )
-    unknown = sorted(set(configs) - set(TOPIC_CONFIG_BROKER_DEFAULTS))
+    unknown = sorted(set(configs) - TOPIC_CONFIG_NAMES)
     if unknown:
         return None, TopicError(
             ErrorCode.invalid_config, f"Unknown topic config name: {unknown[0]}"
@@ -212,6 +233,8 @@ CONFIG_TYPES: dict[str, int] = {
     "message.timestamp.before.max.ms": 5,
     "message.timestamp.after.max.ms": 5,
     "preallocate": 1,
+    "leader.replication.throttled.replicas": 7,
+    "follower.replication.throttled.replicas": 7,
 }
 
 
@@ -236,19 +259,24 @@ def describe_topic_configs(
         metadata = context.logs.topics().get(topic)
         overrides = metadata.config if metadata is not None else {}
     entries = []
-    for name in sorted(TOPIC_CONFIG_BROKER_DEFAULTS):
+    for name in sorted(TOPIC_CONFIG_NAMES):
         if keys is not None and name not in keys:
             continue
-        broker_property = TOPIC_CONFIG_BROKER_DEFAULTS[name]
+        broker_property = TOPIC_CONFIG_BROKER_DEFAULTS.get(name)
         broker_value = broker_default(context, name)
-        broker_source = context.broker_property_source(broker_property)
+        broker_source = (
+            context.broker_property_source(broker_property)
+            if broker_property is not None
+            else DEFAULT_CONFIG
+        )
         synonyms: list[tuple[str, str | None, int]] = []
         if name in overrides:
             value, source = overrides[name], DYNAMIC_TOPIC_CONFIG
             synonyms.append((name, value, DYNAMIC_TOPIC_CONFIG))
         else:
             value, source = broker_value, broker_source
-        synonyms.append((broker_property, broker_value, broker_source))
+        if broker_property is not None:
+            synonyms.append((broker_property, broker_value, broker_source))
         entries.append(
             ConfigEntry(name, value, source, False, CONFIG_TYPES.get(name, 2), tuple(synonyms))
         )
@@ -261,7 +289,7 @@ def alter_topic_configs(
     """Replace a topic's overrides after checking every name and value."""
     if topic not in context.logs.topics():
         return TopicError(ErrorCode.unknown_topic_or_partition, f"Topic '{topic}' does not exist.")
-    unknown = sorted(set(new_overrides) - set(TOPIC_CONFIG_BROKER_DEFAULTS))
+    unknown = sorted(set(new_overrides) - TOPIC_CONFIG_NAMES)
     if unknown:
         return TopicError(ErrorCode.invalid_config, f"Unknown topic config name: {unknown[0]}")
     for config_name, value in new_overrides.items():

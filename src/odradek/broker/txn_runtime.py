@@ -194,7 +194,12 @@ class TxnRuntime:
             return ErrorCode.none
         try:
             log = self._append(records, now_ms())
-        except (OSError, StorageError, InvalidRecords) as error:
+        except InvalidRecords as error:
+            # A record too large for the topic (a 32767-byte transactional id under a small
+            # message.max.bytes): Kafka answers UNKNOWN_SERVER_ERROR, not a retriable error.
+            logger.warning("cannot append to %s: %s", TRANSACTION_STATE_TOPIC, error)
+            return self.coordinator.write_failed(write_id, ErrorCode(error.error_code))
+        except (OSError, StorageError) as error:
             logger.error("cannot append to %s: %s", TRANSACTION_STATE_TOPIC, error)
             return self.coordinator.write_failed(write_id, ErrorCode.kafka_storage_error)
         if self.config.acks_all_fsync:

@@ -159,9 +159,24 @@ def make(entity_type: Any, **values: Any) -> Any:
             continue
         if kind.startswith("timedelta") and isinstance(value, int):
             arguments[name] = datetime.timedelta(milliseconds=value)
+        elif name == "error_message" and isinstance(value, str) and not entity_type.__flexible__:
+            arguments[name] = _fit_legacy_string(value)
         else:
             arguments[name] = value
     return entity_type(**arguments)
+
+
+# A non-flexible (legacy) string carries an int16 length: at most this many UTF-8 bytes.
+MAX_LEGACY_STRING_BYTES = 2**15 - 1
+
+
+def _fit_legacy_string(text: str) -> str:
+    """`text` cut to what a legacy string can carry. An error message that quotes a client's
+    32767-byte name would otherwise fail to encode and cost the client its connection."""
+    encoded = text.encode()
+    if len(encoded) <= MAX_LEGACY_STRING_BYTES:
+        return text
+    return encoded[:MAX_LEGACY_STRING_BYTES].decode(errors="ignore")
 
 
 def nested(module: ModuleType, name: str) -> type[Any]:

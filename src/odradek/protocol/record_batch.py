@@ -202,7 +202,12 @@ def validate_batches(records: bytes | memoryview, max_message_bytes: int) -> lis
     view = memoryview(records)
     end = len(view)
     if end == 0:
-        raise InvalidRecords(ErrorCode.corrupt_message, "produce request carries no batches")
+        # Kafka's ProduceRequest.validateRecords: INVALID_RECORD, which clients do not retry
+        # (CORRUPT_MESSAGE is retriable: an empty produce would be resent forever).
+        raise InvalidRecords(
+            ErrorCode.invalid_record,
+            "Produce requests must have at least one record batch per partition",
+        )
     unpack_header = _HEADER.unpack_from
     headers: list[BatchHeader] = []
     position = 0

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
+
+# The longest file name most file systems take (NAME_MAX), in bytes.
+MAX_FILE_NAME_BYTES = 255
 
 
 def fsync_directory(directory: Path) -> None:
@@ -18,9 +22,15 @@ def fsync_directory(directory: Path) -> None:
 def write_file_atomically(path: Path, data: bytes, durable: bool = True) -> None:
     """Replace `path` with `data` so a crash leaves either the old or the new contents.
 
-    With `durable`, the data and the rename are on disk when this returns.
+    With `durable`, the data and the rename are on disk when this returns. The temporary file
+    is `<name>.tmp`, or `<hash of name>.tmp` where that would be longer than a file name may be
+    (the metadata of a topic with a 249-character name): either way it ends in `.tmp`, which is
+    what recovery removes.
     """
-    temporary = path.with_name(path.name + ".tmp")
+    temporary_name = path.name + ".tmp"
+    if len(os.fsencode(temporary_name)) > MAX_FILE_NAME_BYTES:
+        temporary_name = hashlib.sha256(os.fsencode(path.name)).hexdigest() + ".tmp"
+    temporary = path.with_name(temporary_name)
     with open(temporary, "wb") as file:
         file.write(data)
         if durable:

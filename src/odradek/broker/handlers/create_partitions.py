@@ -8,6 +8,7 @@ from kio.schema.errors import ErrorCode
 
 from odradek.broker import dispatcher
 from odradek.broker.context import BrokerContext
+from odradek.broker.handlers.create_topics import MAX_PARTITIONS_PER_REQUEST, TOO_MANY_PARTITIONS
 from odradek.protocol.api_keys import ApiKey
 from odradek.protocol.codec import RequestHeader, make, nested, response_module, response_type
 
@@ -36,6 +37,9 @@ async def handle(context: BrokerContext, header: RequestHeader, request: Any) ->
         elif topic.count == metadata.partitions:
             error = ErrorCode.invalid_partitions
             message = f"Topic already has {metadata.partitions} partitions."
+        elif topic.count - metadata.partitions > MAX_PARTITIONS_PER_REQUEST:
+            # The same bound as CreateTopics: each new partition is a directory and open files.
+            error, message = ErrorCode.policy_violation, TOO_MANY_PARTITIONS
         elif topic.assignments is not None and any(
             list(assignment.broker_ids) != [context.node_id] for assignment in topic.assignments
         ):

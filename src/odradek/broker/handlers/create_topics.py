@@ -12,6 +12,25 @@ from odradek.broker.topics import create_topic, describe_topic_configs
 from odradek.protocol.api_keys import ApiKey
 from odradek.protocol.codec import RequestHeader, make, nested, response_module, response_type
 
+# Kafka's ReplicationControlManager.MAX_PARTITIONS_PER_BATCH: a request asking for more partitions
+# than this in total is refused whole, before anything is created.
+MAX_PARTITIONS_PER_REQUEST = 10_000
+TOO_MANY_PARTITIONS = "Excessively large number of partitions per request."
+
+
+def requested_partitions(topics: Any, default_partitions: int) -> int:
+    """The partitions a CreateTopics request asks for, counted as Kafka's
+    validateTotalNumberOfPartitions does (-1 is the default, other non-positive counts none)."""
+    total = 0
+    for topic in topics:
+        if topic.assignments:
+            total += len(topic.assignments)
+        elif topic.num_partitions == -1:
+            total += default_partitions
+        elif topic.num_partitions > 0:
+            total += topic.num_partitions
+    return total
+
 
 @dispatcher.register(ApiKey.CREATE_TOPICS, 2, 7)
 async def handle(context: BrokerContext, header: RequestHeader, request: Any) -> Any:
@@ -33,6 +52,17 @@ async def handle(context: BrokerContext, header: RequestHeader, request: Any) ->
             configs=None,
         )
 
+    if requested_partitions(request.topics, context.config.num_partitions) > (
+        MAX_PARTITIONS_PER_REQUEST
+    ):
+        names = dict.fromkeys(topic.name for topic in request.topics)
+        return make(
+            response_type(ApiKey.CREATE_TOPICS, version),
+            throttle_time=0,
+            topics=tuple(
+                failed(name, ErrorCode.policy_violation, TOO_MANY_PARTITIONS) for name in names
+            ),
+        )
     results = []
     seen: set[str] = set()
     duplicates = {

@@ -108,7 +108,7 @@ async def handle(
             records = partition_data.records
             try:
                 if records is None:
-                    raise InvalidRecords(ErrorCode.corrupt_message, "records are null")
+                    raise InvalidRecords(ErrorCode.invalid_record, "records are null")
                 headers = validate_batches(records, log.config.max_message_bytes)
                 if len(headers) != 1:
                     # Kafka: from v3 on a partition's records are exactly one batch.
