@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from kio.schema.errors import ErrorCode
 
-from odradek.broker.context import BrokerContext
+from odradek.broker.context import DEFAULT_CONFIG, BrokerContext
 from odradek.storage.log_manager import InvalidConfig, InvalidTopicName, TopicMetadata
 
 logger = logging.getLogger(__name__)
