@@ -188,8 +188,10 @@ def test_group_reset_offsets_to_datetime_lands_on_the_record(broker: Broker) -> 
     moment = datetime.fromtimestamp((T + 3) / 1000, UTC).isoformat()
     result = runner.invoke(
         cli,
-        ["group", "reset-offsets", "by-time", "--topic", "reset-by-time"]
-        + ["--to-datetime", moment, "--json"],
+        [
+            *("group", "reset-offsets", "by-time", "--topic", "reset-by-time"),
+            *("--to-datetime", moment, "--json"),
+        ],
         catch_exceptions=False,
     )
     assert result.exit_code == 0, result.output
