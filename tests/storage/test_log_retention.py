@@ -16,7 +16,7 @@ from odradek.protocol.record_batch import (
     Record,
     encode_batch,
 )
-from odradek.storage import PartitionLog
+from odradek.storage import LogConfig, PartitionLog, log_config_from_overrides
 
 ALL_CODECS = [
     COMPRESSION_NONE,
@@ -135,6 +135,11 @@ def test_a_never_expiring_record_keeps_its_segment_and_those_after_it(log_dir: P
 def test_empty_cleanup_policy_keeps_everything_but_delete_records(log_dir: Path) -> None:
     # cleanup.policy="" (Kafka: delete with infinite retention): no time or size
     # retention and no compaction; DeleteRecords still moves the log start offset.
+    for value in ("", " , "):
+        parsed = log_config_from_overrides(LogConfig(), {"cleanup.policy": value})
+        assert parsed.cleanup_policy == ""
+        assert not parsed.deletes
+        assert not parsed.compacts
     log = _log_with_segments(log_dir, retention_ms=0, retention_bytes=0, cleanup_policy="")
     segments = log.segment_base_offsets()
     size = log.size_in_bytes
