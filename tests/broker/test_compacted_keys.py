@@ -137,6 +137,9 @@ def test_a_batch_of_only_keyless_records_and_other_policies(raw: RawClient) -> N
     assert _partition_response(raw, 9, "compacted", tombstone).error_code == (
         ErrorCode.invalid_record
     )
+    # An empty key is a key (Kafka's Record.hasKey is "not null").
+    empty_key = encode_batch([Record(key=b"", value=b"x")])
+    assert _partition_response(raw, 9, "compacted", empty_key).error_code == ErrorCode.none
     # A delete-only topic takes keyless records.
     before = latest_offset(raw, "plain")
     assert _partition_response(raw, 9, "plain", only_keyless).error_code == ErrorCode.none
