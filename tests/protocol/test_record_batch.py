@@ -32,7 +32,9 @@ from odradek.protocol.record_batch import (
     iter_batch_headers,
     read_batch_header,
     recompress_batches,
+    record_summaries,
     validate_batches,
+    validate_keys_for_compaction,
 )
 
 CODECS = [
@@ -527,3 +529,61 @@ def test_recompress_refuses_garbage_that_does_not_decompress() -> None:
     with pytest.raises(InvalidRecords) as raised:
         recompress_batches(bytes(batch), headers, COMPRESSION_ZSTD, None, 1 << 20)
     assert raised.value.error_code == ErrorCode.corrupt_message
+
+
+# -- record summaries and compacted-topic key checks -----------------------------------------
+
+
+@given(
+    compression=st.sampled_from(CODECS),
+    items=st.lists(
+        st.tuples(
+            st.none() | st.binary(max_size=20),
+            st.none() | st.binary(max_size=40),
+            st.integers(min_value=0, max_value=10_000),
+        ),
+        min_size=1,
+        max_size=20,
+    ),
+)
+def test_record_summaries_agree_with_decode_records(
+    compression: int, items: list[tuple[bytes | None, bytes | None, int]]
+) -> None:
+    records = [Record(key=key, value=value, timestamp=ts) for key, value, ts in items]
+    batch = encode_batch(records, base_offset=7, compression=compression)
+    summaries = record_summaries(batch)
+    decoded = decode_records(batch)
+    assert [(s.offset, s.timestamp, s.has_key) for s in summaries] == [
+        (r.offset, r.timestamp, r.key is not None) for r in decoded
+    ]
+
+
+def test_record_summaries_reject_garbage_and_use_log_append_time() -> None:
+    batch = bytearray(encode_batch(RECORDS, compression=COMPRESSION_GZIP))
+    batch[BATCH_HEADER_SIZE + 5 :] = b"\x00" * (len(batch) - BATCH_HEADER_SIZE - 5)
+    with pytest.raises(InvalidRecords) as raised:
+        record_summaries(bytes(batch))
+    assert raised.value.error_code == ErrorCode.corrupt_message
+    appended = encode_batch(RECORDS, timestamp_type=TIMESTAMP_LOG_APPEND_TIME)
+    assert {summary.timestamp for summary in record_summaries(appended)} == {1005}
+
+
+def test_validate_keys_for_compaction_lists_every_keyless_record() -> None:
+    keyed = encode_batch([Record(key=b"", value=b"empty key is a key"), Record(b"k", None)])
+    validate_keys_for_compaction(keyed, [read_batch_header(keyed)], "t-0")
+    mixed = encode_batch(
+        [Record(key=None if i in (1, 4, 5, 9) else b"k", value=b"v") for i in range(10)],
+        compression=COMPRESSION_ZSTD,
+    )
+    with pytest.raises(InvalidRecords) as raised:
+        validate_keys_for_compaction(mixed, [read_batch_header(mixed)], "t-0")
+    assert raised.value.error_code == ErrorCode.invalid_record
+    assert [index for index, _ in raised.value.record_errors] == [1, 4, 5, 9]
+    message = "Compacted topic cannot accept message without key in topic partition t-0."
+    assert {text for _, text in raised.value.record_errors} == {message}
+    assert str(raised.value) == (
+        "One or more records have been rejected due to 4 record errors in total, and only "
+        "showing the first three errors at most: ["
+        + ", ".join(f"RecordError(batchIndex={i}, message='{message}')" for i in (1, 4, 5))
+        + "]"
+    )

@@ -105,12 +105,30 @@ def test_tombstones_are_kept_for_delete_retention_ms_then_dropped(log_dir: Path)
     log.close()
 
 
-def test_keyless_records_are_removed(log_dir: Path) -> None:
-    log = _open(log_dir)
-    _put(log, (None, b"no key"), (b"k", b"v"))
+def test_keyless_records_are_kept_and_logged_never_dropped_silently(
+    log_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A topic written under cleanup.policy=delete, then switched to compact: its keyless
+    # records cannot be compacted (nothing supersedes them), so they stay.
+    log = _open(log_dir, cleanup_policy="delete")
+    _put(log, (None, b"no key"), (b"k", b"v"))  # offsets 0, 1
+    append(
+        log,
+        keyed_batch([(b"k", b"old"), (None, None), (None, b"z")], compression=COMPRESSION_GZIP),
+    )  # offsets 2, 3, 4: a superseded record beside a keyless tombstone and value
     _fill(log, rounds=10, keys=2)
-    log.clean(NOW)
-    assert all(record.key is not None for _, record in read_records(log))
+    _put(log, (b"k", b"latest"))
+    log.update_config(_config())
+    with caplog.at_level("WARNING", logger="odradek.storage.log"):
+        result = log.clean(NOW)
+    assert result.cleaned
+    assert result.records_removed > 0
+    assert result.keyless_offsets == (0, 3, 4)
+    assert "kept 3 record(s) without a key at offset(s) 0, 3, 4" in caplog.text
+    keyless = [(record.offset, record.value) for _, record in read_records(log) if not record.key]
+    assert keyless == [(0, b"no key"), (3, None), (4, b"z")]
+    assert _state(log)[b"k"][1] == b"latest"
+    assert all(record.value != b"old" for _, record in read_records(log))
     log.close()
 
 

@@ -11,6 +11,11 @@ the swap crash-safe, as Kafka's Cleaner and LogLoader do:
 On open, `complete_interrupted_swaps` deletes `.cleaned` files (the originals are intact) and
 finishes any `.swap`: the originals it covers are deleted and it becomes the segment.
 
+A record without a key cannot be compacted (nothing supersedes it). Produce refuses such
+records on a compacted topic, but a topic switched from delete to compact may hold some: they
+are kept and reported (`CleanResult.keyless_offsets`, logged as a warning), where Kafka's
+cleaner drops them silently.
+
 Offsets never change: a batch that loses records is re-encoded with its original base offset,
 last offset delta, producer id, epoch and base sequence (so sequence numbers still line up);
 a batch that loses all of them disappears, unless it is its producer's last data batch or the
@@ -23,7 +28,7 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import crc32c
@@ -72,6 +77,8 @@ class CleanResult:
     bytes_after: int = 0
     records_removed: int = 0
     first_dirty_offset: int = 0  # the cleaner checkpoint after the call
+    # Offsets of records without a key found in the cleaned segments: kept, never removed.
+    keyless_offsets: tuple[int, ...] = ()
 
     @property
     def cleaned(self) -> bool:
@@ -210,6 +217,7 @@ class GroupStats:
     bytes_before: int = 0
     bytes_after: int = 0
     records_removed: int = 0
+    keyless_offsets: list[int] = field(default_factory=list)
 
 
 def write_cleaned_group(
@@ -242,17 +250,18 @@ def write_cleaned_group(
                     output = data
                 else:
                     records = decode_records(data)
-                    if aborted:
-                        retained = []
-                    else:
-                        tombstones_expire = now_ms - header.max_timestamp > delete_retention_ms
-                        retained = [
-                            record
-                            for record in records
-                            if record.key is not None
-                            and record.offset >= offset_map.get(record.key, -1)
-                            and (record.value is not None or not tombstones_expire)
-                        ]
+                    retained: list[Record] = []
+                    tombstones_expire = now_ms - header.max_timestamp > delete_retention_ms
+                    for record in [] if aborted else records:
+                        if record.key is None:
+                            # Nothing supersedes a keyless record: it is kept, never dropped
+                            # silently (it predates the topic being compacted).
+                            stats.keyless_offsets.append(record.offset)
+                            retained.append(record)
+                        elif record.offset >= offset_map.get(record.key, -1) and (
+                            record.value is not None or not tombstones_expire
+                        ):
+                            retained.append(record)
                     stats.records_removed += len(records) - len(retained)
                     if retained and len(retained) == len(records):
                         output = data

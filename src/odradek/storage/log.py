@@ -17,6 +17,7 @@ indexes of the replayed range are rebuilt with it. An interrupted compaction swa
 
 from __future__ import annotations
 
+import logging
 import shutil
 import struct
 import threading
@@ -69,11 +70,14 @@ from odradek.storage.segment import (
     LogSegment,
 )
 
+logger = logging.getLogger(__name__)
+
 CHECKPOINT_FILE_NAME = "log-state.checkpoint"
 CLEAN_SHUTDOWN_FILE_NAME = ".kafka_cleanshutdown"
 _CHECKPOINT_VERSION = 0
 _NEVER = 2**63 - 1
 _SNAPSHOTS_TO_KEEP = 2
+_KEYLESS_OFFSETS_SHOWN = 10
 # A control record: key = version i16 (0) + type i16 (0 ABORT, 1 COMMIT);
 # value = version i16 (0) + coordinator epoch i32 (Kafka's EndTransactionMarker).
 _CONTROL_KEY = struct.Struct(">hh")
@@ -110,7 +114,7 @@ class LogConfig:
     flush_ms: int = _NEVER
     max_message_bytes: int = 1048588
     message_timestamp_type: str = "CreateTime"  # or "LogAppendTime"
-    cleanup_policy: str = "delete"
+    cleanup_policy: str = "delete"  # "compact", "delete", both, or "" (neither)
     min_insync_replicas: int = 1
     delete_retention_ms: int = 24 * 60 * 60 * 1000  # how long compaction keeps tombstones
     min_compaction_lag_ms: int = 0
@@ -435,12 +439,13 @@ class PartitionLog:
         min(last stable offset, active segment base, first segment younger than
         min.compaction.lag.ms). The key map covers the whole log below the last stable
         offset (active segment included), without aborted data. In cleaned segments:
-        superseded records, keyless records (Kafka counts them invalid), aborted
-        transactional data and tombstones whose batch is older than delete.retention.ms
-        go; control batches stay. Runs only when at least min.cleanable.dirty.ratio of the
-        cleanable bytes were written since the last clean by this process (the cleaner
-        checkpoint is not persisted: the first clean after open sees everything dirty),
-        or with `force`.
+        superseded records, aborted transactional data and tombstones whose batch is older
+        than delete.retention.ms go; control batches stay. Records without a key stay too
+        (Kafka's cleaner drops them silently): their offsets are logged as a warning and
+        returned in `CleanResult.keyless_offsets`. Runs only when at least
+        min.cleanable.dirty.ratio of the cleanable bytes were written since the last clean
+        by this process (the cleaner checkpoint is not persisted: the first clean after open
+        sees everything dirty), or with `force`.
         """
         self._check_open()
         config = self._config
@@ -475,6 +480,7 @@ class PartitionLog:
         tracker = AbortedTracker(aborted)
         producer_last_offsets = self._producer_state.last_data_offsets()
         segments_cleaned = bytes_before = bytes_after = records_removed = 0
+        keyless_offsets: list[int] = []
         for group in group_segments(cleanable, config.segment_bytes):
             swap_path, stats = write_cleaned_group(
                 self.directory,
@@ -490,13 +496,26 @@ class PartitionLog:
             bytes_before += stats.bytes_before
             bytes_after += stats.bytes_after
             records_removed += stats.records_removed
+            keyless_offsets.extend(stats.keyless_offsets)
         self._first_dirty_offset = cleanable[-1].next_offset
+        if keyless_offsets:
+            shown = ", ".join(str(offset) for offset in keyless_offsets[:_KEYLESS_OFFSETS_SHOWN])
+            more = len(keyless_offsets) - _KEYLESS_OFFSETS_SHOWN
+            logger.warning(
+                "%s: kept %d record(s) without a key at offset(s) %s%s: a compacted topic "
+                "cannot compact them",
+                self.directory.name,
+                len(keyless_offsets),
+                shown,
+                f" and {more} more" if more > 0 else "",
+            )
         return CleanResult(
             segments_cleaned=segments_cleaned,
             bytes_before=bytes_before,
             bytes_after=bytes_after,
             records_removed=records_removed,
             first_dirty_offset=self._first_dirty_offset,
+            keyless_offsets=tuple(keyless_offsets),
         )
 
     def _swap_in(self, group: list[LogSegment], swap_path: Path) -> None:
@@ -810,13 +829,13 @@ class PartitionLog:
     # -- timestamps --------------------------------------------------------------------------
 
     def offset_for_timestamp(self, timestamp_ms: int) -> tuple[int, int] | None:
-        """ListOffsets by timestamp, at batch granularity: (offset, timestamp) or None.
+        """ListOffsets by timestamp: (offset, timestamp) of the first record at or after the
+        log start offset whose timestamp is >= `timestamp_ms`, or None.
 
-        The answer is the first batch whose max timestamp is >= `timestamp_ms`: its base
-        offset (raised to the log start offset) and that max timestamp. Kafka decodes the
-        batch to return the first record at or after the target; a consumer seeking to the
-        batch's base offset sees the same records plus a few earlier ones from that batch.
-        Not bounded by the high watermark: the caller filters.
+        Per record, as Kafka's UnifiedLog.fetchOffsetByTimestamp: the batch found by the
+        time index is decompressed and its records' timestamps read (with LogAppendTime
+        every record carries the batch's time). Not bounded by the high watermark: the
+        caller filters.
         """
         log_start_offset = self._log_start_offset
         for segment in self._segments:
@@ -824,23 +843,27 @@ class PartitionLog:
                 continue
             found = segment.find_offset_by_timestamp(timestamp_ms, log_start_offset, segment.size)
             if found is not None:
-                return max(found[0], log_start_offset), found[1]
+                return found
         return None
 
     def max_timestamp_offset(self) -> tuple[int, int] | None:
-        """(offset, timestamp) of the largest timestamp in the log (ListOffsets -3).
-
-        The offset is the base offset of the batch holding that timestamp, so fetching from
-        it returns the record; None when no batch has a timestamp.
+        """(offset, timestamp) of the record with the largest timestamp (ListOffsets -3,
+        KIP-734): the first record carrying it, found inside its batch; the offset is raised
+        to the log start offset. None when no batch has a timestamp.
         """
-        best: tuple[int, int] | None = None
+        best: LogSegment | None = None
         for segment in self._segments:
-            if segment.max_timestamp >= 0 and (best is None or segment.max_timestamp > best[1]):
-                best = (
-                    max(segment.offset_of_max_timestamp, self._log_start_offset),
-                    segment.max_timestamp,
-                )
-        return best
+            if segment.max_timestamp >= 0 and (
+                best is None or segment.max_timestamp > best.max_timestamp
+            ):
+                best = segment
+        if best is None:
+            return None
+        found = best.find_max_timestamp_record(best.size)
+        if found is None:
+            # No record carries it (an emptied batch after compaction): the batch's offset.
+            found = (best.offset_of_max_timestamp, best.max_timestamp)
+        return max(found[0], self._log_start_offset), found[1]
 
     # -- durability --------------------------------------------------------------------------
 
@@ -930,39 +953,56 @@ class PartitionLog:
         return self._log_start_offset
 
     def enforce_retention(self, now_ms: int) -> int:
-        """Delete old segments by retention.ms and retention.bytes; returns bytes deleted.
+        """Delete old segments by retention.bytes and retention.ms; returns bytes deleted.
 
-        Never deletes the active segment, nor a segment holding offsets at or above the high
-        watermark. A segment's age is its largest batch timestamp.
+        Kafka's UnifiedLog.deleteOldSegments: segments wholly below the log start offset
+        always go; with cleanup.policy containing delete, then the oldest segments while the
+        log stays over retention.bytes without them, then the oldest whose largest timestamp
+        is more than retention.ms old. A segment goes only when every offset it holds is
+        below the high watermark, and the active segment only when it is not empty: a new
+        empty segment is rolled at the log end first (a log always has one), so the log
+        start offset can reach the log end offset. An empty or a non-delete cleanup.policy
+        deletes nothing by time or size.
         """
         self._check_open()
         config = self._config
-        deleted_bytes = 0
-        deletable = len(self._segments) - 1
+        segments = self._segments
         high_watermark = self._high_watermark
-        while deletable > 0 and self._segments[deletable].base_offset > high_watermark:
-            deletable -= 1
+        log_end_offset = self._log_end_offset
+
+        def deletable(number: int) -> bool:
+            if number >= len(segments):
+                return False
+            if number == len(segments) - 1:
+                return segments[number].size > 0 and high_watermark >= log_end_offset
+            return high_watermark >= segments[number + 1].base_offset
+
         count = self._count_segments_below(self._log_start_offset)
+        if config.deletes and config.retention_bytes >= 0:
+            excess = (
+                self.size_in_bytes
+                - sum(segment.size for segment in segments[:count])
+                - config.retention_bytes
+            )
+            while deletable(count) and excess - segments[count].size >= 0:
+                excess -= segments[count].size
+                count += 1
         if config.deletes and config.retention_ms >= 0:
             while (
-                count < deletable
-                and now_ms - self._segments[count].largest_timestamp > config.retention_ms
+                deletable(count)
+                and now_ms - segments[count].largest_timestamp > config.retention_ms
             ):
                 count += 1
-        if config.deletes and config.retention_bytes >= 0:
-            excess = self.size_in_bytes - config.retention_bytes
-            for segment in self._segments[:count]:
-                excess -= segment.size
-            while count < deletable and excess - self._segments[count].size >= 0:
-                excess -= self._segments[count].size
-                count += 1
-        if count:
-            deleted_bytes = self._delete_segments(count)
-            new_start = self._segments[0].base_offset
-            if new_start > self._log_start_offset:
-                self._log_start_offset = new_start
-                self._high_watermark = max(self._high_watermark, new_start)
-                self._write_checkpoint(sync=False)
+        if not count:
+            return 0
+        if count == len(segments):
+            self._roll(log_end_offset)
+        deleted_bytes = self._delete_segments(count)
+        new_start = self._segments[0].base_offset
+        if new_start > self._log_start_offset:
+            self._log_start_offset = new_start
+            self._high_watermark = max(self._high_watermark, new_start)
+            self._write_checkpoint(sync=False)
         return deleted_bytes
 
     def _count_segments_below(self, offset: int) -> int:

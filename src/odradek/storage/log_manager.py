@@ -133,6 +133,9 @@ def _parse_timestamp_type(key: str, value: str) -> str:
 
 
 def _parse_cleanup_policy(key: str, value: str) -> str:
+    """compact, delete, both, or empty: an empty policy neither compacts nor deletes by time
+    or size (delete with infinite retention; DeleteRecords still applies), as in Kafka's
+    UnifiedLog.deleteOldSegments."""
     policies = [policy.strip() for policy in value.split(",") if policy.strip()]
     for policy in policies:
         if policy not in ("compact", "delete"):
@@ -140,8 +143,6 @@ def _parse_cleanup_policy(key: str, value: str) -> str:
                 f"Invalid value {policy} for configuration {key}: "
                 "String must be one of: compact, delete"
             )
-    if not policies:
-        raise InvalidConfig(f"Invalid value {value} for configuration {key}: must not be empty")
     return ",".join(policies)
 
 

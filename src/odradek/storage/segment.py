@@ -4,7 +4,8 @@ The segment knows byte positions and batch headers, nothing about log start offs
 watermarks or configuration: `PartitionLog` decides, the segment does the file work. Writes go
 through `os.write` on an O_APPEND descriptor, reads through `os.pread`, both reached through the
 segment's `files` (lazy_files.py: the OS itself, or the lazy power-loss model); batches are walked
-with `struct.unpack_from` over one buffer and never decoded record by record.
+with `struct.unpack_from` over one buffer and never decoded record by record, except by the
+ListOffsets timestamp lookups, which must find the record inside a batch.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import crc32c
 
+from odradek.protocol.record_batch import record_summaries
 from odradek.storage._batch import (
     ATTRIBUTES_POSITION,
     BASE_OFFSET_AND_LENGTH,
@@ -312,16 +314,46 @@ class LogSegment:
     def find_offset_by_timestamp(
         self, target_timestamp: int, start_offset: int, end_position: int
     ) -> tuple[int, int] | None:
-        """(base offset, max timestamp) of the first batch with max timestamp >= the target."""
+        """(offset, timestamp) of the first record at or after `start_offset` whose timestamp
+        is >= the target, or None (Kafka's FileRecords.searchForTimestamp).
+
+        Batches whose max timestamp reaches the target are decompressed and their records'
+        timestamps read: a batch holds records older than its max timestamp. Not a hot path
+        (ListOffsets by time).
+        """
         from_offset = max(self.time_index.lookup(target_timestamp), start_offset)
         _, position = self.offset_index.lookup(from_offset)
-        for _, header in self.iter_headers(position, end_position):
-            base_offset, last_offset_delta, max_timestamp = header[0], header[6], header[8]
-            if (
-                base_offset + last_offset_delta >= start_offset
-                and max_timestamp >= target_timestamp
-            ):
-                return base_offset, max_timestamp
+        for batch_position, header in self.iter_headers(position, end_position):
+            base_offset, batch_length, last_offset_delta, max_timestamp = (
+                header[0],
+                header[1],
+                header[6],
+                header[8],
+            )
+            if base_offset + last_offset_delta < start_offset or max_timestamp < target_timestamp:
+                continue
+            batch = self.files.pread(self.fd, batch_length + LOG_OVERHEAD, batch_position)
+            for record in record_summaries(batch):
+                if record.timestamp >= target_timestamp and record.offset >= start_offset:
+                    return record.offset, record.timestamp
+        return None
+
+    def find_max_timestamp_record(self, end_position: int) -> tuple[int, int] | None:
+        """(offset, timestamp) of the first record carrying the segment's max timestamp, or
+        None when no record does (Kafka's RecordBatch.offsetOfMaxTimestamp, for ListOffsets
+        MAX_TIMESTAMP): the batch that first reached it is decompressed to find the record.
+        """
+        target = self.max_timestamp
+        if target < 0:
+            return None
+        _, position = self.offset_index.lookup(self.offset_of_max_timestamp)
+        for batch_position, header in self.iter_headers(position, end_position):
+            if header[8] != target:
+                continue
+            batch = self.files.pread(self.fd, header[1] + LOG_OVERHEAD, batch_position)
+            for record in record_summaries(batch):
+                if record.timestamp == target:
+                    return record.offset, target
         return None
 
     # -- recovery ----------------------------------------------------------------------------

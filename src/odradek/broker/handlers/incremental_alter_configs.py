@@ -42,7 +42,8 @@ def _apply(
         elif operation in (APPEND, SUBTRACT):
             if CONFIG_TYPES.get(name) != LIST_TYPE:
                 return None, f"Config value append/subtract is not allowed for config {name!r}"
-            base = updated.get(name) or broker_default(context, name)
+            # An override may be an empty list (cleanup.policy=""): that is the base then.
+            base = updated[name] if name in updated else broker_default(context, name)
             items = [item for item in base.split(",") if item]
             for item in (value or "").split(","):
                 if operation == APPEND and item and item not in items:

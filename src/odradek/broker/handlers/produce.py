@@ -1,11 +1,13 @@
 """Produce: validate batch headers and CRCs, assign offsets, append the raw bytes.
 
-No record is decoded here, except on a topic whose `compression.type` is a codec (not
-`producer`): a batch in another codec is recompressed first (Kafka's LogValidator). Producer
-state lives in the log: a retry of one of the producer's last five batches is acknowledged with
-its original offsets and not appended again; a sequence gap gets OUT_OF_ORDER_SEQUENCE_NUMBER and
-a fenced epoch INVALID_PRODUCER_EPOCH, with nothing appended. KIP-890 part 1: the first
-transactional batch of a producer on a partition is checked
+No record is decoded here, except in two cases (Kafka's LogValidator): on a compacted topic every
+record must have a key, so its batches are decompressed and scanned first, and a batch with a
+keyless record is refused whole (INVALID_RECORD, the records at fault in v8+ record_errors); on a
+topic whose `compression.type` is a codec (not `producer`), a batch in another codec is
+recompressed. Producer state lives in the log: a retry of one of the producer's last five batches
+is acknowledged with its original offsets and not appended again; a sequence gap gets
+OUT_OF_ORDER_SEQUENCE_NUMBER and a fenced epoch INVALID_PRODUCER_EPOCH, with nothing appended.
+KIP-890 part 1: the first transactional batch of a producer on a partition is checked
 with the transaction coordinator (in-process, synchronous) and refused with INVALID_TXN_STATE
 unless the partition is in the producer's ongoing transaction.
 
@@ -43,6 +45,7 @@ from odradek.protocol.record_batch import (
     InvalidRecords,
     recompress_batches,
     validate_batches,
+    validate_keys_for_compaction,
 )
 from odradek.storage.errors import (
     InvalidProducerEpoch,
@@ -117,11 +120,19 @@ async def handle(
                         "Produce requests with version 3 and above must have exactly one "
                         "record batch per partition",
                     )
+                if log.config.compacts:
+                    # Not the zero-decode hot path: only compacted topics look inside.
+                    validate_keys_for_compaction(records, headers, f"{name}-{index}")
                 if log.config.compression_type != "producer":
                     records, headers = _recompress(records, headers, log.config)
             except InvalidRecords as error:
                 partition_results.append(
-                    _error(index, error.error_code, message=str(error) or None)
+                    _error(
+                        index,
+                        error.error_code,
+                        message=str(error) or None,
+                        record_errors=error.record_errors,
+                    )
                 )
                 continue
             first = headers[0]
@@ -267,12 +278,18 @@ def _verify_transaction(
     return _VERIFY_ERRORS.get(error, error)
 
 
-def _error(index: int, error_code: ErrorCode, message: str | None = None) -> ProducePartitionResult:
+def _error(
+    index: int,
+    error_code: ErrorCode,
+    message: str | None = None,
+    record_errors: tuple[tuple[int, str | None], ...] = (),
+) -> ProducePartitionResult:
     return ProducePartitionResult(
         index=index,
         error_code=error_code,
         base_offset=-1,
         log_append_time_ms=-1,
         log_start_offset=-1,
+        record_errors=record_errors,
         error_message=message,
     )
