@@ -176,9 +176,9 @@ def test_a_close_call_says_it_is_within_the_noise() -> None:
 
 def test_settings_state_acks_commit_point_and_transactions() -> None:
     assert settings(Guarantee.AT_MOST_ONCE).line() == (
-        "acks=0; synchronous Kafka offset commit before processing; no transactions"
+        "acks=0; sync Kafka offset commit before processing; no transactions"
     )
     assert settings(Guarantee.AT_LEAST_ONCE).acks == "all"
     exactly_once = settings(Guarantee.EXACTLY_ONCE)
-    assert "sink's transaction" in exactly_once.commit
-    assert "one SQLite transaction" in exactly_once.transactions
+    assert "offsets in the sink's SQLite transaction" in exactly_once.commit
+    assert "rows + offsets" in exactly_once.transactions

@@ -145,7 +145,9 @@ def matrix(results: Sequence[RunResult]) -> list[MatrixRow]:
         claims = SEED_CLAIMS[result.guarantee]
         duplication_ok, durability_ok = _verdict(result)
         speed = f"{calm.throughput_msgs_per_s:,.0f} msg/s"
-        if len(order) == 3:
+        if not calm.produced:
+            speed = "not measured (no fault-free phase)"
+        elif len(order) == 3:
             speed += f" ({('fastest', 'middle', 'slowest')[order.index(result.guarantee)]})"
         speed += f"\n{result.settings.line()}"
         rows[SPEED].append((speed, claims["Speed"], None))
@@ -172,7 +174,7 @@ def matrix(results: Sequence[RunResult]) -> list[MatrixRow]:
 
 def order_lines(results: Sequence[RunResult]) -> list[str]:
     """The measured speed order against the seed's, and why they differ."""
-    if len(results) < 2:
+    if len(results) < 2 or any(not result.fault_free.speed.produced for result in results):
         return []
     order = speed_order(results)
     lines = [

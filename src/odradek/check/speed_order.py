@@ -42,10 +42,10 @@ def settings(guarantee: Guarantee) -> Settings:
     SQLite sink, as `odradek.client` configures them."""
     acks = str(guarantee.producer_config()["acks"])
     if guarantee.commit_point is CommitPoint.ATOMIC_WITH_OUTPUT:
-        commit = "offsets stored in the sink's transaction (no Kafka offset commit waited for)"
-        transactions = "idempotent producer, rows + offsets in one SQLite transaction"
+        commit = "offsets in the sink's SQLite transaction, no Kafka commit"
+        transactions = "a SQLite transaction per batch (rows + offsets), idempotent producer"
     else:
-        commit = f"synchronous Kafka offset commit {guarantee.commit_point.value}"
+        commit = f"sync Kafka offset commit {guarantee.commit_point.value}"
         transactions = "no transactions"
     return Settings(acks, commit, transactions)
 
