@@ -104,7 +104,7 @@ def test_recovery_from_each_faults_end_to_the_next_sink_commit() -> None:
     history += [nemesis(5 * S + 500 * MS, "processor-kill")]
     history += [commit(7 * S, 70)]  # stood still 2 s
     history += [nemesis(8 * S, "pause"), nemesis(9 * S, "pause", end=True)]  # never recovered
-    history += [nemesis(30 * S, "kill"), nemesis(31 * S, "kill", end=True)]  # another phase
+    history += [nemesis(0, "kill"), nemesis(S // 2, "kill", end=True)]  # an earlier phase
     history.sort(key=lambda op: op.time)
     result = recovery(history, Window("faults", 1 * S, 10 * S), origin=1 * S)
     assert [(fault.fault, fault.ended) for fault in result.faults] == [

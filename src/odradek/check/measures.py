@@ -246,13 +246,15 @@ def fault_windows(history: Sequence[Op]) -> list[tuple[str, int, int]]:
 
 
 def recovery(history: Sequence[Op], window: Window, *, origin: int = 0) -> Recovery:
-    """Per fault in `window`, the time from its end to the sink's next commit; and the sink's
-    stalls from the window's start to its last commit (or the window's end, if later). Times in
-    the result are seconds since `origin` (ns)."""
+    """Per fault from `window`'s start on, the time from its end to the sink's next commit; and
+    the sink's stalls from the window's start to its last commit (or the window's end, if later).
+    Faults after the window's end count too: a processor kill armed in the phase fires at the
+    processor's next batch, which a fault may have held up until the drain. Times in the result
+    are seconds since `origin` (ns)."""
     commits = [moment for moment in sink_commits(history) if moment >= window.start]
     faults: list[FaultRecovery] = []
     for name, start, end in fault_windows(history):
-        if not window.start <= start <= window.end:
+        if start < window.start:
             continue
         following = next((moment for moment in commits if moment > end), None)
         seconds = None if following is None else (following - end) / 1e9

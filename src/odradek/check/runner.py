@@ -537,6 +537,7 @@ def _stop(run: _Run) -> None:
         run.injector.stop()
     if run.supervisor is not None and run.supervisor.process is not None:
         run.supervisor.stop()
+    run.kill_flag.unlink(missing_ok=True)
     run.history.close()
     if run.proxy is not None:
         run.proxy_stats = run.proxy.stats.as_dict()
