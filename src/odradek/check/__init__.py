@@ -9,7 +9,9 @@ trade-off matrix (speed, duplication, loss) — on Odradek or on any Kafka clust
     faults.py       fault names, the seeded schedule, the injector
     worker.py       the processor process (odradek.client.Processor into SQLite)
     workload.py     producer, processor supervisor, final drain
-    runner.py       one run per guarantee
+    measures.py     per phase: speed, latency, batch costs, recovery after each fault
+    speed_order.py  each guarantee's settings; why the measured speed order differs from the seed
+    runner.py       one run per guarantee: a fault-free phase, then a fault phase
     report.py       terminal table, JSON, self-contained HTML
 
 It never imports the broker: it starts `odradek serve` as a process and speaks Kafka to it.

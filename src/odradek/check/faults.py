@@ -140,14 +140,17 @@ class FaultInjector:
         self.heal()
 
     def heal(self) -> None:
-        """Undo every fault still in effect (before the final drain)."""
+        """Undo every fault still in effect (before the final drain).
+
+        An armed processor kill stays armed: it fires at the processor's next batch, in the drain
+        if a fault held the processor up until the phase ended, so a scheduled kill is certain.
+        The runner disarms it when it stops the processor."""
         if self.proxy is not None:
             self.proxy.clear()
         if self.broker is not None:
             self.broker.resume()
             if not self.broker.running:
                 self.broker.start()
-        self.kill_flag.unlink(missing_ok=True)
 
     def _run(self) -> None:
         for fault in self.planned:

@@ -33,6 +33,7 @@ from odradek.check.history import (
     Op,
 )
 from odradek.check.runner import RunResult
+from odradek.check.speed_order import SEED_ORDER, Measured, measured_order, reasons
 from odradek.client import Guarantee
 
 # The seed's trade-off matrix: what each guarantee claims.
@@ -73,6 +74,11 @@ class MatrixRow:
     cells: list[tuple[str, str, bool | None]]  # (measured, seed claim, matches the claim?)
 
 
+SPEED = "Speed (fault-free)"
+LATENCY = "Latency p50 / p99 (produce call → sink commit, fault-free)"
+RECOVERY = "Recovery (fault phase: fault end → sink moves)"
+
+
 def _verdict(result: RunResult) -> tuple[bool | None, bool | None]:
     """(duplication matches the seed's claim, durability matches) for one run."""
     guarantee, analysis = result.guarantee, result.analysis
@@ -81,33 +87,71 @@ def _verdict(result: RunResult) -> tuple[bool | None, bool | None]:
     return duplication, durability
 
 
+def _measured(results: Sequence[RunResult]) -> list[Measured]:
+    return [
+        Measured(
+            result.guarantee,
+            result.fault_free.speed.throughput_msgs_per_s,
+            result.fault_free.costs,
+        )
+        for result in results
+    ]
+
+
+def speed_order(results: Sequence[RunResult]) -> dict[str, Any]:
+    """The measured order (fastest first), the seed's, and a reason for each inversion."""
+    measured = _measured(results)
+    ran = {result.guarantee for result in results}
+    return {
+        "measured": [guarantee.value for guarantee in measured_order(measured)],
+        "seed": [guarantee.value for guarantee in SEED_ORDER if guarantee in ran],
+        "reasons": reasons(measured),
+    }
+
+
+def _recovery_text(result: RunResult) -> str:
+    recovered = result.fault_phase.recovery
+    if recovered is None or not recovered.faults:
+        return "no faults"
+    text = (
+        f"p50 {recovered.p50:.1f} s, max {recovered.max:.1f} s over "
+        f"{len(recovered.faults)} fault(s)"
+    )
+    if recovered.unrecovered:
+        text += f", {recovered.unrecovered} never recovered"
+    return (
+        f"{text}; sink stood still {recovered.stood_still_seconds:.1f} s of "
+        f"{result.fault_phase.seconds:.0f} s"
+    )
+
+
 def matrix(results: Sequence[RunResult]) -> list[MatrixRow]:
-    speeds = sorted(result.analysis.throughput_msgs_per_s for result in results)
+    order = measured_order(_measured(results))
     rows: dict[str, list[tuple[str, str, bool | None]]] = {
         name: []
         for name in (
-            "Speed",
-            "Latency p50 / p99",
+            SPEED,
+            LATENCY,
             "Duplication",
             "Durability",
+            RECOVERY,
             "Complexity",
             "Typical setting",
             "Anomalies",
         )
     }
     for result in results:
-        analysis = result.analysis
+        analysis, calm = result.analysis, result.fault_free.speed
         claims = SEED_CLAIMS[result.guarantee]
         duplication_ok, durability_ok = _verdict(result)
-        rank = speeds.index(analysis.throughput_msgs_per_s)
-        rank_name = ("slowest", "middle", "fastest")[rank if len(speeds) == 3 else 0]
-        speed = f"{analysis.throughput_msgs_per_s:,.0f} msg/s"
-        if len(speeds) == 3:
-            speed += f" ({rank_name})"
-        rows["Speed"].append((speed, claims["Speed"], None))
-        rows["Latency p50 / p99"].append(
-            (f"{analysis.latency_p50:,.1f} / {analysis.latency_p99:,.1f} ms", "", None)
-        )
+        speed = f"{calm.throughput_msgs_per_s:,.0f} msg/s"
+        if not calm.produced:
+            speed = "not measured (no fault-free phase)"
+        elif len(order) == 3:
+            speed += f" ({('fastest', 'middle', 'slowest')[order.index(result.guarantee)]})"
+        speed += f"\n{result.settings.line()}"
+        rows[SPEED].append((speed, claims["Speed"], None))
+        rows[LATENCY].append((f"{calm.latency_p50:,.1f} / {calm.latency_p99:,.1f} ms", "", None))
         rows["Duplication"].append(
             (f"{analysis.duplicated:,} duplicated", claims["Duplication"], duplication_ok)
         )
@@ -118,6 +162,7 @@ def matrix(results: Sequence[RunResult]) -> list[MatrixRow]:
                 durability_ok,
             )
         )
+        rows[RECOVERY].append((_recovery_text(result), "", None))
         rows["Complexity"].append(("", claims["Complexity"], None))
         rows["Typical setting"].append(
             (MEASURED_SETTINGS[result.guarantee], claims["Typical setting"], None)
@@ -125,6 +170,19 @@ def matrix(results: Sequence[RunResult]) -> list[MatrixRow]:
         found = [f"{name} {len(cases)}" for name, cases in analysis.anomalies.items() if cases]
         rows["Anomalies"].append((", ".join(found) or "none", "", None))
     return [MatrixRow(name, cells) for name, cells in rows.items()]
+
+
+def order_lines(results: Sequence[RunResult]) -> list[str]:
+    """The measured speed order against the seed's, and why they differ."""
+    if len(results) < 2 or any(not result.fault_free.speed.produced for result in results):
+        return []
+    order = speed_order(results)
+    lines = [
+        f"Speed order, fault-free: {' > '.join(order['measured'])} "
+        f"(seed: {' > '.join(order['seed'])})"
+    ]
+    lines += [f"Why: {reason}" for reason in order["reasons"]]
+    return lines
 
 
 # -- terminal ------------------------------------------------------------------------------------
@@ -135,8 +193,9 @@ def print_table(results: Sequence[RunResult], console: Console | None = None) ->
     first = results[0]
     faults = ", ".join(sorted(set(first.faults))) or "none"
     table = Table(
-        title=f"The seed's trade-off matrix, measured (seed {first.seed}, "
-        f"{first.workload_seconds:.0f} s per guarantee, faults: {faults})",
+        title=f"The seed's trade-off matrix, measured (seed {first.seed}; per guarantee "
+        f"{first.fault_free.seconds:.0f} s fault-free, then {first.fault_phase.seconds:.0f} s "
+        f"with faults: {faults})",
         show_lines=True,
     )
     table.add_column("Dimension", style="bold")
@@ -152,6 +211,8 @@ def print_table(results: Sequence[RunResult], console: Console | None = None) ->
             cells.append(text.strip())
         table.add_row(row.dimension, *cells)
     console.print(table)
+    for line in order_lines(results):
+        console.print(line, highlight=False)
     for result in results:
         for note in result.notes:
             console.print(f"[yellow]{result.guarantee.value}: {note}[/yellow]")
@@ -159,7 +220,10 @@ def print_table(results: Sequence[RunResult], console: Console | None = None) ->
 
 # -- JSON ----------------------------------------------------------------------------------------
 def to_json(results: Sequence[RunResult]) -> dict[str, Any]:
-    return {"runs": [result.as_json() for result in results]}
+    return {
+        "runs": [result.as_json() for result in results],
+        "speed_order": speed_order(results),
+    }
 
 
 def write_json(results: Sequence[RunResult], path: Path) -> None:
@@ -366,8 +430,25 @@ def timeline_chart(result: RunResult) -> str:
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
         f'viewBox="0 0 {width} {height}" font-size="11">',
         f'<text x="{left}" y="15" font-weight="bold">{_e(result.guarantee.value)}: values over '
-        "time (s); shaded: faults</text>",
+        "time (s); green: the fault-free phase, red: faults, grey bars: the sink stood "
+        "still</text>",
     ]
+    calm = result.fault_free
+    x1, x2 = x(max(0.0, calm.start)), x(max(calm.start, calm.end))
+    parts.append(
+        f'<rect class="fault-free" x="{x1:.1f}" y="{top}" width="{max(2.0, x2 - x1):.1f}" '
+        f'height="{height - top - bottom}" fill="#2a9d8f" opacity="0.10">'
+        f"<title>fault-free phase: speed and latency</title></rect>"
+        f'<text x="{x1 + 2:.1f}" y="{height - bottom - 4}" fill="#1d6f65">fault-free</text>'
+    )
+    stalls = result.fault_phase.recovery.stalls if result.fault_phase.recovery else []
+    for start, stop in stalls:
+        x1, x2 = x(max(0.0, start)), x(min(end, max(start, stop)))
+        parts.append(
+            f'<rect class="stall" x="{x1:.1f}" y="{height - bottom - 6}" '
+            f'width="{max(1.0, x2 - x1):.1f}" height="6" fill="#555">'
+            f"<title>sink stood still {stop - start:.1f} s</title></rect>"
+        )
     for index, (name, start, stop) in enumerate(result.fault_windows):
         x1, x2 = x(max(0.0, start)), x(max(start, stop))
         parts.append(
@@ -427,23 +508,40 @@ def render_html(results: Sequence[RunResult]) -> str:
     if first is not None:
         body.append(
             f"<p>Seed {first.seed}; each guarantee ran its workload for "
-            f"{first.workload_seconds:.1f} s (the final drain is not counted) under the faults "
-            f"below. Histories: {', '.join(_e(result.history_path) for result in results)}.</p>"
+            f"{first.fault_free.seconds:.1f} s without faults (speed and latency), then "
+            f"{first.fault_phase.seconds:.1f} s under the faults below (loss, duplicates, "
+            "anomalies, recovery), on the same broker and workload; the final drain is not "
+            f"counted. Histories: {', '.join(_e(result.history_path) for result in results)}."
+            "</p>"
         )
     body.append("<h2>The seed's trade-off matrix, measured</h2>")
     body.append(_matrix_html(results))
+    body += [f"<p>{_e(line)}</p>" for line in order_lines(results)]
     body.append('<h2>Charts</h2><div class="charts">')
     bars = [(result.guarantee.value, result, COLOURS[result.guarantee]) for result in results]
     body.append(
         bar_chart(
-            "Throughput (msg/s, end to end)",
-            [(name, run.analysis.throughput_msgs_per_s, colour) for name, run, colour in bars],
+            "Throughput, fault-free (msg/s)",
+            [
+                (name, run.fault_free.speed.throughput_msgs_per_s, colour)
+                for name, run, colour in bars
+            ],
         )
     )
     body.append(
         bar_chart(
-            "Latency p99 (ms, produce call → sink commit)",
-            [(name, run.analysis.latency_p99, colour) for name, run, colour in bars],
+            "Latency p99, fault-free (ms, produce → sink commit)",
+            [(name, run.fault_free.speed.latency_p99, colour) for name, run, colour in bars],
+        )
+    )
+    body.append(
+        bar_chart(
+            "Sink stood still under faults (s)",
+            [
+                (name, run.fault_phase.recovery.stood_still_seconds, colour)
+                for name, run, colour in bars
+                if run.fault_phase.recovery is not None
+            ],
         )
     )
     body.append(
@@ -472,7 +570,9 @@ def _matrix_html(results: Sequence[RunResult]) -> str:
         cells = []
         for measured, claim, matches in row.cells:
             mark = {True: ' <span class="ok">✓</span>', False: ' <span class="bad">✗</span>'}
-            text = _e(measured) + mark.get(matches, "") if matches is not None else _e(measured)
+            text = "<br>".join(_e(line) for line in measured.split("\n"))
+            if matches is not None:
+                text += mark[matches]
             if claim:
                 text += f'<div class="seed">seed: {_e(claim)}</div>'
             cells.append(f"<td>{text}</td>")
@@ -492,14 +592,14 @@ def _run_html(result: RunResult) -> str:
         f"<tr><th>delivered to the sink (distinct)</th><td>{analysis.delivered:,}</td></tr>"
         f"<tr><th>lost (acknowledged, never delivered)</th><td>{analysis.lost:,}</td></tr>"
         f"<tr><th>duplicated</th><td>{analysis.duplicated:,}</td></tr>"
-        f"<tr><th>throughput</th><td>{analysis.throughput_msgs_per_s:,.0f} msg/s</td></tr>"
-        f"<tr><th>latency p50 / p99</th><td>{analysis.latency_p50:,.1f} / "
-        f"{analysis.latency_p99:,.1f} ms</td></tr>"
+        f"<tr><th>settings</th><td>{_e(result.settings.line())}</td></tr>"
         f"<tr><th>processor restarts</th><td>{result.processor_restarts}</td></tr>"
         f"<tr><th>workload / drain</th><td>{result.workload_seconds:.1f} s / "
         f"{result.drain_seconds:.1f} s</td></tr></table>"
     )
+    parts.append(_phases_html(result))
     parts.append(timeline_chart(result))
+    parts.append(_recovery_html(result))
     faults = "".join(
         f"<tr><td>{_e(name)}</td><td>{_e(DESCRIPTIONS.get(name, ''))}</td><td>{count}</td></tr>"
         for name, count in analysis.fault_counts.items()
@@ -529,6 +629,41 @@ def _run_html(result: RunResult) -> str:
         )
     parts.append("</section>")
     return "".join(parts)
+
+
+def _phases_html(result: RunResult) -> str:
+    """Both phases side by side: speed, latency and batch costs."""
+    head = "<tr><th>phase</th><th>seconds</th><th>throughput</th>"
+    head += "<th>latency p50 / p99 (produce call → sink commit)</th>"
+    head += "<th>per batch: records, poll, sink, Kafka commit, total (mean ms)</th></tr>"
+    rows = []
+    for phase in (result.fault_free, result.fault_phase):
+        speed, costs = phase.speed, phase.costs
+        rows.append(
+            f"<tr><th>{_e(phase.name)}</th><td>{phase.start:.1f} to {phase.end:.1f}</td>"
+            f"<td>{speed.throughput_msgs_per_s:,.0f} msg/s</td>"
+            f"<td>{speed.latency_p50:,.1f} / {speed.latency_p99:,.1f} ms</td>"
+            f"<td>{costs.batch_size:.0f}, {costs.fetch_ms:.2f}, {costs.sink_ms:.2f}, "
+            f"{costs.commit_ms:.2f}, {costs.total_ms:.2f}</td></tr>"
+        )
+    return f"<h3>Phases</h3><table>{head}{''.join(rows)}</table>"
+
+
+def _recovery_html(result: RunResult) -> str:
+    recovered = result.fault_phase.recovery
+    if recovered is None or not recovered.faults:
+        return ""
+    rows = "".join(
+        f"<tr><td>{_e(fault.fault)}</td><td>{fault.ended:.1f}</td><td>"
+        + ("never" if fault.seconds is None else f"{fault.seconds:.2f}")
+        + "</td></tr>"
+        for fault in recovered.faults
+    )
+    return (
+        f"<h3>Recovery</h3><p>{_e(_recovery_text(result))}.</p><table><tr><th>fault</th>"
+        "<th>ended at (s)</th><th>until the sink moved again (s)</th></tr>"
+        f"{rows}</table>"
+    )
 
 
 def write_html(results: Sequence[RunResult], path: Path) -> None:

@@ -1,4 +1,4 @@
-"""One check run per guarantee: start the pieces, inject the faults, drain, analyse.
+"""One check run per guarantee: start the pieces, a fault-free phase, a fault phase, drain, analyse.
 
     broker (local, `odradek serve`)  <-  fault proxy  <-  producer (this process)
                                                     <-  processor (a child process) -> SQLite sink
@@ -6,6 +6,19 @@
 The local broker advertises the proxy, so every client connection goes through it. With
 `bootstrap`, the proxy fronts the external cluster instead and rewrites the addresses it
 advertises; only client-side faults apply.
+
+A run is a sequence of small phase functions over one `_Run`, each of which a new kind of run can
+replace or extend (a cluster instead of one broker, new faults):
+
+    _start_brokers     the broker (or the external cluster) behind the fault proxy
+    _start_workload    topic, sink, processor, producer
+    _await_assignment  until the processor owns every partition (no backlog before it joined)
+    _fault_free_phase  produce with no faults: the speed and latency rows
+    _settle            until the sink has what the fault-free phase sent
+    _fault_phase       produce while the injector runs the schedule: loss, duplicates, recovery
+    _final_drain       heal, let the processor catch up, read the topic and the sink
+    _stop              stop every process (also on error)
+    _result            merge the histories and measure each phase
 """
 
 from __future__ import annotations
@@ -26,11 +39,34 @@ from odradek.check.faults import (
     DESCRIPTIONS,
     POWER_LOSS,
     FaultInjector,
+    ScheduledFault,
     schedule,
 )
-from odradek.check.history import NEMESIS, Clock, HistoryWriter, merge, read_history, write_history
+from odradek.check.history import (
+    ASSIGN,
+    CHECKER,
+    INFO,
+    OK,
+    PHASE,
+    Clock,
+    HistoryWriter,
+    merge,
+    read_history,
+    write_history,
+)
 from odradek.check.local_broker import LocalBroker, free_port
+from odradek.check.measures import (
+    BatchCosts,
+    Recovery,
+    Speed,
+    Window,
+    batch_costs,
+    fault_windows,
+    recovery,
+    speed,
+)
 from odradek.check.proxy import FaultProxy
+from odradek.check.speed_order import Settings, settings
 from odradek.check.worker import WorkerSpec
 from odradek.check.workload import (
     PROCESSOR_OVERRIDES,
@@ -51,9 +87,15 @@ logger = logging.getLogger("odradek.check")
 # The broker property that keeps unsynced bytes in memory only (see odradek.storage.lazy_files).
 LAZY_STORAGE = {"odradek.storage.mode": "lazy"}
 
+FAULT_FREE = "fault-free"
+FAULTS = "faults"
+
 
 @dataclass(frozen=True, slots=True)
 class CheckOptions:
+    """`duration` is the fault phase's length and `fault_free` the fault-free phase's before it
+    (seconds); `messages` caps the values produced in each phase."""
+
     guarantees: list[Guarantee]
     faults: list[str]
     duration: float = 20.0
@@ -64,6 +106,9 @@ class CheckOptions:
     partitions: int = 3
     window: int = 2000
     drain_timeout: float = 60.0
+    fault_free: float = 10.0
+    assignment_timeout: float = 60.0
+    settle_timeout: float = 15.0
 
     @property
     def local(self) -> bool:
@@ -72,7 +117,7 @@ class CheckOptions:
 
 @dataclass(slots=True)
 class Sample:
-    """The run's counters at one moment (seconds since the workload started)."""
+    """The run's counters at one moment (seconds since the fault-free phase started)."""
 
     at: float
     sent: int
@@ -94,11 +139,41 @@ class Progress:
 
 
 @dataclass(slots=True)
+class PhaseResult:
+    """One phase's numbers; `start` and `end` are seconds since the run's first phase started."""
+
+    name: str
+    start: float
+    end: float
+    speed: Speed
+    costs: BatchCosts
+    recovery: Recovery | None = None
+
+    @property
+    def seconds(self) -> float:
+        return self.end - self.start
+
+    def as_json(self) -> dict[str, Any]:
+        result: dict[str, Any] = {
+            "start_s": round(self.start, 3),
+            "end_s": round(self.end, 3),
+            **self.speed.as_json(),
+            "batches": self.costs.as_json(),
+        }
+        if self.recovery is not None:
+            result["recovery"] = self.recovery.as_json()
+        return result
+
+
+@dataclass(slots=True)
 class RunResult:
     guarantee: Guarantee
     faults: list[str]  # the faults scheduled, in order
-    analysis: Analysis
-    workload_seconds: float
+    analysis: Analysis  # loss, duplicates and anomalies over the whole history
+    fault_free: PhaseResult  # speed and latency
+    fault_phase: PhaseResult  # recovery
+    settings: Settings
+    workload_seconds: float  # both phases
     drain_seconds: float
     timeline: list[Sample]
     fault_windows: list[tuple[str, float, float]]  # name, start, end (seconds)
@@ -110,16 +185,28 @@ class RunResult:
 
     def as_json(self) -> dict[str, Any]:
         analysis = self.analysis
+        calm = self.fault_free.speed
         return {
             "guarantee": self.guarantee.value,
+            "settings": {
+                "acks": self.settings.acks,
+                "commit": self.settings.commit,
+                "transactions": self.settings.transactions,
+            },
             "faults": self.faults,
             "acked": analysis.acked,
             "lost": analysis.lost,
             "duplicated": analysis.duplicated,
-            "throughput_msgs_per_s": round(analysis.throughput_msgs_per_s, 1),
+            # Speed and latency come from the fault-free phase (see "phases").
+            "throughput_msgs_per_s": round(calm.throughput_msgs_per_s, 1),
             "latency_ms": {
-                "p50": round(analysis.latency_p50, 2),
-                "p99": round(analysis.latency_p99, 2),
+                "measures": "produce call to sink commit, fault-free phase",
+                "p50": round(calm.latency_p50, 2),
+                "p99": round(calm.latency_p99, 2),
+            },
+            "phases": {
+                "fault_free": self.fault_free.as_json(),
+                "faults": self.fault_phase.as_json(),
             },
             "anomalies": {
                 name: {
@@ -144,6 +231,45 @@ class RunResult:
 ProgressCallback = Callable[[Progress], None]
 
 
+@dataclass(slots=True)
+class _Run:
+    """Everything one guarantee's run holds while it runs."""
+
+    options: CheckOptions
+    guarantee: Guarantee
+    directory: Path
+    clock: Clock
+    history: HistoryWriter
+    progress: Progress
+    on_progress: ProgressCallback | None
+    topic: str
+    group: str
+    kill_flag: Path
+    notes: list[str] = field(default_factory=list)
+    broker: LocalBroker | None = None
+    proxy: FaultProxy | None = None
+    bootstrap: str = ""
+    reader: SinkReader | None = None
+    supervisor: ProcessorSupervisor | None = None
+    producer: ProducerWorkload | None = None
+    injector: FaultInjector | None = None
+    planned: list[ScheduledFault] = field(default_factory=list)
+    windows: dict[str, tuple[int, int]] = field(default_factory=dict)  # phase -> ns bounds
+    started: float = 0.0  # monotonic s when the first phase started
+    delivered: int = 0  # rows in the sink, as the monitor last saw them
+    timeline: list[Sample] = field(default_factory=list)
+    stop_monitor: threading.Event = field(default_factory=threading.Event)
+    monitor_thread: threading.Thread | None = None
+    drain_seconds: float = 0.0
+    proxy_stats: dict[str, int] = field(default_factory=dict)
+
+    def report(self, phase: str | None = None) -> None:
+        if phase is not None:
+            self.progress.phase = phase
+        if self.on_progress is not None:
+            self.on_progress(self.progress)
+
+
 def _addresses(bootstrap: str) -> list[tuple[str, int]]:
     addresses = []
     for item in bootstrap.split(","):
@@ -155,189 +281,246 @@ def _addresses(bootstrap: str) -> list[tuple[str, int]]:
 def run_guarantee(
     options: CheckOptions, guarantee: Guarantee, on_progress: ProgressCallback | None = None
 ) -> RunResult:
+    """One guarantee's run: a fault-free phase, then a fault phase, on one broker and workload."""
+    run = _new_run(options, guarantee, on_progress)
+    try:
+        _start_brokers(run)
+        _start_workload(run)
+        _await_assignment(run)
+        _start_monitor(run)
+        _fault_free_phase(run)
+        _settle(run)
+        _fault_phase(run)
+        _final_drain(run)
+    finally:
+        _stop(run)
+    return _result(run)
+
+
+def _new_run(
+    options: CheckOptions, guarantee: Guarantee, on_progress: ProgressCallback | None
+) -> _Run:
     directory = options.workdir / guarantee.value
     directory.mkdir(parents=True, exist_ok=True)
     for stale in directory.glob("history*.jsonl"):
         stale.unlink()
     clock = Clock()
-    history = HistoryWriter(directory / "history-checker.jsonl", clock)
-    progress = Progress(guarantee.value, duration=options.duration)
-    notes: list[str] = []
     run_id = uuid.uuid4().hex[:8]
-    topic = f"odradek-check-{guarantee.value}-{run_id}"
-    group = f"odradek-check-{guarantee.value}-{run_id}"
-
-    def report(phase: str | None = None) -> None:
-        if phase is not None:
-            progress.phase = phase
-        if on_progress is not None:
-            on_progress(progress)
-
-    broker: LocalBroker | None = None
-    if options.local:
-        broker_port = free_port()
-        proxy = FaultProxy([("127.0.0.1", broker_port)])
-        bootstrap = proxy.start()
-        overrides = dict(LAZY_STORAGE) if POWER_LOSS in options.faults else {}
-        broker = LocalBroker(
-            directory / "data",
-            port=broker_port,
-            advertised=("127.0.0.1", proxy.port_for(("127.0.0.1", broker_port))),
-            overrides=overrides,
-            log_path=directory / "broker.log",
-        )
-        report("starting the broker")
-        broker.start()
-    else:
-        assert options.bootstrap is not None
-        proxy = FaultProxy(_addresses(options.bootstrap))
-        bootstrap = proxy.start()
-
-    supervisor: ProcessorSupervisor | None = None
-    injector: FaultInjector | None = None
-    timeline: list[Sample] = []
-    stop_monitor = threading.Event()
-    try:
-        create_topic(bootstrap, topic, options.partitions)
-        sink_path = directory / "sink.db"
-        sink_path.unlink(missing_ok=True)
-        for suffix in ("-wal", "-shm"):
-            Path(f"{sink_path}{suffix}").unlink(missing_ok=True)
-        create_sink(sink_path)
-        reader = SinkReader(sink_path)
-        kill_flag = directory / "kill-processor"
-        kill_flag.unlink(missing_ok=True)
-        spec = WorkerSpec(
-            bootstrap=bootstrap,
-            group=group,
-            topic=topic,
-            guarantee=guarantee.value,
-            sink_path=str(sink_path),
-            history_path="",
-            process="",
-            clock_origin=clock.origin,
-            kill_flag=str(kill_flag),
-            config=dict(PROCESSOR_OVERRIDES),
-        )
-        supervisor = ProcessorSupervisor(spec, directory)
-        supervisor.start()
-        delivered = {"rows": 0}
-        producer = ProducerWorkload(
-            bootstrap,
-            topic,
-            options.partitions,
-            guarantee,
-            history,
-            lambda: delivered["rows"],
-            window=options.window,
-        )
-        planned = schedule(options.faults, options.duration, options.seed)
-        started = time.monotonic()
-        injector = FaultInjector(
-            planned,
-            history,
-            broker=broker,
-            proxy=proxy,
-            kill_flag=kill_flag,
-            started=started,
-            on_event=progress.faults.append,
-        )
-
-        def monitor() -> None:
-            while not stop_monitor.is_set():
-                delivered["rows"] = reader.rows()
-                progress.elapsed = time.monotonic() - started
-                progress.sent, progress.acked = producer.sent, producer.acked
-                progress.delivered = delivered["rows"]
-                progress.processor_restarts = supervisor.restarts if supervisor else 0
-                timeline.append(
-                    Sample(progress.elapsed, producer.sent, producer.acked, delivered["rows"])
-                )
-                report()
-                stop_monitor.wait(0.25)
-
-        monitor_thread = threading.Thread(target=monitor, name="odradek-check-monitor", daemon=True)
-        monitor_thread.start()
-        report("workload")
-        injector.start()
-        producer.run(started + options.duration, options.messages)
-        workload_seconds = time.monotonic() - started
-        report("healing faults")
-        injector.stop()
-        notes += injector.errors
-        report("final drain")
-        drain_started = time.monotonic()
-        caught_up = _drain(bootstrap, guarantee, group, topic, options, reader, supervisor)
-        if not caught_up:
-            notes.append(
-                f"the processor did not catch up within {options.drain_timeout:.0f} s of drain"
-            )
-        supervisor.stop()
-        final_poll(bootstrap, topic, options.partitions, history)
-        final_sink(reader, history)
-        drain_seconds = time.monotonic() - drain_started
-        stop_monitor.set()
-        monitor_thread.join(timeout=5)
-        processor_restarts = supervisor.restarts
-    finally:
-        stop_monitor.set()
-        if injector is not None:
-            injector.stop()
-        if supervisor is not None and supervisor.process is not None:
-            supervisor.stop()
-        history.close()
-        proxy_stats = proxy.stats.as_dict()
-        proxy.stop()
-        if broker is not None:
-            broker.stop()
-
-    report("analysing")
-    histories = [read_history(path) for path in sorted(directory.glob("history-*.jsonl"))]
-    ops = merge(histories)
-    history_path = directory / "history.jsonl"
-    write_history(history_path, ops)
-    analysis = analyse(ops, workload_seconds)
-    windows = _fault_windows(ops, workload_start=started - clock.origin / 1e9)
-    if options.local and POWER_LOSS in options.faults:
-        notes.append(
-            "the broker ran in lazy storage mode (odradek.storage.mode=lazy), so every broker "
-            "kill in this run also lost the bytes that were not fsynced"
-        )
-    report("done")
-    return RunResult(
+    return _Run(
+        options=options,
         guarantee=guarantee,
-        faults=[fault.name for fault in planned],
-        analysis=analysis,
-        workload_seconds=workload_seconds,
-        drain_seconds=drain_seconds,
-        timeline=timeline,
-        fault_windows=windows,
-        history_path=history_path,
-        proxy_stats=proxy_stats,
-        processor_restarts=processor_restarts,
-        notes=notes,
-        seed=options.seed,
+        directory=directory,
+        clock=clock,
+        history=HistoryWriter(directory / "history-checker.jsonl", clock),
+        progress=Progress(guarantee.value, duration=options.fault_free + options.duration),
+        on_progress=on_progress,
+        topic=f"odradek-check-{guarantee.value}-{run_id}",
+        group=f"odradek-check-{guarantee.value}-{run_id}",
+        kill_flag=directory / "kill-processor",
     )
 
 
-def _drain(
-    bootstrap: str,
-    guarantee: Guarantee,
-    group: str,
-    topic: str,
-    options: CheckOptions,
-    reader: SinkReader,
-    supervisor: ProcessorSupervisor,
-) -> bool:
+def _start_brokers(run: _Run) -> None:
+    """The local broker behind the proxy, or the proxy in front of `--bootstrap`."""
+    options = run.options
+    if options.local:
+        broker_port = free_port()
+        run.proxy = FaultProxy([("127.0.0.1", broker_port)])
+        run.bootstrap = run.proxy.start()
+        overrides = dict(LAZY_STORAGE) if POWER_LOSS in options.faults else {}
+        run.broker = LocalBroker(
+            run.directory / "data",
+            port=broker_port,
+            advertised=("127.0.0.1", run.proxy.port_for(("127.0.0.1", broker_port))),
+            overrides=overrides,
+            log_path=run.directory / "broker.log",
+        )
+        run.report("starting the broker")
+        run.broker.start()
+    else:
+        assert options.bootstrap is not None
+        run.proxy = FaultProxy(_addresses(options.bootstrap))
+        run.bootstrap = run.proxy.start()
+
+
+def _start_workload(run: _Run) -> None:
+    """The input topic, an empty sink, the processor process and the producer."""
+    options = run.options
+    create_topic(run.bootstrap, run.topic, options.partitions)
+    sink_path = run.directory / "sink.db"
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{sink_path}{suffix}").unlink(missing_ok=True)
+    create_sink(sink_path)
+    run.reader = SinkReader(sink_path)
+    run.kill_flag.unlink(missing_ok=True)
+    spec = WorkerSpec(
+        bootstrap=run.bootstrap,
+        group=run.group,
+        topic=run.topic,
+        guarantee=run.guarantee.value,
+        sink_path=str(sink_path),
+        history_path="",
+        process="",
+        clock_origin=run.clock.origin,
+        kill_flag=str(run.kill_flag),
+        config=dict(PROCESSOR_OVERRIDES),
+    )
+    run.supervisor = ProcessorSupervisor(spec, run.directory)
+    run.report("starting the processor")
+    run.supervisor.start()
+    run.producer = ProducerWorkload(
+        run.bootstrap,
+        run.topic,
+        options.partitions,
+        run.guarantee,
+        run.history,
+        lambda: run.delivered,
+        window=options.window,
+    )
+
+
+def assigned_partitions(supervisor: ProcessorSupervisor) -> set[int]:
+    """The partitions the current processor wrote `assign` ops for (its history so far)."""
+    paths = supervisor.history_paths()
+    if not paths:
+        return set()
+    current = f"processor-{supervisor.incarnation}"
+    partitions: set[int] = set()
+    for path in paths:
+        for op in read_history(path):
+            if op.process == current and op.f == ASSIGN and op.type == OK:
+                partitions.update(op.value)
+    return partitions
+
+
+def _await_assignment(run: _Run) -> None:
+    """Until the processor owns every partition, so no latency counts a backlog built up before
+    it joined (a note if it does not within `assignment_timeout`)."""
+    assert run.supervisor is not None
+    run.report("waiting for the processor's partitions")
+    wanted = set(range(run.options.partitions))
+    deadline = time.monotonic() + run.options.assignment_timeout
+    while time.monotonic() < deadline:
+        if assigned_partitions(run.supervisor) >= wanted:
+            return
+        time.sleep(0.1)
+    run.notes.append(
+        f"the processor did not own every partition within {run.options.assignment_timeout:.0f} s;"
+        " the fault-free latency may include a backlog"
+    )
+
+
+def _start_monitor(run: _Run) -> None:
+    """A thread sampling the sink and the producer every 0.25 s (progress and the timeline)."""
+    assert run.reader is not None
+    assert run.producer is not None
+    reader, producer = run.reader, run.producer
+    run.started = time.monotonic()
+
+    def monitor() -> None:
+        progress = run.progress
+        while not run.stop_monitor.is_set():
+            run.delivered = reader.rows()
+            progress.elapsed = time.monotonic() - run.started
+            progress.sent, progress.acked = producer.sent, producer.acked
+            progress.delivered = run.delivered
+            progress.processor_restarts = run.supervisor.restarts if run.supervisor else 0
+            run.timeline.append(
+                Sample(progress.elapsed, producer.sent, producer.acked, run.delivered)
+            )
+            run.report()
+            run.stop_monitor.wait(0.25)
+
+    run.monitor_thread = threading.Thread(target=monitor, name="odradek-check-monitor", daemon=True)
+    run.monitor_thread.start()
+
+
+def _produce(run: _Run, phase: str, seconds: float) -> float:
+    """Produce for `seconds` as phase `phase` (two `phase` ops bound it in the history); returns
+    the monotonic time the phase started."""
+    assert run.producer is not None
+    run.report(phase)
+    started = time.monotonic()
+    start = run.history.write(CHECKER, INFO, PHASE, phase).time
+    run.producer.run(started + seconds, run.options.messages)
+    end = run.history.write(CHECKER, INFO, PHASE, phase, end=True).time
+    run.windows[phase] = (start, end)
+    return started
+
+
+def _fault_free_phase(run: _Run) -> None:
+    _produce(run, FAULT_FREE, run.options.fault_free)
+
+
+def _settle(run: _Run) -> None:
+    """Until the sink holds as many rows as values were sent, or stops growing for 2 s: the fault
+    phase starts with an empty pipeline, so no fault-free value waits out a fault."""
+    assert run.reader is not None
+    assert run.producer is not None
+    run.report("settling")
+    deadline = time.monotonic() + run.options.settle_timeout
+    last, last_change = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        rows = run.reader.rows()
+        if rows >= run.producer.sent:
+            return
+        if rows != last:
+            last, last_change = rows, time.monotonic()
+        elif time.monotonic() - last_change > 2.0:
+            return
+        time.sleep(0.05)
+
+
+def _fault_phase(run: _Run) -> None:
+    """Produce for `duration` while the injector carries out the seeded schedule."""
+    options = run.options
+    run.planned = schedule(options.faults, options.duration, options.seed)
+    run.injector = FaultInjector(
+        run.planned,
+        run.history,
+        broker=run.broker,
+        proxy=run.proxy,
+        kill_flag=run.kill_flag,
+        started=time.monotonic(),
+        on_event=run.progress.faults.append,
+    )
+    run.injector.start()  # its schedule counts from here; the phase starts a moment later
+    _produce(run, FAULTS, options.duration)
+    run.report("healing faults")
+    run.injector.stop()
+    run.notes += run.injector.errors
+
+
+def _final_drain(run: _Run) -> None:
+    """Let the processor commit everything in the topic, then read the topic and the sink."""
+    assert run.supervisor is not None
+    assert run.reader is not None
+    run.report("final drain")
+    drain_started = time.monotonic()
+    if not _drain(run):
+        run.notes.append(
+            f"the processor did not catch up within {run.options.drain_timeout:.0f} s of drain"
+        )
+    run.supervisor.stop()
+    final_poll(run.bootstrap, run.topic, run.options.partitions, run.history)
+    final_sink(run.reader, run.history)
+    run.drain_seconds = time.monotonic() - drain_started
+
+
+def _drain(run: _Run) -> bool:
     """Wait until the processor has committed everything in the topic."""
+    assert run.reader is not None
+    options = run.options
     deadline = time.monotonic() + options.drain_timeout
     while time.monotonic() < deadline:
         with contextlib.suppress(Exception):
-            ends = end_offsets(bootstrap, topic, options.partitions)
-            if guarantee is Guarantee.EXACTLY_ONCE:
-                committed = reader.stored_offsets(group)
+            ends = end_offsets(run.bootstrap, run.topic, options.partitions)
+            if run.guarantee is Guarantee.EXACTLY_ONCE:
+                committed = run.reader.stored_offsets(run.group)
             else:
-                committed = committed_offsets(bootstrap, group, topic, options.partitions)
+                committed = committed_offsets(
+                    run.bootstrap, run.group, run.topic, options.partitions
+                )
             if all(committed.get(partition, 0) >= end for partition, end in ends.items()):
                 time.sleep(0.5)  # at-most-once commits before it processes: let it finish
                 return True
@@ -345,24 +528,72 @@ def _drain(
     return False
 
 
-def _fault_windows(ops: list[Any], *, workload_start: float) -> list[tuple[str, float, float]]:
-    """(fault, start s, end s) relative to the workload start, from the nemesis ops."""
-    windows: list[tuple[str, float, float]] = []
-    open_faults: dict[str, float] = {}
-    for op in ops:
-        if op.process != NEMESIS:
-            continue
-        at = op.time / 1e9 - workload_start
-        if op.extra.get("end"):
-            start = open_faults.pop(op.f, at)
-            windows.append((op.f, start, at))
-        elif op.f == "processor-kill" or op.extra.get("fired") is not None:
-            windows.append((op.f, at, at))
-        else:
-            open_faults[op.f] = at
-    for name, start in open_faults.items():
-        windows.append((name, start, start))
-    return windows
+def _stop(run: _Run) -> None:
+    """Stop everything this run started (also after an error)."""
+    run.stop_monitor.set()
+    if run.monitor_thread is not None:
+        run.monitor_thread.join(timeout=5)
+    if run.injector is not None:
+        run.injector.stop()
+    if run.supervisor is not None and run.supervisor.process is not None:
+        run.supervisor.stop()
+    run.kill_flag.unlink(missing_ok=True)
+    run.history.close()
+    if run.proxy is not None:
+        run.proxy_stats = run.proxy.stats.as_dict()
+        run.proxy.stop()
+    if run.broker is not None:
+        run.broker.stop()
+
+
+def _result(run: _Run) -> RunResult:
+    """Merge the histories, analyse them, and measure each phase."""
+    run.report("analysing")
+    histories = [read_history(path) for path in sorted(run.directory.glob("history-*.jsonl"))]
+    ops = merge(histories)
+    history_path = run.directory / "history.jsonl"
+    write_history(history_path, ops)
+    phases = {name: Window(name, *bounds) for name, bounds in run.windows.items()}
+    origin = phases[FAULT_FREE].start
+    workload_seconds = (phases[FAULTS].end - origin) / 1e9
+    analysis = analyse(ops, workload_seconds)
+
+    def phase(window: Window, *, with_recovery: bool) -> PhaseResult:
+        return PhaseResult(
+            name=window.name,
+            start=(window.start - origin) / 1e9,
+            end=(window.end - origin) / 1e9,
+            speed=speed(ops, window),
+            costs=batch_costs(ops, window),
+            recovery=recovery(ops, window, origin=origin) if with_recovery else None,
+        )
+
+    if run.options.local and POWER_LOSS in run.options.faults:
+        run.notes.append(
+            "the broker ran in lazy storage mode (odradek.storage.mode=lazy), so every broker "
+            "kill in this run also lost the bytes that were not fsynced"
+        )
+    run.report("done")
+    return RunResult(
+        guarantee=run.guarantee,
+        faults=[fault.name for fault in run.planned],
+        analysis=analysis,
+        fault_free=phase(phases[FAULT_FREE], with_recovery=False),
+        fault_phase=phase(phases[FAULTS], with_recovery=True),
+        settings=settings(run.guarantee),
+        workload_seconds=workload_seconds,
+        drain_seconds=run.drain_seconds,
+        timeline=run.timeline,
+        fault_windows=[
+            (name, (start - origin) / 1e9, (end - origin) / 1e9)
+            for name, start, end in fault_windows(ops)
+        ],
+        history_path=history_path,
+        proxy_stats=run.proxy_stats,
+        processor_restarts=run.supervisor.restarts if run.supervisor else 0,
+        notes=run.notes,
+        seed=run.options.seed,
+    )
 
 
 def run_check(
@@ -379,6 +610,7 @@ def run_check(
 __all__ = [
     "DESCRIPTIONS",
     "CheckOptions",
+    "PhaseResult",
     "Progress",
     "RunResult",
     "Sample",

@@ -2,8 +2,10 @@
 
 It is an `odradek.client.Processor` consuming the input topic into a SQLite sink table
 `check_values(value, partition_id, offset_id, process)`, and it writes its side of the history:
-an `assign` op for each assignment, and a `poll` op for each sink transaction — `ok` with the
-values it committed, `fail` with those it rolled back.
+an `assign` op for each assignment, a `poll` op for each sink transaction — `ok` with the
+values it committed, `fail` with those it rolled back — and a `batch` op per batch with what the
+batch cost (ms waiting in poll, in the sink transaction, in a synchronous Kafka offset commit, in
+all), from which the report explains the measured speed order.
 
 The fixed point of the processor-kill fault is the Processor's commit hook: when the checker has
 armed the kill (it creates `kill_flag`), the next batch kills this process with SIGKILL between
@@ -19,6 +21,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,7 +29,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, Message, TopicPartition
 
-from odradek.check.history import ASSIGN, FAIL, INFO, OK, POLL, Clock, HistoryWriter
+from odradek.check.history import ASSIGN, BATCH, FAIL, INFO, OK, POLL, Clock, HistoryWriter
 from odradek.client import Guarantee, Processor, SqliteSink
 
 SINK_TABLE = "check_values"
@@ -65,17 +68,21 @@ class HistorySink(SqliteSink):
         self.history = history
         self.process = process
         self.written: list[tuple[int, int, int]] = []  # (value, partition, offset) in this tx
+        self.elapsed_ms = 0.0  # time spent in transactions since the processor last reset it
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Any]:
         self.written = []
+        started = time.perf_counter()
         try:
             with super().transaction() as tx:
                 yield tx
         except BaseException:
+            self.elapsed_ms += (time.perf_counter() - started) * 1000
             if self.written:
                 self._record(FAIL)
             raise
+        self.elapsed_ms += (time.perf_counter() - started) * 1000
         if self.written:
             self._record(OK)
 
@@ -87,14 +94,49 @@ class HistorySink(SqliteSink):
 
 
 class CheckProcessor(Processor):
-    """A Processor that also writes each assignment to the history (Jepsen's `assign` op)."""
+    """A Processor that also writes each assignment to the history (Jepsen's `assign` op) and
+    what each batch cost (a `batch` op: the time in poll, in the sink, in a synchronous Kafka
+    offset commit, and in all, in ms)."""
 
     history: HistoryWriter
     process: str
+    history_sink: HistorySink
+    _fetch_ms = 0.0
+    _commit_ms = 0.0
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.history.write(self.process, OK, ASSIGN, sorted(tp.partition for tp in partitions))
         super()._on_assign(consumer, partitions)
+
+    def _poll(self) -> list[Message]:
+        started = time.perf_counter()
+        batch = super()._poll()
+        self._fetch_ms = (time.perf_counter() - started) * 1000
+        return batch
+
+    def _commit_to_kafka(self, batch: Sequence[Message]) -> bool:
+        started = time.perf_counter()
+        try:
+            return super()._commit_to_kafka(batch)
+        finally:
+            self._commit_ms += (time.perf_counter() - started) * 1000
+
+    def _process_batch(self, batch: Sequence[Message]) -> None:
+        self._commit_ms = 0.0
+        self.history_sink.elapsed_ms = 0.0
+        started = time.perf_counter()
+        super()._process_batch(batch)
+        self.history.write(
+            self.process,
+            OK,
+            BATCH,
+            len(batch),
+            None,
+            fetch_ms=round(self._fetch_ms, 3),
+            sink_ms=round(self.history_sink.elapsed_ms, 3),
+            commit_ms=round(self._commit_ms, 3),
+            total_ms=round((time.perf_counter() - started) * 1000, 3),
+        )
 
 
 def run(spec: WorkerSpec) -> None:
@@ -118,7 +160,14 @@ def run(spec: WorkerSpec) -> None:
             os.unlink(spec.kill_flag)
         except FileNotFoundError:
             return
-        history.write("nemesis", INFO, "processor-kill", spec.process, batch_size=len(batch))
+        history.write(
+            "nemesis",
+            INFO,
+            "processor-kill",
+            spec.process,
+            batch_size=len(batch),
+            batch_values=[int(message.value() or 0) for message in batch],
+        )
         os.kill(os.getpid(), signal.SIGKILL)
 
     at_most_once = guarantee is Guarantee.AT_MOST_ONCE
@@ -139,6 +188,7 @@ def run(spec: WorkerSpec) -> None:
     )
     processor.history = history
     processor.process = spec.process
+    processor.history_sink = sink
     signal.signal(signal.SIGTERM, lambda *_: processor.stop())
     processor.run()
 

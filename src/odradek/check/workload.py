@@ -142,6 +142,7 @@ class ProducerWorkload:
         self.window = window
         self.producer = GuaranteeProducer(bootstrap, guarantee, dict(PRODUCER_OVERRIDES))
         self.sent = 0
+        self.next_value = 0  # values are unique across every `run` of one workload
         self.acked = 0
         self.unknown = 0
         self._written_off = 0  # in-flight values the window stopped waiting for
@@ -167,10 +168,12 @@ class ProducerWorkload:
         self._stop.set()
 
     def run(self, deadline: float, messages: int | None) -> None:
-        value = 0
+        """Send until `deadline` (monotonic s) or until `messages` more values were sent, then
+        wait for their delivery reports."""
+        first = value = self.next_value
         blocked_since = 0.0
         while not self._stop.is_set() and time.monotonic() < deadline:
-            if messages is not None and value >= messages:
+            if messages is not None and value - first >= messages:
                 break
             if self.sent - self.delivered() - self._written_off >= self.window:
                 blocked_since = blocked_since or time.monotonic()
@@ -190,6 +193,7 @@ class ProducerWorkload:
             )
             self.sent += 1
             value += 1
+            self.next_value = value
         self.flush()
 
     def flush(self) -> None:

@@ -50,8 +50,21 @@ def _progress_table(progress: Progress) -> Table:
     help="Comma-separated: kill, pause, power-loss, proxy-cut, proxy-delay, proxy-drop, "
     "processor-kill; 'all' (those that apply) or 'none'.",
 )
-@click.option("--duration", type=float, default=20.0, show_default=True, help="Seconds per run.")
-@click.option("--messages", type=int, default=None, help="Cap on values produced per run.")
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=0),
+    default=20.0,
+    show_default=True,
+    help="Seconds of the fault phase (loss, duplicates, recovery) per guarantee.",
+)
+@click.option(
+    "--fault-free",
+    type=click.FloatRange(min=0),
+    default=10.0,
+    show_default=True,
+    help="Seconds of the fault-free phase before the faults (speed and latency come from it).",
+)
+@click.option("--messages", type=int, default=None, help="Cap on values produced in each phase.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds the fault schedule.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None)
 @click.option("--html", "html_path", type=click.Path(path_type=Path), default=None)
@@ -70,6 +83,7 @@ def check(
     guarantee: str,
     faults: str,
     duration: float,
+    fault_free: float,
     messages: int | None,
     seed: int,
     json_path: Path | None,
@@ -77,7 +91,9 @@ def check(
     bootstrap: str | None,
     workdir: Path | None,
 ) -> None:
-    """Run each guarantee's workload under faults and measure the trade-off matrix."""
+    """Run each guarantee's workload, first fault-free, then under faults, and measure the
+    trade-off matrix: speed and latency from the fault-free phase; loss, duplicates, anomalies
+    and recovery from the fault phase."""
     logging.basicConfig(level=logging.ERROR)
     try:
         chosen_faults = parse_faults(faults, local=bootstrap is None)
@@ -89,6 +105,7 @@ def check(
         guarantees=guarantees,
         faults=chosen_faults,
         duration=duration,
+        fault_free=fault_free,
         messages=messages,
         seed=seed,
         bootstrap=bootstrap,
@@ -97,7 +114,8 @@ def check(
     console = Console(stderr=True)
     console.print(
         f"odradek check: {', '.join(g.value for g in guarantees)}; faults: "
-        f"{', '.join(chosen_faults) or 'none'}; {duration:.0f} s each; work in {directory}"
+        f"{', '.join(chosen_faults) or 'none'}; {fault_free:g} s fault-free then {duration:g} s "
+        f"of faults each; work in {directory}"
     )
     with Live(console=console, refresh_per_second=4, transient=True) as live:
         results = run_check(options, lambda progress: live.update(_progress_table(progress)))
