@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -189,10 +190,8 @@ def test_entries_stay_strictly_increasing_in_epoch_and_offset(
     for epoch, offset in assignments:
         cache.assign(epoch, offset)
         listed = cache.epoch_entries()
-        assert all(a.epoch < b.epoch for a, b in zip(listed, listed[1:], strict=False))
-        assert all(
-            a.start_offset < b.start_offset for a, b in zip(listed, listed[1:], strict=False)
-        )
+        assert all(a.epoch < b.epoch for a, b in itertools.pairwise(listed))
+        assert all(a.start_offset < b.start_offset for a, b in itertools.pairwise(listed))
         # The epoch just assigned is always the latest: a newer assignment wins.
         assert cache.latest_epoch == epoch
         assert cache.epoch_for_offset(offset) == epoch

@@ -261,8 +261,11 @@ def truncation_offset(
     - the follower's own largest epoch <= the leader's differs from it (the follower never
       saw the leader's epoch): truncate to min(end of that own epoch, log end offset) and
       ask again (not final);
-    - the same epoch: min(leader's end offset, own end of that epoch, log end offset), final;
-    - the follower has no epoch that old: min(leader's end offset, log end offset), final.
+    - the same epoch, or one older than every epoch the follower has (its cache says that
+      epoch ends where its first entry starts): min(leader's end offset, own end of that
+      epoch, log end offset), final;
+    - the follower's cache cannot place the epoch at all (empty): min(leader's end offset,
+      log end offset), final.
     """
     if leader_end_offset == UNDEFINED_EPOCH_OFFSET:
         return OffsetTruncationState(fetch_offset, truncation_completed=True)
