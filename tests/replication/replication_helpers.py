@@ -70,7 +70,7 @@ def make_leader(
     return state
 
 
-def accept(state: PartitionState, request: AlterPartitionRequest, now_ms: int = 0) -> None:
+def accept(state: PartitionState, request: AlterPartitionRequest, now_ms: int) -> None:
     """The controller accepts `request` and bumps the partition epoch."""
     outcome = state.on_alter_partition_response(
         request,
