@@ -247,7 +247,9 @@ class ConsumerProtocol:
         self,
         config: GroupConfig,
         groups: Callable[[str], ConsumerGroup | None],
-        create_group: Callable[[str, Mapping[str, TopicInfo], int, Result], ConsumerGroup | None],
+        create_group: Callable[
+            [str, Mapping[str, TopicInfo], int, Result], ConsumerGroup | ErrorCode
+        ],
         new_id: Callable[[], str],
     ) -> None:
         self.config = config
@@ -416,12 +418,12 @@ class ConsumerProtocol:
         if group is None:
             if epoch != 0:
                 return fail(ErrorCode.unknown_member_id, "The group does not exist.")
-            group = self._create_group(request.group_id, topics, now_ms, result)
-            if group is None:
-                return fail(
-                    ErrorCode.group_id_not_found,
-                    f"Group {request.group_id} is not a consumer group.",
-                )
+            created = self._create_group(request.group_id, topics, now_ms, result)
+            if created == ErrorCode.group_max_size_reached:
+                return fail(created, "The group is full.")
+            if isinstance(created, ErrorCode):
+                return fail(created, f"Group {request.group_id} is not a consumer group.")
+            group = created
         member_id = request.member_id or self._new_id()
         member = group.members.get(member_id)
         bumped = False

@@ -202,10 +202,11 @@ class GroupCoordinator:
 
     def _new_consumer(
         self, group_id: str, topics: Mapping[str, TopicInfo], now_ms: int, result: Result
-    ) -> ConsumerGroup | None:
+    ) -> ConsumerGroup | ErrorCode:
         """Kafka's getOrMaybeCreateConsumerGroup for a member joining with epoch 0: the
         consumer group, a new one (an empty classic group is deleted first), or the classic
-        group upgraded; None when the classic group cannot be upgraded."""
+        group upgraded; GROUP_ID_NOT_FOUND when the classic group cannot be upgraded,
+        GROUP_MAX_SIZE_REACHED when it could but has no room for the new member."""
         existing = self.groups.get(group_id)
         if isinstance(existing, ConsumerGroup):
             return existing
@@ -228,7 +229,7 @@ class GroupCoordinator:
 
     def _upgrade(
         self, classic: ClassicGroup, topics: Mapping[str, TopicInfo], now_ms: int, result: Result
-    ) -> ConsumerGroup | None:
+    ) -> ConsumerGroup | ErrorCode:
         """Kafka's validateOnlineUpgrade + convertToConsumerGroup: the classic group's
         members move into a new consumer group (parked JoinGroup/SyncGroup answers get
         REBALANCE_IN_PROGRESS, so they rejoin), the classic group record is tombstoned."""
@@ -238,12 +239,15 @@ class GroupCoordinator:
             and len(classic.members) <= self.config.max_size
         ):
             logger.info("classic group %s cannot be upgraded", classic.group_id)
-            return None
+            return ErrorCode.group_id_not_found
+        if len(classic.members) >= self.config.max_size:
+            # Kafka converts, then finds no room for the joining member: nothing is stored.
+            return ErrorCode.group_max_size_reached
         try:
             group = to_consumer_group(classic, topics, now_ms, ConsumerGroup(classic.group_id))
         except MalformedProtocolError as error:
             logger.warning("cannot upgrade classic group %s: %s", classic.group_id, error)
-            return None
+            return ErrorCode.group_id_not_found
         for member in classic.members.values():
             if member.join_ref is not None:
                 result.respond(
