@@ -150,7 +150,8 @@ _COMPRESSION_TYPES = ("uncompressed", "zstd", "lz4", "snappy", "gzip", "producer
 
 
 def _parse_compression_type(key: str, value: str) -> str:
-    value = value.strip().lower()
+    # Kafka's ConfigDef trims strings and ValidString.in compares case-sensitively.
+    value = value.strip()
     if value not in _COMPRESSION_TYPES:
         raise InvalidConfig(
             f"Invalid value {value} for configuration {key}: String must be one of: "

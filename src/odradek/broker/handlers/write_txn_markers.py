@@ -24,7 +24,7 @@ from odradek.storage.errors import (
 )
 
 
-@dispatcher.register(ApiKey.WRITE_TXN_MARKERS, 1, 2)
+@dispatcher.register(ApiKey.WRITE_TXN_MARKERS, 1, 1)
 async def handle(context: BrokerContext, header: RequestHeader, request: Any) -> Any:
     version = header.api_version
     module = response_module(ApiKey.WRITE_TXN_MARKERS, version)
