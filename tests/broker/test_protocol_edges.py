@@ -395,3 +395,124 @@ def test_fetch_long_poll_returns_empty_after_max_wait(
     partition = response.responses[0].partitions[0]
     assert partition.error_code == ErrorCode.none
     assert partition.records in (b"", None)
+
+
+# -- the records' shape, as Kafka's ProduceRequest.validateRecords checks it ---------------------
+
+
+def _with_magic(records: bytes, magic: int) -> bytes:
+    patched = bytearray(records)
+    patched[16] = magic
+    return bytes(patched)
+
+
+def _with_length(records: bytes, batch_length: int) -> bytes:
+    patched = bytearray(records)
+    struct.pack_into(">i", patched, 8, batch_length)
+    return bytes(patched)
+
+
+# A legacy v1 message set of one message: offset, size, crc, magic 1, attributes, timestamp,
+# null key, 1-byte value. Kafka reads it as a complete (legacy) batch, then refuses its magic.
+_LEGACY_V1 = struct.pack(">qiIbbqii", 0, 23, 0, 1, 0, 1000, -1, 1) + b"v"
+
+_ONE_BATCH = "must have at least one record batch per partition"
+_MAGIC_2 = "are only allowed to contain record batches with magic version 2"
+_EXACTLY_ONE = "are only allowed to contain exactly one record batch per partition"
+
+
+_SHAPES = [
+    ("magic 0", _with_magic(batch(), 0), ErrorCode.invalid_record, _MAGIC_2),
+    ("magic 1", _with_magic(batch(), 1), ErrorCode.invalid_record, _MAGIC_2),
+    ("legacy v1 message set", _LEGACY_V1, ErrorCode.invalid_record, _MAGIC_2),
+    ("truncated by one byte", batch()[:-1], ErrorCode.invalid_record, _ONE_BATCH),
+    ("truncated header", batch()[:40], ErrorCode.invalid_record, _ONE_BATCH),
+    ("truncated before the magic", batch()[:15], ErrorCode.invalid_record, _ONE_BATCH),
+    ("shorter than a length field", batch()[:10], ErrorCode.invalid_record, _ONE_BATCH),
+    ("two batches", batch(1) + batch(1), ErrorCode.invalid_record, _EXACTLY_ONE),
+    ("length below any format", _with_length(batch(), 13), ErrorCode.corrupt_message, None),
+    ("unknown magic", _with_magic(batch(), 3), ErrorCode.corrupt_message, None),
+    ("negative magic", _with_magic(batch(), 0xFF), ErrorCode.corrupt_message, None),
+    (
+        "a second batch with a length below any format",
+        batch(1) + _with_length(batch(1), 5)[:20],
+        ErrorCode.corrupt_message,
+        None,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("shape", "records", "error", "message"), _SHAPES, ids=[shape[0] for shape in _SHAPES]
+)
+def test_produce_records_shape_gets_kafkas_error(
+    client: RawClient, shape: str, records: bytes, error: ErrorCode, message: str | None
+) -> None:
+    topic = "shape-" + shape.replace(" ", "-")
+    create_topic(client, topic)
+    response = client.request(produce_request(10, topic, records))
+    partition = response.responses[0].partition_responses[0]
+    assert partition.error_code == error, shape
+    if message is not None:
+        assert partition.error_message == f"Produce requests with version 10 {message}"
+    assert latest_offset(client, topic) == 0
+
+
+def test_produce_trailing_partial_batch_is_trimmed_as_kafka_does(client: RawClient) -> None:
+    # Kafka's batch iterator ends at an incomplete batch and UnifiedLog trims the bytes after the
+    # last complete one: the first batch is appended, the partial second is not.
+    create_topic(client, "trailing")
+    response = client.request(produce_request(10, "trailing", batch(3) + batch(2)[:70]))
+    assert response.responses[0].partition_responses[0].error_code == ErrorCode.none
+    assert latest_offset(client, "trailing") == 3
+    assert (
+        client.request(produce_request(10, "trailing", batch(2)))
+        .responses[0]
+        .partition_responses[0]
+        .base_offset
+        == 3
+    )
+
+
+def test_zstd_before_produce_v7_is_unsupported_compression_type(client: RawClient) -> None:
+    create_topic(client, "zstd-v6")
+    zstd = batch(compression=4)
+    refused = client.request(produce_request(6, "zstd-v6", zstd), 6)
+    assert (
+        refused.responses[0].partition_responses[0].error_code
+        == ErrorCode.unsupported_compression_type
+    )
+    assert latest_offset(client, "zstd-v6") == 0
+    accepted = client.request(produce_request(7, "zstd-v6", zstd), 7)
+    assert accepted.responses[0].partition_responses[0].error_code == ErrorCode.none
+    assert latest_offset(client, "zstd-v6") == 3
+
+
+def test_failed_acks_zero_produce_closes_the_connection(
+    client: RawClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    # KafkaApis: an acks=0 producer reads no answer, so an error is told by closing the
+    # connection (the client then refreshes its metadata); answers to earlier requests go first.
+    create_topic(client, "fire-and-fail")
+    earlier = client.send(produce_request(10, "fire-and-fail", batch(), acks=1))
+    with caplog.at_level("WARNING", logger="odradek.broker.connection"):
+        client.send(produce_request(10, "no-such-topic", batch(), acks=0))
+        correlation_id, response = client.read_response(ApiKey.PRODUCE, 10)
+        assert correlation_id == earlier
+        assert response.responses[0].partition_responses[0].error_code == ErrorCode.none
+        assert client.read_frame() == b""
+    closing = [record for record in caplog.records if "with ack=0" in record.getMessage()]
+    assert len(closing) == 1
+    assert closing[0].exc_info is None
+    assert "no-such-topic-0: UNKNOWN_TOPIC_OR_PARTITION" in closing[0].getMessage()
+
+
+def test_failed_acks_zero_produce_with_bad_records_closes_and_appends_nothing(
+    odradek_broker: Broker,
+) -> None:
+    with RawClient(odradek_broker.bootstrap_servers) as raw:
+        create_topic(raw, "fire-bad")
+        raw.send(produce_request(10, "fire-bad", batch(1) + batch(1), acks=0))
+        assert raw.read_frame() == b""
+    with RawClient(odradek_broker.bootstrap_servers) as raw:
+        assert latest_offset(raw, "fire-bad") == 0

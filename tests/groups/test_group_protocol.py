@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -229,6 +230,85 @@ def test_bad_commits_get_kafka_errors_and_change_nothing(client: RawClient) -> N
     assert commit(client, "g", "t", 0, 7, joined.generation_id, member_id, "x" * 4096) == (
         ErrorCode.none
     )
+
+
+def test_commit_metadata_size_counts_utf16_code_units_as_kafka(client: RawClient) -> None:
+    # Kafka compares String.length() with offset.metadata.max.bytes (4096): UTF-16 code units,
+    # not UTF-8 bytes, and a character outside the BMP counts twice.
+    create_topic(client, "utf16", 1)
+    two_bytes_each = "\u00e9" * 4096  # 8192 bytes of UTF-8, 4096 code units
+    assert commit(client, "utf16-group", "utf16", 0, 3, metadata=two_bytes_each) == ErrorCode.none
+    assert committed(client, "utf16-group", "utf16", 0) == 3
+    astral = "\U0001f600" * 2049  # 2049 characters, 4098 code units
+    assert (
+        commit(client, "utf16-group", "utf16", 0, 4, metadata=astral)
+        == ErrorCode.offset_metadata_too_large
+    )
+    assert committed(client, "utf16-group", "utf16", 0) == 3
+
+
+def commit_many(
+    client: RawClient, group: str, topic: str, offsets: dict[int, int], metadata: str
+) -> dict[int, ErrorCode]:
+    version = 8
+    parts = tuple(
+        child(
+            ApiKey.OFFSET_COMMIT,
+            version,
+            "OffsetCommitRequestPartition",
+            partition_index=partition,
+            committed_offset=offset,
+            committed_leader_epoch=-1,
+            committed_metadata=metadata,
+        )
+        for partition, offset in offsets.items()
+    )
+    topic_entry = child(
+        ApiKey.OFFSET_COMMIT, version, "OffsetCommitRequestTopic", name=topic, partitions=parts
+    )
+    response = client.request(
+        request(
+            ApiKey.OFFSET_COMMIT,
+            version,
+            group_id=group,
+            generation_id_or_member_epoch=-1,
+            member_id="",
+            group_instance_id=None,
+            topics=(topic_entry,),
+        )
+    )
+    return {
+        partition.partition_index: ErrorCode(partition.error_code)
+        for partition in response.topics[0].partitions
+    }
+
+
+def test_commits_the_offsets_topic_cannot_hold_are_unknown_server_error(tmp_path: Path) -> None:
+    # Kafka 4's group coordinator answers a commit it cannot write with UNKNOWN_SERVER_ERROR on
+    # every partition (CoordinatorOperationExceptionHelper; INVALID_COMMIT_OFFSET_SIZE was the
+    # removed coordinator's answer): an append larger than __consumer_offsets' max.message.bytes,
+    # or a metadata string longer than an offset record holds (32767 bytes).
+    config = {"offset.metadata.max.bytes": "100000"}
+    with (
+        Broker(data_dir=tmp_path, config=config) as broker,
+        RawClient(broker.bootstrap_servers) as raw,
+    ):
+        create_topic(raw, "big-metadata", 40)
+        assert commit(raw, "big", "big-metadata", 0, 1) == ErrorCode.none
+        too_long = commit(raw, "big", "big-metadata", 0, 2, metadata="m" * 40_000)
+        assert too_long == ErrorCode.unknown_server_error
+        # 40 records of 30 000 bytes: more than the topic's 1 MiB max.message.bytes.
+        every = dict.fromkeys(range(40), 3)
+        too_large = commit_many(raw, "big", "big-metadata", every, "m" * 30_000)
+        assert set(too_large.values()) == {ErrorCode.unknown_server_error}
+        assert committed(raw, "big", "big-metadata", 0) == 1
+        assert committed(raw, "big", "big-metadata", 1) == -1
+        # What fits is still committed.
+        assert commit_many(raw, "big", "big-metadata", {0: 4, 1: 4}, "m" * 30_000) == {
+            0: ErrorCode.none,
+            1: ErrorCode.none,
+        }
+        assert committed(raw, "big", "big-metadata", 1) == 4
 
 
 def test_simple_commits_describe_list_and_delete(client: RawClient) -> None:

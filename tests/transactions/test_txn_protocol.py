@@ -308,6 +308,27 @@ def test_transactional_produce_to_a_partition_not_in_the_transaction(client: Raw
     assert values_in_log(client, "kip890") == [b"v0", b"v1", b"v2"]
 
 
+@pytest.mark.parametrize(
+    ("version", "expected"),
+    [(10, ErrorCode.invalid_txn_state), (11, ErrorCode.transaction_abortable)],
+)
+def test_produce_v11_gets_transaction_abortable_for_a_partition_not_in_the_transaction(
+    client: RawClient, version: int, expected: ErrorCode
+) -> None:
+    # KIP-890: the coordinator answers TRANSACTION_ABORTABLE; Kafka passes it to Produce v11+
+    # clients and turns it into INVALID_TXN_STATE for older ones (AddPartitionsToTxnManager).
+    topic, transactional_id = f"kip890-v{version}", f"tx-890-v{version}"
+    create_topic(client, topic, partitions=2)
+    producer = init_producer_id(client, transactional_id)
+    assert add_partitions(client, transactional_id, producer, {topic: [0]})[(topic, 0)] == 0
+    records = batch(*producer, 0, transactional=True)
+    refused = produce(client, topic, records, transactional_id, 1, version=version)
+    assert refused.error_code == expected
+    if expected == ErrorCode.invalid_txn_state:
+        assert refused.error_message == "Partition was not added to the transaction"
+    assert values_in_log(client, topic) == []
+
+
 def test_read_committed_fetch_stops_at_lso_and_lists_aborted_ranges(client: RawClient) -> None:
     create_topic(client, "ranges")
     producer = init_producer_id(client, "tx-ranges")
@@ -503,3 +524,49 @@ def test_txn_offset_commit_with_stale_generation(client: RawClient) -> None:
     assert committed_offset(require_stable=True) == (-1, ErrorCode.unstable_offset_commit)
     assert end_txn(client, "tx-offsets", producer, commit=True) == ErrorCode.none
     assert committed_offset(require_stable=True) == (7, ErrorCode.none)
+
+
+@pytest.mark.parametrize(
+    ("version", "expected"),
+    [(3, ErrorCode.invalid_txn_state), (4, ErrorCode.transaction_abortable)],
+)
+def test_txn_offset_commit_v4_gets_transaction_abortable_without_add_offsets(
+    client: RawClient, version: int, expected: ErrorCode
+) -> None:
+    # The group's offsets partition is not in the transaction (no AddOffsetsToTxn): Kafka
+    # answers TRANSACTION_ABORTABLE from v4 on, INVALID_TXN_STATE before.
+    create_topic(client, f"offsets-abortable-v{version}")
+    transactional_id = f"tx-offsets-abortable-v{version}"
+    producer = init_producer_id(client, transactional_id)
+    partition = child(
+        ApiKey.TXN_OFFSET_COMMIT,
+        version,
+        "TxnOffsetCommitRequestPartition",
+        partition_index=0,
+        committed_offset=5,
+        committed_leader_epoch=-1,
+        committed_metadata="",
+    )
+    topic = child(
+        ApiKey.TXN_OFFSET_COMMIT,
+        version,
+        "TxnOffsetCommitRequestTopic",
+        name=f"offsets-abortable-v{version}",
+        partitions=(partition,),
+    )
+    answer = client.request(
+        request(
+            ApiKey.TXN_OFFSET_COMMIT,
+            version,
+            transactional_id=transactional_id,
+            group_id=f"abortable-group-v{version}",
+            producer_id=producer[0],
+            producer_epoch=producer[1],
+            generation_id=-1,
+            member_id="",
+            group_instance_id=None,
+            topics=(topic,),
+        ),
+        version,
+    )
+    assert answer.topics[0].partitions[0].error_code == expected

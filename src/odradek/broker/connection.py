@@ -184,6 +184,9 @@ class KafkaConnection(asyncio.BufferedProtocol):
             if task.cancelled():
                 continue
             error = task.exception()
+            if isinstance(error, dispatcher.CloseConnection):
+                self.close(str(error))
+                return
             if error is not None:
                 logger.error(
                     "handler failed for %s; closing the connection",

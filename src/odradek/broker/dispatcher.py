@@ -18,6 +18,12 @@ Response = Any
 Handler = Callable[["BrokerContext", RequestHeader, Any], Awaitable[Response]]
 
 
+class CloseConnection(Exception):  # noqa: N818 -- a signal, not an error of the broker
+    """Raised by a handler whose answer is to close the connection (Kafka's
+    RequestChannel.closeConnection), e.g. a failed Produce with acks=0. The responses to the
+    requests before it on the connection are sent first; the message is logged as one line."""
+
+
 @dataclass(frozen=True, slots=True)
 class ApiHandler:
     api_key: int

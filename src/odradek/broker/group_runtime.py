@@ -79,13 +79,14 @@ class _Waiting:
     error: ErrorCode | None = None
 
 
-def append_error(error: Exception, offsets: bool) -> ErrorCode:
-    """The answer to a failed `__consumer_offsets` append, as Kafka's group coordinator maps
-    it (GroupMetadataManager.storeGroup / storeOffsets): a missing partition ->
-    COORDINATOR_NOT_AVAILABLE, a storage error -> NOT_COORDINATOR, records too large ->
-    INVALID_COMMIT_OFFSET_SIZE for offsets, UNKNOWN_SERVER_ERROR for group metadata."""
+def append_error(error: Exception) -> ErrorCode:
+    """The answer to a failed `__consumer_offsets` append, as Kafka 4's group coordinator maps
+    it (CoordinatorOperationExceptionHelper.handleOperationException, used by OffsetCommit and
+    TxnOffsetCommit alike): a missing partition -> COORDINATOR_NOT_AVAILABLE, a storage error ->
+    NOT_COORDINATOR, records too large -> UNKNOWN_SERVER_ERROR (INVALID_COMMIT_OFFSET_SIZE was
+    the answer of the coordinator Kafka 4 removed)."""
     if isinstance(error, InvalidRecords | RecordBatchTooLarge):
-        return ErrorCode.invalid_commit_offset_size if offsets else ErrorCode.unknown_server_error
+        return ErrorCode.unknown_server_error
     if isinstance(error, UnknownTopicOrPartition):
         return ErrorCode.coordinator_not_available
     return ErrorCode.not_coordinator
@@ -297,7 +298,7 @@ class GroupRuntime:
             return
         except (OSError, StorageError, InvalidRecords) as error:
             logger.error("cannot append to %s: %s", OFFSETS_TOPIC, error)
-            code = append_error(error, offsets=result.replay_after_append)
+            code = append_error(error)
             self._enqueue(_Waiting(result.responses, result.completions, True, code))
             return
         if result.replay_after_append:

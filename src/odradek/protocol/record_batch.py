@@ -45,6 +45,7 @@ __all__ = [
     "Record",
     "RecordSummary",
     "assign_offsets",
+    "check_produce_records",
     "crc_is_valid",
     "decode_batches",
     "decode_records",
@@ -205,6 +206,81 @@ def crc_is_valid(buffer: Buffer, position: int, header: BatchHeader) -> bool:
         return False
     view = memoryview(buffer)
     return bool(crc32c.crc32c(view[position + _CRC_START : end]) == header.crc)
+
+
+# The smallest message of any format (a v0 message: crc, magic, attributes, key and value
+# lengths); Kafka's ByteBufferLogInputStream refuses a shorter length before looking further.
+_LEGACY_RECORD_OVERHEAD_V0: Final = 14
+#: Produce v7 is the first that may carry zstd batches (KIP-110).
+_FIRST_ZSTD_PRODUCE_VERSION: Final = 7
+
+
+def _complete_batch_size(view: memoryview, position: int) -> int | None:
+    """The size of the complete batch at `position`, or None when the bytes there do not hold
+    one: Kafka's ByteBufferLogInputStream.nextBatch, whose batch iterator simply ends at a
+    partial batch. Raises InvalidRecords (CORRUPT_MESSAGE) for a length below any message
+    format's minimum or a magic no format has (its CorruptRecordException)."""
+    remaining = len(view) - position
+    if remaining < LOG_OVERHEAD:
+        return None
+    (batch_length,) = _INT32.unpack_from(view, position + 8)
+    if batch_length < _LEGACY_RECORD_OVERHEAD_V0:
+        raise InvalidRecords(
+            ErrorCode.corrupt_message,
+            f"Record size {batch_length} is less than the minimum record overhead "
+            f"({_LEGACY_RECORD_OVERHEAD_V0})",
+        )
+    if remaining < _MAGIC_POSITION + 1:
+        return None
+    (magic,) = _MAGIC_BYTE.unpack_from(view, position + _MAGIC_POSITION)
+    if not 0 <= magic <= MAGIC:
+        raise InvalidRecords(ErrorCode.corrupt_message, f"Invalid magic found in record: {magic}")
+    size: int = batch_length + LOG_OVERHEAD
+    return size if remaining >= size else None
+
+
+def check_produce_records(records: bytes | memoryview, api_version: int) -> int:
+    """The shape a Produce v3+ request's records must have, as Kafka's
+    ProduceRequest.validateRecords checks it: one complete batch, of magic 2, and no second
+    complete batch after it. Returns the size of that batch in bytes; bytes after it that do
+    not make a complete batch are not an error (Kafka's UnifiedLog trims them, trimInvalidBytes).
+
+    Raises InvalidRecords: INVALID_RECORD for no complete batch (empty or truncated records),
+    a batch of magic 0 or 1, or two batches; UNSUPPORTED_COMPRESSION_TYPE for zstd before
+    Produce v7; CORRUPT_MESSAGE for a length or magic no message format has.
+    """
+    view = memoryview(records)
+    size = _complete_batch_size(view, 0)
+    if size is None:
+        raise InvalidRecords(
+            ErrorCode.invalid_record,
+            f"Produce requests with version {api_version} must have at least one record batch "
+            "per partition",
+        )
+    if view[_MAGIC_POSITION] != MAGIC:
+        raise InvalidRecords(
+            ErrorCode.invalid_record,
+            f"Produce requests with version {api_version} are only allowed to contain record "
+            "batches with magic version 2",
+        )
+    # The codec is in the low byte of the attributes (bytes 21-22); a complete batch is at least
+    # 26 bytes long, so the byte is there.
+    if (
+        api_version < _FIRST_ZSTD_PRODUCE_VERSION
+        and view[_CRC_START + 1] & _COMPRESSION_MASK == COMPRESSION_ZSTD
+    ):
+        raise InvalidRecords(
+            ErrorCode.unsupported_compression_type,
+            f"Produce requests with version {api_version} are not allowed to use ZStandard "
+            "compression",
+        )
+    if _complete_batch_size(view, size) is not None:
+        raise InvalidRecords(
+            ErrorCode.invalid_record,
+            f"Produce requests with version {api_version} are only allowed to contain exactly "
+            "one record batch per partition",
+        )
+    return size
 
 
 def validate_batches(records: bytes | memoryview, max_message_bytes: int) -> list[BatchHeader]:

@@ -8,13 +8,15 @@ recompressed. Producer state lives in the log: a retry of one of the producer's 
 is acknowledged with its original offsets and not appended again; a sequence gap gets
 OUT_OF_ORDER_SEQUENCE_NUMBER and a fenced epoch INVALID_PRODUCER_EPOCH, with nothing appended.
 KIP-890 part 1: the first transactional batch of a producer on a partition is checked
-with the transaction coordinator (in-process, synchronous) and refused with INVALID_TXN_STATE
-unless the partition is in the producer's ongoing transaction.
+with the transaction coordinator (in-process, synchronous) and refused unless the partition is
+in the producer's ongoing transaction: TRANSACTION_ABORTABLE to v11+ clients, INVALID_TXN_STATE
+to older ones. The records' shape comes first, as Kafka's ProduceRequest.validateRecords checks
+it: one complete batch of magic 2 (INVALID_RECORD otherwise).
 
-acks=0 gets no response, acks=1 is answered once the bytes are with the OS, acks=all once the
-in-sync replicas have them: on one node the ISR is the leader alone, so with
-`odradek.acks.all.fsync` (default) acks=all waits for an fdatasync shared by every produce that
-arrived meanwhile (group commit).
+acks=0 gets no response (a failure closes the connection instead, as Kafka does), acks=1 is
+answered once the bytes are with the OS, acks=all once the in-sync replicas have them: on one
+node the ISR is the leader alone, so with `odradek.acks.all.fsync` (default) acks=all waits for an
+fdatasync shared by every produce that arrived meanwhile (group commit).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from odradek.protocol.record_batch import (
     COMPRESSION_ZSTD,
     BatchHeader,
     InvalidRecords,
+    check_produce_records,
     recompress_batches,
     validate_batches,
     validate_keys_for_compaction,
@@ -59,17 +62,43 @@ logger = logging.getLogger(__name__)
 
 IN_SYNC_REPLICAS = 1  # one node: the leader is the whole ISR
 
-# What the transaction coordinator's verification (KIP-890 part 1) answers become in Produce.
-_VERIFY_ERRORS = {
-    ErrorCode.transaction_abortable: ErrorCode.invalid_txn_state,
-    ErrorCode.producer_fenced: ErrorCode.invalid_producer_epoch,
-    ErrorCode.invalid_producer_id_mapping: ErrorCode.invalid_txn_state,
-    ErrorCode.invalid_request: ErrorCode.invalid_txn_state,
-    # Transient: the client retries, and by then the coordinator answers for good.
-    ErrorCode.concurrent_transactions: ErrorCode.not_enough_replicas,
-    ErrorCode.coordinator_load_in_progress: ErrorCode.not_enough_replicas,
-    ErrorCode.coordinator_not_available: ErrorCode.not_enough_replicas,
-}
+#: Produce v11 is the first whose client knows TRANSACTION_ABORTABLE (KIP-890; Kafka's
+#: AddPartitionsToTxnManager.produceRequestVersionToTransactionSupportedOperation).
+TRANSACTION_ABORTABLE_VERSION = 11
+
+# Retriable coordinator answers that older clients may not retry: Kafka's ReplicaManager turns
+# them into NOT_ENOUGH_REPLICAS, which clients retry without a metadata refresh.
+_RETRY_AS_NOT_ENOUGH_REPLICAS = frozenset(
+    {
+        ErrorCode.network_exception,
+        ErrorCode.coordinator_load_in_progress,
+        ErrorCode.coordinator_not_available,
+        ErrorCode.not_coordinator,
+    }
+)
+
+
+def _verification_error(error: ErrorCode, api_version: int) -> tuple[ErrorCode, str | None]:
+    """What the transaction coordinator's answer to a KIP-890 check becomes in a Produce
+    response of `api_version`, with its message (Kafka's AddPartitionsToTxnManager, then
+    ReplicaManager's post-verification mapping): PRODUCER_FENCED is INVALID_PRODUCER_EPOCH;
+    TRANSACTION_ABORTABLE stays itself from v11 on and is INVALID_TXN_STATE before;
+    CONCURRENT_TRANSACTIONS stays itself on v12 (transaction version 2) and is
+    NOT_ENOUGH_REPLICAS before, like the coordinator-unavailable answers; anything else passes."""
+    if error == ErrorCode.producer_fenced:
+        error = ErrorCode.invalid_producer_epoch
+    elif error == ErrorCode.transaction_abortable and api_version < TRANSACTION_ABORTABLE_VERSION:
+        error = ErrorCode.invalid_txn_state
+    if error == ErrorCode.invalid_txn_state:
+        return error, "Partition was not added to the transaction"
+    if error in _RETRY_AS_NOT_ENOUGH_REPLICAS or (
+        error == ErrorCode.concurrent_transactions and api_version < TRANSACTION_V2_VERSION
+    ):
+        return ErrorCode.not_enough_replicas, (
+            "Unable to verify the partition has been added to the transaction. "
+            f"Underlying error: {error.name.upper()}"
+        )
+    return error, None
 
 
 def _min_insync_replicas(context: BrokerContext, topic: str) -> int:
@@ -105,21 +134,24 @@ async def handle(
             if log is None:
                 partition_results.append(_error(index, ErrorCode.unknown_topic_or_partition))
                 continue
-            if acks == -1 and _min_insync_replicas(context, name) > IN_SYNC_REPLICAS:
-                partition_results.append(_error(index, ErrorCode.not_enough_replicas))
-                continue
             records = partition_data.records
             try:
                 if records is None:
                     raise InvalidRecords(ErrorCode.invalid_record, "records are null")
+                # Kafka's ProduceRequest.validateRecords comes first (KafkaApis), the
+                # min.insync.replicas check only at the append.
+                size = check_produce_records(records, header.api_version)
+                if size != len(records):
+                    # Trailing bytes that are no complete batch: trimmed, as Kafka does.
+                    records = memoryview(records)[:size]
+            except InvalidRecords as error:
+                partition_results.append(_error(index, error.error_code, message=str(error)))
+                continue
+            if acks == -1 and _min_insync_replicas(context, name) > IN_SYNC_REPLICAS:
+                partition_results.append(_error(index, ErrorCode.not_enough_replicas))
+                continue
+            try:
                 headers = validate_batches(records, log.config.max_message_bytes)
-                if len(headers) != 1:
-                    # Kafka: from v3 on a partition's records are exactly one batch.
-                    raise InvalidRecords(
-                        ErrorCode.invalid_record,
-                        "Produce requests with version 3 and above must have exactly one "
-                        "record batch per partition",
-                    )
                 if log.config.compacts:
                     # Not the zero-decode hot path: only compacted topics look inside.
                     validate_keys_for_compaction(records, headers, f"{name}-{index}")
@@ -142,13 +174,15 @@ async def handle(
                         context, transactional_id, first, name, index, log
                     )
                     if add_error != ErrorCode.none:
-                        partition_results.append(_error(index, add_error))
+                        code, message = _verification_error(add_error, header.api_version)
+                        partition_results.append(_error(index, code, message=message))
                         continue
                 verify_error = _verify_transaction(
                     context, transactional_id, first, name, index, log
                 )
                 if verify_error != ErrorCode.none:
-                    partition_results.append(_error(index, verify_error))
+                    code, message = _verification_error(verify_error, header.api_version)
+                    partition_results.append(_error(index, code, message=message))
                     continue
             try:
                 info = log.append(records, headers, now, partition_leader_epoch=0)
@@ -200,6 +234,19 @@ async def handle(
                     previous.index, ErrorCode.kafka_storage_error
                 )
     if acks == 0:
+        failed = [
+            f"{name}-{result.index}: {ErrorCode(result.error_code).name.upper()}"
+            for name, partitions in results
+            for result in partitions
+            if result.error_code != ErrorCode.none
+        ]
+        if failed:
+            # KafkaApis: an acks=0 producer expects no answer, so an error can only be told by
+            # closing the connection; the client notices and refreshes its metadata.
+            raise dispatcher.CloseConnection(
+                f"error during produce request with correlation id {header.correlation_id} "
+                f"from client id {header.client_id!r} with ack=0: {', '.join(failed)}"
+            )
         return None
     response = ProduceResponseData(
         topics=[
@@ -252,10 +299,9 @@ async def _add_to_transaction(
     producer_id, producer_epoch = header.producer_id, header.producer_epoch
     if log.has_ongoing_transaction(producer_id, producer_epoch):
         return ErrorCode.none
-    error = await context.transactions.add_partition_implicitly(
+    return await context.transactions.add_partition_implicitly(
         transactional_id, producer_id, producer_epoch, topic, index
     )
-    return _VERIFY_ERRORS.get(error, error)
 
 
 def _verify_transaction(
@@ -272,10 +318,9 @@ def _verify_transaction(
     producer_id, producer_epoch = header.producer_id, header.producer_epoch
     if log.has_ongoing_transaction(producer_id, producer_epoch):
         return ErrorCode.none
-    error = context.transactions.verify_partition(
+    return context.transactions.verify_partition(
         transactional_id, producer_id, producer_epoch, topic, index
     )
-    return _VERIFY_ERRORS.get(error, error)
 
 
 def _error(

@@ -22,15 +22,22 @@ from odradek.coordinator.group import OffsetCommitResponse, TxnCommitRequest
 from odradek.protocol.api_keys import ApiKey
 from odradek.protocol.codec import RequestHeader, make, response_type
 
-# What the transaction coordinator's verification answers become here.
-_VERIFY_ERRORS = {
-    ErrorCode.producer_fenced: ErrorCode.invalid_producer_epoch,
-    ErrorCode.transaction_abortable: ErrorCode.invalid_txn_state,
-}
-
-
 #: TxnOffsetCommit v5 is the first version of transaction version 2 (TxnOffsetCommitRequest.json).
 TRANSACTION_V2_VERSION = 5
+#: TxnOffsetCommit v4 is the first whose client knows TRANSACTION_ABORTABLE (KIP-890; Kafka's
+#: AddPartitionsToTxnManager.txnOffsetCommitRequestVersionToTransactionSupportedOperation).
+TRANSACTION_ABORTABLE_VERSION = 4
+
+
+def _verification_error(error: ErrorCode, api_version: int) -> ErrorCode:
+    """The transaction coordinator's answer as this request answers it (Kafka's
+    AddPartitionsToTxnManager): PRODUCER_FENCED is INVALID_PRODUCER_EPOCH, and
+    TRANSACTION_ABORTABLE is INVALID_TXN_STATE for clients older than v4."""
+    if error == ErrorCode.producer_fenced:
+        return ErrorCode.invalid_producer_epoch
+    if error == ErrorCode.transaction_abortable and api_version < TRANSACTION_ABORTABLE_VERSION:
+        return ErrorCode.invalid_txn_state
+    return error
 
 
 @dispatcher.register(ApiKey.TXN_OFFSET_COMMIT, 0, 5)
@@ -44,6 +51,7 @@ async def handle(context: BrokerContext, header: RequestHeader, request: Any) ->
             error = await _add_offsets_partition(context, request)
         if error == ErrorCode.none:
             error = _verify(context, request)
+        error = _verification_error(error, version)
         if error == ErrorCode.none:
             commit = TxnCommitRequest(
                 transactional_id=request.transactional_id,
@@ -86,14 +94,13 @@ async def _add_offsets_partition(context: BrokerContext, request: Any) -> ErrorC
         return ErrorCode.invalid_group_id
     if not context.groups.ensure_offsets_topic():
         return ErrorCode.coordinator_not_available
-    error = await context.transactions.add_partition_implicitly(
+    return await context.transactions.add_partition_implicitly(
         request.transactional_id,
         request.producer_id,
         request.producer_epoch,
         OFFSETS_TOPIC,
         context.groups.coordinator.partition_for(request.group_id),
     )
-    return _VERIFY_ERRORS.get(error, error)
 
 
 def _verify(context: BrokerContext, request: Any) -> ErrorCode:
@@ -102,11 +109,10 @@ def _verify(context: BrokerContext, request: Any) -> ErrorCode:
         return ErrorCode.invalid_group_id
     if not context.groups.ensure_offsets_topic():
         return ErrorCode.coordinator_not_available
-    error = context.transactions.verify_partition(
+    return context.transactions.verify_partition(
         request.transactional_id,
         request.producer_id,
         request.producer_epoch,
         OFFSETS_TOPIC,
         context.groups.coordinator.partition_for(request.group_id),
     )
-    return _VERIFY_ERRORS.get(error, error)

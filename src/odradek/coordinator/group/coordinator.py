@@ -83,6 +83,9 @@ from odradek.coordinator.group.results import (
 )
 from odradek.coordinator.group.state import ClassicGroupState, MemberState
 
+# An offset record's metadata is an int16-length string (OffsetCommitValue).
+_MAX_RECORD_STRING_BYTES = 0x7FFF
+
 logger = logging.getLogger(__name__)
 
 Group = ClassicGroup | ConsumerGroup
@@ -457,8 +460,15 @@ class GroupCoordinator:
         now_ms: int,
     ) -> dict[str, dict[int, ErrorCode]]:
         """Each partition's answer to an (Txn)OffsetCommit that the group check answered with
-        `error`; the offset records to append for the accepted ones go into `result`."""
+        `error`; the offset records to append for the accepted ones go into `result`.
+
+        A metadata string longer than an offset record can hold (32767 UTF-8 bytes, possible
+        when `offset.metadata.max.bytes` allows it) fails the whole commit with
+        UNKNOWN_SERVER_ERROR and writes nothing: Kafka's record serializer throws and the
+        coordinator runtime answers every partition so."""
         errors: dict[str, dict[int, ErrorCode]] = {}
+        records: list[CoordinatorRecord] = []
+        unwritable = False
         partition = self.partition_for(group_id) if group_id else 0
         for topic, partitions in offsets.items():
             topic_errors = errors.setdefault(topic, {})
@@ -467,11 +477,16 @@ class GroupCoordinator:
                     topic_errors[index] = error
                     continue
                 metadata = commit.metadata or ""
-                if len(metadata.encode()) > self.config.offset_metadata_max_bytes:
+                # Kafka compares String.length(), UTF-16 code units, not encoded bytes
+                # (OffsetMetadataManager.isMetadataInvalid).
+                if len(metadata.encode("utf-16-le")) // 2 > self.config.offset_metadata_max_bytes:
                     topic_errors[index] = ErrorCode.offset_metadata_too_large
                     continue
+                if len(metadata.encode()) > _MAX_RECORD_STRING_BYTES:
+                    unwritable = True
+                    continue
                 topic_errors[index] = ErrorCode.none
-                result.records.append(
+                records.append(
                     CoordinatorRecord(
                         partition,
                         encode_key(OffsetKey(group_id, topic, index)),
@@ -480,6 +495,12 @@ class GroupCoordinator:
                         ),
                     )
                 )
+        if unwritable:
+            return {
+                topic: dict.fromkeys(partitions, ErrorCode.unknown_server_error)
+                for topic, partitions in offsets.items()
+            }
+        result.records.extend(records)
         return errors
 
     def commit_offsets(self, ref: int, request: CommitRequest, now_ms: int) -> Result:
