@@ -333,9 +333,10 @@ class ReplicationControlManager:
         request's leader or partition epoch is ahead of ours; FENCED_LEADER_EPOCH when its
         leader epoch is behind; INVALID_REQUEST when the requester is not the leader;
         INVALID_UPDATE_VERSION when its partition epoch is behind; INVALID_REQUEST for an ISR
-        that is not a subset of the replicas, lacks the leader, has more than the leader while RECOVERING, or goes
-        RECOVERED -> RECOVERING; INELIGIBLE_REPLICA (v2+; OPERATION_NOT_ATTEMPTED before) when a
-        proposed member is unregistered, fenced, shutting down or of another broker epoch.
+        that is not a subset of the replicas, lacks the leader, has more than the leader while
+        RECOVERING, or goes RECOVERED -> RECOVERING; INELIGIBLE_REPLICA (v2+;
+        OPERATION_NOT_ATTEMPTED before) when a proposed member is unregistered, fenced, shutting
+        down or of another broker epoch.
         A change that also moved the leader answers NEW_LEADER_ELECTED (v2+;
         NOT_LEADER_OR_FOLLOWER before), otherwise the new partition state.
         """
