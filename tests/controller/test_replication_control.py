@@ -10,9 +10,9 @@ from controller_harness import Harness
 from kio.schema.errors import ErrorCode
 
 from odradek.controller import (
+    AlterableConfig,
     AlterConfigOp,
     AlterConfigsResource,
-    AlterableConfig,
     ConfigRecord,
     ConfigResourceType,
     CreatableTopic,
