@@ -68,8 +68,8 @@ class Harness:
         return result.response
 
     def rebuilt(self) -> QuorumController:
-        """A controller restarted on the log (same seed: placement decisions may differ only
-        through the RNG, which restarted controllers do not share anyway)."""
+        """A controller restarted on the log. Its RNG repeats the draws of every earlier restart
+        on purpose: the controller must not reuse a topic id even then."""
         controller = QuorumController(self.config, random.Random(self.seed + 1))
         for offset, record in enumerate(self.log):
             controller.replay(record, offset)

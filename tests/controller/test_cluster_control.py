@@ -232,3 +232,18 @@ def test_a_restarted_controller_gives_every_broker_a_fresh_session() -> None:
     assert not h.controller.cluster.registrations[1].fenced
     h.advance(9001)
     assert h.controller.cluster.registrations[1].fenced
+
+
+def test_a_broker_told_to_shut_down_must_register_again_before_it_leads() -> None:
+    h = Harness()
+    h.start_brokers(1)
+    h.create_topic("t")
+    assert not h.heartbeat(1, want_shut_down=True).should_shut_down  # leads t-0: controlled
+    assert h.heartbeat(1, want_shut_down=True).should_shut_down
+    # The process keeps heartbeating instead of exiting: it stays fenced and is told again.
+    again = h.heartbeat(1)
+    assert (again.is_fenced, again.should_shut_down) == (True, True)
+    assert h.partition("t").leader == -1
+    h.register(1, uuid.uuid4())
+    assert not h.heartbeat(1).is_fenced
+    assert h.partition("t").leader == 1

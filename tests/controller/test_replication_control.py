@@ -451,3 +451,15 @@ def test_incremental_alter_configs() -> None:
     assert h.controller.configs.config(group, "g") == {"consumer.session.timeout.ms": "45000"}
     assert alter(8, "x", AlterableConfig("a", 0, "b")) is ErrorCode.invalid_request
     assert h.rebuilt().configs.configs == h.controller.configs.configs
+
+
+def test_a_topic_id_is_never_reused_even_when_the_rng_repeats_itself() -> None:
+    h = Harness()
+    h.start_brokers(1)
+    h.restart()  # the restarted controller's RNG is seeded as every later restart's
+    first = h.create_topic("a").topic_id
+    h.run(h.controller.handle_delete_topics(["a"], [], h.now_ms))
+    h.restart()  # same RNG state again: its first draw is `first`
+    second = h.create_topic("b").topic_id
+    assert first != second
+    assert h.rebuilt().replication.topics_by_name == {"b": second}

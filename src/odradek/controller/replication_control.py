@@ -20,7 +20,7 @@ ELR does). Every leader/ISR change is computed by `PartitionChangeBuilder`.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Container, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from kio.schema.errors import ErrorCode
@@ -90,11 +90,13 @@ class _TopicError(Exception):
         self.message = message
 
 
-def new_topic_id(rng: Rng) -> uuid.UUID:
-    """A random (version 4) topic id from the injected RNG, never the all-zero id."""
+def new_topic_id(rng: Rng, used: Container[uuid.UUID]) -> uuid.UUID:
+    """A random (version 4) topic id from the injected RNG that no topic of this log has ever
+    had: a seeded RNG restarted with the controller may repeat its draws, and a reused id would
+    let a stale replica of a deleted topic pass for the new one."""
     while True:
         value = uuid.UUID(int=rng.getrandbits(128), version=4)
-        if value.int != 0:
+        if value.int != 0 and value not in used:
             return value
 
 
@@ -116,6 +118,8 @@ class ReplicationControlManager:
         self.default_replication_factor = default_replication_factor
         self.topics_by_name: dict[str, uuid.UUID] = {}
         self.topics: dict[uuid.UUID, TopicControlInfo] = {}
+        #: Every topic id a TopicRecord ever carried, deleted topics included.
+        self.used_topic_ids: set[uuid.UUID] = set()
 
     # -- queries ---------------------------------------------------------------------------
 
@@ -257,6 +261,11 @@ class ReplicationControlManager:
             -1 if heartbeat is None else heartbeat.controlled_shutdown_offset,
             self.cluster.lowest_active_offset(),
         )
+        registration = self.cluster.registrations[broker_id]
+        if following is BrokerControlState.UNFENCED and registration.in_controlled_shutdown:
+            # This registration ended in a controlled shutdown: the broker must register again
+            # rather than come back as a leader the cluster believes is shutting down.
+            following = BrokerControlState.SHUTDOWN_NOW
         records: list[MetadataRecord] = []
         if following is not current:
             if following in (BrokerControlState.FENCED, BrokerControlState.SHUTDOWN_NOW):
@@ -465,7 +474,7 @@ class ReplicationControlManager:
             partitions = self._assigned_partitions(topic)
         else:
             partitions = self._placed_partitions(topic)
-        topic_id = new_topic_id(self.rng)
+        topic_id = new_topic_id(self.rng, self.used_topic_ids)
         records: list[MetadataRecord] = list(
             self.configs.topic_config_records(
                 topic.name, ((k, v) for k, v in topic.configs if v is not None)
@@ -707,8 +716,11 @@ class ReplicationControlManager:
         """Apply a record; MetadataReplayError when it names a topic or partition that does not
         exist (or a topic that already does)."""
         if isinstance(record, TopicRecord):
-            if record.name in self.topics_by_name or record.topic_id in self.topics:
-                raise MetadataReplayError(f"topic {record.name} {record.topic_id} exists")
+            if record.name in self.topics_by_name or record.topic_id in self.used_topic_ids:
+                raise MetadataReplayError(
+                    f"topic {record.name} {record.topic_id} exists or existed"
+                )
+            self.used_topic_ids.add(record.topic_id)
             self.topics_by_name[record.name] = record.topic_id
             self.topics[record.topic_id] = TopicControlInfo(record.name, record.topic_id)
             return
