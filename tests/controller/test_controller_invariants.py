@@ -31,12 +31,17 @@ from odradek.controller.partition_change import LeaderRecoveryState
 
 BROKERS = st.integers(1, 4)
 TOPICS = st.sampled_from(["a", "b", "c"])
+UNCLEAN_ON = ("unclean.leader.election.enable", "true")
 
 
 class ControllerMachine(RuleBasedStateMachine):
     @initialize(seed=st.integers(0, 2**16))
     def start(self, seed: int) -> None:
         self.h = Harness(seed)
+        # Start from a small live cluster so most steps act on replicated partitions.
+        self.h.start_brokers(1, 2, 3)
+        self.h.create_topic("a", partitions=2, replication_factor=3)
+        self.h.create_topic("b", replication_factor=2, configs=[UNCLEAN_ON])
         self.epochs_seen: dict[tuple[uuid.UUID, int], tuple[int, int]] = {}
         self.blocks: list[tuple[int, int]] = []
 
@@ -109,8 +114,7 @@ class ControllerMachine(RuleBasedStateMachine):
         self.h.run(self.h.controller.handle_delete_topics([name], [], self.h.now_ms))
 
     @rule(
-        name=TOPICS,
-        partition=st.integers(0, 2),
+        choice=st.integers(0, 99),
         members=st.lists(BROKERS, max_size=4, unique=True),
         stale_leader_epoch=st.booleans(),
         stale_partition_epoch=st.booleans(),
@@ -119,31 +123,32 @@ class ControllerMachine(RuleBasedStateMachine):
     )
     def alter_partition(
         self,
-        name: str,
-        partition: int,
+        choice: int,
         members: list[int],
         stale_leader_epoch: bool,
         stale_partition_epoch: bool,
         stale_broker_epoch: bool,
         recovered: bool,
     ) -> None:
+        """The leader of an existing partition (chosen by `choice`) proposes an ISR of itself
+        plus `members` that are replicas, sometimes with stale epochs."""
         h = self.h
-        topic_id = h.controller.replication.topics_by_name.get(name)
-        if topic_id is None:
-            return
-        current = h.controller.replication.partition(topic_id, partition)
-        if current is None or current.leader not in h.epochs:
-            return
-        isr = [
-            current.leader,
-            *(m for m in members if m in current.replicas and m != current.leader),
+        led = [
+            (topic.name, partition_id, partition)
+            for topic, partition_id, partition in h.controller.replication.all_partitions()
+            if partition.leader in h.epochs
         ]
-        epochs = (
-            {m: h.epochs[m] - 1 for m in members if m in h.epochs} if stale_broker_epoch else None
-        )
+        if not led:
+            return
+        name, partition_id, current = led[choice % len(led)]
+        isr = [current.leader]
+        isr += [m for m in members if m in current.replicas and m != current.leader]
+        epochs = None
+        if stale_broker_epoch:
+            epochs = {m: h.epochs[m] - 1 for m in members if m in h.epochs}
         response = h.alter_partition(
             name,
-            partition,
+            partition_id,
             isr,
             leader_epoch=current.leader_epoch - 1 if stale_leader_epoch else None,
             partition_epoch=current.partition_epoch - 1 if stale_partition_epoch else None,
