@@ -6,7 +6,7 @@ flattened across versions: a field a version lacks has Kafka's default. The admi
 operations the controller owns in KRaft (CreateTopics, DeleteTopics, CreatePartitions,
 IncrementalAlterConfigs, which brokers forward to it) carry only the fields the controller uses.
 `odradek.controller.kio_adapter` converts to and from kio's classes, so an RPC handler is a thin
-wrapper. These are plain values: no I/O, no kio import at module load.
+wrapper. These are plain values: no I/O, and of kio only its ErrorCode enum.
 """
 
 from __future__ import annotations
