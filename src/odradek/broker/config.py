@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from odradek.coordinator.group.config import GroupConfig
+from odradek.coordinator.group.config import GroupConfig, MigrationPolicy
 from odradek.coordinator.txn import TransactionConfig
 from odradek.storage.lazy_files import STORAGE_MODES
 from odradek.storage.log import LogConfig
@@ -105,6 +105,7 @@ DEFAULTS: dict[str, str] = {
     "group.streams.num.standby.replicas": "0",
     "group.streams.max.standby.replicas": "2",
     "group.consumer.assignors": "uniform,range",
+    "group.consumer.migration.policy": "bidirectional",
     "offsets.retention.minutes": "10080",
     "offsets.retention.check.interval.ms": "600000",
     "offset.metadata.max.bytes": "4096",
@@ -333,7 +334,12 @@ class BrokerConfig:
             raise ConfigError(
                 f"group.consumer.assignors: expected uniform and/or range, got {unknown or '-'}"
             )
+        try:
+            migration_policy = MigrationPolicy.parse(properties["group.consumer.migration.policy"])
+        except ValueError as error:
+            raise ConfigError(f"group.consumer.migration.policy: {error}") from None
         config = GroupConfig(
+            consumer_migration_policy=migration_policy,
             offsets_topic_partitions=number("offsets.topic.num.partitions"),
             initial_rebalance_delay_ms=number("group.initial.rebalance.delay.ms"),
             min_session_timeout_ms=number("group.min.session.timeout.ms"),

@@ -439,7 +439,7 @@ class GroupRuntime:
             deadline = self.coordinator.next_deadline()
             if deadline is None or deadline <= now:
                 try:
-                    self.apply(self.coordinator.poll(now))
+                    self.apply(self.coordinator.poll(now, self.topics()))
                 except Exception:
                     logger.exception("group coordinator timer failed")
                 deadline = self.coordinator.next_deadline()

@@ -35,7 +35,9 @@ async def handle(context: BrokerContext, header: RequestHeader, request: Any) ->
     )
     try:
         answer: JoinGroupResponse = await context.groups.run(
-            lambda reference, now: context.groups.coordinator.join_group(reference, join, now)
+            lambda reference, now: context.groups.coordinator.join_group(
+                reference, join, now, context.groups.topics()
+            )
         )
     except CoordinatorNotAvailableError:
         answer = JoinGroupResponse(ErrorCode.coordinator_not_available, member_id=join.member_id)

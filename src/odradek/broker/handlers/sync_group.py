@@ -28,7 +28,9 @@ async def handle(context: BrokerContext, header: RequestHeader, request: Any) ->
     )
     try:
         answer: SyncGroupResponse = await context.groups.run(
-            lambda reference, now: context.groups.coordinator.sync_group(reference, sync, now)
+            lambda reference, now: context.groups.coordinator.sync_group(
+                reference, sync, now, context.groups.topics()
+            )
         )
     except CoordinatorNotAvailableError:
         answer = SyncGroupResponse(ErrorCode.coordinator_not_available)

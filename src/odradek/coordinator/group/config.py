@@ -2,7 +2,34 @@
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
+
+
+class MigrationPolicy(enum.Enum):
+    """`group.consumer.migration.policy` (Kafka's ConsumerGroupMigrationPolicy)."""
+
+    DISABLED = "disabled"
+    UPGRADE = "upgrade"
+    DOWNGRADE = "downgrade"
+    BIDIRECTIONAL = "bidirectional"
+
+    @property
+    def upgrade_enabled(self) -> bool:
+        return self in (MigrationPolicy.UPGRADE, MigrationPolicy.BIDIRECTIONAL)
+
+    @property
+    def downgrade_enabled(self) -> bool:
+        return self in (MigrationPolicy.DOWNGRADE, MigrationPolicy.BIDIRECTIONAL)
+
+    @classmethod
+    def parse(cls, value: str) -> MigrationPolicy:
+        """Case-insensitive, as Kafka's parse; raises ValueError for anything else."""
+        try:
+            return cls(value.strip().lower())
+        except ValueError:
+            names = ", ".join(policy.value for policy in cls)
+            raise ValueError(f"expected one of {names}, got {value!r}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,3 +47,5 @@ class GroupConfig:
     offsets_retention_ms: int = 10080 * 60_000
     offsets_retention_check_interval_ms: int = 600_000
     offset_metadata_max_bytes: int = 4096
+    # `group.consumer.migration.policy`: Kafka 4's default converts both ways.
+    consumer_migration_policy: MigrationPolicy = MigrationPolicy.BIDIRECTIONAL

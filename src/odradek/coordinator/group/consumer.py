@@ -5,6 +5,11 @@ new target assignment (assignment epoch = group epoch). Each member then reconci
 target one heartbeat at a time, as Kafka's CurrentAssignmentBuilder does: first it revokes what
 it must give up (keeping its epoch), then it gets the target epoch and the partitions that are
 free; a partition another member still owns or is revoking is handed over only once released.
+
+A member may also speak the classic protocol (a consumer group migrated from a classic group,
+KIP-848 "Online migration"): it carries its ClassicMemberMetadata and is served through
+JoinGroup/SyncGroup/Heartbeat by `classic_members`. Every change of the group is written as
+Kafka's KIP-848 records (`records_for`), so the group and its members survive a restart.
 """
 
 from __future__ import annotations
@@ -19,9 +24,26 @@ from kio.schema.errors import ErrorCode
 
 from odradek.coordinator.group.assignors import Assignment, TopicInfo, UnknownAssignorError, assign
 from odradek.coordinator.group.config import GroupConfig
+from odradek.coordinator.group.consumer_records import (
+    MEMBER_STATE_STABLE,
+    MEMBER_STATE_UNRELEASED_PARTITIONS,
+    MEMBER_STATE_UNREVOKED_PARTITIONS,
+    ClassicMemberMetadata,
+    CurrentAssignmentValue,
+    MemberMetadataValue,
+    encode_current_value,
+    encode_member_value,
+    encode_target_epoch_value,
+    encode_target_value,
+)
 from odradek.coordinator.group.records import (
     ConsumerGroupKey,
     CoordinatorRecord,
+    CurrentAssignmentKey,
+    Key,
+    MemberKey,
+    TargetAssignmentEpochKey,
+    TargetAssignmentKey,
     encode_consumer_group_value,
     encode_key,
     partition_for,
@@ -33,6 +55,13 @@ Partitions = dict[uuid.UUID, frozenset[int]]
 
 LEAVE_GROUP_MEMBER_EPOCH = -1
 LEAVE_GROUP_STATIC_MEMBER_EPOCH = -2
+
+MEMBER_STATE_CODES = {
+    MemberState.UNREVOKED_PARTITIONS: MEMBER_STATE_UNREVOKED_PARTITIONS,
+    MemberState.UNRELEASED_PARTITIONS: MEMBER_STATE_UNRELEASED_PARTITIONS,
+    MemberState.STABLE: MEMBER_STATE_STABLE,
+}
+MEMBER_STATES = {code: state for state, code in MEMBER_STATE_CODES.items()}
 
 
 @dataclass(slots=True)
@@ -53,6 +82,46 @@ class ConsumerMember:
     pending_revocation: Partitions = field(default_factory=dict)
     session_deadline_ms: int = 0
     revocation_deadline_ms: int | None = None
+    # A classic-protocol member: its session timeout and JoinGroup protocols; None for a
+    # member that speaks ConsumerGroupHeartbeat.
+    classic: ClassicMemberMetadata | None = None
+    # Classic members only: the JoinGroup a REBALANCE_IN_PROGRESS heartbeat asked for, and the
+    # SyncGroup after a JoinGroup, are due within the rebalance timeout (Kafka's join and
+    # sync timeouts); a member that misses either is removed.
+    classic_join_deadline_ms: int | None = None
+    classic_sync_deadline_ms: int | None = None
+
+    @property
+    def uses_classic_protocol(self) -> bool:
+        return self.classic is not None
+
+    def session_timeout_ms(self, group_session_timeout_ms: int) -> int:
+        """A classic member's own session timeout, else the group's (ms)."""
+        if self.classic is not None:
+            return self.classic.session_timeout_ms
+        return group_session_timeout_ms
+
+    def metadata_value(self) -> MemberMetadataValue:
+        return MemberMetadataValue(
+            instance_id=self.instance_id,
+            rack_id=self.rack_id,
+            client_id=self.client_id,
+            client_host=self.client_host,
+            subscribed_topic_names=tuple(sorted(self.subscribed_topic_names)),
+            subscribed_topic_regex=self.subscribed_topic_regex,
+            rebalance_timeout_ms=self.rebalance_timeout_ms,
+            server_assignor=self.server_assignor,
+            classic=self.classic,
+        )
+
+    def current_value(self) -> CurrentAssignmentValue:
+        return CurrentAssignmentValue(
+            member_epoch=self.member_epoch,
+            previous_member_epoch=self.previous_member_epoch,
+            state=MEMBER_STATE_CODES[self.state],
+            assigned=self.assigned,
+            pending_revocation=self.pending_revocation,
+        )
 
     def subscribed(self, topics: Mapping[str, TopicInfo]) -> frozenset[str]:
         names = set(self.subscribed_topic_names)
@@ -77,6 +146,49 @@ class ConsumerGroup:
         # What the target assignment was computed from: subscribed topic -> (id, partitions).
         self.subscribed_metadata: dict[str, TopicInfo] = {}
         self.state_timestamp_ms = 0
+        # What the log holds for this group (`ConsumerProtocol.records_for` writes the
+        # difference): member id -> (metadata, target, current assignment) value bytes.
+        self.persisted_members: dict[str, tuple[bytes, bytes, bytes]] = {}
+        self.persisted_epoch: int | None = None
+        self.persisted_assignment_epoch: int | None = None
+
+    def static_member(self, instance_id: str | None) -> ConsumerMember | None:
+        if instance_id is None:
+            return None
+        return next((m for m in self.members.values() if m.instance_id == instance_id), None)
+
+    def classic_member_count(self) -> int:
+        return sum(1 for member in self.members.values() if member.uses_classic_protocol)
+
+    def all_classic_except(self, member_ids: set[str]) -> bool:
+        """Kafka's allMembersUseClassicProtocolExcept: every member but `member_ids` speaks
+        the classic protocol, and none of `member_ids` does."""
+        return all(
+            member.uses_classic_protocol != (member_id in member_ids)
+            for member_id, member in self.members.items()
+        )
+
+    def supports_classic_protocols(self, protocol_type: str, names: list[str]) -> bool:
+        """Kafka's supportsClassicProtocols: a "consumer" JoinGroup whose protocols include
+        one every classic member supports."""
+        if protocol_type != "consumer":
+            return False
+        if not self.members:
+            return bool(names)
+        classic = [m.classic for m in self.members.values() if m.classic is not None]
+        return any(
+            all(name in {protocol for protocol, _ in each.protocols} for each in classic)
+            for name in names
+        )
+
+    def waiting_on_unreleased_partition(self, member: ConsumerMember) -> bool:
+        """Kafka's waitingOnUnreleasedPartition: a target partition the member does not have
+        yet is still owned by someone else."""
+        if member.state != MemberState.UNRELEASED_PARTITIONS:
+            return False
+        taken = self.owner_epochs(member.member_id)
+        missing = _flatten(self.target.get(member.member_id, {})) - _flatten(member.assigned)
+        return bool(missing & taken)
 
     @property
     def state(self) -> ConsumerGroupState:
@@ -144,7 +256,9 @@ class ConsumerProtocol:
         self,
         config: GroupConfig,
         groups: Callable[[str], ConsumerGroup | None],
-        create_group: Callable[[str], ConsumerGroup | None],
+        create_group: Callable[
+            [str, Mapping[str, TopicInfo], int, Result], ConsumerGroup | ErrorCode
+        ],
         new_id: Callable[[], str],
     ) -> None:
         self.config = config
@@ -154,6 +268,10 @@ class ConsumerProtocol:
         # Per-group dynamic configs (GROUP resource, KIP-848): group id -> overrides of the
         # broker's group.consumer.session.timeout.ms / heartbeat.interval.ms.
         self.group_overrides: dict[str, ConsumerGroupOverrides] = {}
+        # Set by the coordinator: converts the group to a classic group when the members
+        # being fenced are the last ones on the consumer protocol (KIP-848 online
+        # downgrade); returns whether it did.
+        self.downgrade: Callable[[ConsumerGroup, set[str], int, Result], bool] | None = None
 
     def set_group_overrides(self, group_id: str, overrides: ConsumerGroupOverrides) -> None:
         """Apply a group's `consumer.session.timeout.ms` / `consumer.heartbeat.interval.ms`
@@ -177,17 +295,112 @@ class ConsumerProtocol:
             return override.heartbeat_interval_ms
         return self.config.consumer_heartbeat_interval_ms
 
-    def epoch_record(self, group: ConsumerGroup) -> CoordinatorRecord:
+    # -- records -----------------------------------------------------------------------------
+
+    def _record(self, group_id: str, key: Key, value: bytes | None) -> CoordinatorRecord:
         return CoordinatorRecord(
-            partition_for(group.group_id, self.config.offsets_topic_partitions),
-            encode_key(ConsumerGroupKey(group.group_id)),
-            encode_consumer_group_value(group.group_epoch),
+            partition_for(group_id, self.config.offsets_topic_partitions), encode_key(key), value
         )
 
-    def _bump(self, group: ConsumerGroup, now_ms: int, result: Result) -> None:
+    def records_for(self, group: ConsumerGroup) -> list[CoordinatorRecord]:
+        """The records that bring the log's copy of `group` up to date, in Kafka's order:
+        removed members' tombstones (current assignment, target, metadata), then changed
+        member metadata, the group epoch, changed targets, the assignment epoch and changed
+        current assignments. Marks them written."""
+        group_id = group.group_id
+        records: list[CoordinatorRecord] = []
+        for member_id in [m for m in group.persisted_members if m not in group.members]:
+            del group.persisted_members[member_id]
+            records += [
+                self._record(group_id, CurrentAssignmentKey(group_id, member_id), None),
+                self._record(group_id, TargetAssignmentKey(group_id, member_id), None),
+                self._record(group_id, MemberKey(group_id, member_id), None),
+            ]
+        now = {
+            member_id: (
+                encode_member_value(member.metadata_value()),
+                encode_target_value(group.target.get(member_id, {})),
+                encode_current_value(member.current_value()),
+            )
+            for member_id, member in group.members.items()
+        }
+        before = dict(group.persisted_members)
+
+        def changed(member_id: str, index: int) -> bool:
+            old = before.get(member_id)
+            return old is None or old[index] != now[member_id][index]
+
+        for member_id, values in now.items():
+            if changed(member_id, 0):
+                records.append(self._record(group_id, MemberKey(group_id, member_id), values[0]))
+        if group.persisted_epoch != group.group_epoch:
+            records.append(
+                self._record(
+                    group_id,
+                    ConsumerGroupKey(group_id),
+                    encode_consumer_group_value(group.group_epoch),
+                )
+            )
+        for member_id, values in now.items():
+            if changed(member_id, 1):
+                records.append(
+                    self._record(group_id, TargetAssignmentKey(group_id, member_id), values[1])
+                )
+        if group.persisted_assignment_epoch != group.assignment_epoch:
+            records.append(
+                self._record(
+                    group_id,
+                    TargetAssignmentEpochKey(group_id),
+                    encode_target_epoch_value(group.assignment_epoch),
+                )
+            )
+        for member_id, values in now.items():
+            if changed(member_id, 2):
+                records.append(
+                    self._record(group_id, CurrentAssignmentKey(group_id, member_id), values[2])
+                )
+        self.mark_persisted(group, now)
+        return records
+
+    @staticmethod
+    def mark_persisted(
+        group: ConsumerGroup, values: dict[str, tuple[bytes, bytes, bytes]] | None = None
+    ) -> None:
+        """The log holds exactly the group's current state (after replay, or a write)."""
+        if values is None:
+            values = {
+                member_id: (
+                    encode_member_value(member.metadata_value()),
+                    encode_target_value(group.target.get(member_id, {})),
+                    encode_current_value(member.current_value()),
+                )
+                for member_id, member in group.members.items()
+            }
+        group.persisted_members = values
+        group.persisted_epoch = group.group_epoch
+        group.persisted_assignment_epoch = group.assignment_epoch
+
+    def tombstones(self, group: ConsumerGroup) -> list[CoordinatorRecord]:
+        """Every record of the group deleted (Kafka's createGroupTombstoneRecords)."""
+        group_id = group.group_id
+        records = []
+        for member_id in sorted(set(group.members) | set(group.persisted_members)):
+            records += [
+                self._record(group_id, CurrentAssignmentKey(group_id, member_id), None),
+                self._record(group_id, TargetAssignmentKey(group_id, member_id), None),
+                self._record(group_id, MemberKey(group_id, member_id), None),
+            ]
+        records += [
+            self._record(group_id, TargetAssignmentEpochKey(group_id), None),
+            self._record(group_id, ConsumerGroupKey(group_id), None),
+        ]
+        group.persisted_members = {}
+        group.persisted_epoch = group.persisted_assignment_epoch = None
+        return records
+
+    def bump(self, group: ConsumerGroup, now_ms: int) -> None:
         group.group_epoch += 1
         group.state_timestamp_ms = now_ms
-        result.records.append(self.epoch_record(group))
 
     # -- the heartbeat -----------------------------------------------------------------------
 
@@ -239,11 +452,15 @@ class ConsumerProtocol:
         if group is None:
             if epoch != 0:
                 return fail(ErrorCode.unknown_member_id, "The group does not exist.")
-            group = self._create_group(request.group_id)
-            if group is None:
-                return fail(ErrorCode.group_id_not_found, "The group is not a consumer group.")
+            created = self._create_group(request.group_id, topics, now_ms, result)
+            if created == ErrorCode.group_max_size_reached:
+                return fail(created, "The group is full.")
+            if isinstance(created, ErrorCode):
+                return fail(created, f"Group {request.group_id} is not a consumer group.")
+            group = created
         member_id = request.member_id or self._new_id()
         member = group.members.get(member_id)
+        bumped = False
         if epoch == 0:
             taken_over = False
             if request.instance_id is not None:
@@ -254,14 +471,15 @@ class ConsumerProtocol:
                     member, taken_over = replaced, True
             if member is not None and not taken_over:
                 # A member re-joining from scratch: drop what it had, then join again.
-                self._remove(group, member_id, now_ms, result)
+                self.remove(group, member_id, now_ms)
                 member = None
             if member is None:
                 if len(group.members) >= self.config.max_size:
                     return fail(ErrorCode.group_max_size_reached, "The group is full.")
                 member = ConsumerMember(member_id=member_id)
                 group.members[member_id] = member
-                self._bump(group, now_ms, result)
+                self.bump(group, now_ms)
+                bumped = True
         else:
             if member is None:
                 return fail(ErrorCode.unknown_member_id, "The member is not in the group.")
@@ -277,6 +495,9 @@ class ConsumerProtocol:
                     ErrorCode.fenced_member_epoch,
                     f"The member epoch {epoch} is not {member.member_epoch}.",
                 )
+        # A classic member that comes back on ConsumerGroupHeartbeat now speaks this protocol.
+        member.classic = None
+        member.classic_join_deadline_ms = member.classic_sync_deadline_ms = None
         member.session_deadline_ms = now_ms + self.session_timeout_ms(group.group_id)
         member.client_id = request.client_id
         member.client_host = request.client_host
@@ -298,18 +519,18 @@ class ConsumerProtocol:
         if request.server_assignor is not None:
             changed |= request.server_assignor != member.server_assignor
             member.server_assignor = request.server_assignor
-        subscribed_metadata = self._subscribed_metadata(group, topics)
+        subscribed_metadata = self.subscribed_metadata(group, topics)
         if changed or subscribed_metadata != group.subscribed_metadata:
-            if not (changed and epoch == 0 and result.records):
-                self._bump(group, now_ms, result)
+            if not (changed and epoch == 0 and bumped):
+                self.bump(group, now_ms)
             group.subscribed_metadata = subscribed_metadata
         if group.group_epoch > group.assignment_epoch:
             try:
-                self._compute_target(group, topics)
+                self.compute_target(group, topics)
             except UnknownAssignorError as error:
                 return fail(ErrorCode.unsupported_assignor, f"Unknown assignor {error}.")
         assigned_before = dict(member.assigned)
-        self._reconcile(group, member, request.owned, now_ms)
+        self.reconcile(group, member, request.owned, now_ms)
         full_request = epoch == 0 or (
             request.rebalance_timeout_ms >= 0
             and request.subscribed_topic_names is not None
@@ -372,7 +593,7 @@ class ConsumerProtocol:
             member.previous_member_epoch = member.member_epoch
             member.member_epoch = LEAVE_GROUP_STATIC_MEMBER_EPOCH
         else:
-            self._remove(group, member.member_id, now_ms, result)
+            self.fence(group, {member.member_id}, now_ms, result)
         result.respond(
             ref,
             ConsumerGroupHeartbeatResponse(
@@ -383,15 +604,28 @@ class ConsumerProtocol:
         )
         return result
 
-    def _remove(self, group: ConsumerGroup, member_id: str, now_ms: int, result: Result) -> None:
+    def remove(self, group: ConsumerGroup, member_id: str, now_ms: int) -> None:
         group.members.pop(member_id, None)
         group.target.pop(member_id, None)
-        self._bump(group, now_ms, result)
+        self.bump(group, now_ms)
+
+    def fence(
+        self, group: ConsumerGroup, member_ids: set[str], now_ms: int, result: Result
+    ) -> None:
+        """Members leave or time out (Kafka's consumerGroupFenceMembers): when they are the
+        last ones on the consumer protocol the group may go back to classic (`downgrade`);
+        otherwise they are removed and the group epoch bumped."""
+        if self.downgrade is not None and self.downgrade(group, member_ids, now_ms, result):
+            return
+        for member_id in member_ids:
+            group.members.pop(member_id, None)
+            group.target.pop(member_id, None)
+        self.bump(group, now_ms)
 
     # -- assignment --------------------------------------------------------------------------
 
     @staticmethod
-    def _subscribed_metadata(
+    def subscribed_metadata(
         group: ConsumerGroup, topics: Mapping[str, TopicInfo]
     ) -> dict[str, TopicInfo]:
         names: set[str] = set()
@@ -407,7 +641,7 @@ class ConsumerProtocol:
             return max(sorted(votes), key=lambda name: votes[name])
         return self.config.consumer_assignors[0]
 
-    def _compute_target(self, group: ConsumerGroup, topics: Mapping[str, TopicInfo]) -> None:
+    def compute_target(self, group: ConsumerGroup, topics: Mapping[str, TopicInfo]) -> None:
         name = self._choose_assignor(group)
         subscriptions = {
             member_id: member.subscribed(topics) for member_id, member in group.members.items()
@@ -416,7 +650,7 @@ class ConsumerProtocol:
         group.assignor_name = name
         group.assignment_epoch = group.group_epoch
 
-    def _reconcile(
+    def reconcile(
         self,
         group: ConsumerGroup,
         member: ConsumerMember,
@@ -435,7 +669,9 @@ class ConsumerProtocol:
         target = _flatten(group.target.get(member.member_id, {}))
         current = _flatten(member.assigned)
         to_revoke = current - target
-        if to_revoke:
+        # As Kafka's CurrentAssignmentBuilder: partitions the member says it no longer owns
+        # (a classic member rejoins having revoked them) need no revocation round.
+        if to_revoke and (owned is None or to_revoke & _flatten(owned)):
             member.assigned = _group(current & target)
             member.pending_revocation = _group(to_revoke)
             member.state = MemberState.UNREVOKED_PARTITIONS
@@ -454,19 +690,32 @@ class ConsumerProtocol:
     # -- timers ------------------------------------------------------------------------------
 
     @staticmethod
-    def next_deadline(group: ConsumerGroup) -> int | None:
-        deadlines = [member.session_deadline_ms for member in group.members.values()]
-        deadlines += [
-            member.revocation_deadline_ms
-            for member in group.members.values()
-            if member.revocation_deadline_ms is not None
-        ]
-        return min(deadlines, default=None)
+    def _deadlines(member: ConsumerMember) -> list[int]:
+        deadlines = [member.session_deadline_ms]
+        for deadline in (
+            member.revocation_deadline_ms,
+            member.classic_join_deadline_ms,
+            member.classic_sync_deadline_ms,
+        ):
+            if deadline is not None:
+                deadlines.append(deadline)
+        return deadlines
 
-    def poll(self, group: ConsumerGroup, now_ms: int, result: Result) -> None:
+    @classmethod
+    def next_deadline(cls, group: ConsumerGroup) -> int | None:
+        return min(
+            (deadline for member in group.members.values() for deadline in cls._deadlines(member)),
+            default=None,
+        )
+
+    def poll(self, group: ConsumerGroup, now_ms: int, result: Result) -> bool:
+        """Fence members whose session, revocation, join or sync deadline passed; returns
+        False when that turned the group into a classic group (it is no longer this one)."""
         for member in list(group.members.values()):
-            if member.session_deadline_ms <= now_ms or (
-                member.revocation_deadline_ms is not None
-                and member.revocation_deadline_ms <= now_ms
-            ):
-                self._remove(group, member.member_id, now_ms, result)
+            if member.member_id not in group.members:
+                continue
+            if min(self._deadlines(member)) <= now_ms:
+                self.fence(group, {member.member_id}, now_ms, result)
+                if self._group(group.group_id) is not group:
+                    return False
+        return True

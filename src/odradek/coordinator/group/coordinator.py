@@ -6,6 +6,12 @@ and returns a `Result`: responses (for this request or for parked ones) and reco
 `replay(key, value)` applies a record read back from the log, which is how state is rebuilt on
 start. Timers fire from `poll(now)`; `next_deadline()` says when to call it next. Reads
 (OffsetFetch, Describe, List) are plain methods that change nothing.
+
+A group is classic or a KIP-848 consumer group; it moves between the two online (KIP-848
+"Online migration", `migration`): a ConsumerGroupHeartbeat joining a classic group upgrades it,
+classic members of a consumer group are served by `classic_members`, and the group goes back to
+classic when its last consumer-protocol member leaves, as `group.consumer.migration.policy`
+allows. Every consumer-group change is written as Kafka's KIP-848 records.
 """
 
 from __future__ import annotations
@@ -25,15 +31,38 @@ from odradek.coordinator.group.classic import (
     JoinRequest,
     SyncRequest,
 )
+from odradek.coordinator.group.classic_members import ClassicMembers
 from odradek.coordinator.group.config import GroupConfig
-from odradek.coordinator.group.consumer import ConsumerGroup, ConsumerProtocol, HeartbeatRequest
+from odradek.coordinator.group.consumer import (
+    MEMBER_STATES,
+    ConsumerGroup,
+    ConsumerMember,
+    ConsumerProtocol,
+    HeartbeatRequest,
+)
+from odradek.coordinator.group.consumer_records import (
+    decode_current_value,
+    decode_member_value,
+    decode_target_epoch_value,
+    decode_target_value,
+)
+from odradek.coordinator.group.embedded_protocol import MalformedProtocolError
+from odradek.coordinator.group.migration import (
+    classic_group_uses_consumer_protocol,
+    to_classic_group,
+    to_consumer_group,
+)
 from odradek.coordinator.group.records import (
     ConsumerGroupKey,
     CoordinatorRecord,
+    CurrentAssignmentKey,
     GroupKey,
+    MemberKey,
     OffsetKey,
     OffsetValue,
     RecordFormatError,
+    TargetAssignmentEpochKey,
+    TargetAssignmentKey,
     decode_consumer_group_value,
     decode_group_value,
     decode_key,
@@ -46,11 +75,13 @@ from odradek.coordinator.group.records import (
 from odradek.coordinator.group.results import (
     DeleteGroupsResponse,
     ErrorResponse,
+    JoinGroupResponse,
     OffsetCommitResponse,
     OffsetDeleteResponse,
     Result,
+    SyncGroupResponse,
 )
-from odradek.coordinator.group.state import ClassicGroupState
+from odradek.coordinator.group.state import ClassicGroupState, MemberState
 
 logger = logging.getLogger(__name__)
 
@@ -131,6 +162,10 @@ class GroupCoordinator:
         self.offsets: dict[str, dict[TopicPartition, OffsetValue]] = {}
         self.classic = ClassicProtocol(config, self._classic_group, self._new_classic, new_id)
         self.consumer = ConsumerProtocol(config, self._consumer_group, self._new_consumer, new_id)
+        self.consumer.downgrade = self._maybe_downgrade
+        self.classic_members = ClassicMembers(self.consumer, new_id)
+        # The topics the broker last told an operation about (names for ids in assignments).
+        self._topics: dict[str, TopicInfo] = {}
         self._next_retention_check_ms: int | None = None
         # Kafka's pendingTransactionalOffsetCommits: producer id -> group -> partition -> offset,
         # staged by TxnOffsetCommit, committed or dropped when the transaction's marker lands.
@@ -165,29 +200,162 @@ class GroupCoordinator:
         self.groups[group_id] = group
         return group
 
-    def _new_consumer(self, group_id: str) -> ConsumerGroup | None:
+    def _new_consumer(
+        self, group_id: str, topics: Mapping[str, TopicInfo], now_ms: int, result: Result
+    ) -> ConsumerGroup | ErrorCode:
+        """Kafka's getOrMaybeCreateConsumerGroup for a member joining with epoch 0: the
+        consumer group, a new one (an empty classic group is deleted first), or the classic
+        group upgraded; GROUP_ID_NOT_FOUND when the classic group cannot be upgraded,
+        GROUP_MAX_SIZE_REACHED when it could but has no room for the new member."""
         existing = self.groups.get(group_id)
         if isinstance(existing, ConsumerGroup):
             return existing
         if isinstance(existing, ClassicGroup) and (existing.members or existing.pending_members):
-            return None
+            return self._upgrade(existing, topics, now_ms, result)
         group = ConsumerGroup(group_id)
         if isinstance(existing, ClassicGroup):
-            # An empty classic group (e.g. offsets only) becomes a consumer group.
+            # An empty classic group (e.g. offsets only) is deleted; a consumer group
+            # takes its place, with its epoch counting on from the generation.
+            result.records.append(self._group_tombstone(group_id))
             group.group_epoch = existing.generation_id
             group.assignment_epoch = existing.generation_id
         self.groups[group_id] = group
         return group
+
+    def _group_tombstone(self, group_id: str) -> CoordinatorRecord:
+        return CoordinatorRecord(self.partition_for(group_id), encode_key(GroupKey(group_id)), None)
+
+    # -- online migration (KIP-848) ---------------------------------------------------------
+
+    def _upgrade(
+        self, classic: ClassicGroup, topics: Mapping[str, TopicInfo], now_ms: int, result: Result
+    ) -> ConsumerGroup | ErrorCode:
+        """Kafka's validateOnlineUpgrade + convertToConsumerGroup: the classic group's
+        members move into a new consumer group (parked JoinGroup/SyncGroup answers get
+        REBALANCE_IN_PROGRESS, so they rejoin), the classic group record is tombstoned."""
+        if not (
+            self.config.consumer_migration_policy.upgrade_enabled
+            and classic_group_uses_consumer_protocol(classic)
+            and len(classic.members) <= self.config.max_size
+        ):
+            logger.info("classic group %s cannot be upgraded", classic.group_id)
+            return ErrorCode.group_id_not_found
+        if len(classic.members) >= self.config.max_size:
+            # Kafka converts, then finds no room for the joining member: nothing is stored.
+            return ErrorCode.group_max_size_reached
+        try:
+            group = to_consumer_group(classic, topics, now_ms, ConsumerGroup(classic.group_id))
+        except MalformedProtocolError as error:
+            logger.warning("cannot upgrade classic group %s: %s", classic.group_id, error)
+            return ErrorCode.group_id_not_found
+        for member in classic.members.values():
+            if member.join_ref is not None:
+                result.respond(
+                    member.join_ref,
+                    JoinGroupResponse(ErrorCode.rebalance_in_progress, member_id=member.member_id),
+                )
+            if member.sync_ref is not None:
+                result.respond(member.sync_ref, SyncGroupResponse(ErrorCode.rebalance_in_progress))
+            member.join_ref = member.sync_ref = None
+        classic.state = ClassicGroupState.DEAD
+        result.records.append(self._group_tombstone(classic.group_id))
+        group.subscribed_metadata = self.consumer.subscribed_metadata(group, topics)
+        self.groups[classic.group_id] = group
+        logger.info(
+            "upgraded classic group %s (generation %d, %d member(s)) to a consumer group",
+            classic.group_id,
+            classic.generation_id,
+            len(group.members),
+        )
+        return group
+
+    def _maybe_downgrade(
+        self, group: ConsumerGroup, leaving: set[str], now_ms: int, result: Result
+    ) -> bool:
+        """Kafka's validateOnlineDowngradeWithFencedMember(s) + convertToClassicGroup: when
+        the members leaving are the last on the consumer protocol, the others become a
+        classic group that rebalances at once. Returns whether the group was converted."""
+        members = group.members
+        leaving = {member_id for member_id in leaving if member_id in members}
+        remaining = [m for member_id, m in members.items() if member_id not in leaving]
+        if not leaving or not all(m.uses_classic_protocol for m in remaining):
+            return False
+        if len(leaving) == 1 and members[next(iter(leaving))].uses_classic_protocol:
+            return False
+        if (
+            not remaining
+            or not self.config.consumer_migration_policy.downgrade_enabled
+            or len(remaining) > self.config.max_size
+        ):
+            return False
+        names = {info.topic_id: name for name, info in group.subscribed_metadata.items()}
+        names |= {info.topic_id: name for name, info in self._topics.items()}
+        result.records += self.consumer.tombstones(group)
+        classic = to_classic_group(group, leaving, names, now_ms)
+        result.records.append(self.classic.group_record(classic))
+        self.groups[group.group_id] = classic
+        self.classic.prepare_rebalance(classic, now_ms, result)
+        logger.info(
+            "downgraded consumer group %s (epoch %d, %d member(s)) to a classic group",
+            group.group_id,
+            group.group_epoch,
+            len(classic.members),
+        )
+        return True
+
+    def _persist(self, group_id: str, result: Result) -> Result:
+        """Append the records of what the operation changed in a consumer group."""
+        group = self.groups.get(group_id)
+        if isinstance(group, ConsumerGroup):
+            result.records += self.consumer.records_for(group)
+        return result
 
     def partition_for(self, group_id: str) -> int:
         return partition_for(group_id, self.config.offsets_topic_partitions)
 
     # -- classic protocol --------------------------------------------------------------------
 
-    def join_group(self, ref: int, request: JoinRequest, now_ms: int) -> Result:
+    def join_group(
+        self,
+        ref: int,
+        request: JoinRequest,
+        now_ms: int,
+        topics: Mapping[str, TopicInfo] | None = None,
+    ) -> Result:
+        """JoinGroup: to a classic group, or as a classic member of a non-empty consumer
+        group; an empty consumer group is deleted and a classic group takes its place."""
+        if topics is not None:
+            self._topics = dict(topics)
+        group = self.groups.get(request.group_id)
+        if isinstance(group, ConsumerGroup):
+            if group.members:
+                result = self.classic_members.join(ref, group, request, self._topics, now_ms)
+                return self._persist(request.group_id, result)
+            tombstones = self.consumer.tombstones(group)
+            del self.groups[request.group_id]
+            result = self.classic.join(ref, request, now_ms)
+            result.records[0:0] = tombstones
+            return result
         return self.classic.join(ref, request, now_ms)
 
-    def sync_group(self, ref: int, request: SyncRequest, now_ms: int) -> Result:
+    def sync_group(
+        self,
+        ref: int,
+        request: SyncRequest,
+        now_ms: int,
+        topics: Mapping[str, TopicInfo] | None = None,
+    ) -> Result:
+        if topics is not None:
+            self._topics = dict(topics)
+        group = self.groups.get(request.group_id)
+        if isinstance(group, ConsumerGroup):
+            if not group.members:
+                result = Result()
+                result.respond(ref, SyncGroupResponse(ErrorCode.unknown_member_id))
+                return result
+            names = {info.topic_id: name for name, info in self._topics.items()}
+            result = self.classic_members.sync(ref, group, request, names, now_ms)
+            return self._persist(request.group_id, result)
         return self.classic.sync(ref, request, now_ms)
 
     def heartbeat(
@@ -199,11 +367,21 @@ class GroupCoordinator:
         instance_id: str | None,
         now_ms: int,
     ) -> Result:
+        group = self.groups.get(group_id)
+        if isinstance(group, ConsumerGroup):
+            result = self.classic_members.heartbeat(
+                ref, group, generation_id, member_id, instance_id, now_ms
+            )
+            return self._persist(group_id, result)
         return self.classic.heartbeat(ref, group_id, generation_id, member_id, instance_id, now_ms)
 
     def leave_group(
         self, ref: int, group_id: str, members: list[tuple[str, str | None]], now_ms: int
     ) -> Result:
+        group = self.groups.get(group_id)
+        if isinstance(group, ConsumerGroup):
+            result = self.classic_members.leave(ref, group, members, now_ms)
+            return self._persist(group_id, result)
         return self.classic.leave(ref, group_id, members, now_ms)
 
     # -- consumer protocol -------------------------------------------------------------------
@@ -215,7 +393,9 @@ class GroupCoordinator:
         topics: Mapping[str, TopicInfo],
         now_ms: int,
     ) -> Result:
-        return self.consumer.heartbeat(ref, request, topics, now_ms)
+        self._topics = dict(topics)
+        result = self.consumer.heartbeat(ref, request, topics, now_ms)
+        return self._persist(request.group_id, result)
 
     # -- offsets -----------------------------------------------------------------------------
 
@@ -239,7 +419,13 @@ class GroupCoordinator:
             if member is None:
                 return ErrorCode.unknown_member_id
             if generation != member.member_epoch:
-                return ErrorCode.stale_member_epoch
+                # Kafka's ConsumerGroup.validateMemberEpoch: a classic member's commit is
+                # checked against its generation, and answered in the classic protocol.
+                return (
+                    ErrorCode.illegal_generation
+                    if member.uses_classic_protocol
+                    else ErrorCode.stale_member_epoch
+                )
             return ErrorCode.none
         if group.state == ClassicGroupState.DEAD:
             return ErrorCode.coordinator_not_available
@@ -523,12 +709,9 @@ class GroupCoordinator:
             CoordinatorRecord(partition, encode_key(OffsetKey(group.group_id, topic, index)), None)
             for topic, index in sorted(self.offsets.get(group.group_id, {}))
         ]
-        key = (
-            GroupKey(group.group_id)
-            if isinstance(group, ClassicGroup)
-            else ConsumerGroupKey(group.group_id)
-        )
-        records.append(CoordinatorRecord(partition, encode_key(key), None))
+        if isinstance(group, ConsumerGroup):
+            return records + self.consumer.tombstones(group)
+        records.append(CoordinatorRecord(partition, encode_key(GroupKey(group.group_id)), None))
         return records
 
     def describe_groups(self, group_ids: Iterable[str]) -> list[DescribedGroup]:
@@ -614,8 +797,10 @@ class GroupCoordinator:
                 self._replay_offset(key, value, now_ms)
             elif isinstance(key, GroupKey):
                 self._replay_group(key, value, now_ms)
-            else:
+            elif isinstance(key, ConsumerGroupKey):
                 self._replay_consumer_group(key, value)
+            else:
+                self._replay_consumer_member(key, value)
         except RecordFormatError as error:
             logger.warning("skipping an unreadable __consumer_offsets record: %s", error)
 
@@ -681,11 +866,67 @@ class GroupCoordinator:
             return
         epoch = decode_consumer_group_value(value)
         if isinstance(existing, ConsumerGroup):
-            existing.group_epoch = max(existing.group_epoch, epoch)
+            existing.group_epoch = epoch
             return
         group = ConsumerGroup(key.group_id)
         group.group_epoch = group.assignment_epoch = epoch
         self.groups[key.group_id] = group
+
+    def _persisted_consumer_group(self, group_id: str) -> ConsumerGroup:
+        """Kafka's getOrMaybeCreatePersistedConsumerGroup: a simple classic group (offsets
+        only, no record of its own) gives way to the consumer group being replayed."""
+        group = self.groups.get(group_id)
+        if isinstance(group, ConsumerGroup):
+            return group
+        created = ConsumerGroup(group_id)
+        self.groups[group_id] = created
+        return created
+
+    def _replay_consumer_member(
+        self,
+        key: MemberKey | TargetAssignmentEpochKey | TargetAssignmentKey | CurrentAssignmentKey,
+        value: bytes | None,
+    ) -> None:
+        """The KIP-848 member, target and current assignment records (Kafka's replay of
+        ConsumerGroupMemberMetadata, TargetAssignment*, CurrentMemberAssignment)."""
+        if value is None:
+            group = self.groups.get(key.group_id)
+            if not isinstance(group, ConsumerGroup):
+                return
+            if isinstance(key, MemberKey):
+                group.members.pop(key.member_id, None)
+            elif isinstance(key, TargetAssignmentKey):
+                group.target.pop(key.member_id, None)
+            elif isinstance(key, CurrentAssignmentKey) and key.member_id in group.members:
+                member = group.members[key.member_id]
+                member.assigned, member.pending_revocation = {}, {}
+            return
+        group = self._persisted_consumer_group(key.group_id)
+        if isinstance(key, TargetAssignmentEpochKey):
+            group.assignment_epoch = decode_target_epoch_value(value)
+            return
+        if isinstance(key, TargetAssignmentKey):
+            group.target[key.member_id] = decode_target_value(value)
+            return
+        member = group.members.setdefault(key.member_id, ConsumerMember(member_id=key.member_id))
+        if isinstance(key, MemberKey):
+            stored = decode_member_value(value)
+            member.instance_id = stored.instance_id
+            member.rack_id = stored.rack_id
+            member.client_id = stored.client_id
+            member.client_host = stored.client_host
+            member.subscribed_topic_names = frozenset(stored.subscribed_topic_names)
+            member.subscribed_topic_regex = stored.subscribed_topic_regex
+            member.rebalance_timeout_ms = stored.rebalance_timeout_ms
+            member.server_assignor = stored.server_assignor
+            member.classic = stored.classic
+            return
+        current = decode_current_value(value)
+        member.member_epoch = current.member_epoch
+        member.previous_member_epoch = current.previous_member_epoch
+        member.state = MEMBER_STATES.get(current.state, member.state)
+        member.assigned = current.assigned
+        member.pending_revocation = current.pending_revocation
 
     def finish_loading(self, now_ms: int) -> None:
         """After replay: loaded members' sessions start now (as in Kafka's group load)."""
@@ -693,9 +934,19 @@ class GroupCoordinator:
             if isinstance(group, ClassicGroup):
                 for member in group.members.values():
                     member.heartbeat_deadline_ms = now_ms + member.session_timeout_ms
-            else:
+                continue
+            if not group.members:
                 group.assignment_epoch = group.group_epoch
-                group.state_timestamp_ms = group.state_timestamp_ms or now_ms
+            group.state_timestamp_ms = group.state_timestamp_ms or now_ms
+            for consumer_member in group.members.values():
+                consumer_member.session_deadline_ms = now_ms + consumer_member.session_timeout_ms(
+                    self.consumer.session_timeout_ms(group.group_id)
+                )
+                if consumer_member.state == MemberState.UNREVOKED_PARTITIONS:
+                    consumer_member.revocation_deadline_ms = (
+                        now_ms + consumer_member.rebalance_timeout_ms
+                    )
+            self.consumer.mark_persisted(group)
 
     # -- timers ------------------------------------------------------------------------------
 
@@ -712,13 +963,15 @@ class GroupCoordinator:
             deadlines.append(self._next_retention_check_ms)
         return min(deadlines, default=None)
 
-    def poll(self, now_ms: int) -> Result:
+    def poll(self, now_ms: int, topics: Mapping[str, TopicInfo] | None = None) -> Result:
+        if topics is not None:
+            self._topics = dict(topics)
         result = Result()
         for group in list(self.groups.values()):
             if isinstance(group, ClassicGroup):
                 self.classic.poll(group, now_ms, result)
-            else:
-                self.consumer.poll(group, now_ms, result)
+            elif self.consumer.poll(group, now_ms, result):
+                result.records += self.consumer.records_for(group)
         if self._next_retention_check_ms is None:
             self._next_retention_check_ms = now_ms + self.config.offsets_retention_check_interval_ms
         elif self._next_retention_check_ms <= now_ms:

@@ -9,9 +9,15 @@ Written here:
   GroupMetadataKey v2         group                         GroupMetadataValue v3
   ConsumerGroupMetadataKey v3 group                         ConsumerGroupMetadataValue v0
 
-Of the KIP-848 record types only ConsumerGroupMetadata (the group epoch) is written: members
-re-join after a restart (their heartbeats get UNKNOWN_MEMBER_ID), so the epoch and the
-committed offsets are all that must survive. Other key versions are skipped on replay.
+  ConsumerGroupMemberMetadataKey v5          group, member  ConsumerGroupMemberMetadataValue v0
+  ConsumerGroupTargetAssignmentMetadataKey v6 group          ...TargetAssignmentMetadataValue v0
+  ConsumerGroupTargetAssignmentMemberKey v7   group, member  ...TargetAssignmentMemberValue v0
+  ConsumerGroupCurrentMemberAssignmentKey v8  group, member  ...CurrentMemberAssignmentValue v0
+
+The KIP-848 values are flexible versions (see `consumer_records`): a consumer group, its
+members (also classic-protocol members of a migrated group, with their ClassicMemberMetadata),
+target and current assignments all survive a restart. ConsumerGroupPartitionMetadata (v4) is
+not written (Kafka 4.1 replaced it by a hash); other key versions are skipped on replay.
 """
 
 from __future__ import annotations
@@ -24,6 +30,10 @@ from odradek.protocol.primitives import nullable_string, string
 OFFSET_COMMIT_KEY_VERSION = 1
 GROUP_METADATA_KEY_VERSION = 2
 CONSUMER_GROUP_METADATA_KEY_VERSION = 3
+CONSUMER_GROUP_MEMBER_METADATA_KEY_VERSION = 5
+CONSUMER_GROUP_TARGET_ASSIGNMENT_METADATA_KEY_VERSION = 6
+CONSUMER_GROUP_TARGET_ASSIGNMENT_MEMBER_KEY_VERSION = 7
+CONSUMER_GROUP_CURRENT_MEMBER_ASSIGNMENT_KEY_VERSION = 8
 OFFSET_COMMIT_VALUE_VERSION = 3
 GROUP_METADATA_VALUE_VERSION = 3
 CONSUMER_GROUP_METADATA_VALUE_VERSION = 0
@@ -65,12 +75,14 @@ def _bytes(value: bytes) -> bytes:
     return _INT32.pack(len(value)) + value
 
 
-class _Reader:
+class Reader:
+    """Reads Kafka's classic (non-flexible) fields; raises RecordFormatError past the end."""
+
     def __init__(self, data: bytes) -> None:
         self.data = data
         self.position = 0
 
-    def _take(self, size: int) -> bytes:
+    def take(self, size: int) -> bytes:
         end = self.position + size
         if size < 0 or end > len(self.data):
             raise RecordFormatError("field runs past the end of the record")
@@ -78,16 +90,19 @@ class _Reader:
         self.position = end
         return chunk
 
+    def remaining(self) -> int:
+        return len(self.data) - self.position
+
     def int16(self) -> int:
-        value: int = _INT16.unpack(self._take(2))[0]
+        value: int = _INT16.unpack(self.take(2))[0]
         return value
 
     def int32(self) -> int:
-        value: int = _INT32.unpack(self._take(4))[0]
+        value: int = _INT32.unpack(self.take(4))[0]
         return value
 
     def int64(self) -> int:
-        value: int = _INT64.unpack(self._take(8))[0]
+        value: int = _INT64.unpack(self.take(8))[0]
         return value
 
     def nullable_string(self) -> str | None:
@@ -95,7 +110,7 @@ class _Reader:
         if length < 0:
             return None
         try:
-            return self._take(length).decode()
+            return self.take(length).decode()
         except UnicodeDecodeError as error:
             raise RecordFormatError("string is not UTF-8") from error
 
@@ -107,7 +122,7 @@ class _Reader:
 
     def bytes_(self) -> bytes:
         length = self.int32()
-        return b"" if length < 0 else self._take(length)
+        return b"" if length < 0 else self.take(length)
 
 
 # -- keys ------------------------------------------------------------------------------------
@@ -130,7 +145,52 @@ class ConsumerGroupKey:
     group_id: str
 
 
-Key = OffsetKey | GroupKey | ConsumerGroupKey
+@dataclass(frozen=True, slots=True)
+class MemberKey:
+    """ConsumerGroupMemberMetadataKey."""
+
+    group_id: str
+    member_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class TargetAssignmentEpochKey:
+    """ConsumerGroupTargetAssignmentMetadataKey."""
+
+    group_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class TargetAssignmentKey:
+    """ConsumerGroupTargetAssignmentMemberKey."""
+
+    group_id: str
+    member_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class CurrentAssignmentKey:
+    """ConsumerGroupCurrentMemberAssignmentKey."""
+
+    group_id: str
+    member_id: str
+
+
+Key = (
+    OffsetKey
+    | GroupKey
+    | ConsumerGroupKey
+    | MemberKey
+    | TargetAssignmentEpochKey
+    | TargetAssignmentKey
+    | CurrentAssignmentKey
+)
+
+_MEMBER_KEY_VERSIONS: dict[type, int] = {
+    MemberKey: CONSUMER_GROUP_MEMBER_METADATA_KEY_VERSION,
+    TargetAssignmentKey: CONSUMER_GROUP_TARGET_ASSIGNMENT_MEMBER_KEY_VERSION,
+    CurrentAssignmentKey: CONSUMER_GROUP_CURRENT_MEMBER_ASSIGNMENT_KEY_VERSION,
+}
 
 
 def encode_key(key: Key) -> bytes:
@@ -143,12 +203,20 @@ def encode_key(key: Key) -> bytes:
         )
     if isinstance(key, GroupKey):
         return _INT16.pack(GROUP_METADATA_KEY_VERSION) + string(key.group_id)
-    return _INT16.pack(CONSUMER_GROUP_METADATA_KEY_VERSION) + string(key.group_id)
+    if isinstance(key, ConsumerGroupKey):
+        return _INT16.pack(CONSUMER_GROUP_METADATA_KEY_VERSION) + string(key.group_id)
+    if isinstance(key, TargetAssignmentEpochKey):
+        return _INT16.pack(CONSUMER_GROUP_TARGET_ASSIGNMENT_METADATA_KEY_VERSION) + string(
+            key.group_id
+        )
+    return (
+        _INT16.pack(_MEMBER_KEY_VERSIONS[type(key)]) + string(key.group_id) + string(key.member_id)
+    )
 
 
 def decode_key(data: bytes) -> Key | None:
     """The key, or None for a record type this coordinator does not keep."""
-    reader = _Reader(data)
+    reader = Reader(data)
     version = reader.int16()
     if version in (0, 1):
         return OffsetKey(reader.string(), reader.string(), reader.int32())
@@ -156,6 +224,14 @@ def decode_key(data: bytes) -> Key | None:
         return GroupKey(reader.string())
     if version == CONSUMER_GROUP_METADATA_KEY_VERSION:
         return ConsumerGroupKey(reader.string())
+    if version == CONSUMER_GROUP_MEMBER_METADATA_KEY_VERSION:
+        return MemberKey(reader.string(), reader.string())
+    if version == CONSUMER_GROUP_TARGET_ASSIGNMENT_METADATA_KEY_VERSION:
+        return TargetAssignmentEpochKey(reader.string())
+    if version == CONSUMER_GROUP_TARGET_ASSIGNMENT_MEMBER_KEY_VERSION:
+        return TargetAssignmentKey(reader.string(), reader.string())
+    if version == CONSUMER_GROUP_CURRENT_MEMBER_ASSIGNMENT_KEY_VERSION:
+        return CurrentAssignmentKey(reader.string(), reader.string())
     return None
 
 
@@ -181,7 +257,7 @@ def encode_offset_value(value: OffsetValue) -> bytes:
 
 
 def decode_offset_value(data: bytes) -> OffsetValue:
-    reader = _Reader(data)
+    reader = Reader(data)
     version = reader.int16()
     offset = reader.int64()
     leader_epoch = -1
@@ -240,7 +316,7 @@ def encode_group_value(value: GroupValue) -> bytes:
 
 
 def decode_group_value(data: bytes) -> GroupValue:
-    reader = _Reader(data)
+    reader = Reader(data)
     version = reader.int16()
     if version > GROUP_METADATA_VALUE_VERSION:
         raise RecordFormatError(f"GroupMetadataValue v{version} is not known")
@@ -284,7 +360,7 @@ def encode_consumer_group_value(epoch: int) -> bytes:
 
 
 def decode_consumer_group_value(data: bytes) -> int:
-    reader = _Reader(data)
+    reader = Reader(data)
     reader.int16()
     return reader.int32()
 
@@ -292,7 +368,7 @@ def decode_consumer_group_value(data: bytes) -> int:
 def read_subscribed_topics(subscription: bytes) -> tuple[str, ...]:
     """The topics of a classic ConsumerProtocolSubscription (every version starts with them)."""
     try:
-        reader = _Reader(subscription)
+        reader = Reader(subscription)
         reader.int16()
         count = reader.int32()
         if count < 0 or count > len(subscription):
