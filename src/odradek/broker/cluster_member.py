@@ -113,7 +113,11 @@ class ClusterMember:
         deadline = asyncio.get_running_loop().time() + timeout_s
         interval_s = min(self.kraft.heartbeat_interval_ms, 500) / 1000
         while not self.should_shut_down.is_set():
-            await self._heartbeat()
+            try:
+                await self._heartbeat()
+            except ChannelError as error:
+                logger.warning("controlled shutdown: controller unreachable: %s", error)
+                return False
             remaining = deadline - asyncio.get_running_loop().time()
             if remaining <= 0:
                 logger.warning("controlled shutdown: no ShouldShutDown from the controller")
