@@ -106,7 +106,14 @@ def serve(
         await stop.wait()
         if broker is not None:
             # A cluster member first hands its leaderships over (controlled shutdown).
-            await broker.controlled_shutdown(kraft.session_timeout_ms / 1000 if kraft else 0)
+            if kraft is not None:
+                released = await broker.controlled_shutdown(kraft.session_timeout_ms / 1000)
+                click.echo(
+                    "Controlled shutdown complete: the controller moved this broker's leaderships."
+                    if released
+                    else "Controlled shutdown did not complete: the controller did not answer.",
+                    err=True,
+                )
             await broker.stop()
         if controller is not None:
             await controller.stop()
