@@ -135,7 +135,12 @@ class Cluster:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("ab") as log_file:
             self._processes[node_id] = subprocess.Popen(
-                arguments, stdout=log_file, stderr=subprocess.STDOUT, env={**os.environ}
+                arguments,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                env={**os.environ},
+                # Ctrl-C reaches only the parent, which stops brokers before the controller.
+                start_new_session=True,
             )
 
     def start(self, timeout_s: float = 30.0) -> Cluster:
