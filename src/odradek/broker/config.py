@@ -125,6 +125,16 @@ DEFAULTS: dict[str, str] = {
     "max.connections": "2147483647",
     "max.connections.per.ip": "2147483647",
     "cluster.id": "",
+    # KRaft (issue 12). Empty process.roles: one broker alone, exactly as before.
+    "process.roles": "",
+    "controller.quorum.voters": "",
+    "controller.quorum.bootstrap.servers": "",
+    "controller.listener.names": "",
+    "listener.security.protocol.map": "",
+    "inter.broker.listener.name": "",
+    "broker.session.timeout.ms": "9000",
+    "broker.heartbeat.interval.ms": "2000",
+    "replica.lag.time.max.ms": "30000",
     "odradek.acks.all.fsync": "true",
     # os: segment logs written straight to the OS; lazy: unsynced log bytes kept in memory only,
     # so a kill -9 loses them as a power cut would (storage/lazy_files.py; the checker's fault).
@@ -174,6 +184,159 @@ def parse_listeners(value: str, property_name: str) -> list[Listener]:
             raise ConfigError(f"{property_name}: {item!r} is not NAME://host:port")
         listeners.append(Listener(parsed.scheme.upper(), parsed.hostname or "0.0.0.0", parsed.port))
     return listeners
+
+
+#: listener.security.protocol.map values Odradek speaks (Kafka's SecurityProtocol ids).
+SECURITY_PROTOCOLS = {"PLAINTEXT": 0}
+
+
+@dataclass(frozen=True, slots=True)
+class ControllerVoter:
+    """One entry of controller.quorum.voters: `id@host:port`."""
+
+    node_id: int
+    host: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class KraftSettings:
+    """process.roles and the controller settings of a KRaft node (KIP-500, KIP-631).
+
+    `client_listener` is the listener this node's Kafka clients (or, on a controller-only node,
+    brokers) connect to: a broker's `inter.broker.listener.name` (default: the first listener
+    that is not a controller listener); a controller-only node's first controller listener.
+    """
+
+    roles: frozenset[str]
+    listeners: tuple[Listener, ...]
+    controller_listener_names: tuple[str, ...]
+    #: controller.quorum.voters, or controller.quorum.bootstrap.servers with unknown ids (-1).
+    voters: tuple[ControllerVoter, ...]
+    inter_broker_listener_name: str
+    session_timeout_ms: int
+    heartbeat_interval_ms: int
+    replica_lag_time_max_ms: int
+    client_listener: Listener
+
+    @property
+    def is_broker(self) -> bool:
+        return "broker" in self.roles
+
+    @property
+    def is_controller(self) -> bool:
+        return "controller" in self.roles
+
+    def controller_listener(self) -> Listener | None:
+        """The listener this node's controller serves on (None on a broker-only node)."""
+        for listener in self.listeners:
+            if listener.name in self.controller_listener_names:
+                return listener
+        return None
+
+
+def parse_voters(value: str, property_name: str) -> tuple[ControllerVoter, ...]:
+    """`1@host:9093,2@host:9093` (voters) or `host:9093,...` (bootstrap servers: id -1)."""
+    voters = []
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        node, _, address = item.rpartition("@")
+        host, _, port = address.rpartition(":")
+        try:
+            voters.append(ControllerVoter(int(node) if node else -1, host, int(port)))
+        except ValueError:
+            raise ConfigError(f"{property_name}: {item!r} is not id@host:port") from None
+        if not host:
+            raise ConfigError(f"{property_name}: {item!r} is not id@host:port")
+    return tuple(voters)
+
+
+def parse_kraft_settings(properties: Mapping[str, str], listeners: list[Listener]) -> KraftSettings:
+    """Check the KRaft properties as Kafka's KafkaConfig does; ConfigError names the property."""
+    roles = frozenset(r.strip() for r in properties["process.roles"].split(",") if r.strip())
+    if not roles or not roles <= {"broker", "controller"}:
+        raise ConfigError(
+            f"process.roles must be broker, controller or broker,controller, "
+            f"got {properties['process.roles']!r}"
+        )
+    names = [listener.name for listener in listeners]
+    if len(set(names)) != len(names):
+        raise ConfigError("listeners: each listener name may appear once")
+    protocol_map: dict[str, str] = {}
+    for item in filter(
+        None, (p.strip() for p in properties["listener.security.protocol.map"].split(","))
+    ):
+        name, _, protocol = item.partition(":")
+        protocol_map[name.strip().upper()] = protocol.strip().upper()
+    for name in names:
+        protocol = protocol_map.get(name, name)
+        if protocol not in SECURITY_PROTOCOLS:
+            raise ConfigError(
+                f"listener.security.protocol.map: listener {name} maps to {protocol}; "
+                "only PLAINTEXT is supported"
+            )
+    controller_names = tuple(
+        n.strip().upper() for n in properties["controller.listener.names"].split(",") if n.strip()
+    )
+    voters = parse_voters(properties["controller.quorum.voters"], "controller.quorum.voters")
+    if not voters:
+        voters = parse_voters(
+            properties["controller.quorum.bootstrap.servers"],
+            "controller.quorum.bootstrap.servers",
+        )
+    if not voters:
+        raise ConfigError(
+            "controller.quorum.voters (or controller.quorum.bootstrap.servers) must be set "
+            "when process.roles is"
+        )
+    if not controller_names:
+        raise ConfigError("controller.listener.names must be set when process.roles is")
+    if "controller" in roles and not any(name in controller_names for name in names):
+        raise ConfigError(
+            f"listeners: a controller needs a listener named in controller.listener.names "
+            f"({','.join(controller_names)})"
+        )
+    if "controller" not in roles and any(name in controller_names for name in names):
+        raise ConfigError("listeners: a broker-only node must not listen on a controller listener")
+    broker_listeners = [listener for listener in listeners if listener.name not in controller_names]
+    inter_broker = properties["inter.broker.listener.name"].strip().upper()
+    if "broker" in roles:
+        if not broker_listeners:
+            raise ConfigError("listeners: a broker needs a listener that is not a controller's")
+        if inter_broker and inter_broker not in [item.name for item in broker_listeners]:
+            raise ConfigError(
+                f"inter.broker.listener.name: {inter_broker} is not among the listeners"
+            )
+        inter_broker = inter_broker or broker_listeners[0].name
+        client_listener = next(item for item in broker_listeners if item.name == inter_broker)
+    else:
+        client_listener = next(item for item in listeners if item.name in controller_names)
+    node_id = _int(properties, "node.id")
+    if "controller" in roles and voters[0].node_id not in (-1, node_id) and len(voters) == 1:
+        raise ConfigError(
+            f"controller.quorum.voters: this controller is node {node_id}, the voter is "
+            f"{voters[0].node_id}"
+        )
+    if len(voters) > 1:
+        raise ConfigError("controller.quorum.voters: one controller voter is supported for now")
+    settings = KraftSettings(
+        roles=roles,
+        listeners=tuple(listeners),
+        controller_listener_names=controller_names,
+        voters=voters,
+        inter_broker_listener_name=inter_broker,
+        session_timeout_ms=_int(properties, "broker.session.timeout.ms"),
+        heartbeat_interval_ms=_int(properties, "broker.heartbeat.interval.ms"),
+        replica_lag_time_max_ms=_int(properties, "replica.lag.time.max.ms"),
+        client_listener=client_listener,
+    )
+    if (
+        settings.heartbeat_interval_ms < 1
+        or settings.session_timeout_ms <= settings.heartbeat_interval_ms
+    ):
+        raise ConfigError(
+            "broker.heartbeat.interval.ms must be at least 1 and below broker.session.timeout.ms"
+        )
+    return settings
 
 
 def _int(properties: Mapping[str, str], name: str) -> int:
@@ -239,17 +402,24 @@ class BrokerConfig:
     storage_mode: str = "os"  # odradek.storage.mode
     # Properties given explicitly (file or overrides), as opposed to Kafka's defaults.
     unknown_or_set: frozenset[str] = field(default=frozenset())
+    # process.roles and the controller settings; None when process.roles is empty.
+    kraft: KraftSettings | None = None
 
     @classmethod
     def from_properties(cls, overrides: Mapping[str, str]) -> BrokerConfig:
         properties = {**DEFAULTS, **overrides}
         listeners = parse_listeners(properties["listeners"], "listeners")
-        if len(listeners) != 1:
-            raise ConfigError("listeners: exactly one PLAINTEXT listener is supported")
         advertised = parse_listeners(properties["advertised.listeners"], "advertised.listeners")
-        listener = listeners[0]
-        if listener.name != "PLAINTEXT":
-            raise ConfigError(f"listeners: only PLAINTEXT is supported, got {listener.name}")
+        kraft = parse_kraft_settings(properties, listeners) if properties["process.roles"] else None
+        if kraft is None:
+            if len(listeners) != 1:
+                raise ConfigError("listeners: exactly one PLAINTEXT listener is supported")
+            listener = listeners[0]
+            if listener.name != "PLAINTEXT":
+                raise ConfigError(f"listeners: only PLAINTEXT is supported, got {listener.name}")
+        else:
+            listener = kraft.client_listener
+        advertised = [item for item in advertised if item.name == listener.name] or advertised
         advertised_listener = advertised[0] if advertised else listener
         if advertised_listener.host in ("0.0.0.0", "::", ""):
             raise ConfigError(
@@ -299,6 +469,7 @@ class BrokerConfig:
             cluster_id=properties["cluster.id"],
             unknown=tuple(sorted(set(overrides) - set(DEFAULTS))),
             unknown_or_set=frozenset(overrides),
+            kraft=kraft,
         )
         for name in ("num.partitions", "default.replication.factor", "message.max.bytes"):
             if _int(properties, name) < 1:

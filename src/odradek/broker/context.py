@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from odradek.broker.clock import now_ms
 from odradek.broker.config import DEFAULTS, BrokerConfig
@@ -13,6 +14,9 @@ from odradek.broker.txn_runtime import TxnRuntime
 from odradek.storage.config_store import RESOURCE_BROKER, ConfigStore
 from odradek.storage.log import LogConfig
 from odradek.storage.log_manager import LogManager, log_config_from_overrides
+
+if TYPE_CHECKING:
+    from odradek.broker.cluster_member import ClusterMember
 
 # Broker properties that are also the topic defaults under the same name (KIP-390).
 _COMPRESSION_PROPERTIES = (
@@ -71,6 +75,9 @@ class BrokerContext:
     static_config: BrokerConfig | None = None
     # Dynamic broker and group configs (dynamic_configs.py); None: not persisted.
     config_store: ConfigStore | None = None
+    # This broker's registration and metadata image when a controller is configured
+    # (process.roles); None for a single broker, which answers everything from its own logs.
+    cluster: ClusterMember | None = None
 
     def __post_init__(self) -> None:
         self.groups = GroupRuntime(self.config, self.logs, self.data_arrived, self.group_commit)

@@ -20,7 +20,7 @@ from types import TracebackType
 
 from odradek.broker import dispatcher
 from odradek.broker.clock import now_ms
-from odradek.broker.config import BrokerConfig
+from odradek.broker.config import BrokerConfig, ConfigError
 from odradek.broker.connection import KafkaConnection
 from odradek.broker.context import BrokerContext, default_log_config
 from odradek.broker.dynamic_configs import load_group_configs, open_dynamic_configs
@@ -94,6 +94,9 @@ class Broker:
         self._thread: threading.Thread | None = None
         self._thread_loop: asyncio.AbstractEventLoop | None = None
         self.port = 0
+        kraft = self.config.kraft
+        if kraft is not None and not kraft.is_broker:
+            raise ConfigError("process.roles has no broker role: run a ControllerServer instead")
 
     @property
     def host(self) -> str:
@@ -107,6 +110,15 @@ class Broker:
         dispatcher.load_handlers()
         config = self.config
         config.log_dir.mkdir(parents=True, exist_ok=True)
+        if (
+            config.kraft is not None
+            and not config.cluster_id
+            and not (config.log_dir / META_PROPERTIES).exists()
+        ):
+            raise ConfigError(
+                "cluster.id must be set on a broker of a cluster (the controller's cluster id, "
+                "as `kafka-storage format --cluster-id` writes it)"
+            )
         cluster_id = load_or_create_cluster_id(config.log_dir, config.cluster_id, config.node_id)
         for name in config.unknown:
             logger.warning("unknown property %s is ignored", name)
@@ -158,6 +170,8 @@ class Broker:
             config.advertised_listener == config.listener and listener.port == 0
         ):
             context.advertised_port = self.port
+        if config.kraft is not None:
+            await self._join_cluster(context)
         self._background = [
             loop.create_task(self._retention_loop()),
             loop.create_task(self._flush_loop()),
@@ -171,6 +185,21 @@ class Broker:
             self.port,
             config.log_dir,
         )
+
+    async def _join_cluster(self, context: BrokerContext) -> None:
+        """Register with the controller and follow its metadata log (process.roles set)."""
+        from odradek.broker.cluster_member import ClusterMember
+
+        assert self.config.kraft is not None
+        context.cluster = ClusterMember(context, self.config.kraft)
+        await context.cluster.start()
+
+    async def controlled_shutdown(self, timeout_s: float = 30.0) -> bool:
+        """Kafka's controlled shutdown before `stop()`: the controller moves this broker's
+        leaderships away first (WantShutDown / ShouldShutDown). True at once alone."""
+        if self.context is None or self.context.cluster is None:
+            return True
+        return await self.context.cluster.controlled_shutdown(timeout_s)
 
     async def _retention_loop(self) -> None:
         interval = max(self.config.log_retention_check_interval_ms, 10) / 1000
@@ -239,6 +268,8 @@ class Broker:
                 await asyncio.wait_for(self._server.wait_closed(), 2)
             self._server = None
         if self.context is not None:
+            if self.context.cluster is not None:
+                await self.context.cluster.stop()
             await self.context.transactions.stop()
             await self.context.groups.stop()
             self.context.logs.close()

@@ -6,6 +6,7 @@ import click
 
 from odradek import __version__
 from odradek.cli.check import check
+from odradek.cli.cluster import cluster
 from odradek.cli.consume import consume
 from odradek.cli.group import group
 from odradek.cli.produce import produce
@@ -21,6 +22,7 @@ def cli() -> None:
 
 
 cli.add_command(serve)
+cli.add_command(cluster)
 cli.add_command(topic)
 cli.add_command(produce)
 cli.add_command(consume)

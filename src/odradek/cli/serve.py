@@ -9,8 +9,9 @@ from pathlib import Path
 
 import click
 
-from odradek.broker.config import ConfigError, parse_properties
-from odradek.broker.server import Broker, new_event_loop
+from odradek.broker.config import BrokerConfig, ConfigError, parse_properties
+from odradek.broker.controller_server import ControllerServer
+from odradek.broker.server import Broker, load_or_create_cluster_id, new_event_loop
 
 
 def _overrides(values: tuple[str, ...]) -> dict[str, str]:
@@ -56,19 +57,32 @@ def serve(
         raise click.ClickException(str(error)) from None
     properties.update(_overrides(override))
     listeners = properties.get("listeners", "PLAINTEXT://127.0.0.1:9092")
+    if (host is not None or port is not None) and "," in listeners:
+        raise click.ClickException("--host/--port need a single listener; set listeners instead")
     if host is not None or port is not None:
         current_host, _, current_port = listeners.split("://", 1)[-1].rpartition(":")
-        listeners = (
-            f"PLAINTEXT://{host or current_host}:{port if port is not None else current_port}"
-        )
+        name = listeners.split("://", 1)[0] if "://" in listeners else "PLAINTEXT"
+        listeners = f"{name}://{host or current_host}:{port if port is not None else current_port}"
     properties["listeners"] = listeners
     if data_dir is not None:
         properties["log.dirs"] = str(data_dir)
     properties.setdefault("log.dirs", "./data")
     try:
-        broker = Broker(data_dir=properties["log.dirs"], config=properties)
+        config = BrokerConfig.from_properties(properties)
+        kraft = config.kraft
+        broker = (
+            Broker(data_dir=properties["log.dirs"], config=properties)
+            if kraft is None or kraft.is_broker
+            else None
+        )
     except ConfigError as error:
         raise click.ClickException(str(error)) from None
+    controller = None
+    if kraft is not None and kraft.is_controller:
+        # broker,controller: the controller keeps its metadata log beside the broker's logs.
+        config.log_dir.mkdir(parents=True, exist_ok=True)
+        cluster_id = load_or_create_cluster_id(config.log_dir, config.cluster_id, config.node_id)
+        controller = ControllerServer(config, cluster_id)
     loop = new_event_loop()
     asyncio.set_event_loop(loop)
     stop = asyncio.Event()
@@ -76,13 +90,33 @@ def serve(
         loop.add_signal_handler(signal_number, stop.set)
 
     async def run() -> None:
-        await broker.start()
-        click.echo(
-            f"Odradek is listening. Connect with bootstrap.servers={broker.bootstrap_servers}\n"
-            f"  e.g. kcat -b {broker.bootstrap_servers} -L"
-        )
+        if controller is not None:
+            await controller.start()
+            click.echo(
+                f"Odradek controller {config.node_id} is listening on "
+                f"{controller.listener.host}:{controller.port}",
+                err=broker is not None,
+            )
+        if broker is not None:
+            await broker.start()
+            click.echo(
+                f"Odradek is listening. Connect with bootstrap.servers="
+                f"{broker.bootstrap_servers}\n  e.g. kcat -b {broker.bootstrap_servers} -L"
+            )
         await stop.wait()
-        await broker.stop()
+        if broker is not None:
+            # A cluster member first hands its leaderships over (controlled shutdown).
+            if kraft is not None:
+                released = await broker.controlled_shutdown(kraft.session_timeout_ms / 1000)
+                click.echo(
+                    "Controlled shutdown complete: the controller moved this broker's leaderships."
+                    if released
+                    else "Controlled shutdown did not complete: the controller did not answer.",
+                    err=True,
+                )
+            await broker.stop()
+        if controller is not None:
+            await controller.stop()
 
     try:
         loop.run_until_complete(run())

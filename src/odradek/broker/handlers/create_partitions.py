@@ -6,7 +6,7 @@ from typing import Any
 
 from kio.schema.errors import ErrorCode
 
-from odradek.broker import dispatcher
+from odradek.broker import cluster_handlers, dispatcher
 from odradek.broker.context import BrokerContext
 from odradek.broker.handlers.create_topics import MAX_PARTITIONS_PER_REQUEST, TOO_MANY_PARTITIONS
 from odradek.protocol.api_keys import ApiKey
@@ -15,6 +15,8 @@ from odradek.protocol.codec import RequestHeader, make, nested, response_module,
 
 @dispatcher.register(ApiKey.CREATE_PARTITIONS, 0, 3)
 async def handle(context: BrokerContext, header: RequestHeader, request: Any) -> Any:
+    if context.cluster is not None:  # a cluster member: the controller decides
+        return await cluster_handlers.forward(context, header, request)
     version = header.api_version
     result_type = nested(
         response_module(ApiKey.CREATE_PARTITIONS, version), "CreatePartitionsTopicResult"

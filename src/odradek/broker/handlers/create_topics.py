@@ -6,7 +6,7 @@ from typing import Any
 
 from kio.schema.errors import ErrorCode
 
-from odradek.broker import dispatcher
+from odradek.broker import cluster_handlers, dispatcher
 from odradek.broker.context import BrokerContext
 from odradek.broker.topics import create_topic, describe_topic_configs
 from odradek.protocol.api_keys import ApiKey
@@ -34,6 +34,8 @@ def requested_partitions(topics: Any, default_partitions: int) -> int:
 
 @dispatcher.register(ApiKey.CREATE_TOPICS, 2, 7)
 async def handle(context: BrokerContext, header: RequestHeader, request: Any) -> Any:
+    if context.cluster is not None:  # a cluster member: the controller decides
+        return await cluster_handlers.forward(context, header, request)
     version = header.api_version
     module = response_module(ApiKey.CREATE_TOPICS, version)
     result_type = nested(module, "CreatableTopicResult")

@@ -6,7 +6,7 @@ from typing import Any
 
 from kio.schema.errors import ErrorCode
 
-from odradek.broker import dispatcher
+from odradek.broker import cluster_handlers, dispatcher
 from odradek.broker.context import BrokerContext
 from odradek.protocol.api_keys import ApiKey
 from odradek.protocol.codec import RequestHeader, make, nested, response_module, response_type
@@ -14,6 +14,8 @@ from odradek.protocol.codec import RequestHeader, make, nested, response_module,
 
 @dispatcher.register(ApiKey.DELETE_TOPICS, 1, 6)
 async def handle(context: BrokerContext, header: RequestHeader, request: Any) -> Any:
+    if context.cluster is not None:  # a cluster member: the controller decides
+        return await cluster_handlers.forward(context, header, request)
     version = header.api_version
     module = response_module(ApiKey.DELETE_TOPICS, version)
     result_type = nested(module, "DeletableTopicResult")

@@ -7,7 +7,7 @@ from typing import Any
 
 from kio.schema.errors import ErrorCode
 
-from odradek.broker import dispatcher
+from odradek.broker import cluster_handlers, dispatcher
 from odradek.broker.authorized_operations import cluster_operations
 from odradek.broker.context import BrokerContext
 from odradek.protocol.api_keys import ApiKey
@@ -18,6 +18,8 @@ BROKERS_ENDPOINT_TYPE = 1
 
 @dispatcher.register(ApiKey.DESCRIBE_CLUSTER, 0, 2)
 async def handle(context: BrokerContext, header: RequestHeader, request: Any) -> Any:
+    if context.cluster is not None:  # a cluster member: the controller decides
+        return await cluster_handlers.describe_cluster(context, header, request)
     version = header.api_version
     endpoint_type = getattr(request, "endpoint_type", BROKERS_ENDPOINT_TYPE)
     broker = make(

@@ -7,7 +7,7 @@ from typing import Any
 
 from kio.schema.errors import ErrorCode
 
-from odradek.broker import dispatcher
+from odradek.broker import cluster_handlers, dispatcher
 from odradek.broker.authorized_operations import cluster_operations, topic_operations
 from odradek.broker.context import BrokerContext
 from odradek.broker.topics import auto_create
@@ -21,6 +21,8 @@ INTERNAL_TOPICS = frozenset({"__consumer_offsets", "__transaction_state"})
 
 @dispatcher.register(ApiKey.METADATA, 0, 13)
 async def handle(context: BrokerContext, header: RequestHeader, request: Any) -> Any:
+    if context.cluster is not None:  # a cluster member: the controller decides
+        return await cluster_handlers.metadata(context, header, request)
     version = header.api_version
     module = response_module(ApiKey.METADATA, version)
     topic_type = nested(module, "MetadataResponseTopic")

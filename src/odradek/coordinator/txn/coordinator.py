@@ -227,6 +227,11 @@ class TransactionCoordinator:
         self._pending: dict[int, _PendingWrite] = {}
         self._write_ids = itertools.count(1)
 
+    @property
+    def producer_ids(self) -> ProducerIdManager:
+        """The producer id allocator (a cluster member installs the controller's blocks)."""
+        return self._producer_ids
+
     # -- load -----------------------------------------------------------------------------------
 
     @property

@@ -55,6 +55,20 @@ class ProducerIdManager:
             record = encode_producer_id_block(self.block_end, broker_id=self.broker_id)
         return producer_id, record
 
+    def install_block(self, start: int, length: int) -> None:
+        """Hand out ids from the controller's block [start, start + length) (AllocateProducerIds,
+        KIP-730) from now on. The controller's blocks are unique across the cluster and only
+        grow, and its own log made the block durable, so no block record is needed here."""
+        if length <= 0 or start < 0:
+            raise ValueError(f"bad producer id block {start}+{length}")
+        self.next_producer_id = start
+        self.block_end = start + length
+        self.durable_block_end = max(self.durable_block_end, self.block_end)
+
+    def remaining(self) -> int:
+        """Ids left in the current block."""
+        return max(self.block_end - self.next_producer_id, 0)
+
     def block_appended(self, block_end: int) -> None:
         """A write carrying a block record with ``block_end`` was appended."""
         self.durable_block_end = max(self.durable_block_end, block_end)
