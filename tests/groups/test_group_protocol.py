@@ -411,3 +411,19 @@ def test_batch_leave_and_session_expiry(client: RawClient, odradek_broker: Broke
     )
     assert left.error_code == ErrorCode.none
     assert [m.error_code for m in left.members] == [ErrorCode.none, ErrorCode.unknown_member_id]
+
+
+@pytest.mark.parametrize("version", [5, 9])
+def test_a_32k_instance_id_still_gets_an_encodable_member_id(
+    client: RawClient, version: int
+) -> None:
+    """A static member's id is `<group.instance.id>-<uuid>`; with a 32,767-byte instance id it
+    would not fit a protocol STRING. The broker answered with a traceback and a closed
+    connection; now the prefix is shortened and the member joins."""
+    joined = join(client, f"long-member-{version}", version=version, instance_id="i" * 32_767)
+    assert joined.error_code == ErrorCode.none
+    assert len(joined.member_id.encode()) <= 32_767
+    assert joined.member_id.startswith("i" * 1000)
+    # The same connection still serves requests.
+    again = join(client, f"after-{version}", version=version, instance_id="short")
+    assert again.error_code == ErrorCode.none

@@ -75,16 +75,15 @@ async def handle(context: BrokerContext, header: RequestHeader, request: Any) ->
                 partitions.append(answer(index, ErrorCode.none, log.log_start_offset))
             elif timestamp == LATEST_TIERED_TIMESTAMP and version >= 9:
                 partitions.append(answer(index, ErrorCode.none, -1, -1, -1))
-            elif timestamp == MAX_TIMESTAMP:
-                found = log.max_timestamp_offset()
-                if found is None:
-                    partitions.append(answer(index, ErrorCode.none))
-                else:
-                    partitions.append(answer(index, ErrorCode.none, found[0], found[1]))
-            elif timestamp < 0:
+            elif timestamp < 0 and timestamp != MAX_TIMESTAMP:
                 partitions.append(answer(index, ErrorCode.unsupported_version))
             else:
-                found = log.offset_for_timestamp(timestamp)
+                # Kafka's Partition.fetchOffsetForTimestamp: a lookup by time and the max
+                # timestamp both answer only an offset below the HW (read_committed: the LSO).
+                if timestamp == MAX_TIMESTAMP:
+                    found = log.max_timestamp_offset()
+                else:
+                    found = log.offset_for_timestamp(timestamp)
                 if found is None or found[0] >= upper:
                     partitions.append(answer(index, ErrorCode.none))
                 else:

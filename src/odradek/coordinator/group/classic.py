@@ -206,6 +206,21 @@ class SyncRequest:
     assignments: dict[str, bytes]
 
 
+#: A member id travels in a STRING field (int16 length): at most 32,767 UTF-8 bytes.
+MAX_MEMBER_ID_BYTES = 32_767
+
+
+def member_id_for(prefix: str, unique: str) -> str:
+    """Kafka's member id, `<group.instance.id or client.id>-<uuid>`, with the prefix shortened
+    when the whole would not fit a protocol STRING (Kafka fails to encode its JoinGroup answer
+    there; a client with a 32 KiB client.id still gets a member id here)."""
+    room = MAX_MEMBER_ID_BYTES - len(unique.encode()) - 1
+    encoded = prefix.encode()
+    if len(encoded) > room:
+        prefix = encoded[:room].decode(errors="ignore")
+    return f"{prefix}-{unique}"
+
+
 class ClassicProtocol:
     """The classic protocol's operations over the coordinator's classic groups."""
 
@@ -282,7 +297,7 @@ class ClassicProtocol:
         if len(group.members) + len(group.pending_members) >= self.config.max_size:
             result.respond(ref, JoinGroupResponse(ErrorCode.group_max_size_reached))
             return result
-        member_id = f"{instance_id or request.client_id}-{self._new_id()}"
+        member_id = member_id_for(instance_id or request.client_id, self._new_id())
         if instance_id is None and request.api_version >= 4:
             # KIP-394: the client must come back with the id, so a lost response cannot leave
             # a member nobody owns behind.
@@ -427,7 +442,7 @@ class ClassicProtocol:
         assert request.group_instance_id is not None
         old_id = group.static_members[request.group_instance_id]
         old = group.members[old_id]
-        new_id = f"{request.group_instance_id}-{self._new_id()}"
+        new_id = member_id_for(request.group_instance_id, self._new_id())
         was_leader = group.is_leader(old_id)
         # The old incarnation's parked requests learn they are fenced.
         if old.join_ref is not None:
