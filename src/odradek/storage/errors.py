@@ -68,3 +68,21 @@ class TransactionCoordinatorFenced(StorageError):
 
     TRANSACTION_COORDINATOR_FENCED, as Kafka's ProducerAppendInfo.checkCoordinatorEpoch.
     """
+
+
+class OffsetsOutOfOrder(StorageError):
+    """A follower append whose offsets do not continue the log (nothing was appended).
+
+    Kafka's UnexpectedAppendOffsetException (the first batch starts below the log end offset)
+    and OffsetsOutOfOrderException (a batch does not start after the previous one ends): the
+    replica fetcher must truncate or refetch, never write over or between existing offsets.
+    """
+
+    def __init__(self, message: str, first_offset: int, log_end_offset: int) -> None:
+        super().__init__(message)
+        self.first_offset = first_offset
+        self.log_end_offset = log_end_offset
+
+
+class CorruptRecord(StorageError):
+    """A replicated batch that fails its length, magic or CRC check (CORRUPT_MESSAGE)."""

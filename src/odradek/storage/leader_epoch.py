@@ -190,15 +190,16 @@ class LeaderEpochFileCache:
 
     # ---- updates ----------------------------------------------------------------------------
 
-    def assign(self, epoch: int, start_offset: int) -> bool:
+    def assign(self, epoch: int, start_offset: int, durable: bool = True) -> bool:
         """Record that `epoch` starts at `start_offset`; True when the cache changed.
 
         An entry for the latest epoch at the same or a later offset changes nothing (every
         batch of an epoch calls this with its base offset). Raises ValueError for a negative
-        epoch or offset. A change is written to the checkpoint durably before returning.
+        epoch or offset. A change is written to the checkpoint before returning, durably
+        unless `durable` is False (for an entry the log can derive again on every open).
         """
         if self._assign(epoch, start_offset):
-            self._flush(durable=True)
+            self._flush(durable=durable)
             return True
         return False
 

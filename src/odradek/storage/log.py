@@ -1,56 +1,93 @@
-"""PartitionLog: one partition's ordered segments, its offsets, flushing, retention and recovery.
+"""PartitionLog: one partition's log, the facade over its segments, offsets and epochs.
 
-Threading: `append`, `read`, retention, `delete_records_before`, `update_config` and `close`
-run on one thread (the broker's event loop). `flush` may run on any other thread at the same
-time -- the broker's group commit -- so the state a flush reads (log end offset, segment sizes,
-the segment list) changes only under `_lock`, the lock is never held across an fdatasync, and
-a segment a flush is syncing is pinned so deleting or closing it cannot close its descriptor.
+Kafka's UnifiedLog. The work is split along Kafka's seams: opening and recovery are the
+LogLoader (log_loader.py), offset and time lookups are reads over the segments
+(log_lookup.py), batch checks and append results are LogValidator's and
+analyzeAndValidateRecords' pure parts (log_append.py), the value types live in log_types.py;
+this module owns the mutable state (segments, log start / end offsets, high watermark,
+recovery point, producer state, the leader-epoch cache) and every change to it: appends as
+leader and as follower, truncation, flushing, retention, compaction and shutdown. The public
+names of those modules are re-exported here.
 
-Recovery is Kafka's LogLoader: segments past the recovery-point checkpoint are scanned batch by
-batch (length, magic, CRC, growing offsets) and cut at the first bad batch; after a clean
-shutdown only the tail after the last index entry is checked. Producer state (idempotence and
-transactions, producer_state.py) is loaded from the newest snapshot at or below the recovered
-log end offset and rebuilt by replaying batch headers from there; the aborted-transaction
-indexes of the replayed range are rebuilt with it. An interrupted compaction swap is finished
-(or discarded) before any segment is opened (cleaner.py).
+Threading: `append`, `append_as_follower`, `read`, truncation, retention,
+`delete_records_before`, `update_config` and `close` run on one thread (the broker's event
+loop). `flush` may run on any other thread at the same time -- the broker's group commit --
+so the state a flush reads (log end offset, segment sizes, the segment list) changes only
+under `_lock`, the lock is never held across an fdatasync, and a segment a flush is syncing
+is pinned so deleting or closing it cannot close its descriptor. A truncation while a flush
+is in flight makes that flush advance nothing (`_truncations`).
+
+Leader epochs (KIP-101/279): every partition keeps a LeaderEpochFileCache in its
+`leader-epoch-checkpoint`. A leader append stamps `leader_epoch` into each batch header (the
+field sits before the CRC'd range, patched like the base offset) and assigns the epoch in
+the cache when a new epoch starts; a follower append keeps the leader's epochs and assigns
+them. A single broker leads every partition in epoch 0.
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
-import struct
 import threading
-from bisect import bisect_right
-from dataclasses import dataclass
 from pathlib import Path
 
 from odradek.protocol.record_batch import (
-    LOG_OVERHEAD,
     BatchHeader,
-    Record,
     assign_offsets,
-    decode_records,
-    encode_batch,
     offset_patched_parts,
     read_batch_header,
 )
 from odradek.storage._batch import set_log_append_time
-from odradek.storage._files import fsync_directory, write_file_atomically
+from odradek.storage._files import fsync_directory
 from odradek.storage.cleaner import (
     AbortedTracker,
     CleanResult,
     build_offset_map,
-    complete_interrupted_swaps,
     finish_swap,
     group_segments,
-    iter_segment_batches,
-    read_batch,
     write_cleaned_group,
 )
-from odradek.storage.errors import OffsetOutOfRange, RecordBatchTooLarge, StorageError
+from odradek.storage.errors import (
+    CorruptRecord,
+    OffsetOutOfRange,
+    OffsetsOutOfOrder,
+    RecordBatchTooLarge,
+    StorageError,
+)
 from odradek.storage.index import AbortedTxn
 from odradek.storage.lazy_files import OS_FILES, SegmentFiles
+from odradek.storage.leader_epoch import (
+    UNDEFINED_EPOCH,
+    UNDEFINED_EPOCH_OFFSET,
+    LeaderEpochFileCache,
+)
+from odradek.storage.log_append import (
+    CONTROL_TYPE_ABORT,
+    CONTROL_TYPE_COMMIT,
+    append_info,
+    check_replicated_batches,
+    duplicate_info,
+    encode_marker_batch,
+    measure,
+)
+from odradek.storage.log_loader import (
+    CHECKPOINT_FILE_NAME,
+    CLEAN_SHUTDOWN_FILE_NAME,
+    LogCheckpoint,
+    apply_marker,
+    load_leader_epoch_cache,
+    load_producer_state,
+    load_segments,
+    read_checkpoint,
+    write_checkpoint,
+)
+from odradek.storage.log_lookup import (
+    aborted_transactions,
+    max_timestamp_offset,
+    offset_for_timestamp,
+    read,
+)
+from odradek.storage.log_types import AppendInfo, LogConfig, ReadResult
 from odradek.storage.producer_state import (
     AppendOrigin,
     BatchMetadata,
@@ -58,39 +95,27 @@ from odradek.storage.producer_state import (
     ProducerStateManager,
     ProducerStateView,
     delete_snapshots,
-    snapshot_offsets,
-    snapshot_path,
     write_snapshot,
 )
-from odradek.storage.segment import (
-    INDEX_FILE_SUFFIX,
-    LOG_FILE_SUFFIX,
-    TIME_INDEX_FILE_SUFFIX,
-    TXN_INDEX_FILE_SUFFIX,
-    LogSegment,
-)
+from odradek.storage.segment import LogSegment
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_FILE_NAME = "log-state.checkpoint"
-CLEAN_SHUTDOWN_FILE_NAME = ".kafka_cleanshutdown"
-_CHECKPOINT_VERSION = 0
-_NEVER = 2**63 - 1
 _SNAPSHOTS_TO_KEEP = 2
 _KEYLESS_OFFSETS_SHOWN = 10
-# A control record: key = version i16 (0) + type i16 (0 ABORT, 1 COMMIT);
-# value = version i16 (0) + coordinator epoch i32 (Kafka's EndTransactionMarker).
-_CONTROL_KEY = struct.Struct(">hh")
-_MARKER_VALUE = struct.Struct(">hi")
-CONTROL_TYPE_ABORT = 0
-CONTROL_TYPE_COMMIT = 1
 
 __all__ = [
+    "CHECKPOINT_FILE_NAME",
+    "CLEAN_SHUTDOWN_FILE_NAME",
+    "CONTROL_TYPE_ABORT",
+    "CONTROL_TYPE_COMMIT",
     "AppendInfo",
     "AppendOrigin",
     "CleanResult",
+    "CorruptRecord",
     "LogConfig",
     "OffsetOutOfRange",
+    "OffsetsOutOfOrder",
     "OngoingTransaction",
     "PartitionLog",
     "ProducerStateView",
@@ -100,113 +125,9 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class LogConfig:
-    """The topic-level settings a partition log obeys (Kafka's names, in snake_case)."""
-
-    segment_bytes: int = 1024**3
-    segment_ms: int = 7 * 24 * 60 * 60 * 1000
-    segment_index_bytes: int = 10 * 1024 * 1024
-    retention_ms: int = 7 * 24 * 60 * 60 * 1000  # -1 keeps everything
-    retention_bytes: int = -1  # -1 keeps everything
-    index_interval_bytes: int = 4096
-    flush_messages: int = _NEVER
-    flush_ms: int = _NEVER
-    max_message_bytes: int = 1048588
-    message_timestamp_type: str = "CreateTime"  # or "LogAppendTime"
-    cleanup_policy: str = "delete"  # "compact", "delete", both, or "" (neither)
-    min_insync_replicas: int = 1
-    delete_retention_ms: int = 24 * 60 * 60 * 1000  # how long compaction keeps tombstones
-    min_compaction_lag_ms: int = 0
-    min_cleanable_dirty_ratio: float = 0.5
-    # "producer" keeps batches as sent; a codec name makes the broker recompress (KIP-390
-    # levels: -1 is gzip's default; lz4 1..17; zstd -131072..22).
-    compression_type: str = "producer"
-    compression_gzip_level: int = -1
-    compression_lz4_level: int = 9
-    compression_zstd_level: int = 3
-
-    @property
-    def deletes(self) -> bool:
-        """Whether retention deletes old segments (cleanup.policy contains delete)."""
-        return "delete" in self.cleanup_policy.split(",")
-
-    @property
-    def compacts(self) -> bool:
-        """Whether the cleaner compacts the log (cleanup.policy contains compact)."""
-        return "compact" in self.cleanup_policy.split(",")
-
-
-@dataclass(frozen=True, slots=True)
-class AppendInfo:
-    """What an append did, as the Produce response and the broker need it."""
-
-    first_offset: int
-    last_offset: int
-    max_timestamp: int
-    offset_of_max_timestamp: int  # base offset of the batch holding it
-    log_append_time_ms: int  # -1 with CreateTime
-    log_start_offset: int
-    # A retry of a batch still retained in producer state: nothing was written, the offsets
-    # and timestamp are the original append's.
-    duplicate: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class ReadResult:
-    """Whole batches ready for a Fetch response, and the base offset of the first one."""
-
-    records: bytes | memoryview
-    first_offset: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class _Checkpoint:
-    log_start_offset: int = 0
-    recovery_point: int = 0
-    high_watermark: int = 0
-
-
-def _read_checkpoint(path: Path) -> _Checkpoint | None:
-    try:
-        text = path.read_text()
-    except (FileNotFoundError, UnicodeDecodeError):
-        return None
-    values: dict[str, int] = {}
-    for line in text.splitlines():
-        key, separator, value = line.partition(":")
-        if not separator:
-            return None
-        try:
-            values[key.strip()] = int(value)
-        except ValueError:
-            return None
-    if values.get("version") != _CHECKPOINT_VERSION:
-        return None
-    try:
-        return _Checkpoint(
-            log_start_offset=values["log_start_offset"],
-            recovery_point=values["recovery_point"],
-            high_watermark=values["high_watermark"],
-        )
-    except KeyError:
-        return None
-
-
-def _segment_base_offsets(directory: Path) -> list[int]:
-    """Base offsets of the segments in `directory`; leftover temporary files are removed."""
-    complete_interrupted_swaps(directory)
-    base_offsets = []
-    for path in directory.iterdir():
-        if path.name.endswith(".tmp"):
-            path.unlink()
-        elif path.suffix == LOG_FILE_SUFFIX and path.stem.isdigit():
-            base_offsets.append(int(path.stem))
-    return sorted(base_offsets)
-
-
 class PartitionLog:
-    """A partition's log: segments plus log start offset, log end offset, high watermark."""
+    """A partition's log: segments plus log start offset, log end offset, high watermark,
+    producer state and the leader-epoch cache."""
 
     def __init__(
         self,
@@ -214,6 +135,7 @@ class PartitionLog:
         config: LogConfig,
         segments: list[LogSegment],
         files: SegmentFiles = OS_FILES,
+        leader_epoch_cache: LeaderEpochFileCache | None = None,
     ) -> None:
         self.directory = directory
         self._config = config
@@ -233,25 +155,45 @@ class PartitionLog:
         self._directory_dirty = False
         self._closed = False
         self._deleted = False
+        # Bumped (under `_lock`) by every truncation: a flush that started before one must not
+        # advance the recovery point or the synced sizes past data that was cut.
+        self._truncations = 0
         self._producer_state = ProducerStateManager()
         # The cleaner checkpoint: everything below was compacted by this process.
         self._first_dirty_offset = self._log_start_offset
+        self._leader_epoch_cache = (
+            leader_epoch_cache if leader_epoch_cache is not None else LeaderEpochFileCache()
+        )
+        # The epoch a leader append stamps into batch headers (the partition's current leader
+        # epoch while this broker leads it); -1 when unknown.
+        self.leader_epoch = 0
 
     # -- opening: LogLoader ------------------------------------------------------------------
 
     @classmethod
     def open(
-        cls, directory: Path, config: LogConfig, now_ms: int, files: SegmentFiles = OS_FILES
+        cls,
+        directory: Path,
+        config: LogConfig,
+        now_ms: int,
+        files: SegmentFiles = OS_FILES,
+        leader_epoch: int | None = 0,
     ) -> PartitionLog:
-        """Create an empty log in `directory` or recover the one there.
+        """Create an empty log in `directory` or recover the one there (log_loader.py).
 
         `files` is the file layer segment logs go through (lazy_files.py; default the OS).
+        `leader_epoch` is the epoch leader appends stamp (the `leader_epoch` attribute): the
+        default 0 is a single broker's, which has led every partition in epoch 0 since the
+        log began, so an empty leader-epoch cache starts with `(0, log start offset)`. None
+        (a replica whose leadership the cluster decides) leaves the cache as loaded and the
+        attribute at -1. Raises LeaderEpochCheckpointCorrupt for an unreadable checkpoint.
         """
         directory.mkdir(parents=True, exist_ok=True)
-        checkpoint = _read_checkpoint(directory / CHECKPOINT_FILE_NAME) or _Checkpoint()
+        checkpoint = read_checkpoint(directory / CHECKPOINT_FILE_NAME) or LogCheckpoint()
         clean_shutdown_path = directory / CLEAN_SHUTDOWN_FILE_NAME
         clean_shutdown = clean_shutdown_path.exists()
-        segments = _load_segments(directory, config, checkpoint, clean_shutdown, files)
+        epoch_starts: list[tuple[int, int]] = []
+        segments = load_segments(directory, config, checkpoint, clean_shutdown, files, epoch_starts)
         if not segments:
             segments = [LogSegment.create(directory, checkpoint.log_start_offset, files)]
         for segment in segments:
@@ -276,7 +218,17 @@ class PartitionLog:
         # A crash between writing the log start checkpoint and deleting segments leaves some.
         log._delete_segments(log._count_segments_below(log._log_start_offset))
         log._first_dirty_offset = log._log_start_offset
-        log._load_producer_state()
+        log._leader_epoch_cache = load_leader_epoch_cache(
+            directory, epoch_starts, log._log_start_offset, log_end_offset
+        )
+        if leader_epoch is None:
+            log.leader_epoch = -1
+        else:
+            log.leader_epoch = leader_epoch
+            if log._leader_epoch_cache.is_empty():
+                # Derived again on every open, so it need not be durable.
+                log._leader_epoch_cache.assign(leader_epoch, log._log_start_offset, durable=False)
+        log._producer_state = load_producer_state(directory, log._segments, log_end_offset)
         if clean_shutdown:
             # From here on a crash is an unclean shutdown; make the removal durable.
             clean_shutdown_path.unlink()
@@ -299,16 +251,30 @@ class PartitionLog:
 
     @property
     def high_watermark(self) -> int:
+        """The offset below which every record is committed (readable by consumers)."""
         return self._high_watermark
 
     @high_watermark.setter
     def high_watermark(self, offset: int) -> None:
-        """Set by the broker; kept within [log start offset, log end offset]."""
+        """Set from outside, kept within [log start offset, log end offset].
+
+        A single broker sets it to the log end offset after each append; a cluster leader to
+        what its PartitionState computed; a follower to the leader's HW, which the clamp turns
+        into min(leader HW, own log end offset) as Kafka's follower does. May move backwards
+        (a follower after truncation, KIP-207).
+        """
         self._high_watermark = max(min(offset, self._log_end_offset), self._log_start_offset)
 
     @property
     def recovery_point(self) -> int:
         """Every offset below this one is on disk (fdatasync'd)."""
+        return self._recovery_point
+
+    @property
+    def flushed_offset(self) -> int:
+        """The durable end of the log: every batch below it was fdatasync'd (the recovery
+        point). A leader with `odradek.acks.all.fsync` bounds the HW by it (PartitionState's
+        `flushed_offset`), and a follower reports it."""
         return self._recovery_point
 
     @property
@@ -320,6 +286,40 @@ class PartitionLog:
 
     def update_config(self, config: LogConfig) -> None:
         self._config = config
+
+    # -- leader epochs -----------------------------------------------------------------------
+
+    @property
+    def leader_epoch_cache(self) -> LeaderEpochFileCache:
+        """The partition's `(epoch, start offset)` entries (leader_epoch.py)."""
+        return self._leader_epoch_cache
+
+    @property
+    def latest_epoch(self) -> int | None:
+        """The newest leader epoch with data (or a start) in this log; None when unknown."""
+        return self._leader_epoch_cache.latest_epoch
+
+    def end_offset_for_epoch(self, leader_epoch: int) -> tuple[int, int]:
+        """(epoch, end offset) for OffsetForLeaderEpoch, Kafka's UnifiedLog.endOffsetForEpoch.
+
+        The end offset is where the next epoch starts (the log end offset for the latest
+        epoch); for an epoch the cache cannot place, (UNDEFINED_EPOCH,
+        UNDEFINED_EPOCH_OFFSET), i.e. (-1, -1).
+        """
+        epoch, end_offset = self._leader_epoch_cache.end_offset_for(
+            leader_epoch, self._log_end_offset
+        )
+        if end_offset == UNDEFINED_EPOCH_OFFSET:
+            return UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET
+        return epoch, end_offset
+
+    def maybe_assign_epoch_start_offset(self, leader_epoch: int, start_offset: int) -> None:
+        """Record (durably) that `leader_epoch` starts at `start_offset` when it is newer than
+        the latest cached epoch (Kafka's maybeAssignEpochStartOffset; a new leader calls it
+        with the log end offset, Partition.makeLeader)."""
+        latest = self._leader_epoch_cache.latest_epoch
+        if leader_epoch >= 0 and (latest is None or leader_epoch > latest):
+            self._leader_epoch_cache.assign(leader_epoch, start_offset)
 
     # -- transactions and producers ----------------------------------------------------------
 
@@ -343,14 +343,9 @@ class PartitionLog:
         offset after the last batch returned), searching from the segment holding
         `fetch_offset` on until an entry's LSO reaches the upper bound.
         """
-        index = max(bisect_right(self._segment_base_offsets, fetch_offset) - 1, 0)
-        found: list[tuple[int, int]] = []
-        for segment in self._segments[index:]:
-            entries, complete = segment.txn_index.collect(fetch_offset, upper_bound_offset)
-            found.extend((entry.producer_id, entry.first_offset) for entry in entries)
-            if complete:
-                break
-        return found
+        return aborted_transactions(
+            self._segments, self._segment_base_offsets, fetch_offset, upper_bound_offset
+        )
 
     def has_ongoing_transaction(self, producer_id: int, producer_epoch: int) -> bool:
         """Whether the producer (at this epoch) has a transaction open in this partition."""
@@ -372,63 +367,6 @@ class PartitionLog:
     def _take_snapshot(self, offset: int, durable: bool) -> None:
         write_snapshot(self.directory, offset, self._producer_state, durable)
         delete_snapshots(self.directory, keep=_SNAPSHOTS_TO_KEEP)
-
-    def _load_producer_state(self) -> None:
-        """LogLoader's producer-state rebuild: newest usable snapshot, then replay headers."""
-        directory = self.directory
-        log_end_offset = self._log_end_offset
-        # Snapshots past the recovered end describe batches that did not survive.
-        delete_snapshots(directory, keep=len(snapshot_offsets(directory)), above=log_end_offset)
-        state = ProducerStateManager()
-        replay_from = self._segments[0].base_offset
-        for offset in reversed(snapshot_offsets(directory)):
-            try:
-                data = snapshot_path(directory, offset).read_bytes()
-            except OSError:
-                continue
-            if state.load_snapshot_bytes(data):
-                replay_from = max(offset, replay_from)
-                break
-        for segment in self._segments:
-            segment.txn_index.load()
-            segment.txn_index.truncate_from(replay_from)
-        for segment in self._segments:
-            if segment.size == 0 or segment.next_offset <= replay_from:
-                continue
-            for position, header in iter_segment_batches(segment, replay_from):
-                if header.producer_id < 0:
-                    continue
-                if header.is_control:
-                    self._replay_marker(state, segment, position, header)
-                else:
-                    state.replay_data_batch(header, header.max_timestamp)
-        self._producer_state = state
-
-    @staticmethod
-    def _replay_marker(
-        state: ProducerStateManager, segment: LogSegment, position: int, header: BatchHeader
-    ) -> None:
-        records = decode_records(read_batch(segment, position, header))
-        if not records or records[0].key is None or len(records[0].key) < _CONTROL_KEY.size:
-            return
-        _, control_type = _CONTROL_KEY.unpack_from(records[0].key)
-        value = records[0].value
-        coordinator_epoch = (
-            _MARKER_VALUE.unpack_from(value)[1]
-            if value is not None and len(value) >= _MARKER_VALUE.size
-            else -1
-        )
-        entry = state.prepare_marker(
-            header.producer_id, header.producer_epoch, coordinator_epoch, validate=False
-        )
-        last_stable_offset = state.last_stable_offset_after(header.producer_id, header.base_offset)
-        first_offset = state.complete_marker(
-            entry, header.producer_epoch, coordinator_epoch, header.max_timestamp
-        )
-        if first_offset is not None and control_type == CONTROL_TYPE_ABORT:
-            segment.txn_index.append(
-                AbortedTxn(header.producer_id, first_offset, header.base_offset, last_stable_offset)
-            )
 
     # -- compaction --------------------------------------------------------------------------
 
@@ -542,7 +480,7 @@ class PartitionLog:
             self._segments.insert(index, cleaned)
             self._segment_base_offsets.insert(index, cleaned.base_offset)
 
-    # -- append ------------------------------------------------------------------------------
+    # -- append as leader --------------------------------------------------------------------
 
     def append(
         self,
@@ -552,17 +490,22 @@ class PartitionLog:
         partition_leader_epoch: int | None = None,
         origin: AppendOrigin = AppendOrigin.CLIENT,
     ) -> AppendInfo:
-        """Append validated batches, assigning offsets from the log end offset.
+        """Append validated batches as leader, assigning offsets from the log end offset.
 
         `headers` are the batches' parsed headers in order (the protocol layer's
-        `BatchHeader`); the records themselves are never decoded. Batches with a producer id
-        are checked against producer state first (ProducerAppendInfo): a retry of one of the
-        producer's last five batches returns its original offsets with `duplicate=True` and
-        writes nothing; OutOfOrderSequence, InvalidProducerEpoch and InvalidTxnState leave
-        the log and the state untouched. State advances only after the write succeeded.
+        `BatchHeader`); the records themselves are never decoded. Each batch gets
+        `partition_leader_epoch` (default: the log's `leader_epoch`) in its header, and a new
+        epoch is assigned in the leader-epoch cache at the first offset. Batches with a
+        producer id are checked against producer state first (ProducerAppendInfo): a retry
+        of one of the producer's last five batches returns its original offsets with
+        `duplicate=True` and writes nothing; OutOfOrderSequence, InvalidProducerEpoch and
+        InvalidTxnState leave the log and the state untouched. State advances only after the
+        write succeeded.
         """
         self._check_open()
-        total_size, offset_count, message_count = self._measure(records, headers)
+        total_size, offset_count, message_count = measure(
+            records, headers, self._config.max_message_bytes
+        )
         first_offset = self._log_end_offset
         log_append_time_ms = self._log_append_time(now_ms)
         pending = self._producer_state.prepare_append(
@@ -570,6 +513,8 @@ class PartitionLog:
         )
         if isinstance(pending, BatchMetadata):
             return self._duplicate_info(pending)
+        epoch = self.leader_epoch if partition_leader_epoch is None else partition_leader_epoch
+        self._assign_epoch(epoch, first_offset)
         self._write(
             records,
             headers,
@@ -578,7 +523,7 @@ class PartitionLog:
             offset_count,
             message_count,
             now_ms,
-            partition_leader_epoch,
+            epoch,
             log_append_time_ms,
         )
         self._producer_state.apply(pending)
@@ -595,6 +540,7 @@ class PartitionLog:
     ) -> AppendInfo:
         """Write a COMMIT or ABORT marker (WriteTxnMarkers) and end the producer's transaction.
 
+        The marker carries `partition_leader_epoch` (default: the log's `leader_epoch`).
         Raises InvalidProducerEpoch for an epoch older than the producer's and
         TransactionCoordinatorFenced for an older coordinator epoch. A marker for a producer
         without an ongoing transaction is written all the same (as Kafka does) but changes
@@ -604,26 +550,17 @@ class PartitionLog:
         """
         self._check_open()
         entry = self._producer_state.prepare_marker(producer_id, producer_epoch, coordinator_epoch)
-        control_type = CONTROL_TYPE_COMMIT if commit else CONTROL_TYPE_ABORT
-        batch = encode_batch(
-            [
-                Record(
-                    key=_CONTROL_KEY.pack(0, control_type),
-                    value=_MARKER_VALUE.pack(0, coordinator_epoch),
-                    timestamp=now_ms,
-                )
-            ],
-            producer_id=producer_id,
-            producer_epoch=producer_epoch,
-            base_sequence=-1,
-            is_transactional=True,
-            is_control=True,
-            partition_leader_epoch=-1 if partition_leader_epoch is None else partition_leader_epoch,
+        epoch = self.leader_epoch if partition_leader_epoch is None else partition_leader_epoch
+        batch = encode_marker_batch(
+            producer_id, producer_epoch, commit, coordinator_epoch, now_ms, epoch
         )
         headers = [read_batch_header(batch)]
-        total_size, offset_count, message_count = self._measure(batch, headers)
+        total_size, offset_count, message_count = measure(
+            batch, headers, self._config.max_message_bytes
+        )
         marker_offset = self._log_end_offset
         log_append_time_ms = self._log_append_time(now_ms)
+        self._assign_epoch(epoch, marker_offset)
         self._write(
             batch,
             headers,
@@ -632,7 +569,7 @@ class PartitionLog:
             offset_count,
             message_count,
             now_ms,
-            partition_leader_epoch,
+            epoch,
             log_append_time_ms,
         )
         last_stable_offset = self._producer_state.last_stable_offset_after(
@@ -650,28 +587,11 @@ class PartitionLog:
             )
         return self._finish_append(headers, marker_offset, offset_count, now_ms, log_append_time_ms)
 
-    def _measure(
-        self, records: bytes | memoryview, headers: list[BatchHeader]
-    ) -> tuple[int, int, int]:
-        """(total bytes, offsets, records) of the batches; checks max.message.bytes."""
-        if not headers:
-            raise ValueError("append needs at least one batch")
-        max_message_bytes = self._config.max_message_bytes
-        total_size = 0
-        offset_count = 0
-        message_count = 0
-        for header in headers:
-            size = header.batch_length + LOG_OVERHEAD
-            if size > max_message_bytes:
-                raise RecordBatchTooLarge(
-                    f"batch of {size} bytes exceeds max.message.bytes {max_message_bytes}"
-                )
-            total_size += size
-            offset_count += header.last_offset_delta + 1
-            message_count += header.records_count
-        if total_size != len(records):
-            raise ValueError(f"headers describe {total_size} bytes, records hold {len(records)}")
-        return total_size, offset_count, message_count
+    def _assign_epoch(self, epoch: int, start_offset: int) -> None:
+        # One comparison per append; the cache (and its durable checkpoint) is touched only
+        # when an epoch starts.
+        if epoch >= 0 and epoch != self._leader_epoch_cache.latest_epoch:
+            self._leader_epoch_cache.assign(epoch, start_offset)
 
     def _log_append_time(self, now_ms: int) -> int | None:
         return now_ms if self._config.message_timestamp_type == "LogAppendTime" else None
@@ -690,11 +610,7 @@ class PartitionLog:
     ) -> None:
         config = self._config
         last_offset = first_offset + offset_count - 1
-        segment = self._segments[-1]
-        if self._should_roll(segment, total_size, last_offset, now_ms):
-            segment = self._roll(first_offset)
-        if segment.rolling_base_ms is None:
-            segment.rolling_base_ms = now_ms
+        segment = self._active_segment_for(total_size, last_offset, first_offset, now_ms)
         position = segment.size
         if log_append_time_ms is not None:
             # LogAppendTime rewrites CRC-covered fields: patch a copy.
@@ -708,9 +624,24 @@ class PartitionLog:
         segment.account_batches(
             headers, first_offset, position, config.index_interval_bytes, log_append_time_ms
         )
+        self._advance(segment, position + total_size, last_offset + 1, message_count, now_ms)
+
+    def _active_segment_for(
+        self, total_size: int, last_offset: int, first_offset: int, now_ms: int
+    ) -> LogSegment:
+        segment = self._segments[-1]
+        if self._should_roll(segment, total_size, last_offset, now_ms):
+            segment = self._roll(first_offset)
+        if segment.rolling_base_ms is None:
+            segment.rolling_base_ms = now_ms
+        return segment
+
+    def _advance(
+        self, segment: LogSegment, size: int, log_end_offset: int, message_count: int, now_ms: int
+    ) -> None:
         with self._lock:
-            segment.size = position + total_size
-            self._log_end_offset = last_offset + 1
+            segment.size = size
+            self._log_end_offset = log_end_offset
         self._appended_messages += message_count
         if self._oldest_unflushed_append_ms is None:
             self._oldest_unflushed_append_ms = now_ms
@@ -722,41 +653,28 @@ class PartitionLog:
         offset_count: int,
         now_ms: int,
         log_append_time_ms: int | None,
+        base_offsets: list[int] | None = None,
     ) -> AppendInfo:
-        if log_append_time_ms is not None:
-            max_timestamp, offset_of_max_timestamp = log_append_time_ms, first_offset
-        else:
-            max_timestamp, offset_of_max_timestamp = -1, -1
-            base_offset = first_offset
-            for header in headers:
-                if header.max_timestamp > max_timestamp:
-                    max_timestamp, offset_of_max_timestamp = header.max_timestamp, base_offset
-                base_offset += header.last_offset_delta + 1
+        self._maybe_flush(now_ms)
+        return append_info(
+            headers,
+            first_offset,
+            first_offset + offset_count - 1,
+            log_append_time_ms,
+            self._log_start_offset,
+            base_offsets,
+        )
+
+    def _maybe_flush(self, now_ms: int) -> None:
         if (
             self._appended_messages - self._flushed_messages >= self._config.flush_messages
             or self.flush_due(now_ms)
         ):
             self.flush()
-        return AppendInfo(
-            first_offset=first_offset,
-            last_offset=first_offset + offset_count - 1,
-            max_timestamp=max_timestamp,
-            offset_of_max_timestamp=offset_of_max_timestamp,
-            log_append_time_ms=-1 if log_append_time_ms is None else log_append_time_ms,
-            log_start_offset=self._log_start_offset,
-        )
 
     def _duplicate_info(self, batch: BatchMetadata) -> AppendInfo:
         log_append_time = self._config.message_timestamp_type == "LogAppendTime"
-        return AppendInfo(
-            first_offset=batch.first_offset,
-            last_offset=batch.last_offset,
-            max_timestamp=batch.max_timestamp,
-            offset_of_max_timestamp=batch.first_offset,
-            log_append_time_ms=batch.max_timestamp if log_append_time else -1,
-            log_start_offset=self._log_start_offset,
-            duplicate=True,
-        )
+        return duplicate_info(batch, log_append_time, self._log_start_offset)
 
     def _should_roll(
         self, segment: LogSegment, append_size: int, last_offset: int, now_ms: int
@@ -791,6 +709,161 @@ class PartitionLog:
             self._directory_dirty = True
         return segment
 
+    # -- append as follower ------------------------------------------------------------------
+
+    def append_as_follower(self, records: bytes | memoryview, now_ms: int) -> AppendInfo | None:
+        """Append a replica fetch's batches exactly as the leader wrote them.
+
+        Kafka's UnifiedLog.appendAsFollower: offsets, leader epochs and timestamps are kept
+        (nothing is patched or assigned); every batch's length, magic and CRC are checked
+        (CorruptRecord) and its offsets must continue the log: the first batch at or after
+        the log end offset, each after the previous one (OffsetsOutOfOrder; a compacted
+        leader log may skip offsets). Nothing is written when a check fails. Trailing bytes
+        that do not make a complete batch are ignored; None when no complete batch came.
+
+        From what it writes the follower rebuilds what a leader would have: the leader-epoch
+        cache (a new epoch starts at its first batch), producer state (sequences and offsets
+        of each producer's last batches, so a retry after failover is a duplicate here; the
+        first offset of each ongoing transaction) and, for the control batches, the end of
+        each transaction: an ABORT adds the aborted range to the transaction index. Only
+        control batches are decoded (one marker record each). The high watermark does not
+        move: the caller sets it from the leader's.
+        """
+        self._check_open()
+        headers, valid_bytes = check_replicated_batches(records, self._log_end_offset)
+        if not headers:
+            return None
+        first_offset = headers[0].base_offset
+        last_offset = headers[-1].last_offset
+        message_count = sum(header.records_count for header in headers)
+        cache = self._leader_epoch_cache
+        for header in headers:
+            epoch = header.partition_leader_epoch
+            if epoch >= 0 and epoch != cache.latest_epoch:
+                cache.assign(epoch, header.base_offset)
+        segment = self._active_segment_for(valid_bytes, last_offset, first_offset, now_ms)
+        position = segment.size
+        view = memoryview(records)
+        segment.write(view[:valid_bytes])
+        segment.account_replicated_batches(headers, position, self._config.index_interval_bytes)
+        self._advance(segment, position + valid_bytes, last_offset + 1, message_count, now_ms)
+        state = self._producer_state
+        batch_position = 0
+        for header in headers:
+            if header.producer_id >= 0:
+                if header.is_control:
+                    batch = bytes(view[batch_position : batch_position + header.size])
+                    apply_marker(state, segment, header, batch)
+                else:
+                    state.replay_data_batch(header, header.max_timestamp)
+            batch_position += header.size
+        return self._finish_append(
+            headers,
+            first_offset,
+            last_offset - first_offset + 1,
+            now_ms,
+            None,
+            [header.base_offset for header in headers],
+        )
+
+    # -- truncation --------------------------------------------------------------------------
+
+    def truncate_to(self, offset: int) -> None:
+        """Cut the log so that it ends at or below `offset` (Kafka's UnifiedLog.truncateTo).
+
+        A follower truncates to the end offset of the epoch where its log diverges from the
+        leader's (KIP-101/279). Nothing happens when `offset` is at or past the log end
+        offset; at or below the log start offset the log starts over empty at `offset`
+        (`truncate_fully_and_start_at`). Otherwise segments wholly at or past `offset` are
+        deleted and the one holding it is cut before the batch holding `offset` (a batch goes
+        whole, so the log may end below `offset`); then the leader-epoch cache loses the
+        entries from the new end, producer state and the transaction indexes are rebuilt from
+        the newest snapshot at or below it (later snapshots are deleted), and the high
+        watermark and recovery point are clamped to it.
+
+        Crash-safe: the recovery point goes below `offset` in a durable checkpoint first, so
+        a crash at any step reopens a log whose every segment ends where the next begins
+        (later segments go first, each deletion leaving a prefix of the log) and whose tail
+        from `offset` is recovered batch by batch; the loader trims the epoch cache and
+        snapshots to what survived. The log after such a crash may still hold data past
+        `offset`: the caller (the replica fetcher) truncates again.
+        """
+        self._check_open()
+        if offset >= self._log_end_offset:
+            return
+        if offset <= self._log_start_offset:
+            self.truncate_fully_and_start_at(offset)
+            return
+        with self._lock:
+            self._truncations += 1
+            self._recovery_point = min(self._recovery_point, offset)
+            self._high_watermark = min(self._high_watermark, offset)
+        self._write_checkpoint(sync=True)
+        keep = len(self._segments)
+        while keep > 1 and self._segments[keep - 1].base_offset >= offset:
+            keep -= 1
+        self._delete_segments_from(keep)
+        active = self._segments[-1]
+        with self._lock:
+            active.truncate_to(offset)
+            log_end_offset = active.next_offset
+            self._log_end_offset = log_end_offset
+            self._recovery_point = min(self._recovery_point, log_end_offset)
+            self._high_watermark = max(
+                min(self._high_watermark, log_end_offset), self._log_start_offset
+            )
+        self._first_dirty_offset = min(self._first_dirty_offset, log_end_offset)
+        self._leader_epoch_cache.truncate_from_end(log_end_offset)
+        self._producer_state = load_producer_state(self.directory, self._segments, log_end_offset)
+        fsync_directory(self.directory)
+        self._write_checkpoint(sync=False)
+
+    def truncate_fully_and_start_at(self, offset: int) -> None:
+        """Delete everything and start an empty log at `offset` (Kafka's
+        truncateFullyAndStartAt: a follower whose fetch offset is out of the leader's range).
+
+        Log start offset, log end offset, high watermark and recovery point all become
+        `offset`; the leader-epoch cache, producer state and its snapshots are cleared.
+        Crash-safe: segments are deleted newest first (each step leaves a prefix of the old
+        log), then the new segment is created and the checkpoint naming `offset` as log
+        start is written durably; a crash before that reopens the old log's remaining prefix
+        (or an empty log at the old start), after it the new empty log.
+        """
+        self._check_open()
+        with self._lock:
+            self._truncations += 1
+        self._delete_segments_from(0)
+        self._leader_epoch_cache.clear_and_flush()
+        segment = LogSegment.create(self.directory, offset, self._files)
+        with self._lock:
+            self._segments.append(segment)
+            self._segment_base_offsets.append(offset)
+            self._log_start_offset = offset
+            self._log_end_offset = offset
+            self._high_watermark = offset
+            self._recovery_point = offset
+            self._directory_dirty = True
+        fsync_directory(self.directory)
+        self._write_checkpoint(sync=True)
+        self._first_dirty_offset = offset
+        delete_snapshots(self.directory, keep=0)
+        self._producer_state = ProducerStateManager()
+
+    def _delete_segments_from(self, keep: int) -> None:
+        """Delete the segments after the first `keep`, newest first (each unlink leaves a
+        prefix of the log on disk)."""
+        with self._lock:
+            doomed = self._segments[keep:]
+            del self._segments[keep:]
+            del self._segment_base_offsets[keep:]
+            self._directory_dirty = True
+            for segment in doomed:
+                segment.close_requested = True
+                if segment.pins == 0:
+                    segment.close_fd()
+        for segment in reversed(doomed):
+            segment.delete_files()
+
     # -- read --------------------------------------------------------------------------------
 
     def read(
@@ -800,31 +873,21 @@ class PartitionLog:
 
         The first batch may start before `fetch_offset` (clients skip the records before it).
         Batches come from one segment; the next segment is used when the one holding
-        `fetch_offset` has nothing at or after it.
+        `fetch_offset` has nothing at or after it. Raises OffsetOutOfRange outside
+        [log start offset, log end offset].
         """
         self._check_open()
         log_end_offset = self._log_end_offset
         if fetch_offset < self._log_start_offset or fetch_offset > log_end_offset:
             raise OffsetOutOfRange(fetch_offset, self._log_start_offset, log_end_offset)
-        max_offset = min(max_offset, log_end_offset)
-        if fetch_offset >= max_offset:
-            return ReadResult(b"", None)
-        segments = self._segments
-        index = max(bisect_right(self._segment_base_offsets, fetch_offset) - 1, 0)
-        for segment in segments[index:]:
-            if segment.base_offset >= max_offset:
-                break
-            end_position = segment.size
-            start = segment.find_batch(fetch_offset, end_position)
-            if start is None:
-                continue
-            if start.base_offset >= max_offset:
-                break
-            records = segment.read_batches(
-                start, max_bytes, max_offset, min_one_batch, end_position
-            )
-            return ReadResult(records, start.base_offset if records else None)
-        return ReadResult(b"", None)
+        return read(
+            self._segments,
+            self._segment_base_offsets,
+            fetch_offset,
+            max_bytes,
+            min(max_offset, log_end_offset),
+            min_one_batch,
+        )
 
     # -- timestamps --------------------------------------------------------------------------
 
@@ -837,33 +900,14 @@ class PartitionLog:
         every record carries the batch's time). Not bounded by the high watermark: the
         caller filters.
         """
-        log_start_offset = self._log_start_offset
-        for segment in self._segments:
-            if segment.max_timestamp < timestamp_ms or segment.next_offset <= log_start_offset:
-                continue
-            found = segment.find_offset_by_timestamp(timestamp_ms, log_start_offset, segment.size)
-            if found is not None:
-                return found
-        return None
+        return offset_for_timestamp(self._segments, timestamp_ms, self._log_start_offset)
 
     def max_timestamp_offset(self) -> tuple[int, int] | None:
         """(offset, timestamp) of the record with the largest timestamp (ListOffsets -3,
         KIP-734): the first record carrying it, found inside its batch; the offset is raised
         to the log start offset. None when no batch has a timestamp.
         """
-        best: LogSegment | None = None
-        for segment in self._segments:
-            if segment.max_timestamp >= 0 and (
-                best is None or segment.max_timestamp > best.max_timestamp
-            ):
-                best = segment
-        if best is None:
-            return None
-        found = best.find_max_timestamp_record(best.size)
-        if found is None:
-            # No record carries it (an emptied batch after compaction): the batch's offset.
-            found = (best.offset_of_max_timestamp, best.max_timestamp)
-        return max(found[0], self._log_start_offset), found[1]
+        return max_timestamp_offset(self._segments, self._log_start_offset)
 
     # -- durability --------------------------------------------------------------------------
 
@@ -882,6 +926,7 @@ class PartitionLog:
                 return self._recovery_point
             target_offset = self._log_end_offset
             target_messages = self._appended_messages
+            truncations = self._truncations
             pending = [
                 (segment, segment.size)
                 for segment in self._segments
@@ -898,13 +943,16 @@ class PartitionLog:
                 fsync_directory(self.directory)
         finally:
             with self._lock:
+                truncated = truncations != self._truncations
                 for segment, size in pending:
-                    segment.synced_size = max(segment.synced_size, size)
+                    if not truncated:
+                        segment.synced_size = max(segment.synced_size, size)
                     segment.pins -= 1
                     if segment.close_requested and segment.pins == 0:
                         segment.close_fd()
         with self._lock:
-            advanced = target_offset > self._recovery_point
+            # A truncation during the sync may have replaced what the target covered.
+            advanced = truncations == self._truncations and target_offset > self._recovery_point
             if advanced:
                 self._recovery_point = target_offset
             self._flushed_messages = max(self._flushed_messages, target_messages)
@@ -921,15 +969,12 @@ class PartitionLog:
         with self._checkpoint_lock:
             if self._deleted:
                 return
-            text = (
-                f"version: {_CHECKPOINT_VERSION}\n"
-                f"log_start_offset: {self._log_start_offset}\n"
-                f"recovery_point: {self._recovery_point}\n"
-                f"high_watermark: {self._high_watermark}\n"
+            checkpoint = LogCheckpoint(
+                log_start_offset=self._log_start_offset,
+                recovery_point=self._recovery_point,
+                high_watermark=self._high_watermark,
             )
-            write_file_atomically(
-                self.directory / CHECKPOINT_FILE_NAME, text.encode(), durable=sync
-            )
+            write_checkpoint(self.directory / CHECKPOINT_FILE_NAME, checkpoint, durable=sync)
 
     # -- deletion ----------------------------------------------------------------------------
 
@@ -950,6 +995,7 @@ class PartitionLog:
         self._high_watermark = max(self._high_watermark, offset)
         self._write_checkpoint(sync=True)
         self._delete_segments(self._count_segments_below(offset))
+        self._truncate_epochs_from_start(offset)
         return self._log_start_offset
 
     def enforce_retention(self, now_ms: int) -> int:
@@ -1003,7 +1049,13 @@ class PartitionLog:
             self._log_start_offset = new_start
             self._high_watermark = max(self._high_watermark, new_start)
             self._write_checkpoint(sync=False)
+            self._truncate_epochs_from_start(new_start)
         return deleted_bytes
+
+    def _truncate_epochs_from_start(self, log_start_offset: int) -> None:
+        earliest = self._leader_epoch_cache.earliest_entry
+        if earliest is not None and earliest.start_offset < log_start_offset:
+            self._leader_epoch_cache.truncate_from_start(log_start_offset)
 
     def _count_segments_below(self, offset: int) -> int:
         """How many leading segments hold only offsets below `offset` (never all of them)."""
@@ -1065,57 +1117,3 @@ class PartitionLog:
     def _check_open(self) -> None:
         if self._closed:
             raise StorageError(f"log {self.directory} is closed")
-
-
-def _load_segments(
-    directory: Path,
-    config: LogConfig,
-    checkpoint: _Checkpoint,
-    clean_shutdown: bool,
-    files: SegmentFiles = OS_FILES,
-) -> list[LogSegment]:
-    base_offsets = _segment_base_offsets(directory)
-    segments = [LogSegment.open_existing(directory, base, files) for base in base_offsets]
-    # Segments from the one holding the recovery point on may hold unflushed (torn) bytes.
-    first_unflushed = len(segments) - 1
-    if not clean_shutdown:
-        first_unflushed = max(bisect_right(base_offsets, checkpoint.recovery_point) - 1, 0)
-    for number, segment in enumerate(segments):
-        if number < first_unflushed:
-            if not segment.load(config.index_interval_bytes, verify_tail_crc=False):
-                segment.recover(config.index_interval_bytes)
-            continue
-        last = number == len(segments) - 1
-        if (
-            clean_shutdown
-            and segment.load(config.index_interval_bytes, verify_tail_crc=True)
-            and last
-        ):
-            continue
-        truncated = segment.recover(config.index_interval_bytes)
-        if not last and (truncated or segment.next_offset < segments[number + 1].base_offset):
-            # Everything after a torn or corrupt batch is unreachable: drop later segments. So
-            # is everything after a segment that ends short of the next one's base offset (its
-            # unsynced tail was lost while later segment files survived, as after a power cut).
-            for later in segments[number + 1 :]:
-                later.close_fd()
-                later.delete_files()
-            del segments[number + 1 :]
-            break
-    # Index files of every segment but the active one are written once, on roll; a rebuilt
-    # index must be written again or the next load would rebuild it once more.
-    for segment in segments[:-1]:
-        if segment.index_files_stale:
-            segment.write_index_files()
-    _remove_orphan_index_files(directory, {segment.base_offset for segment in segments})
-    return segments
-
-
-def _remove_orphan_index_files(directory: Path, base_offsets: set[int]) -> None:
-    for path in directory.iterdir():
-        if (
-            path.suffix in (INDEX_FILE_SUFFIX, TIME_INDEX_FILE_SUFFIX, TXN_INDEX_FILE_SUFFIX)
-            and path.stem.isdigit()
-            and int(path.stem) not in base_offsets
-        ):
-            path.unlink()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import struct
+from bisect import bisect_left
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -205,6 +206,19 @@ class LogSegment:
             position += size
         self.next_offset = base_offset
 
+    def account_replicated_batches(
+        self, headers: list[BatchHeader], position: int, index_interval_bytes: int
+    ) -> None:
+        """`account_batches` for batches written with the offsets they carry (a follower's
+        append: the leader assigned them, and a compacted leader log may leave gaps)."""
+        for header in headers:
+            size = header.batch_length + LOG_OVERHEAD
+            self._account_batch(
+                header.base_offset, position, size, header.max_timestamp, index_interval_bytes
+            )
+            position += size
+        self.next_offset = headers[-1].base_offset + headers[-1].last_offset_delta + 1
+
     def _account_batch(
         self,
         base_offset: int,
@@ -366,11 +380,16 @@ class LogSegment:
         self.offset_of_max_timestamp = -1
         self.bytes_since_last_index_entry = 0
 
-    def recover(self, index_interval_bytes: int) -> int:
+    def recover(
+        self, index_interval_bytes: int, epoch_starts: list[tuple[int, int]] | None = None
+    ) -> int:
         """LogLoader's segment recovery: validate every batch, rebuild the indexes.
 
         Checks each batch's length, magic, CRC and that offsets only grow, truncates the file
-        at the first batch that fails, and returns the number of bytes truncated.
+        at the first batch that fails, and returns the number of bytes truncated. With
+        `epoch_starts`, appends `(partition leader epoch, base offset)` for every valid batch
+        whose epoch is >= 0 and above the last one listed (Kafka's LogSegment.recover feeding
+        the leader-epoch cache).
         """
         self._reset_derived_state()
         self.index_files_stale = True
@@ -412,6 +431,12 @@ class LogSegment:
                     if actual_crc != crc:
                         valid = False
                         break
+                    if (
+                        epoch_starts is not None
+                        and header[2] >= 0
+                        and (not epoch_starts or header[2] > epoch_starts[-1][0])
+                    ):
+                        epoch_starts.append((header[2], base_offset))
                     self._account_batch(
                         base_offset,
                         position + offset_in_chunk,
@@ -427,6 +452,50 @@ class LogSegment:
             self.files.ftruncate(self.fd, position)
         self.size = position
         return truncated
+
+    def truncate_to(self, offset: int) -> int:
+        """Remove every batch whose last offset is >= `offset`; returns the bytes removed.
+
+        Kafka's LogSegment.truncateTo: the batch holding `offset` goes whole, so the segment
+        then ends at that batch's base offset. The file is cut first, then the in-memory
+        indexes are trimmed and the tail after the last remaining index entry is walked again
+        (headers only) for the next offset and the max timestamp. The index files on disk are
+        stale until rewritten (`index_files_stale`); a load after a crash rejects entries past
+        the file's end and recovers the segment. Aborted transactions ending at or after the
+        cut leave the transaction index.
+        """
+        start = self.find_batch(offset, self.size)
+        if start is None:
+            return 0
+        cut = start.position
+        removed = self.size - cut
+        self.files.ftruncate(self.fd, cut)
+        self.size = cut
+        self.synced_size = min(self.synced_size, cut)
+        offset_index = self.offset_index
+        keep = bisect_left(offset_index.positions, cut)
+        del offset_index.offsets[keep:]
+        del offset_index.positions[keep:]
+        time_index = self.time_index
+        keep = bisect_left(time_index.offsets, start.base_offset)
+        del time_index.offsets[keep:]
+        del time_index.timestamps[keep:]
+        last_time_entry = time_index.last_entry()
+        if last_time_entry is None:
+            self.max_timestamp, self.offset_of_max_timestamp = -1, -1
+        else:
+            self.max_timestamp, self.offset_of_max_timestamp = last_time_entry
+        entry_offset, position = offset_index.lookup(2**63 - 1)
+        self.next_offset = entry_offset if position > 0 else self.base_offset
+        for _, header in self.iter_headers(position, cut):
+            if header[8] > self.max_timestamp:
+                self.max_timestamp = header[8]
+                self.offset_of_max_timestamp = header[0]
+            self.next_offset = header[0] + header[6] + 1
+        self.bytes_since_last_index_entry = cut - position
+        self.index_files_stale = True
+        self.txn_index.truncate_from(start.base_offset)
+        return removed
 
     def load(self, index_interval_bytes: int, verify_tail_crc: bool) -> bool:
         """Trust the index files, walking only the tail after the last offset index entry.

@@ -1,7 +1,10 @@
 """OffsetForLeaderEpoch: the end offset of a leader epoch (KIP-101/KIP-320).
 
-One node has only ever had leader epoch 0, so epoch 0 ends at the log end offset, and any
-later epoch is unknown.
+Answered from the partition's leader-epoch cache, as Kafka's Partition.lastOffsetForLeaderEpoch:
+a `current_leader_epoch` (-1: no check) below the log's leader epoch is FENCED_LEADER_EPOCH,
+above it UNKNOWN_LEADER_EPOCH; otherwise the requested epoch's end offset (the log end offset
+for the latest epoch), or -1/-1 for an epoch the cache cannot place. A single broker leads in
+epoch 0 from the log's start.
 """
 
 from __future__ import annotations
@@ -14,8 +17,6 @@ from odradek.broker import dispatcher
 from odradek.broker.context import BrokerContext
 from odradek.protocol.api_keys import ApiKey
 from odradek.protocol.codec import RequestHeader, make, nested, response_module, response_type
-
-LEADER_EPOCH = 0
 
 
 @dispatcher.register(ApiKey.OFFSET_FOR_LEADER_EPOCH, 2, 4)
@@ -32,10 +33,12 @@ async def handle(context: BrokerContext, header: RequestHeader, request: Any) ->
             error, epoch, end_offset = ErrorCode.none, -1, -1
             if log is None:
                 error = ErrorCode.unknown_topic_or_partition
-            elif partition.current_leader_epoch > LEADER_EPOCH:
+            elif partition.current_leader_epoch > log.leader_epoch:
                 error = ErrorCode.unknown_leader_epoch
-            elif partition.leader_epoch >= LEADER_EPOCH:
-                epoch, end_offset = LEADER_EPOCH, log.log_end_offset
+            elif 0 <= partition.current_leader_epoch < log.leader_epoch:
+                error = ErrorCode.fenced_leader_epoch
+            else:
+                epoch, end_offset = log.end_offset_for_epoch(partition.leader_epoch)
             partitions.append(
                 make(
                     partition_type,

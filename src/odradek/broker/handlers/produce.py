@@ -185,7 +185,7 @@ async def handle(
                     partition_results.append(_error(index, code, message=message))
                     continue
             try:
-                info = log.append(records, headers, now, partition_leader_epoch=0)
+                info = log.append(records, headers, now)
             except OutOfOrderSequence as error:
                 partition_results.append(
                     _error(index, ErrorCode.out_of_order_sequence_number, message=str(error))
