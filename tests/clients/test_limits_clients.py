@@ -30,7 +30,10 @@ pytestmark = pytest.mark.timeout(90)
 
 CLIENTS = ["confluent-kafka", "kafka-python", "aiokafka"]
 MESSAGE_MAX_BYTES = 4000
-TOPIC_CONFIG = {"cleanup.policy": "compact,delete", "max.message.bytes": str(MESSAGE_MAX_BYTES)}
+# A list-valued config that does not make the topic compacted: records without a key are part of
+# the smallest inputs, and a compacted topic refuses them (as Kafka does).
+LIST_CONFIG = "leader.replication.throttled.replicas"
+TOPIC_CONFIG = {LIST_CONFIG: "0:1,0:2", "max.message.bytes": str(MESSAGE_MAX_BYTES)}
 BROKER_CONFIG = {"group.initial.rebalance.delay.ms": "0"}
 INVALID_TOPIC_EXCEPTION = 17
 
@@ -87,7 +90,7 @@ def write_with_confluent(bootstrap: str, topic: str, group: str, transactional_i
     consumer.commit(offsets=[TopicPartition(topic, 0, 2)], asynchronous=False)
     consumer.close()
     resource = ConfigResource(ResourceType.TOPIC, topic)
-    return str(admin.describe_configs([resource])[resource].result(10)["cleanup.policy"].value)
+    return str(admin.describe_configs([resource])[resource].result(10)[LIST_CONFIG].value)
 
 
 def write_with_kafka_python(bootstrap: str, topic: str, group: str, transactional_id: str) -> str:
@@ -125,7 +128,7 @@ def write_with_kafka_python(bootstrap: str, topic: str, group: str, transactiona
         consumer.close()
         admin.close()
     (values,) = (by_name[topic] for by_name in described.values())
-    return str(values["cleanup.policy"]["value"])
+    return str(values[LIST_CONFIG]["value"])
 
 
 def write_with_aiokafka(bootstrap: str, topic: str, group: str, transactional_id: str) -> str:
@@ -178,7 +181,7 @@ def write_with_aiokafka(bootstrap: str, topic: str, group: str, transactional_id
                 [AioConfigResource(AioConfigResourceType.TOPIC, topic)]
             )
             configs = {entry[0]: entry[1] for entry in described[0].resources[0][4]}
-            return str(configs["cleanup.policy"])
+            return str(configs[LIST_CONFIG])
         finally:
             await admin.close()
 
@@ -193,7 +196,7 @@ WRITERS = {
 
 
 def read_back(bootstrap: str, topic: str, group: str) -> tuple[list[Any], int, str]:
-    """(records read_committed, the group's committed offset, cleanup.policy)."""
+    """(records read_committed, the group's committed offset, the list config)."""
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -217,7 +220,7 @@ def read_back(bootstrap: str, topic: str, group: str) -> tuple[list[Any], int, s
     consumer.close()
     admin = AdminClient({"bootstrap.servers": bootstrap})
     resource = ConfigResource(ResourceType.TOPIC, topic)
-    policy = admin.describe_configs([resource])[resource].result(10)["cleanup.policy"].value
+    policy = admin.describe_configs([resource])[resource].result(10)[LIST_CONFIG].value
     return records, committed.offset, str(policy)
 
 
@@ -230,7 +233,7 @@ def test_limits_end_to_end_and_across_a_restart(
     expected = [*records_for(client), (None, b"after", [])]
     with Broker(data_dir=tmp_path, config=BROKER_CONFIG) as broker:
         policy = WRITERS[client](broker.bootstrap_servers, topic, group, transactional_id)
-        assert policy == TOPIC_CONFIG["cleanup.policy"]
+        assert policy == TOPIC_CONFIG[LIST_CONFIG]
         assert read_back(broker.bootstrap_servers, topic, group) == (expected, 2, policy)
     with Broker(data_dir=tmp_path, config=BROKER_CONFIG) as broker:
         assert read_back(broker.bootstrap_servers, topic, group) == (expected, 2, policy)
