@@ -70,7 +70,8 @@ def test_batch_costs_are_means_over_the_window() -> None:
     ]
     costs = batch_costs(history, Window("w", 0, 3 * S))
     assert (costs.batches, costs.messages, costs.batch_size) == (2, 150, 75.0)
-    assert (costs.fetch_ms, costs.sink_ms, costs.commit_ms, costs.total_ms) == (2, 3, 4, 8)
+    assert (costs.fetch_ms, costs.sink_ms, costs.commit_ms, costs.processing_ms) == (2, 3, 4, 8)
+    assert costs.total_ms == 10  # the poll wait included
     assert costs.other_ms == 1.0
     assert costs.per_message_ms("commit") == pytest.approx(4 / 75)
     assert batch_costs(history, Window("w", 10 * S, 11 * S)) == BatchCosts()

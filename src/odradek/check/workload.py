@@ -45,6 +45,8 @@ PRODUCER_OVERRIDES: dict[str, str | int | bool] = {
 }
 PROCESSOR_OVERRIDES: dict[str, str | int | bool] = {
     "log_level": 0,
+    # The processor reports the log end it reached (worker.py); the final drain waits for it.
+    "consumer.enable.partition.eof": True,
     "session.timeout.ms": 3000,
     "heartbeat.interval.ms": 300,
     "max.poll.interval.ms": 15000,
