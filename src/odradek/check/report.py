@@ -219,7 +219,7 @@ def print_table(results: Sequence[RunResult], console: Console | None = None) ->
     faults = ", ".join(sorted(set(first.faults))) or "none"
     table = Table(
         title=f"The seed's trade-off matrix, measured (seed {first.seed}; per guarantee "
-        f"{first.fault_free.seconds:.0f} s fault-free, then {first.fault_phase.seconds:.0f} s "
+        f"{first.fault_free.seconds:.1f} s fault-free, then {first.fault_phase.seconds:.1f} s "
         f"with faults: {faults})",
         show_lines=True,
     )
