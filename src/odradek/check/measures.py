@@ -12,7 +12,8 @@ the run started): from the first produce of the phase to the last.
                (`processing`), and in all with the poll wait (`total`)
     recovery   per fault, the time from the fault's end until the sink next committed (s); and
                the time the sink stood still in all: every gap of more than `STALL_SECONDS`
-               between sink commits, from the phase's start to the sink's last commit
+               between sink commits from the phase's start on (the stalls run to the sink's
+               last commit; the total counts their part inside the phase)
 """
 
 from __future__ import annotations
@@ -281,8 +282,12 @@ def recovery(history: Sequence[Op], window: Window, *, origin: int = 0) -> Recov
         for earlier, later in itertools.pairwise(points)
         if (later - earlier) / 1e9 > STALL_SECONDS
     ]
+    # The total counts the phase only, so it reads against the phase's length.
+    phase_start, phase_end = (window.start - origin) / 1e9, (window.end - origin) / 1e9
     return Recovery(
         faults=faults,
-        stood_still_seconds=sum(end - start for start, end in stalls),
+        stood_still_seconds=sum(
+            max(0.0, min(end, phase_end) - max(start, phase_start)) for start, end in stalls
+        ),
         stalls=stalls,
     )

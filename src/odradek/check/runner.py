@@ -442,15 +442,17 @@ def _start_monitor(run: _Run) -> None:
 
 
 def _produce(run: _Run, phase: str, seconds: float) -> float:
-    """Produce for `seconds` as phase `phase` (two `phase` ops bound it in the history); returns
-    the monotonic time the phase started."""
+    """Produce for `seconds` as phase `phase` (two `phase` ops bound it in the history: the
+    phase ends when sending stops, so it lasts what was asked unless `messages` ended it
+    earlier), then wait for the delivery reports; returns the monotonic time it started."""
     assert run.producer is not None
     run.report(phase)
     started = time.monotonic()
     start = run.history.write(CHECKER, INFO, PHASE, phase).time
-    run.producer.run(started + seconds, run.options.messages)
+    run.producer.send(started + seconds, run.options.messages)
     end = run.history.write(CHECKER, INFO, PHASE, phase, end=True).time
     run.windows[phase] = (start, end)
+    run.producer.flush()
     return started
 
 
