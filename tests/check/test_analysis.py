@@ -254,3 +254,25 @@ def test_fault_names_and_the_seeded_schedule() -> None:
     assert planned == schedule(local, 20, seed=5)  # seeded: the same run twice
     assert sorted(fault.name for fault in planned) == sorted(local)  # each fault once
     assert all(3 <= fault.at <= 16 for fault in planned)
+
+
+def test_every_fault_fits_inside_a_short_fault_phase() -> None:
+    """A fault started near the phase's end would be cut short by the injector's heal (or run
+    past the phase): each starts at least its own length before the end (the lengths of
+    DESCRIPTIONS; a broker kill or power loss 0.5 s down plus a restart, taken as 3 s)."""
+    from odradek.check.faults import parse_faults, schedule
+
+    lengths = {
+        "kill": 3.0,
+        "power-loss": 3.0,
+        "pause": 2.0,
+        "proxy-delay": 2.0,
+        "proxy-drop": 1.5,
+        "proxy-cut": 0.0,
+        "processor-kill": 0.0,
+    }
+    local = parse_faults("all", local=True)
+    for duration in (4, 6, 8, 10, 20, 60):
+        for seed in range(6):
+            for fault in schedule(local, duration, seed):
+                assert fault.at + lengths[fault.name] <= duration, (duration, seed, fault)

@@ -70,7 +70,8 @@ def test_batch_costs_are_means_over_the_window() -> None:
     ]
     costs = batch_costs(history, Window("w", 0, 3 * S))
     assert (costs.batches, costs.messages, costs.batch_size) == (2, 150, 75.0)
-    assert (costs.fetch_ms, costs.sink_ms, costs.commit_ms, costs.total_ms) == (2, 3, 4, 8)
+    assert (costs.fetch_ms, costs.sink_ms, costs.commit_ms, costs.processing_ms) == (2, 3, 4, 8)
+    assert costs.total_ms == 10  # the poll wait included
     assert costs.other_ms == 1.0
     assert costs.per_message_ms("commit") == pytest.approx(4 / 75)
     assert batch_costs(history, Window("w", 10 * S, 11 * S)) == BatchCosts()
@@ -182,3 +183,13 @@ def test_settings_state_acks_commit_point_and_transactions() -> None:
     exactly_once = settings(Guarantee.EXACTLY_ONCE)
     assert "offsets in the sink's SQLite transaction" in exactly_once.commit
     assert "rows + offsets" in exactly_once.transactions
+
+
+def test_the_time_stood_still_counts_the_phase_only() -> None:
+    """A stall that runs on into the drain counts up to the phase's end: the total reads against
+    the phase's length (never "12.5 s of 10.0 s")."""
+    history = [commit(t * 100 * MS, t) for t in range(0, 21)]  # moving until 2 s
+    history += [commit(14 * S, 140)]  # then still until 14 s, in the drain
+    result = recovery(history, Window("faults", 0, 10 * S))
+    assert result.stalls == [(2.0, 14.0)]
+    assert result.stood_still_seconds == 8.0

@@ -50,6 +50,20 @@ DESCRIPTIONS = {
 }
 
 
+# How long each fault lasts once injected (s; a broker restart counted generously): the schedule
+# starts a fault at least this long before the fault phase ends, so the phase's end does not cut
+# it short (the injector heals whatever still holds when the phase ends).
+FAULT_SECONDS = {
+    KILL: 3.0,
+    PAUSE: 2.0,
+    POWER_LOSS: 3.0,
+    PROXY_CUT: 1.0,
+    PROXY_DELAY: 2.0,
+    PROXY_DROP: 1.5,
+    PROCESSOR_KILL: 0.0,
+}
+
+
 class FaultError(ValueError):
     """A fault name that does not exist or cannot be injected here."""
 
@@ -87,21 +101,25 @@ class ScheduledFault:
 
 
 def schedule(faults: Sequence[str], duration: float, seed: int) -> list[ScheduledFault]:
-    """One fixed point per fault over [15 %, 80 %] of the run, plus seeded extras in long runs."""
+    """One fixed point per fault over [15 %, 80 %] of the phase, plus seeded extras in long
+    phases; each fault starts no later than `FAULT_SECONDS` before the phase's end (earlier than
+    15 % if the phase is that short), so it is over when the phase ends."""
     if not faults:
         return []
     rng = random.Random(seed)
     order = list(faults)
     rng.shuffle(order)
-    # Processor kill first: its effect is the most certain when the pipeline is warm, not last.
     start, end = 0.15 * duration, 0.8 * duration
+
+    def fitted(at: float, name: str) -> ScheduledFault:
+        latest = max(0.0, duration - FAULT_SECONDS.get(name, 0.0))
+        return ScheduledFault(round(min(at, latest), 2), name)
+
     step = (end - start) / max(1, len(order))
-    planned = [
-        ScheduledFault(round(start + index * step, 2), name) for index, name in enumerate(order)
-    ]
+    planned = [fitted(start + index * step, name) for index, name in enumerate(order)]
     extras = int(duration // 30) * len(order) // 2
     for _ in range(extras):
-        planned.append(ScheduledFault(round(rng.uniform(start, end), 2), rng.choice(order)))
+        planned.append(fitted(rng.uniform(start, end), rng.choice(order)))
     return sorted(planned, key=lambda fault: fault.at)
 
 

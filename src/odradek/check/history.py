@@ -41,7 +41,8 @@ FINAL_POLL = "final-poll"  # drain: the whole input topic, read_committed, after
 FINAL_SINK = "final-sink"  # drain: every value in the sink, once per row
 NEMESIS = "nemesis"  # the process name of the fault injector
 # processor: one per batch, value = its size; `fetch_ms` (waiting in poll), `sink_ms` (the SQLite
-# transaction), `commit_ms` (a synchronous Kafka offset commit, 0 if none), `total_ms` (the batch)
+# transaction), `commit_ms` (a synchronous Kafka offset commit, 0 if none), `total_ms` (the batch
+# after poll returned it)
 BATCH = "batch"
 PHASE = "phase"  # checker: value = the phase's name, `end: true` on its end
 CHECKER = "checker"  # the process name of the runner itself

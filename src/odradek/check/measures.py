@@ -8,10 +8,12 @@ the run started): from the first produce of the phase to the last.
     speed      values first committed to the sink during the window, per second; latency from
                each value's produce call to the sink commit that first held it (ms)
     costs      the processor's `batch` ops in the window: mean ms per batch waiting in poll, in the
-               SQLite transaction, in a synchronous Kafka offset commit, and in all
+               SQLite transaction, in a synchronous Kafka offset commit, after poll in all
+               (`processing`), and in all with the poll wait (`total`)
     recovery   per fault, the time from the fault's end until the sink next committed (s); and
                the time the sink stood still in all: every gap of more than `STALL_SECONDS`
-               between sink commits, from the phase's start to the sink's last commit
+               between sink commits from the phase's start on (the stalls run to the sink's
+               last commit; the total counts their part inside the phase)
 """
 
 from __future__ import annotations
@@ -29,6 +31,10 @@ from odradek.check.history import BATCH, INVOKE, NEMESIS, OK, POLL, SEND, Op
 STALL_SECONDS = 0.5
 
 PROCESSOR_KILL = "processor-kill"
+
+
+def _rounded(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,12 +61,14 @@ class Speed:
     latencies_ms: list[float] = field(default_factory=list)  # produce call -> first sink commit
 
     @property
-    def latency_p50(self) -> float:
-        return percentile(self.latencies_ms, 50)
+    def latency_p50(self) -> float | None:
+        """Median latency (ms); None when no value of the window reached the sink."""
+        return percentile(self.latencies_ms, 50) if self.latencies_ms else None
 
     @property
-    def latency_p99(self) -> float:
-        return percentile(self.latencies_ms, 99)
+    def latency_p99(self) -> float | None:
+        """99th-percentile latency (ms); None when no value of the window reached the sink."""
+        return percentile(self.latencies_ms, 99) if self.latencies_ms else None
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -70,8 +78,8 @@ class Speed:
             "throughput_msgs_per_s": round(self.throughput_msgs_per_s, 1),
             "latency_ms": {
                 "measures": "produce call to the sink commit that first held the value",
-                "p50": round(self.latency_p50, 2),
-                "p99": round(self.latency_p99, 2),
+                "p50": _rounded(self.latency_p50, 2),
+                "p99": _rounded(self.latency_p99, 2),
                 "samples": len(self.latencies_ms),
             },
         }
@@ -86,19 +94,25 @@ class BatchCosts:
     fetch_ms: float = 0.0  # in the poll call that returned the batch
     sink_ms: float = 0.0  # in the SQLite transaction (rows, and offsets under exactly-once)
     commit_ms: float = 0.0  # in a synchronous Kafka offset commit (0: none)
-    total_ms: float = 0.0  # the whole batch, poll excluded
+    processing_ms: float = 0.0  # the batch after poll returned it: sink, commit and the rest
 
     @property
     def batch_size(self) -> float:
         return self.messages / self.batches if self.batches else 0.0
 
     @property
+    def total_ms(self) -> float:
+        """The whole batch, the wait in poll included (ms)."""
+        return self.fetch_ms + self.processing_ms
+
+    @property
     def other_ms(self) -> float:
-        """Time in the batch outside the sink and the offset commit (the Processor's own code)."""
-        return max(0.0, self.total_ms - self.sink_ms - self.commit_ms)
+        """Time in the batch outside poll, the sink and the offset commit (the Processor's own
+        code)."""
+        return max(0.0, self.processing_ms - self.sink_ms - self.commit_ms)
 
     def per_message_ms(self, step: str) -> float:
-        """Mean ms per message of one step: fetch, sink, commit, other or total."""
+        """Mean ms per message of one step: fetch, sink, commit, other, processing or total."""
         if not self.batch_size:
             return 0.0
         value: float = getattr(self, f"{step}_ms")
@@ -113,6 +127,7 @@ class BatchCosts:
                 "sink": round(self.sink_ms, 3),
                 "commit": round(self.commit_ms, 3),
                 "other": round(self.other_ms, 3),
+                "processing": round(self.processing_ms, 3),
                 "total": round(self.total_ms, 3),
             },
         }
@@ -223,7 +238,7 @@ def batch_costs(history: Sequence[Op], window: Window) -> BatchCosts:
         fetch_ms=mean("fetch_ms"),
         sink_ms=mean("sink_ms"),
         commit_ms=mean("commit_ms"),
-        total_ms=mean("total_ms"),
+        processing_ms=mean("total_ms"),
     )
 
 
@@ -267,8 +282,12 @@ def recovery(history: Sequence[Op], window: Window, *, origin: int = 0) -> Recov
         for earlier, later in itertools.pairwise(points)
         if (later - earlier) / 1e9 > STALL_SECONDS
     ]
+    # The total counts the phase only, so it reads against the phase's length.
+    phase_start, phase_end = (window.start - origin) / 1e9, (window.end - origin) / 1e9
     return Recovery(
         faults=faults,
-        stood_still_seconds=sum(end - start for start, end in stalls),
+        stood_still_seconds=sum(
+            max(0.0, min(end, phase_end) - max(start, phase_start)) for start, end in stalls
+        ),
         stalls=stalls,
     )

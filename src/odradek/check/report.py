@@ -82,9 +82,23 @@ RECOVERY = "Recovery (fault phase: fault end → sink moves)"
 def _verdict(result: RunResult) -> tuple[bool | None, bool | None]:
     """(duplication matches the seed's claim, durability matches) for one run."""
     guarantee, analysis = result.guarantee, result.analysis
+    if not analysis.acked:
+        return None, None  # nothing acknowledged: nothing was shown kept (or not duplicated)
     duplication = analysis.duplicated == 0 if guarantee is not Guarantee.AT_LEAST_ONCE else None
     durability = analysis.lost == 0 if guarantee is not Guarantee.AT_MOST_ONCE else None
+    if not result.drained:
+        durability = None  # values the processor had yet to read would count as lost
     return duplication, durability
+
+
+def _durability_text(result: RunResult) -> str:
+    analysis = result.analysis
+    if not analysis.acked:
+        return "not measured: no value was acknowledged"
+    text = f"{analysis.lost:,} lost of {analysis.acked:,} acked"
+    if not result.drained:
+        text += " (drain incomplete: not judged)"
+    return text
 
 
 def _measured(results: Sequence[RunResult]) -> list[Measured]:
@@ -109,19 +123,36 @@ def speed_order(results: Sequence[RunResult]) -> dict[str, Any]:
     }
 
 
+def latency_text(p50: float | None, p99: float | None) -> str:
+    """`p50 / p99 ms`, or "not measured" when no value reached the sink."""
+    if p50 is None or p99 is None:
+        return "not measured (no value reached the sink)"
+    return f"{p50:,.1f} / {p99:,.1f} ms"
+
+
+def _faults(count: int) -> str:
+    return f"{count} fault" + ("" if count == 1 else "s")
+
+
 def _recovery_text(result: RunResult) -> str:
     recovered = result.fault_phase.recovery
     if recovered is None or not recovered.faults:
         return "no faults"
-    text = (
-        f"p50 {recovered.p50:.1f} s, max {recovered.max:.1f} s over "
-        f"{len(recovered.faults)} fault(s)"
-    )
-    if recovered.unrecovered:
-        text += f", {recovered.unrecovered} never recovered"
+    total, unrecovered = len(recovered.faults), recovered.unrecovered
+    if unrecovered == total:
+        text = "the sink never moved again after " + (
+            "the fault" if total == 1 else f"any of the {total} faults"
+        )
+    else:
+        text = f"p50 {recovered.p50:.1f} s, max {recovered.max:.1f} s"
+        if unrecovered:
+            text += f" over the {total - unrecovered} of {_faults(total)} it recovered from"
+            text += f" ({unrecovered} never recovered)"
+        else:
+            text += f" over {_faults(total)}"
     return (
         f"{text}; sink stood still {recovered.stood_still_seconds:.1f} s of "
-        f"{result.fault_phase.seconds:.0f} s"
+        f"{result.fault_phase.seconds:.1f} s"
     )
 
 
@@ -151,23 +182,17 @@ def matrix(results: Sequence[RunResult]) -> list[MatrixRow]:
             speed += f" ({('fastest', 'middle', 'slowest')[order.index(result.guarantee)]})"
         speed += f"\n{result.settings.line()}"
         rows[SPEED].append((speed, claims["Speed"], None))
-        rows[LATENCY].append((f"{calm.latency_p50:,.1f} / {calm.latency_p99:,.1f} ms", "", None))
+        rows[LATENCY].append((latency_text(calm.latency_p50, calm.latency_p99), "", None))
         rows["Duplication"].append(
             (f"{analysis.duplicated:,} duplicated", claims["Duplication"], duplication_ok)
         )
-        rows["Durability"].append(
-            (
-                f"{analysis.lost:,} lost of {analysis.acked:,} acked",
-                claims["Durability"],
-                durability_ok,
-            )
-        )
+        rows["Durability"].append((_durability_text(result), claims["Durability"], durability_ok))
         rows[RECOVERY].append((_recovery_text(result), "", None))
         rows["Complexity"].append(("", claims["Complexity"], None))
         rows["Typical setting"].append(
             (MEASURED_SETTINGS[result.guarantee], claims["Typical setting"], None)
         )
-        found = [f"{name} {len(cases)}" for name, cases in analysis.anomalies.items() if cases]
+        found = [f"{name} {len(cases):,}" for name, cases in analysis.anomalies.items() if cases]
         rows["Anomalies"].append((", ".join(found) or "none", "", None))
     return [MatrixRow(name, cells) for name, cells in rows.items()]
 
@@ -194,7 +219,7 @@ def print_table(results: Sequence[RunResult], console: Console | None = None) ->
     faults = ", ".join(sorted(set(first.faults))) or "none"
     table = Table(
         title=f"The seed's trade-off matrix, measured (seed {first.seed}; per guarantee "
-        f"{first.fault_free.seconds:.0f} s fault-free, then {first.fault_phase.seconds:.0f} s "
+        f"{first.fault_free.seconds:.1f} s fault-free, then {first.fault_phase.seconds:.1f} s "
         f"with faults: {faults})",
         show_lines=True,
     )
@@ -531,7 +556,11 @@ def render_html(results: Sequence[RunResult]) -> str:
     body.append(
         bar_chart(
             "Latency p99, fault-free (ms, produce → sink commit)",
-            [(name, run.fault_free.speed.latency_p99, colour) for name, run, colour in bars],
+            [
+                (name, run.fault_free.speed.latency_p99, colour)
+                for name, run, colour in bars
+                if run.fault_free.speed.latency_p99 is not None
+            ],
         )
     )
     body.append(
@@ -635,14 +664,17 @@ def _phases_html(result: RunResult) -> str:
     """Both phases side by side: speed, latency and batch costs."""
     head = "<tr><th>phase</th><th>seconds</th><th>throughput</th>"
     head += "<th>latency p50 / p99 (produce call → sink commit)</th>"
-    head += "<th>per batch: records, poll, sink, Kafka commit, total (mean ms)</th></tr>"
+    head += (
+        "<th>per batch: records; mean ms waiting in poll, in the sink, in a Kafka commit, "
+        "in all (poll included)</th></tr>"
+    )
     rows = []
     for phase in (result.fault_free, result.fault_phase):
         speed, costs = phase.speed, phase.costs
         rows.append(
             f"<tr><th>{_e(phase.name)}</th><td>{phase.start:.1f} to {phase.end:.1f}</td>"
             f"<td>{speed.throughput_msgs_per_s:,.0f} msg/s</td>"
-            f"<td>{speed.latency_p50:,.1f} / {speed.latency_p99:,.1f} ms</td>"
+            f"<td>{_e(latency_text(speed.latency_p50, speed.latency_p99))}</td>"
             f"<td>{costs.batch_size:.0f}, {costs.fetch_ms:.2f}, {costs.sink_ms:.2f}, "
             f"{costs.commit_ms:.2f}, {costs.total_ms:.2f}</td></tr>"
         )

@@ -23,7 +23,6 @@ replace or extend (a cluster instead of one broker, new faults):
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
@@ -67,13 +66,12 @@ from odradek.check.measures import (
 )
 from odradek.check.proxy import FaultProxy
 from odradek.check.speed_order import Settings, settings
-from odradek.check.worker import WorkerSpec
+from odradek.check.worker import WorkerSpec, read_positions
 from odradek.check.workload import (
     PROCESSOR_OVERRIDES,
     ProcessorSupervisor,
     ProducerWorkload,
     SinkReader,
-    committed_offsets,
     create_sink,
     create_topic,
     end_offsets,
@@ -86,6 +84,9 @@ logger = logging.getLogger("odradek.check")
 
 # The broker property that keeps unsynced bytes in memory only (see odradek.storage.lazy_files).
 LAZY_STORAGE = {"odradek.storage.mode": "lazy"}
+
+# Where the processor reports how far it has read (see worker.py), in the guarantee's directory.
+POSITIONS_FILE = "processor-positions.json"
 
 FAULT_FREE = "fault-free"
 FAULTS = "faults"
@@ -182,6 +183,7 @@ class RunResult:
     processor_restarts: int
     notes: list[str]
     seed: int
+    drained: bool = True  # the processor read the topic to its end: loss is judged
 
     def as_json(self) -> dict[str, Any]:
         analysis = self.analysis
@@ -201,8 +203,8 @@ class RunResult:
             "throughput_msgs_per_s": round(calm.throughput_msgs_per_s, 1),
             "latency_ms": {
                 "measures": "produce call to sink commit, fault-free phase",
-                "p50": round(calm.latency_p50, 2),
-                "p99": round(calm.latency_p99, 2),
+                "p50": None if calm.latency_p50 is None else round(calm.latency_p50, 2),
+                "p99": None if calm.latency_p99 is None else round(calm.latency_p99, 2),
             },
             "phases": {
                 "fault_free": self.fault_free.as_json(),
@@ -222,6 +224,7 @@ class RunResult:
             "seed": self.seed,
             "workload_seconds": round(self.workload_seconds, 2),
             "drain_seconds": round(self.drain_seconds, 2),
+            "drained": self.drained,
             "processor_restarts": self.processor_restarts,
             "history": str(self.history_path),
             "notes": self.notes,
@@ -261,6 +264,7 @@ class _Run:
     stop_monitor: threading.Event = field(default_factory=threading.Event)
     monitor_thread: threading.Thread | None = None
     drain_seconds: float = 0.0
+    drained: bool = False  # the processor read the topic to its end before the final reads
     proxy_stats: dict[str, int] = field(default_factory=dict)
 
     def report(self, phase: str | None = None) -> None:
@@ -353,6 +357,7 @@ def _start_workload(run: _Run) -> None:
     create_sink(sink_path)
     run.reader = SinkReader(sink_path)
     run.kill_flag.unlink(missing_ok=True)
+    (run.directory / POSITIONS_FILE).unlink(missing_ok=True)
     spec = WorkerSpec(
         bootstrap=run.bootstrap,
         group=run.group,
@@ -364,6 +369,7 @@ def _start_workload(run: _Run) -> None:
         clock_origin=run.clock.origin,
         kill_flag=str(run.kill_flag),
         config=dict(PROCESSOR_OVERRIDES),
+        positions_path=str(run.directory / POSITIONS_FILE),
     )
     run.supervisor = ProcessorSupervisor(spec, run.directory)
     run.report("starting the processor")
@@ -436,15 +442,17 @@ def _start_monitor(run: _Run) -> None:
 
 
 def _produce(run: _Run, phase: str, seconds: float) -> float:
-    """Produce for `seconds` as phase `phase` (two `phase` ops bound it in the history); returns
-    the monotonic time the phase started."""
+    """Produce for `seconds` as phase `phase` (two `phase` ops bound it in the history: the
+    phase ends when sending stops, so it lasts what was asked unless `messages` ended it
+    earlier), then wait for the delivery reports; returns the monotonic time it started."""
     assert run.producer is not None
     run.report(phase)
     started = time.monotonic()
     start = run.history.write(CHECKER, INFO, PHASE, phase).time
-    run.producer.run(started + seconds, run.options.messages)
+    run.producer.send(started + seconds, run.options.messages)
     end = run.history.write(CHECKER, INFO, PHASE, phase, end=True).time
     run.windows[phase] = (start, end)
+    run.producer.flush()
     return started
 
 
@@ -497,9 +505,12 @@ def _final_drain(run: _Run) -> None:
     assert run.reader is not None
     run.report("final drain")
     drain_started = time.monotonic()
-    if not _drain(run):
+    run.drained = _drain(run)
+    if not run.drained:
         run.notes.append(
-            f"the processor did not catch up within {run.options.drain_timeout:.0f} s of drain"
+            f"the processor did not read the topic to its end within "
+            f"{run.options.drain_timeout:.0f} s of drain: values it had yet to read count as "
+            "lost, so loss is not judged"
         )
     run.supervisor.stop()
     final_poll(run.bootstrap, run.topic, run.options.partitions, run.history)
@@ -507,24 +518,41 @@ def _final_drain(run: _Run) -> None:
     run.drain_seconds = time.monotonic() - drain_started
 
 
+def caught_up(ends: dict[int, int], positions: dict[int, int]) -> bool:
+    """Whether a processor that has read each partition up to `positions` (the offset after its
+    last processed record, or the log end it reached) has read a topic whose log ends at `ends`.
+
+    Equal, not at-or-past: a position past the log end is one the log no longer has (a power loss
+    truncated it below what the processor had read and committed), and the consumer has yet to
+    find that out and reset per `auto.offset.reset` (earliest here: it then reads what the log
+    holds now, up to its end). Committed offsets cannot tell either: after such a truncation
+    they stay past the log end until the processor has read past them again."""
+    return all(end == 0 or positions.get(partition) == end for partition, end in ends.items())
+
+
 def _drain(run: _Run) -> bool:
-    """Wait until the processor has committed everything in the topic."""
-    assert run.reader is not None
+    """Until the processor has read and processed each partition up to its log end, as its
+    position reports (`worker.py`) say: a report written after the log ends were read, and the
+    same on two checks in a row. False after `drain_timeout` s."""
     options = run.options
+    positions_path = run.directory / POSITIONS_FILE
     deadline = time.monotonic() + options.drain_timeout
+    confirmed: dict[int, int] | None = None
     while time.monotonic() < deadline:
-        with contextlib.suppress(Exception):
+        checked = run.clock.now()
+        try:
             ends = end_offsets(run.bootstrap, run.topic, options.partitions)
-            if run.guarantee is Guarantee.EXACTLY_ONCE:
-                committed = run.reader.stored_offsets(run.group)
-            else:
-                committed = committed_offsets(
-                    run.bootstrap, run.group, run.topic, options.partitions
-                )
-            if all(committed.get(partition, 0) >= end for partition, end in ends.items()):
-                time.sleep(0.5)  # at-most-once commits before it processes: let it finish
+        except Exception:  # the cluster may still be coming back: ask again
+            time.sleep(0.5)
+            continue
+        time.sleep(0.3)  # the processor rewrites its report at every poll (0.2 s at most)
+        report = read_positions(positions_path)
+        if report is not None and report[1] >= checked and caught_up(ends, report[2]):
+            if confirmed == ends:
                 return True
-        time.sleep(0.5)
+            confirmed = ends
+        else:
+            confirmed = None
     return False
 
 
@@ -593,6 +621,7 @@ def _result(run: _Run) -> RunResult:
         processor_restarts=run.supervisor.restarts if run.supervisor else 0,
         notes=run.notes,
         seed=run.options.seed,
+        drained=run.drained,
     )
 
 

@@ -45,6 +45,8 @@ PRODUCER_OVERRIDES: dict[str, str | int | bool] = {
 }
 PROCESSOR_OVERRIDES: dict[str, str | int | bool] = {
     "log_level": 0,
+    # The processor reports the log end it reached (worker.py); the final drain waits for it.
+    "consumer.enable.partition.eof": True,
     "session.timeout.ms": 3000,
     "heartbeat.interval.ms": 300,
     "max.poll.interval.ms": 15000,
@@ -170,6 +172,12 @@ class ProducerWorkload:
     def run(self, deadline: float, messages: int | None) -> None:
         """Send until `deadline` (monotonic s) or until `messages` more values were sent, then
         wait for their delivery reports."""
+        self.send(deadline, messages)
+        self.flush()
+
+    def send(self, deadline: float, messages: int | None) -> None:
+        """Send until `deadline` (monotonic s) or until `messages` more values were sent; the
+        delivery reports may still be outstanding (`flush`)."""
         first = value = self.next_value
         blocked_since = 0.0
         while not self._stop.is_set() and time.monotonic() < deadline:
@@ -194,7 +202,6 @@ class ProducerWorkload:
             self.sent += 1
             value += 1
             self.next_value = value
-        self.flush()
 
     def flush(self) -> None:
         remaining = self.producer.flush(35)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+import math
+import signal
 import tempfile
 from pathlib import Path
+from types import FrameType
 
 import click
 from rich.console import Console
@@ -17,6 +20,40 @@ from odradek.check.runner import CheckOptions, Progress, run_check
 from odradek.client import Guarantee
 
 GUARANTEES = ["at-most-once", "at-least-once", "exactly-once", "all"]
+
+
+def _finite_seconds(context: click.Context, param: click.Parameter, value: float) -> float:
+    """A phase length: a finite number of seconds, 0 or more (nan and inf are refused)."""
+    if not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a finite number of seconds")
+    return value
+
+
+def _bootstrap_servers(
+    context: click.Context, param: click.Parameter, value: str | None
+) -> str | None:
+    """`host:port[,host:port...]` with numeric ports 1-65535 (a bracketed IPv6 host allowed)."""
+    if value is None:
+        return None
+    for item in value.split(","):
+        host, colon, port = item.strip().rpartition(":")
+        if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise click.BadParameter(
+                f"{item.strip()!r} is not host:port with a numeric port (e.g. localhost:9092)"
+            )
+    return value
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM (a CI cancel, `timeout`, `kill`) stops the run as Ctrl-C does: the runner's
+    cleanup stops the broker and the processor it started. A second SIGTERM during that cleanup
+    is ignored, so the cleanup finishes."""
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handle)
 
 
 def _progress_table(progress: Progress) -> Table:
@@ -53,6 +90,7 @@ def _progress_table(progress: Progress) -> Table:
 @click.option(
     "--duration",
     type=click.FloatRange(min=0),
+    callback=_finite_seconds,
     default=20.0,
     show_default=True,
     help="Seconds of the fault phase (loss, duplicates, recovery) per guarantee.",
@@ -60,18 +98,26 @@ def _progress_table(progress: Progress) -> Table:
 @click.option(
     "--fault-free",
     type=click.FloatRange(min=0),
+    callback=_finite_seconds,
     default=10.0,
     show_default=True,
     help="Seconds of the fault-free phase before the faults (speed and latency come from it).",
 )
-@click.option("--messages", type=int, default=None, help="Cap on values produced in each phase.")
+@click.option(
+    "--messages",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Cap on values produced in each phase (1 or more).",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds the fault schedule.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None)
 @click.option("--html", "html_path", type=click.Path(path_type=Path), default=None)
 @click.option(
     "--bootstrap",
     default=None,
-    help="Check an external cluster (client-side faults only) instead of a local broker.",
+    callback=_bootstrap_servers,
+    help="Check an external cluster (host:port[,host:port]; client-side faults only) instead "
+    "of a local broker.",
 )
 @click.option(
     "--workdir",
@@ -111,6 +157,7 @@ def check(
         bootstrap=bootstrap,
         workdir=directory,
     )
+    _stop_on_sigterm()
     console = Console(stderr=True)
     console.print(
         f"odradek check: {', '.join(g.value for g in guarantees)}; faults: "

@@ -56,6 +56,10 @@ logger = logging.getLogger("odradek.client")
 
 #: Extra seconds `Processor.run` waits for its first assignment before an idle timeout applies.
 JOIN_GRACE_SECONDS = 30.0
+# How long closing may take: librdkafka's consumer close waits for its broker (the group
+# coordinator, a final unassign) and has no timeout of its own; with the broker gone it can
+# block for minutes. After this the Processor gives up on a clean close and returns.
+CLOSE_TIMEOUT_SECONDS = 10.0
 
 Batch = Sequence[Message]
 Hook = Callable[[Batch], None]
@@ -313,13 +317,15 @@ class Processor:
         )
 
     def _close(self) -> None:
+        """Close the clients within about `CLOSE_TIMEOUT_SECONDS` each, even with the broker
+        gone: the consumer's close in a helper thread that is left behind if it blocks, the
+        producers' flush bounded (what they still hold is lost, as in a crash)."""
         if self._consumer is not None:
-            with contextlib.suppress(KafkaException, RuntimeError):
-                self._consumer.close()
+            _close_consumer(self._consumer, CLOSE_TIMEOUT_SECONDS)
             self._consumer = None
         for producer in (self._producer, self._dead_letter_producer):
-            if producer is not None:
-                producer.flush(10)
+            if producer is not None and producer.flush(CLOSE_TIMEOUT_SECONDS) > 0:
+                logger.warning("closing with records not acknowledged within the close timeout")
         self._producer = self._dead_letter_producer = None
         if self.sink is not None:
             self.sink.close()
@@ -653,6 +659,20 @@ class Processor:
 
 
 _FAILED = object()
+
+
+def _close_consumer(consumer: Any, timeout: float) -> None:
+    """`consumer.close()`, waiting at most `timeout` seconds for it (a daemon thread runs it)."""
+
+    def close() -> None:
+        with contextlib.suppress(KafkaException, RuntimeError):
+            consumer.close()
+
+    closer = threading.Thread(target=close, name="odradek-processor-close", daemon=True)
+    closer.start()
+    closer.join(timeout)
+    if closer.is_alive():
+        logger.warning("the consumer did not close within %.0f s; leaving it", timeout)
 
 
 def _next_offsets(batch: Batch) -> dict[PartitionKey, int]:
