@@ -106,7 +106,8 @@ def list_topics(as_json: bool, bootstrap_server: str, timeout: float) -> None:
 @json_option
 @connection_options
 def describe(name: str, as_json: bool, bootstrap_server: str, timeout: float) -> None:
-    """Show NAME's partitions (leader, replicas, ISR, offsets) and configs with their source."""
+    """Show NAME's partitions (leader, replicas, ISR, offline replicas, offsets) and configs
+    with their source."""
     session = Session(bootstrap_server, timeout)
     admin = _admin(session)
     action = f"describe topic {name!r}"
@@ -114,6 +115,10 @@ def describe(name: str, as_json: bool, bootstrap_server: str, timeout: float) ->
     futures = admin.describe_topics(TopicCollection([name]), request_timeout=timeout)
     description = session.wait(admin, futures[name], action)
     partitions = sorted(description.partitions, key=lambda partition: partition.id)
+    # Offline replicas, as Kafka's Metadata states them: replicas on brokers not alive (fenced
+    # or gone), i.e. missing from the cluster's broker list.
+    cluster_future = admin.describe_cluster(request_timeout=timeout)
+    alive = {int(node.id) for node in session.wait(admin, cluster_future, action).nodes}
     earliest = _offsets(session, admin, name, partitions, "earliest", action)
     latest = _offsets(session, admin, name, partitions, "latest", action)
     resource = ConfigResource(ResourceType.TOPIC, name)
@@ -127,6 +132,9 @@ def describe(name: str, as_json: bool, bootstrap_server: str, timeout: float) ->
             "leader": _node_id(partition.leader),
             "replicas": [_node_id(node) for node in partition.replicas],
             "isr": [_node_id(node) for node in partition.isr],
+            "offline_replicas": [
+                int(node.id) for node in partition.replicas if int(node.id) not in alive
+            ],
             "earliest_offset": earliest[partition.id],
             "latest_offset": latest[partition.id],
         }
@@ -153,13 +161,22 @@ def describe(name: str, as_json: bool, bootstrap_server: str, timeout: float) ->
         return
     print_table(
         f"Topic {name}: {len(partitions)} partition(s)",
-        ["partition", "leader", "replicas", "isr", "earliest offset", "latest offset"],
+        [
+            "partition",
+            "leader",
+            "replicas",
+            "isr",
+            "offline replicas",
+            "earliest offset",
+            "latest offset",
+        ],
         (
             (
                 row["partition"],
-                row["leader"],
+                "none" if row["leader"] is None else row["leader"],
                 ",".join(map(str, row["replicas"])),
                 ",".join(map(str, row["isr"])),
+                ",".join(map(str, row["offline_replicas"])) or "-",
                 row["earliest_offset"],
                 row["latest_offset"],
             )
