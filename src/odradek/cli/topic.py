@@ -177,8 +177,8 @@ def describe(name: str, as_json: bool, bootstrap_server: str, timeout: float) ->
                 ",".join(map(str, row["replicas"])),
                 ",".join(map(str, row["isr"])),
                 ",".join(map(str, row["offline_replicas"])) or "-",
-                row["earliest_offset"],
-                row["latest_offset"],
+                "?" if row["earliest_offset"] is None else row["earliest_offset"],
+                "?" if row["latest_offset"] is None else row["latest_offset"],
             )
             for row in partition_rows
         ),
@@ -212,16 +212,25 @@ def _offsets(
     partitions: list[Any],
     which: str,
     action: str,
-) -> dict[int, int]:
+) -> dict[int, int | None]:
     if not partitions:
         return {}
     spec = getattr(OffsetSpec, which)()  # OffsetSpec.earliest() / .latest(), untyped
     requests = {TopicPartition(name, partition.id): spec for partition in partitions}
     futures = admin.list_offsets(requests, request_timeout=session.timeout)
-    return {
-        partition.partition: int(session.wait(admin, future, action).offset)
-        for partition, future in futures.items()
-    }
+    offsets: dict[int, int | None] = {}
+    for partition, future in futures.items():
+        # A partition without a leader (offline) has no offsets to give; describe still shows
+        # its replicas, which is what an operator needs then.
+        try:
+            offsets[partition.partition] = int(session.wait(admin, future, action).offset)
+        except click.ClickException as failure:
+            offsets[partition.partition] = None
+            click.echo(
+                f"warning: {which} offset of partition {partition.partition}: {failure.message}",
+                err=True,
+            )
+    return offsets
 
 
 @topic.command()
