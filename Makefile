@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: run test lint typecheck contracts unit bench clean system-deps
+.PHONY: run cluster test lint typecheck contracts unit bench clean system-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ $(TEST_STAMP): $(STAMP)
 ## run: start a broker on 127.0.0.1:9092 with data in ./data
 run: $(STAMP)
 	$(BIN)/odradek serve --host 127.0.0.1 --port 9092 --data-dir ./data
+
+## cluster: a controller and three brokers on 127.0.0.1 (free ports), data in ./cluster-data
+cluster: $(STAMP)
+	$(BIN)/odradek cluster up --brokers 3 --data-dir ./cluster-data
 
 ## system-deps: Debian packages the tests use (kcat, PostgreSQL); needs root, skipped otherwise
 system-deps:

@@ -1,17 +1,20 @@
 """Odradek: Kafka's delivery guarantees, built for real.
 
-`odradek.Broker` starts a Kafka-wire-compatible broker in-process (see `odradek.broker.server`).
+`odradek.Broker` starts a Kafka-wire-compatible broker in-process (see `odradek.broker.server`);
+`odradek.Cluster` / `odradek.AsyncCluster` run a controller and N brokers as processes (see
+`odradek.cluster`).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["Broker", "__version__"]
+__all__ = ["AsyncCluster", "Broker", "Cluster", "__version__"]
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from odradek.broker.server import Broker
+    from odradek.cluster import AsyncCluster, Cluster
 
 
 def __getattr__(name: str) -> Any:
@@ -20,4 +23,8 @@ def __getattr__(name: str) -> Any:
         from odradek.broker.server import Broker
 
         return Broker
+    if name in ("Cluster", "AsyncCluster"):
+        from odradek import cluster
+
+        return getattr(cluster, name)
     raise AttributeError(name)

@@ -36,6 +36,7 @@ def test_create_list_describe(run: Run) -> None:
             "leader": 1,
             "replicas": [1],
             "isr": [1],
+            "offline_replicas": [],
             "earliest_offset": 0,
             "latest_offset": 0,
         }
@@ -50,6 +51,7 @@ def test_describe_table(run: Run) -> None:
     result = run("topic", "describe", "orders")
     assert result.exit_code == 0, result.output
     assert "Topic orders: 2 partition(s)" in result.stdout
+    assert "offline replicas" in result.stdout
     retention = next(line for line in result.stdout.splitlines() if "│ retention.ms " in line)
     assert "60000" in retention
     assert "DYNAMIC_TOPIC_CONFIG" in retention

@@ -94,3 +94,85 @@ def test_the_processor_logs_the_findings_once(
     logged = [r.getMessage() for r in caplog.records if r.getMessage().startswith("preflight")]
     assert len(logged) == len(first.preflight_findings) > 0
     assert any(f"{topic}: replication.factor=1" in line for line in logged)
+
+
+# -- decisions on a cluster (assess alone; the real 3-broker cluster is in tests/cluster) -------
+EXACTLY_ONCE_BROKER = {
+    "transaction.state.log.replication.factor": "3",
+    "transaction.state.log.min.isr": "2",
+    "unclean.leader.election.enable": "false",
+}
+
+
+def cluster_facts(**changes: object) -> ClusterFacts:
+    fields: dict[str, object] = {
+        "broker_count": 3,
+        "broker_configs": EXACTLY_ONCE_BROKER,
+        "topics": (TopicFacts("orders", True, 3, 3, 2),),
+        "broker_hosts": ("10.0.0.1", "10.0.0.2", "10.0.0.3"),
+        "transaction_state_replicas": None,
+    }
+    fields.update(changes)
+    return ClusterFacts(**fields)  # type: ignore[arg-type]
+
+
+def messages(guarantee: Guarantee, facts: ClusterFacts) -> list[str]:
+    return [str(f) for f in assess(guarantee, facts)]
+
+
+def test_exactly_once_on_rf3_min_insync2_on_three_hosts_has_no_findings() -> None:
+    assert assess(Guarantee.EXACTLY_ONCE, cluster_facts()) == []
+    odradek = {**EXACTLY_ONCE_BROKER, "odradek.acks.all.fsync": "false"}
+    # min.insync.replicas=2: acks=all never rests on one replica, so fsync=false exposes nothing.
+    assert assess(Guarantee.EXACTLY_ONCE, cluster_facts(broker_configs=odradek)) == []
+
+
+def test_the_transaction_log_needs_two_replicas_and_min_isr_two() -> None:
+    existing = cluster_facts(transaction_state_replicas=1)
+    (finding,) = assess(Guarantee.EXACTLY_ONCE, existing)
+    assert finding.severity is Severity.ERROR
+    assert finding.subject == "__transaction_state"
+    assert "has 1 replica(s)" in finding.message
+    assert assess(Guarantee.EXACTLY_ONCE, cluster_facts(transaction_state_replicas=3)) == []
+    loose = {**EXACTLY_ONCE_BROKER, "transaction.state.log.min.isr": "1"}
+    (finding,) = assess(Guarantee.EXACTLY_ONCE, cluster_facts(broker_configs=loose))
+    assert finding.severity is Severity.ERROR
+    assert "transaction.state.log.min.isr=1" in finding.message
+    # Only exactly-once uses transactions.
+    assert assess(Guarantee.AT_LEAST_ONCE, cluster_facts(broker_configs=loose)) == []
+
+
+def test_unclean_election_on_the_brokers_is_reported() -> None:
+    unclean = {**EXACTLY_ONCE_BROKER, "unclean.leader.election.enable": "true"}
+    (finding,) = assess(Guarantee.AT_LEAST_ONCE, cluster_facts(broker_configs=unclean))
+    assert finding.subject == "cluster"
+    assert "unclean.leader.election.enable=true on the brokers" in finding.message
+    assert assess(Guarantee.AT_MOST_ONCE, cluster_facts(broker_configs=unclean)) == []
+
+
+def test_odradek_without_fsync_exposes_leader_only_isr_writes() -> None:
+    topic = (TopicFacts("events", True, 3, 3, 1),)
+    unsynced = {**EXACTLY_ONCE_BROKER, "odradek.acks.all.fsync": "false"}
+    found = messages(Guarantee.AT_LEAST_ONCE, cluster_facts(broker_configs=unsynced, topics=topic))
+    assert found == [
+        "warning: events: odradek.acks.all.fsync=false and min.insync.replicas=1: when the ISR "
+        "is only the leader, acks=all is acknowledged before the write reaches the disk, so a "
+        "power loss or kernel crash of that broker's machine loses acknowledged writes (a "
+        "process crash does not)"
+    ]
+    synced = {**EXACTLY_ONCE_BROKER, "odradek.acks.all.fsync": "true"}
+    assert (
+        messages(Guarantee.AT_LEAST_ONCE, cluster_facts(broker_configs=synced, topics=topic)) == []
+    )
+    # Not Odradek (no odradek.* config reported): the setting does not exist there.
+    assert messages(Guarantee.AT_LEAST_ONCE, cluster_facts(topics=topic)) == []
+
+
+def test_brokers_sharing_one_host_share_its_power_loss() -> None:
+    same_host = cluster_facts(broker_hosts=("127.0.0.1",) * 3)
+    report = assess(Guarantee.EXACTLY_ONCE, same_host)
+    (finding,) = report
+    assert finding.severity is Severity.WARNING
+    assert "all 3 brokers are on one host (127.0.0.1)" in finding.message
+    single = cluster_facts(broker_count=1, broker_hosts=("127.0.0.1",))
+    assert not any("one host" in m for m in messages(Guarantee.AT_LEAST_ONCE, single))

@@ -106,7 +106,8 @@ def list_topics(as_json: bool, bootstrap_server: str, timeout: float) -> None:
 @json_option
 @connection_options
 def describe(name: str, as_json: bool, bootstrap_server: str, timeout: float) -> None:
-    """Show NAME's partitions (leader, replicas, ISR, offsets) and configs with their source."""
+    """Show NAME's partitions (leader, replicas, ISR, offline replicas, offsets) and configs
+    with their source."""
     session = Session(bootstrap_server, timeout)
     admin = _admin(session)
     action = f"describe topic {name!r}"
@@ -114,6 +115,10 @@ def describe(name: str, as_json: bool, bootstrap_server: str, timeout: float) ->
     futures = admin.describe_topics(TopicCollection([name]), request_timeout=timeout)
     description = session.wait(admin, futures[name], action)
     partitions = sorted(description.partitions, key=lambda partition: partition.id)
+    # Offline replicas, as Kafka's Metadata states them: replicas on brokers not alive (fenced
+    # or gone), i.e. missing from the cluster's broker list.
+    cluster_future = admin.describe_cluster(request_timeout=timeout)
+    alive = {int(node.id) for node in session.wait(admin, cluster_future, action).nodes}
     earliest = _offsets(session, admin, name, partitions, "earliest", action)
     latest = _offsets(session, admin, name, partitions, "latest", action)
     resource = ConfigResource(ResourceType.TOPIC, name)
@@ -127,6 +132,9 @@ def describe(name: str, as_json: bool, bootstrap_server: str, timeout: float) ->
             "leader": _node_id(partition.leader),
             "replicas": [_node_id(node) for node in partition.replicas],
             "isr": [_node_id(node) for node in partition.isr],
+            "offline_replicas": [
+                int(node.id) for node in partition.replicas if int(node.id) not in alive
+            ],
             "earliest_offset": earliest[partition.id],
             "latest_offset": latest[partition.id],
         }
@@ -153,15 +161,24 @@ def describe(name: str, as_json: bool, bootstrap_server: str, timeout: float) ->
         return
     print_table(
         f"Topic {name}: {len(partitions)} partition(s)",
-        ["partition", "leader", "replicas", "isr", "earliest offset", "latest offset"],
+        [
+            "partition",
+            "leader",
+            "replicas",
+            "isr",
+            "offline replicas",
+            "earliest offset",
+            "latest offset",
+        ],
         (
             (
                 row["partition"],
-                row["leader"],
+                "none" if row["leader"] is None else row["leader"],
                 ",".join(map(str, row["replicas"])),
                 ",".join(map(str, row["isr"])),
-                row["earliest_offset"],
-                row["latest_offset"],
+                ",".join(map(str, row["offline_replicas"])) or "-",
+                "?" if row["earliest_offset"] is None else row["earliest_offset"],
+                "?" if row["latest_offset"] is None else row["latest_offset"],
             )
             for row in partition_rows
         ),
@@ -195,16 +212,25 @@ def _offsets(
     partitions: list[Any],
     which: str,
     action: str,
-) -> dict[int, int]:
+) -> dict[int, int | None]:
     if not partitions:
         return {}
     spec = getattr(OffsetSpec, which)()  # OffsetSpec.earliest() / .latest(), untyped
     requests = {TopicPartition(name, partition.id): spec for partition in partitions}
     futures = admin.list_offsets(requests, request_timeout=session.timeout)
-    return {
-        partition.partition: int(session.wait(admin, future, action).offset)
-        for partition, future in futures.items()
-    }
+    offsets: dict[int, int | None] = {}
+    for partition, future in futures.items():
+        # A partition without a leader (offline) has no offsets to give; describe still shows
+        # its replicas, which is what an operator needs then.
+        try:
+            offsets[partition.partition] = int(session.wait(admin, future, action).offset)
+        except click.ClickException as failure:
+            offsets[partition.partition] = None
+            click.echo(
+                f"warning: {which} offset of partition {partition.partition}: {failure.message}",
+                err=True,
+            )
+    return offsets
 
 
 @topic.command()

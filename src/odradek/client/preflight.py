@@ -3,6 +3,12 @@
 Preflight advises; it never refuses to run. `ok` is false when a finding is an error: the
 guarantee, as configured, does not hold on this cluster (for example exactly-once on a topic
 whose every write rests on one disk).
+
+What is read, all through confluent-kafka's AdminClient (Metadata and DescribeConfigs): the
+brokers and their hosts, each topic's replicas, ISR, `min.insync.replicas` and
+`unclean.leader.election.enable`, `__transaction_state`'s replicas when it exists, and one
+broker's configs. Odradek is told apart from other Kafka brokers by that broker resource: only
+Odradek reports `odradek.acks.all.fsync` (Kafka and Redpanda do not know the name).
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]  # re-exported
 )
 
 from odradek.client.guarantee import Guarantee
+
+TRANSACTION_STATE_TOPIC = "__transaction_state"
 
 
 class Severity(enum.Enum):
@@ -71,9 +79,25 @@ class TopicFacts:
 
 @dataclass(frozen=True, slots=True)
 class ClusterFacts:
+    """What preflight learned about the cluster: broker count, one broker's configs, the topics,
+    the brokers' hosts and the replica count of `__transaction_state` (None: not created yet)."""
+
     broker_count: int
     broker_configs: Mapping[str, str]
     topics: tuple[TopicFacts, ...]
+    broker_hosts: tuple[str, ...] = ()
+    transaction_state_replicas: int | None = None
+
+    @property
+    def is_odradek(self) -> bool:
+        """The broker reports Odradek's own `odradek.acks.all.fsync` setting."""
+        return "odradek.acks.all.fsync" in self.broker_configs
+
+    @property
+    def acks_all_fsync(self) -> bool:
+        """Odradek fdatasyncs before acknowledging acks=all on a leader-only ISR (only
+        meaningful when `is_odradek`)."""
+        return self.broker_configs.get("odradek.acks.all.fsync", "true").lower() == "true"
 
 
 def preflight(
@@ -107,6 +131,12 @@ def read_cluster(admin: AdminClient, topics: tuple[str, ...], timeout: float) ->
                 name: entry.value for name, entry in entries.items() if entry.value is not None
             }
     broker_configs = configs.get(("broker", str(broker_ids[0])), {}) if broker_ids else {}
+    transaction_state = metadata.topics.get(TRANSACTION_STATE_TOPIC)
+    transaction_state_replicas = (
+        min((len(p.replicas) for p in transaction_state.partitions.values()), default=0)
+        if transaction_state is not None and transaction_state.error is None
+        else None
+    )
     facts = []
     for name in topics:
         topic = metadata.topics.get(name)
@@ -128,7 +158,13 @@ def read_cluster(admin: AdminClient, topics: tuple[str, ...], timeout: float) ->
                 == "true",
             )
         )
-    return ClusterFacts(len(broker_ids), broker_configs, tuple(facts))
+    return ClusterFacts(
+        len(broker_ids),
+        broker_configs,
+        tuple(facts),
+        broker_hosts=tuple(str(metadata.brokers[b].host) for b in broker_ids),
+        transaction_state_replicas=transaction_state_replicas,
+    )
 
 
 def assess(guarantee: Guarantee, cluster: ClusterFacts) -> list[Finding]:
@@ -152,14 +188,61 @@ def assess(guarantee: Guarantee, cluster: ClusterFacts) -> list[Finding]:
                 "them",
             )
         )
+    findings.extend(_assess_cluster(cluster))
     for topic in cluster.topics:
         if not topic.exists:
             findings.append(_missing(topic.name, cluster))
             continue
         findings.extend(_assess_topic(guarantee, topic))
+        if cluster.is_odradek and not cluster.acks_all_fsync:
+            findings.extend(_assess_unsynced_acks(topic))
     if guarantee is Guarantee.EXACTLY_ONCE:
-        findings.extend(_assess_transaction_log(cluster.broker_configs))
+        findings.extend(_assess_transaction_log(cluster))
     return findings
+
+
+def _assess_cluster(cluster: ClusterFacts) -> list[Finding]:
+    findings = []
+    if cluster.broker_configs.get("unclean.leader.election.enable", "false").lower() == "true":
+        findings.append(
+            Finding(
+                Severity.WARNING,
+                "cluster",
+                "unclean.leader.election.enable=true on the brokers: every topic without its own "
+                "setting may elect a lagging replica and drop acknowledged writes",
+            )
+        )
+    hosts = set(cluster.broker_hosts)
+    if cluster.broker_count >= 2 and len(hosts) == 1:
+        findings.append(
+            Finding(
+                Severity.WARNING,
+                "cluster",
+                f"all {cluster.broker_count} brokers are on one host ({hosts.pop()}): acks=all "
+                "is acknowledged once every in-sync replica has the write in memory (Kafka does "
+                "not fsync per write), so replicas protect against a broker crash here but a "
+                "power loss or kernel crash of that host can lose acknowledged writes",
+            )
+        )
+    return findings
+
+
+def _assess_unsynced_acks(topic: TopicFacts) -> list[Finding]:
+    """Odradek with `odradek.acks.all.fsync=false`: acks=all on a leader-only ISR is answered
+    from the page cache. `min.insync.replicas>=2` never lets acks=all rest on one replica, so
+    the setting changes nothing there; below it, one machine's power loss loses writes."""
+    if topic.min_insync_replicas >= 2:
+        return []
+    return [
+        Finding(
+            Severity.WARNING,
+            topic.name,
+            f"odradek.acks.all.fsync=false and min.insync.replicas={topic.min_insync_replicas}: "
+            "when the ISR is only the leader, acks=all is acknowledged before the write reaches "
+            "the disk, so a power loss or kernel crash of that broker's machine loses "
+            "acknowledged writes (a process crash does not)",
+        )
+    ]
 
 
 def _missing(name: str, cluster: ClusterFacts) -> Finding:
@@ -229,18 +312,41 @@ def _assess_topic(guarantee: Guarantee, topic: TopicFacts) -> list[Finding]:
     return findings
 
 
-def _assess_transaction_log(broker_configs: Mapping[str, str]) -> list[Finding]:
+def _assess_transaction_log(cluster: ClusterFacts) -> list[Finding]:
+    """`__transaction_state` (the coordinators' commit decisions) needs a second copy and
+    `transaction.state.log.min.isr>=2`, or a lost disk forgets or rolls back transactions."""
     findings = []
-    replication = int(broker_configs.get("transaction.state.log.replication.factor", "3"))
-    min_isr = int(broker_configs.get("transaction.state.log.min.isr", "2"))
-    if replication < 2 or min_isr < 2:
+    configs = cluster.broker_configs
+    replication = int(configs.get("transaction.state.log.replication.factor", "3"))
+    min_isr = int(configs.get("transaction.state.log.min.isr", "2"))
+    if cluster.transaction_state_replicas is not None:
+        if cluster.transaction_state_replicas < 2:
+            findings.append(
+                Finding(
+                    Severity.ERROR,
+                    TRANSACTION_STATE_TOPIC,
+                    f"{TRANSACTION_STATE_TOPIC} has {cluster.transaction_state_replicas} "
+                    f"replica(s) (transaction.state.log.replication.factor={replication} when "
+                    "it was created): the transaction coordinator's state rests on one disk",
+                )
+            )
+    elif replication < 2:
         findings.append(
             Finding(
                 Severity.ERROR,
                 "cluster",
-                f"transaction.state.log.replication.factor={replication}, "
-                f"transaction.state.log.min.isr={min_isr}: the transaction coordinator's state "
-                "rests on one disk",
+                f"transaction.state.log.replication.factor={replication}: "
+                f"{TRANSACTION_STATE_TOPIC} will be created with one replica, so the transaction "
+                "coordinator's state rests on one disk",
+            )
+        )
+    if min_isr < 2:
+        findings.append(
+            Finding(
+                Severity.ERROR,
+                "cluster",
+                f"transaction.state.log.min.isr={min_isr}: a transaction's commit decision is "
+                "acknowledged once one replica of the transaction log has it",
             )
         )
     return findings
