@@ -9,14 +9,13 @@ NOT_LEADER_OR_FOLLOWER naming the leader (KIP-951)."""
 
 from __future__ import annotations
 
-import shutil
 import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from odradek.cli.wire import WireClient
@@ -60,7 +59,9 @@ def create_topic(cluster: Cluster, name: str, partitions: int = 1) -> None:
         ]
     )
     futures[name].result(15)
-    wait_until(lambda: all(p.isr_nodes and len(p.isr_nodes) == 3 for p in describe(cluster, name).values()))
+    wait_until(
+        lambda: all(p.isr_nodes and len(p.isr_nodes) == 3 for p in describe(cluster, name).values())
+    )
 
 
 def describe(cluster: Cluster, topic: str, via: int | None = None) -> dict[int, Any]:
@@ -139,3 +140,66 @@ def test_acks_all_round_trip_on_three_replicas(cluster: Cluster) -> None:
     messages = consume_all(cluster, "rf3-basic", 200)
     assert [m.value() for m in messages] == [str(n).encode() for n in range(200)]
     assert [m.offset() for m in messages] == list(range(200))
+
+
+def log_bytes(cluster: Cluster, node: int, topic: str, partition: int = 0) -> bytes:
+    """Every segment of `topic`-`partition` on `node`, in offset order, as one byte string
+    (followers append the leader's batches exactly as written, so replicas compare equal)."""
+    directory = cluster.data_dir / f"node-{node}" / f"{topic}-{partition}"
+    return b"".join(path.read_bytes() for path in sorted(directory.glob("*.log")))
+
+
+def test_leader_killed_mid_stream_loses_and_duplicates_nothing(cluster: Cluster) -> None:
+    """Durability row (a): idempotent acks=all, kill -9 the leader while producing."""
+    topic = "rf3-leader-kill"
+    create_topic(cluster, topic)
+    old_leader = leader_of(cluster, topic)
+    client = producer(cluster)
+    acknowledged: list[tuple[bytes, int]] = []
+    failed: list[Any] = []
+    lock = threading.Lock()
+
+    def on_delivery(error: Any, message: Any) -> None:
+        with lock:
+            if error is None:
+                acknowledged.append((message.value(), message.offset()))
+            else:
+                failed.append(error)
+
+    total = 3000
+    for number in range(total):
+        client.produce(topic, value=b"%06d" % number, on_delivery=on_delivery)
+        client.poll(0)
+        if number == total // 3:
+            # Mid-stream: some records acknowledged, later ones still in flight.
+            deadline = time.monotonic() + 20
+            while len(acknowledged) < 200 and time.monotonic() < deadline:
+                client.poll(0.005)
+            cluster.kill(old_leader)
+            acknowledged_before_kill = len(acknowledged)
+        if number % 50 == 0:
+            time.sleep(0.005)
+    assert client.flush(90) == 0
+    new_leader = leader_of(cluster, topic)
+    assert new_leader != old_leader
+    messages = consume_all(cluster, topic, len(acknowledged))
+    values = [m.value() for m in messages]
+    offsets = [m.offset() for m in messages]
+    # Every acknowledged record is read back exactly once, at the offset it was acknowledged
+    # with, and the offsets are contiguous.
+    assert offsets == list(range(len(messages)))
+    assert len(values) == len(set(values))
+    assert sorted(acknowledged, key=lambda pair: pair[1]) == list(zip(values, offsets, strict=True))
+    assert failed == []
+    assert len(acknowledged) == total
+    assert 200 <= acknowledged_before_kill < total
+    # Followers' logs equal the leader's.
+    cluster.restart(old_leader)
+    cluster.wait_for_brokers(cluster.node_ids)
+    wait_until(lambda: isr_of(cluster, topic) == cluster.node_ids, message="ISR back to 3")
+    leader_log = log_bytes(cluster, new_leader, topic)
+    assert leader_log
+    wait_until(
+        lambda: all(log_bytes(cluster, node, topic) == leader_log for node in cluster.node_ids),
+        message="replica logs equal the leader's",
+    )
