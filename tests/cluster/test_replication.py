@@ -9,6 +9,7 @@ NOT_LEADER_OR_FOLLOWER naming the leader (KIP-951)."""
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -203,3 +204,134 @@ def test_leader_killed_mid_stream_loses_and_duplicates_nothing(cluster: Cluster)
         lambda: all(log_bytes(cluster, node, topic) == leader_log for node in cluster.node_ids),
         message="replica logs equal the leader's",
     )
+
+
+def produce_some(cluster: Cluster, topic: str, count: int, size: int = 100) -> None:
+    client = producer(cluster)
+    for number in range(count):
+        client.produce(topic, value=b"%08d" % number + b"x" * size)
+        if number % 1000 == 0:
+            client.poll(0)
+    assert client.flush(60) == 0
+
+
+def test_paused_follower_leaves_the_isr_and_rejoins(cluster: Cluster) -> None:
+    """SIGSTOP a follower past replica.lag.time.max.ms: the ISR shrinks, acks=all goes on
+    with the two left (min.insync.replicas=2); after SIGCONT it catches up and rejoins."""
+    topic = "rf3-pause"
+    create_topic(cluster, topic)
+    leader = leader_of(cluster, topic)
+    follower = next(node for node in cluster.node_ids if node != leader)
+    cluster.pause(follower)
+    try:
+        wait_until(
+            lambda: follower not in isr_of(cluster, topic, via=leader),
+            timeout_s=LAG_TIME_MS / 1000 + 15,
+            message="ISR shrink",
+        )
+        produce_some(cluster, topic, 500)
+    finally:
+        cluster.resume(follower)
+    wait_until(lambda: isr_of(cluster, topic, via=leader) == cluster.node_ids, message="rejoin")
+    leader_log = log_bytes(cluster, leader, topic)
+    wait_until(lambda: log_bytes(cluster, follower, topic) == leader_log, message="caught up")
+
+
+def test_broker_restarted_on_an_empty_disk_rejoins_only_when_caught_up(
+    cluster: Cluster,
+) -> None:
+    topic = "rf3-empty-disk"
+    create_topic(cluster, topic)
+    produce_some(cluster, topic, 20000, size=200)
+    leader = leader_of(cluster, topic)
+    follower = next(node for node in cluster.node_ids if node != leader)
+    leader_log = log_bytes(cluster, leader, topic)
+    cluster.kill(follower)
+    wait_until(lambda: follower not in isr_of(cluster, topic, via=leader), message="shrink")
+    shutil.rmtree(cluster.data_dir / f"node-{follower}")
+    cluster.restart(follower)
+    # Whenever the restarted broker is in the ISR again, it holds every record the leader has.
+    while follower not in isr_of(cluster, topic, via=leader):
+        time.sleep(0.05)
+    assert log_bytes(cluster, follower, topic) == leader_log
+    produce_some(cluster, topic, 10)
+
+
+def test_non_leader_answers_not_leader_or_follower_with_the_leader(cluster: Cluster) -> None:
+    """KIP-951: Produce v10 and Fetch v16 to a follower name the leader, its epoch and its
+    endpoint."""
+    from odradek.protocol.record_batch import Record, encode_batch
+
+    topic = "rf3-not-leader"
+    create_topic(cluster, topic)
+    partition = describe(cluster, topic)[0]
+    leader = int(partition.leader_id)
+    follower = next(node for node in cluster.node_ids if node != leader)
+    with WireClient(cluster.broker_address(follower), timeout=5) as client:
+        records = encode_batch([Record(key=None, value=b"v", timestamp=1)])
+        data = client.build(0, 10, "PartitionProduceData", index=0, records=records)
+        topic_data = client.build(0, 10, "TopicProduceData", name=topic, partition_data=(data,))
+        response = client.request(
+            0, 10, transactional_id=None, acks=-1, timeout=5000, topic_data=(topic_data,)
+        )
+        answer = response.responses[0].partition_responses[0]
+        assert answer.error_code == 6  # NOT_LEADER_OR_FOLLOWER
+        assert answer.current_leader.leader_id == leader
+        assert answer.current_leader.leader_epoch == int(partition.leader_epoch)
+        assert [(e.node_id, e.port) for e in response.node_endpoints] == [
+            (leader, cluster.ports[leader])
+        ]
+
+        fetch_partition = client.build(
+            1,
+            16,
+            "FetchPartition",
+            partition=0,
+            current_leader_epoch=-1,
+            fetch_offset=0,
+            last_fetched_epoch=-1,
+            log_start_offset=-1,
+            partition_max_bytes=1 << 20,
+        )
+        fetch_topic = client.build(
+            1,
+            16,
+            "FetchTopic",
+            topic_id=partition_topic_id(cluster, topic),
+            partitions=(fetch_partition,),
+        )
+        fetched = client.request(
+            1,
+            16,
+            cluster_id=None,
+            replica_state=client.build(1, 16, "ReplicaState", replica_id=-1, replica_epoch=-1),
+            max_wait=0,
+            min_bytes=0,
+            max_bytes=1 << 20,
+            isolation_level=0,
+            session_id=0,
+            session_epoch=-1,
+            topics=(fetch_topic,),
+            forgotten_topics_data=(),
+            rack_id="",
+        )
+        result = fetched.responses[0].partitions[0]
+        assert result.error_code == 6
+        assert result.current_leader.leader_id == leader
+        assert [(e.node_id, e.port) for e in fetched.node_endpoints] == [
+            (leader, cluster.ports[leader])
+        ]
+
+
+def partition_topic_id(cluster: Cluster, topic: str) -> Any:
+    node = next(n for n in cluster.node_ids if cluster.is_running(n))
+    with WireClient(cluster.broker_address(node), timeout=5) as client:
+        topic_type = client.build(3, 12, "MetadataRequestTopic", name=topic, topic_id=None)
+        response = client.request(
+            3,
+            12,
+            topics=(topic_type,),
+            allow_auto_topic_creation=False,
+            include_topic_authorized_operations=False,
+        )
+    return response.topics[0].topic_id
