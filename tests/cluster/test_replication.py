@@ -22,7 +22,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from odradek.cli.wire import WireClient
 from odradek.cluster import Cluster
 
-LAG_TIME_MS = 3000
+LAG_TIME_MS = 1500  # below the 3 s session timeout: the leader shrinks before fencing
 
 
 @pytest.fixture(scope="module")
@@ -224,11 +224,20 @@ def test_paused_follower_leaves_the_isr_and_rejoins(cluster: Cluster) -> None:
     follower = next(node for node in cluster.node_ids if node != leader)
     cluster.pause(follower)
     try:
+        # A follower that stops fetching lags only once the leader's log moves on (Kafka's
+        # isCaughtUp): these acks=all records wait for the shrink, then complete with two.
+        client = producer(cluster)
+        for number in range(100):
+            client.produce(topic, value=b"%d" % number)
+        client.poll(0)
         wait_until(
             lambda: follower not in isr_of(cluster, topic, via=leader),
             timeout_s=LAG_TIME_MS / 1000 + 15,
             message="ISR shrink",
         )
+        # The leader's lag check removed it (AlterPartition), not the controller's fencing.
+        assert follower in cluster.alive_brokers(via=leader)
+        assert client.flush(30) == 0
         produce_some(cluster, topic, 500)
     finally:
         cluster.resume(follower)
@@ -335,3 +344,69 @@ def partition_topic_id(cluster: Cluster, topic: str) -> Any:
             include_topic_authorized_operations=False,
         )
     return response.topics[0].topic_id
+
+
+def list_offsets(cluster: Cluster, node: int, topic: str, current_leader_epoch: int) -> Any:
+    with WireClient(cluster.broker_address(node), timeout=5) as client:
+        partition = client.build(
+            2,
+            7,
+            "ListOffsetsPartition",
+            partition_index=0,
+            current_leader_epoch=current_leader_epoch,
+            timestamp=-1,
+        )
+        topic_type = client.build(2, 7, "ListOffsetsTopic", name=topic, partitions=(partition,))
+        response = client.request(2, 7, replica_id=-1, isolation_level=0, topics=(topic_type,))
+    return response.topics[0].partitions[0]
+
+
+def end_offset_for_epoch(
+    cluster: Cluster, node: int, topic: str, current_leader_epoch: int, epoch: int
+) -> Any:
+    with WireClient(cluster.broker_address(node), timeout=5) as client:
+        partition = client.build(
+            23,
+            4,
+            "OffsetForLeaderPartition",
+            partition=0,
+            current_leader_epoch=current_leader_epoch,
+            leader_epoch=epoch,
+        )
+        topic_type = client.build(
+            23, 4, "OffsetForLeaderTopic", topic=topic, partitions=(partition,)
+        )
+        response = client.request(23, 4, replica_id=-1, topics=(topic_type,))
+    return response.topics[0].partitions[0]
+
+
+def test_list_offsets_and_offset_for_leader_epoch_check_the_partition_epoch(
+    cluster: Cluster,
+) -> None:
+    """KIP-320 against the partition's leader epoch from the metadata (not a constant), and
+    NOT_LEADER_OR_FOLLOWER from a broker that does not lead."""
+    topic = "rf3-epochs"
+    create_topic(cluster, topic)
+    produce_some(cluster, topic, 10)
+    leader = leader_of(cluster, topic)
+    # Move the leadership so the partition's epoch is above 0.
+    cluster.kill(leader)
+    wait_until(lambda: leader_of(cluster, topic) not in (leader, -1), message="new leader")
+    partition = describe(cluster, topic)[0]
+    new_leader, epoch = int(partition.leader_id), int(partition.leader_epoch)
+    assert epoch >= 1
+    try:
+        produce_some(cluster, topic, 5)
+        follower = next(n for n in cluster.node_ids if n not in (leader, new_leader))
+        latest = list_offsets(cluster, new_leader, topic, epoch)
+        assert (latest.error_code, latest.offset, latest.leader_epoch) == (0, 15, epoch)
+        assert list_offsets(cluster, new_leader, topic, epoch + 1).error_code == 75  # UNKNOWN
+        assert list_offsets(cluster, new_leader, topic, epoch - 1).error_code == 74  # FENCED
+        assert list_offsets(cluster, follower, topic, epoch).error_code == 6
+        answer = end_offset_for_epoch(cluster, new_leader, topic, epoch, epoch - 1)
+        assert (answer.error_code, answer.leader_epoch, answer.end_offset) == (0, epoch - 1, 10)
+        assert end_offset_for_epoch(cluster, new_leader, topic, epoch - 1, 0).error_code == 74
+        assert end_offset_for_epoch(cluster, follower, topic, epoch, 0).error_code == 6
+    finally:
+        cluster.restart(leader)
+        cluster.wait_for_brokers(cluster.node_ids)
