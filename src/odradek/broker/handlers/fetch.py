@@ -5,6 +5,13 @@ read_uncommitted reads to the high watermark (aborted data included, as in Kafka
 read_committed stops at the last stable offset and carries the aborted transactions that
 overlap what it may read, which the client uses to drop aborted batches.
 
+In a cluster (`process.roles`): a consumer's partition is routed to its leader
+(NOT_LEADER_OR_FOLLOWER with CurrentLeader and, v16+, NodeEndpoints; LEADER_NOT_AVAILABLE;
+KIP-320 epoch errors against the partition's leader epoch) and reads up to the HW; a replica's
+Fetch (replica_id >= 0, or ReplicaState from v15) is validated by the leader (diverging epoch,
+OFFSET_OUT_OF_RANGE), records the follower's position (HW, ISR expansion) and reads up to the
+log end offset (replica_manager.py).
+
 Incremental fetch sessions (KIP-227) are answered as "no session" (session id 0): every fetch
 is a full fetch, which Kafka clients accept.
 """

@@ -17,6 +17,14 @@ acks=0 gets no response (a failure closes the connection instead, as Kafka does)
 answered once the bytes are with the OS, acks=all once the in-sync replicas have them: on one
 node the ISR is the leader alone, so with `odradek.acks.all.fsync` (default) acks=all waits for an
 fdatasync shared by every produce that arrived meanwhile (group commit).
+
+In a cluster (`process.roles`), each partition is first routed by the replica manager: a
+broker that does not lead answers NOT_LEADER_OR_FOLLOWER with the leader (CurrentLeader and
+NodeEndpoints from v10, KIP-951), LEADER_NOT_AVAILABLE when there is none; acks=all gets
+NOT_ENOUGH_REPLICAS before the append while the ISR is below min.insync.replicas, then waits
+until the high watermark passes the batch (NOT_ENOUGH_REPLICAS_AFTER_APPEND if the ISR shrank
+below the minimum meanwhile, REQUEST_TIMED_OUT at the request's timeout); acks=1 is answered
+after the leader's append.
 """
 
 from __future__ import annotations
