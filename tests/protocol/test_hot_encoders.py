@@ -26,6 +26,7 @@ from odradek.protocol.hot_encoders import (
     FetchResponseData,
     FetchTopicResult,
     LeaderIdAndEpoch,
+    NodeEndpoint,
     ProducePartitionResult,
     ProduceResponseData,
     ProduceTopicResult,
@@ -387,3 +388,74 @@ def test_error_codes_newer_than_kio_are_written_as_is() -> None:
     # name (2 + 1), partitions count (4), index (4), then the error code.
     data = ProduceResponseData((ProduceTopicResult("t", (ProducePartitionResult(0, 32000, 0),)),))
     assert encode_produce_response(3, data)[15:17] == (32000).to_bytes(2, "big")
+
+
+@pytest.mark.parametrize("version", [9, 10, 11, 12])
+def test_produce_not_leader_with_current_leader_matches_kio(version: int) -> None:
+    """KIP-951: CurrentLeader (partition tag 0) and NodeEndpoints (response tag 0), v10+."""
+    data = ProduceResponseData(
+        topics=[
+            ProduceTopicResult(
+                "t",
+                [ProducePartitionResult(0, 6, -1, current_leader=LeaderIdAndEpoch(2, 7))],
+            )
+        ],
+        node_endpoints=[NodeEndpoint(2, "127.0.0.1", 9092, None), NodeEndpoint(3, "h", 1, "r")],
+    )
+    schema = _schema("produce", version)
+    extra: dict[str, Any] = {}
+    partition_extra: dict[str, Any] = {}
+    if version >= 10:
+        partition_extra["current_leader"] = schema.LeaderIdAndEpoch(leader_id=2, leader_epoch=7)
+        extra["node_endpoints"] = (
+            schema.NodeEndpoint(node_id=2, host="127.0.0.1", port=9092, rack=None),
+            schema.NodeEndpoint(node_id=3, host="h", port=1, rack="r"),
+        )
+    expected = schema.ProduceResponse(
+        responses=(
+            schema.TopicProduceResponse(
+                name="t",
+                partition_responses=(
+                    schema.PartitionProduceResponse(
+                        index=0,
+                        error_code=ErrorCode.not_leader_or_follower,
+                        base_offset=-1,
+                        log_append_time=None,
+                        log_start_offset=-1,
+                        record_errors=(),
+                        error_message=None,
+                        **partition_extra,
+                    ),
+                ),
+            ),
+        ),
+        throttle_time=_throttle(0),
+        **extra,
+    )
+    assert encode_produce_response(version, data) == _kio_bytes(expected)
+
+
+@pytest.mark.parametrize("version", [15, 16, 17])
+def test_fetch_node_endpoints_match_kio(version: int) -> None:
+    data = FetchResponseData(
+        throttle_time_ms=0,
+        error_code=0,
+        session_id=0,
+        topics=(),
+        node_endpoints=[NodeEndpoint(2, "127.0.0.1", 9092, None)],
+    )
+    schema = _schema("fetch", min(version, 16))
+    extra: dict[str, Any] = {}
+    if version >= 16:
+        extra["node_endpoints"] = (
+            schema.NodeEndpoint(node_id=2, host="127.0.0.1", port=9092, rack=None),
+        )
+    expected = _build(
+        schema.FetchResponse,
+        throttle_time=_throttle(0),
+        error_code=ErrorCode.none,
+        session_id=0,
+        responses=(),
+        **extra,
+    )
+    assert b"".join(encode_fetch_response(version, data)) == _kio_bytes(expected)

@@ -15,9 +15,10 @@ broker never builds one. It:
   no longer hosts (see `_reconcile_logs`);
 - draws producer-id blocks with AllocateProducerIds (KIP-730) for its transaction coordinator.
 
-The seam for the data plane (replica fetchers, ISR, high watermark, acks=all) is
-`on_local_changes`: it receives every batch's `LocalReplicaChanges` (partitions now led,
-followed, deleted) and, for now, only logs them.
+The data plane (replica fetchers, ISR, high watermark, acks=all) is the `ReplicaManager`
+(replica_manager.py) in `replicas`: `on_local_changes` hands it every batch's
+`LocalReplicaChanges` (partitions now led, followed, deleted) once the local logs match the
+image.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from kio.schema.errors import ErrorCode
 
 from odradek.broker.config import SECURITY_PROTOCOLS, KraftSettings
 from odradek.broker.kafka_channel import ChannelError, KafkaChannel
+from odradek.broker.replica_manager import ReplicaManager
 from odradek.controller import (
     ConfigResourceType,
     LocalReplicaChanges,
@@ -87,6 +89,7 @@ class ClusterMember:
         self._image_changed = asyncio.Event()
         self._registered = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self.replicas = ReplicaManager(context, self)
 
     # -- start and stop --------------------------------------------------------------------
 
@@ -98,6 +101,7 @@ class ClusterMember:
             loop.create_task(self._fetch_loop()),
             loop.create_task(self._heartbeat_loop()),
         ]
+        self.replicas.start()
 
     async def wait_until_registered(self, timeout_s: float) -> bool:
         with contextlib.suppress(TimeoutError):
@@ -134,6 +138,7 @@ class ClusterMember:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
+        await self.replicas.stop()
         await self._rpc.close()
         await self._fetch.close()
 
@@ -307,17 +312,15 @@ class ClusterMember:
             return
         previous = self.image
         self.image = delta.apply()
-        self.on_local_changes(delta.local_changes(self.node_id))
         if previous.topics_by_id is not self.image.topics_by_id:
             await self._reconcile_logs()
+        self.on_local_changes(delta.local_changes(self.node_id), previous)
         self._image_changed.set()
         self._image_changed = asyncio.Event()
 
-    def on_local_changes(self, changes: LocalReplicaChanges) -> None:
-        """The data plane's seam: partitions this broker now leads, follows, or must delete.
-
-        The next step (replica fetchers, ISR, high watermark) starts/stops fetchers here and
-        becomes leader/follower with the new leader epoch; for now it only logs."""
+    def on_local_changes(self, changes: LocalReplicaChanges, previous: MetadataImage) -> None:
+        """The data plane's seam: partitions this broker now leads, follows, or must delete
+        (the replica manager becomes leader / follower with the new epochs)."""
         if changes.leaders or changes.followers or changes.deletes:
             logger.debug(
                 "broker %d: leads %d, follows %d, deletes %d partitions",
@@ -326,6 +329,7 @@ class ClusterMember:
                 len(changes.followers),
                 len(changes.deletes),
             )
+        self.replicas.apply_local_changes(changes, self.image, previous)
 
     async def _reconcile_logs(self) -> None:
         """Make the local logs match the image: a topic with a replica here exists locally
@@ -360,6 +364,7 @@ class ClusterMember:
                 logger.exception("cannot create the local logs of %s", name)
 
     async def _delete_local(self, name: str, partitions: int) -> None:
+        self.replicas.forget_topic(name)
         self.context.logs.delete_topic(name)
         self.context.forget_partitions(name)
         await self.context.groups.partitions_deleted([(name, index) for index in range(partitions)])

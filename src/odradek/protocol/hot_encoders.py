@@ -33,6 +33,7 @@ __all__ = [
     "FetchResponseData",
     "FetchTopicResult",
     "LeaderIdAndEpoch",
+    "NodeEndpoint",
     "ProducePartitionResult",
     "ProduceResponseData",
     "ProduceTopicResult",
@@ -55,6 +56,8 @@ class ProducePartitionResult:
     # (batch_index, batch_index_error_message) pairs, v8+.
     record_errors: Sequence[tuple[int, str | None]] = ()
     error_message: str | None = None
+    # v10+ tagged field (KIP-951), sent only with NOT_LEADER_OR_FOLLOWER.
+    current_leader: LeaderIdAndEpoch | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,9 +67,20 @@ class ProduceTopicResult:
 
 
 @dataclass(frozen=True, slots=True)
+class NodeEndpoint:
+    """KIP-951: a leader named in a NOT_LEADER_OR_FOLLOWER answer (Produce v10+, Fetch v16+)."""
+
+    node_id: int
+    host: str
+    port: int
+    rack: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ProduceResponseData:
     topics: Sequence[ProduceTopicResult]
     throttle_time_ms: int = 0
+    node_endpoints: Sequence[NodeEndpoint] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +131,7 @@ class FetchResponseData:
     error_code: int
     session_id: int
     topics: Sequence[FetchTopicResult]
+    node_endpoints: Sequence[NodeEndpoint] = ()
 
 
 _INT32: Final = struct.Struct(">i")
@@ -184,9 +199,19 @@ def encode_produce_response(version: int, response: ProduceResponseData) -> byte
                         out += compact_nullable_string(message)
                         out += _NO_TAGGED_FIELDS
                     out += compact_nullable_string(partition.error_message)
-                    # current_leader (tag 0, v10) is only sent with NOT_LEADER_OR_FOLLOWER,
-                    # which a single-node broker never answers.
-                    out += _NO_TAGGED_FIELDS
+                    # current_leader (tag 0, v10) is only sent with NOT_LEADER_OR_FOLLOWER.
+                    current_leader = partition.current_leader
+                    if (
+                        current_leader is None
+                        or current_leader == _DEFAULT_LEADER_ID_AND_EPOCH
+                        or version < 10
+                    ):
+                        out += _NO_TAGGED_FIELDS
+                    else:
+                        out += b"\x01\x00\x09"
+                        out += _LEADER_ID_AND_EPOCH.pack(
+                            current_leader.leader_id, current_leader.leader_epoch, 0
+                        )
                 else:
                     out += _INT32.pack(len(record_errors))
                     for batch_index, message in record_errors:
@@ -197,8 +222,23 @@ def encode_produce_response(version: int, response: ProduceResponseData) -> byte
             out += _NO_TAGGED_FIELDS
     out += _INT32.pack(response.throttle_time_ms)
     if flexible:
-        out += _NO_TAGGED_FIELDS
+        # node_endpoints (tag 0, v10) accompanies NOT_LEADER_OR_FOLLOWER.
+        out += _node_endpoints_tagged_fields(response.node_endpoints if version >= 10 else ())
     return bytes(out)
+
+
+def _node_endpoints_tagged_fields(endpoints: Sequence[NodeEndpoint]) -> bytes:
+    """A response's tagged-field section holding only NodeEndpoints (tag 0), when any."""
+    if not endpoints:
+        return _NO_TAGGED_FIELDS
+    body = bytearray(unsigned_varint(len(endpoints) + 1))
+    for endpoint in endpoints:
+        body += _INT32.pack(endpoint.node_id)
+        body += compact_string(endpoint.host)
+        body += _INT32.pack(endpoint.port)
+        body += compact_nullable_string(endpoint.rack)
+        body += _NO_TAGGED_FIELDS
+    return b"\x01\x00" + unsigned_varint(len(body)) + bytes(body)
 
 
 def _fetch_partition_tagged_fields(partition: FetchPartitionResult) -> bytes:
@@ -306,7 +346,7 @@ def encode_fetch_response(version: int, response: FetchResponseData) -> list[byt
         if flexible:
             out += _NO_TAGGED_FIELDS
     if flexible:
-        # node_endpoints (tag 0, v16) accompanies NOT_LEADER_OR_FOLLOWER; never sent here.
-        out += _NO_TAGGED_FIELDS
+        # node_endpoints (tag 0, v16) accompanies NOT_LEADER_OR_FOLLOWER.
+        out += _node_endpoints_tagged_fields(response.node_endpoints if version >= 16 else ())
     buffers.append(bytes(out))
     return buffers

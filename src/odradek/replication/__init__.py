@@ -21,21 +21,11 @@ What exists:
 - the leader-epoch cache and its `leader-epoch-checkpoint` live in
   `odradek.storage.leader_epoch` (storage owns files).
 
-Wiring still to do (none of it is on the single-broker path):
-- storage: `PartitionLog` keeps a `LeaderEpochFileCache` (assign on every leader append,
-  `truncate_from_end` on truncation, `truncate_from_start` on log-start moves and after load)
-  and gains `append_as_follower` that appends fetched batches as they are, replaying producer
-  state (`ProducerStateManager.replay_data_batch`), control markers (transaction index, LSO)
-  and the epoch entries of `plan_follower_append`, plus `truncate_to(offset)`;
-- broker: replica fetcher tasks (one per source broker) that build Fetch v15+ with ReplicaState
-  (replica id, broker epoch), `initial_fetch_position`, apply `truncate_on_diverging_epoch`,
-  fdatasync what they appended before the next Fetch when `odradek.acks.all.fsync` is on, and
-  set the follower HW with `follower_high_watermark`;
-- broker: Fetch handler branches for replica fetches (`check_fetch_position`, then
-  `PartitionState.update_follower_fetch`, HW in the response), OffsetForLeaderEpoch and
-  ListOffsets (`list_offsets_error`) from these functions;
-- broker: the DelayedProduce purgatory hook: `check_before_append`, then `produce_completion`
-  on every HW change, `expired` on timeout; a periodic `maybe_shrink_isr`;
-- broker: the AlterPartition client to the controller and Metadata answers from the
-  controller's image (`become_leader` / `become_follower` / `on_metadata_update`).
+Wired into the broker by `odradek.broker.replica_manager` (only when `process.roles` is set):
+become leader / follower from the metadata image, replica fetchers (Fetch v16 with
+ReplicaState, diverging-epoch truncation, OFFSET_OUT_OF_RANGE restarts, fdatasync before the
+next Fetch with `odradek.acks.all.fsync`, follower HW), the leader side of replica fetches,
+AlterPartition to the controller, the periodic ISR shrink, and acks=all produces waiting on the
+HW. `initial_fetch_position` needs an empty epoch cache to truncate to the HW, which a broker's
+log never has today (LogManager opens every log with epoch 0 at its start).
 """

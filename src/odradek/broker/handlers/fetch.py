@@ -5,6 +5,13 @@ read_uncommitted reads to the high watermark (aborted data included, as in Kafka
 read_committed stops at the last stable offset and carries the aborted transactions that
 overlap what it may read, which the client uses to drop aborted batches.
 
+In a cluster (`process.roles`): a consumer's partition is routed to its leader
+(NOT_LEADER_OR_FOLLOWER with CurrentLeader and, v16+, NodeEndpoints; LEADER_NOT_AVAILABLE;
+KIP-320 epoch errors against the partition's leader epoch) and reads up to the HW; a replica's
+Fetch (replica_id >= 0, or ReplicaState from v15) is validated by the leader (diverging epoch,
+OFFSET_OUT_OF_RANGE), records the follower's position (HW, ISR expansion) and reads up to the
+log end offset (replica_manager.py).
+
 Incremental fetch sessions (KIP-227) are answered as "no session" (session id 0): every fetch
 is a full fetch, which Kafka clients accept.
 """
@@ -19,15 +26,18 @@ from kio.schema.errors import ErrorCode
 
 from odradek.broker import dispatcher
 from odradek.broker.context import BrokerContext
+from odradek.broker.replica_manager import HostedPartition, ReplicaManager
 from odradek.protocol.api_keys import ApiKey
 from odradek.protocol.codec import RequestHeader
 from odradek.protocol.hot_encoders import (
+    EpochEndOffset,
     FetchPartitionResult,
     FetchResponseData,
     FetchTopicResult,
+    LeaderIdAndEpoch,
     encode_fetch_response,
 )
-from odradek.storage.log import OffsetOutOfRange
+from odradek.storage.log import OffsetOutOfRange, PartitionLog
 
 READ_COMMITTED = 1
 LEADER_EPOCH = 0
@@ -41,6 +51,8 @@ class _Wanted:
     fetch_offset: int
     partition_max_bytes: int
     current_leader_epoch: int
+    last_fetched_epoch: int = -1
+    log_start_offset: int = -1
 
 
 def _wanted(version: int, request: Any, context: BrokerContext) -> list[_Wanted]:
@@ -63,19 +75,49 @@ def _wanted(version: int, request: Any, context: BrokerContext) -> list[_Wanted]
                     partition.fetch_offset,
                     partition.partition_max_bytes,
                     getattr(partition, "current_leader_epoch", -1),
+                    getattr(partition, "last_fetched_epoch", -1),
+                    getattr(partition, "log_start_offset", -1),
                 )
             )
     return wanted
 
 
 def _read_all(
-    context: BrokerContext, wanted: list[_Wanted], max_bytes: int, read_committed: bool
+    context: BrokerContext,
+    wanted: list[_Wanted],
+    max_bytes: int,
+    read_committed: bool,
+    replicas: ReplicaManager | None = None,
+    leaders: set[int] | None = None,
 ) -> tuple[list[FetchPartitionResult], int, bool]:
-    """Read every wanted partition once; return results, bytes read and whether any error."""
+    """Read every wanted partition once; return results, bytes read and whether any error.
+
+    `replicas` (a broker in a cluster): each partition is first routed to its leader —
+    NOT_LEADER_OR_FOLLOWER with the current leader (added to `leaders` for NodeEndpoints),
+    LEADER_NOT_AVAILABLE, or the KIP-320 epoch errors against the partition's leader epoch."""
     results = []
     total = 0
     any_error = False
     for item in wanted:
+        if replicas is not None and item.name is not None:
+            _hosted, route_error, leader = replicas.route(
+                item.name, item.partition, item.current_leader_epoch
+            )
+            if route_error is not ErrorCode.none:
+                any_error = True
+                if leader is not None and leaders is not None:
+                    leaders.add(leader.leader_id)
+                results.append(_empty(item, route_error, leader))
+                continue
+            if _hosted is not None:
+                # The epoch was checked against the partition's own leader epoch.
+                result, size = _read_one(
+                    context, item, _hosted.log, max_bytes - total, total, read_committed
+                )
+                total += size
+                any_error = any_error or result.error_code != ErrorCode.none
+                results.append(result)
+                continue
         log = context.logs.log(item.name, item.partition) if item.name is not None else None
         if log is None:
             any_error = True
@@ -92,55 +134,73 @@ def _read_all(
             any_error = True
             results.append(_empty(item, ErrorCode.unknown_leader_epoch))
             continue
-        high_watermark = log.high_watermark
-        last_stable_offset = log.last_stable_offset
-        try:
-            read = log.read(
-                item.fetch_offset,
-                max(0, min(item.partition_max_bytes, max_bytes - total)),
-                last_stable_offset if read_committed else high_watermark,
-                min_one_batch=total == 0,
-            )
-        except OffsetOutOfRange:
-            any_error = True
-            results.append(
-                FetchPartitionResult(
-                    partition_index=item.partition,
-                    error_code=ErrorCode.offset_out_of_range,
-                    high_watermark=high_watermark,
-                    last_stable_offset=last_stable_offset,
-                    log_start_offset=log.log_start_offset,
-                    aborted_transactions=[] if read_committed else None,
-                    records=b"",
-                )
-            )
-            continue
-        total += len(read.records)
-        aborted: list[tuple[int, int]] | None = None
-        if read_committed:
-            # Kafka sends a list (maybe empty) to read_committed readers and null otherwise.
-            # The upper bound is the LSO rather than the end of the batches returned: a few
-            # extra entries beyond the data are harmless and spare parsing the batch headers.
-            aborted = (
-                log.aborted_transactions(item.fetch_offset, last_stable_offset)
-                if read.records
-                else []
-            )
-        results.append(
-            FetchPartitionResult(
-                partition_index=item.partition,
-                error_code=ErrorCode.none,
-                high_watermark=high_watermark,
-                last_stable_offset=last_stable_offset,
-                log_start_offset=log.log_start_offset,
-                aborted_transactions=aborted,
-                records=read.records,
-            )
-        )
+        result, size = _read_one(context, item, log, max_bytes - total, total, read_committed)
+        total += size
+        any_error = any_error or result.error_code != ErrorCode.none
+        results.append(result)
     return results, total, any_error
 
 
-def _empty(item: _Wanted, error_code: ErrorCode) -> FetchPartitionResult:
+def _read_one(
+    context: BrokerContext,
+    item: _Wanted,
+    log: PartitionLog,
+    bytes_left: int,
+    total: int,
+    read_committed: bool,
+    max_offset: int | None = None,
+) -> tuple[FetchPartitionResult, int]:
+    """Read one partition up to the HW (read_committed: the LSO; `max_offset` for a replica:
+    the log end offset); return its result and the bytes read."""
+    high_watermark = log.high_watermark
+    last_stable_offset = log.last_stable_offset
+    if max_offset is None:
+        max_offset = last_stable_offset if read_committed else high_watermark
+    try:
+        read = log.read(
+            item.fetch_offset,
+            max(0, min(item.partition_max_bytes, bytes_left)),
+            max_offset,
+            min_one_batch=total == 0,
+        )
+    except OffsetOutOfRange:
+        return (
+            FetchPartitionResult(
+                partition_index=item.partition,
+                error_code=ErrorCode.offset_out_of_range,
+                high_watermark=high_watermark,
+                last_stable_offset=last_stable_offset,
+                log_start_offset=log.log_start_offset,
+                aborted_transactions=[] if read_committed else None,
+                records=b"",
+            ),
+            0,
+        )
+    aborted: list[tuple[int, int]] | None = None
+    if read_committed:
+        # Kafka sends a list (maybe empty) to read_committed readers and null otherwise.
+        # The upper bound is the LSO rather than the end of the batches returned: a few
+        # extra entries beyond the data are harmless and spare parsing the batch headers.
+        aborted = (
+            log.aborted_transactions(item.fetch_offset, last_stable_offset) if read.records else []
+        )
+    return (
+        FetchPartitionResult(
+            partition_index=item.partition,
+            error_code=ErrorCode.none,
+            high_watermark=high_watermark,
+            last_stable_offset=last_stable_offset,
+            log_start_offset=log.log_start_offset,
+            aborted_transactions=aborted,
+            records=read.records,
+        ),
+        len(read.records),
+    )
+
+
+def _empty(
+    item: _Wanted, error_code: ErrorCode, current_leader: LeaderIdAndEpoch | None = None
+) -> FetchPartitionResult:
     return FetchPartitionResult(
         partition_index=item.partition,
         error_code=error_code,
@@ -149,17 +209,94 @@ def _empty(item: _Wanted, error_code: ErrorCode) -> FetchPartitionResult:
         log_start_offset=-1,
         aborted_transactions=None,
         records=b"",
+        current_leader=current_leader,
     )
 
 
+def _replica_fetch_checks(
+    replicas: ReplicaManager,
+    wanted: list[_Wanted],
+    replica_id: int,
+    broker_epoch: int,
+) -> list[FetchPartitionResult | HostedPartition]:
+    """The leader's side of a replica Fetch, before reading: per partition an answer (an
+    error, or a diverging epoch without records) or the partition to read up to its log end
+    offset. A follower that may read has its position recorded (HW, ISR expansion)."""
+    checked: list[FetchPartitionResult | HostedPartition] = []
+    for item in wanted:
+        hosted = replicas.partition(item.name, item.partition) if item.name is not None else None
+        if hosted is None:
+            checked.append(
+                _empty(
+                    item,
+                    ErrorCode.unknown_topic_id
+                    if item.name is None
+                    else ErrorCode.not_leader_or_follower,
+                )
+            )
+            continue
+        check = replicas.replica_fetch_check(
+            hosted, item.fetch_offset, item.last_fetched_epoch, item.current_leader_epoch
+        )
+        error = check.error
+        if error is None and check.diverging_epoch is None:
+            error = replicas.record_follower_fetch(
+                hosted, replica_id, broker_epoch, item.fetch_offset, item.log_start_offset
+            )
+            if error is None:
+                checked.append(hosted)
+                continue
+        log = hosted.log
+        diverging = check.diverging_epoch
+        checked.append(
+            FetchPartitionResult(
+                partition_index=item.partition,
+                error_code=ErrorCode.none if error is None else error,
+                high_watermark=log.high_watermark,
+                last_stable_offset=log.last_stable_offset,
+                log_start_offset=log.log_start_offset,
+                records=b"",
+                diverging_epoch=None
+                if diverging is None
+                else EpochEndOffset(diverging.epoch, diverging.end_offset),
+            )
+        )
+    return checked
+
+
+def _read_replicas(
+    context: BrokerContext,
+    wanted: list[_Wanted],
+    checked: list[FetchPartitionResult | HostedPartition],
+    max_bytes: int,
+) -> tuple[list[FetchPartitionResult], int, bool]:
+    results = []
+    total = 0
+    any_error = False
+    for item, entry in zip(wanted, checked, strict=True):
+        if isinstance(entry, FetchPartitionResult):
+            any_error = True
+            results.append(entry)
+            continue
+        log = entry.log
+        result, size = _read_one(
+            context, item, log, max_bytes - total, total, False, log.log_end_offset
+        )
+        total += size
+        any_error = any_error or result.error_code != ErrorCode.none
+        results.append(result)
+    return results, total, any_error
+
+
 # v17 adds only the follower's replica_directory_id (KIP-853, a tagged field); the response is
-# v16's. Odradek has no followers yet, so the field is read and not used.
+# v16's. Odradek keeps one log directory, so the field is read and not used.
 @dispatcher.register(ApiKey.FETCH, 4, 17)
 async def handle(
     context: BrokerContext, header: RequestHeader, request: Any
 ) -> list[bytes | memoryview]:
     version = header.api_version
     wanted = _wanted(version, request, context)
+    leaders: set[int] = set()
     max_wait_ms = int(request.max_wait.total_seconds() * 1000)
     min_bytes = request.min_bytes
     max_bytes = request.max_bytes if request.max_bytes > 0 else 2**31 - 1
@@ -171,8 +308,23 @@ async def handle(
         results: list[FetchPartitionResult] = []
     else:
         loop_deadline = context.now_ms() + max_wait_ms
+        replicas = context.cluster.replicas if context.cluster is not None else None
+        checked: list[FetchPartitionResult | HostedPartition] | None = None
+        if replicas is not None:
+            if version >= 15:
+                replica_id = request.replica_state.replica_id
+                broker_epoch = request.replica_state.replica_epoch
+            else:
+                replica_id, broker_epoch = request.replica_id, -1
+            if replica_id >= 0:
+                checked = _replica_fetch_checks(replicas, wanted, replica_id, broker_epoch)
         while True:
-            results, total, any_error = _read_all(context, wanted, max_bytes, read_committed)
+            if checked is not None:
+                results, total, any_error = _read_replicas(context, wanted, checked, max_bytes)
+            else:
+                results, total, any_error = _read_all(
+                    context, wanted, max_bytes, read_committed, replicas, leaders
+                )
             remaining_ms = loop_deadline - context.now_ms()
             if total >= min_bytes or any_error or remaining_ms <= 0 or not wanted:
                 break
@@ -187,7 +339,16 @@ async def handle(
         FetchTopicResult(name=name or "", topic_id=topic_id, partitions=partitions)
         for (name, topic_id), partitions in by_topic.items()
     ]
+    node_endpoints = (
+        context.cluster.replicas.node_endpoints(leaders)
+        if leaders and context.cluster is not None
+        else ()
+    )
     response = FetchResponseData(
-        throttle_time_ms=0, error_code=error_code, session_id=0, topics=topics
+        throttle_time_ms=0,
+        error_code=error_code,
+        session_id=0,
+        topics=topics,
+        node_endpoints=node_endpoints,
     )
     return encode_fetch_response(version, response)

@@ -53,26 +53,45 @@ async def handle(context: BrokerContext, header: RequestHeader, request: Any) ->
         )
 
     read_committed = getattr(request, "isolation_level", 0) == READ_COMMITTED
+    replicas = context.cluster.replicas if context.cluster is not None else None
+    # KIP-207: only clients (v2+, which carry an isolation level) get OFFSET_NOT_AVAILABLE;
+    # a follower (replica_id >= 0) reads the leader's log end offset.
+    from_client = version >= 2 and request.replica_id < 0
     topics = []
     for topic in request.topics:
         partitions = []
         for partition in topic.partitions:
             index = partition.partition_index
             log = context.logs.log(topic.name, index)
+            current_leader_epoch = getattr(partition, "current_leader_epoch", -1)
+            epoch = LEADER_EPOCH
+            if replicas is not None:
+                # A cluster: the partition's leader answers, checked against its epoch.
+                hosted, route_error, _leader = replicas.route(
+                    topic.name, index, current_leader_epoch
+                )
+                if route_error is ErrorCode.none and hosted is not None:
+                    error = hosted.state.list_offsets_error(from_client)
+                    route_error = ErrorCode.none if error is None else error
+                    epoch = hosted.state.leader_epoch
+                if route_error is not ErrorCode.none:
+                    partitions.append(answer(index, route_error))
+                    continue
+                current_leader_epoch = -1
             if log is None:
                 partitions.append(answer(index, ErrorCode.unknown_topic_or_partition))
                 continue
-            if getattr(partition, "current_leader_epoch", -1) > LEADER_EPOCH:
+            if current_leader_epoch > LEADER_EPOCH:
                 partitions.append(answer(index, ErrorCode.unknown_leader_epoch))
                 continue
             upper = log.last_stable_offset if read_committed else log.high_watermark
             timestamp = partition.timestamp
             if timestamp == LATEST_TIMESTAMP:
-                partitions.append(answer(index, ErrorCode.none, upper))
+                partitions.append(answer(index, ErrorCode.none, upper, epoch=epoch))
             elif timestamp == EARLIEST_TIMESTAMP or (
                 timestamp == EARLIEST_LOCAL_TIMESTAMP and version >= 8
             ):
-                partitions.append(answer(index, ErrorCode.none, log.log_start_offset))
+                partitions.append(answer(index, ErrorCode.none, log.log_start_offset, epoch=epoch))
             elif timestamp == LATEST_TIERED_TIMESTAMP and version >= 9:
                 partitions.append(answer(index, ErrorCode.none, -1, -1, -1))
             elif timestamp < 0 and timestamp != MAX_TIMESTAMP:

@@ -17,6 +17,14 @@ acks=0 gets no response (a failure closes the connection instead, as Kafka does)
 answered once the bytes are with the OS, acks=all once the in-sync replicas have them: on one
 node the ISR is the leader alone, so with `odradek.acks.all.fsync` (default) acks=all waits for an
 fdatasync shared by every produce that arrived meanwhile (group commit).
+
+In a cluster (`process.roles`), each partition is first routed by the replica manager: a
+broker that does not lead answers NOT_LEADER_OR_FOLLOWER with the leader (CurrentLeader and
+NodeEndpoints from v10, KIP-951), LEADER_NOT_AVAILABLE when there is none; acks=all gets
+NOT_ENOUGH_REPLICAS before the append while the ISR is below min.insync.replicas, then waits
+until the high watermark passes the batch (NOT_ENOUGH_REPLICAS_AFTER_APPEND if the ISR shrank
+below the minimum meanwhile, REQUEST_TIMED_OUT at the request's timeout); acks=1 is answered
+after the leader's append.
 """
 
 from __future__ import annotations
@@ -29,9 +37,12 @@ from kio.schema.errors import ErrorCode
 
 from odradek.broker import dispatcher
 from odradek.broker.context import BrokerContext
+from odradek.broker.purgatory import GroupCommit
+from odradek.broker.replica_manager import HostedPartition
 from odradek.protocol.api_keys import ApiKey
 from odradek.protocol.codec import RequestHeader
 from odradek.protocol.hot_encoders import (
+    LeaderIdAndEpoch,
     ProducePartitionResult,
     ProduceResponseData,
     ProduceTopicResult,
@@ -61,6 +72,8 @@ from odradek.storage.log import LogConfig, PartitionLog
 logger = logging.getLogger(__name__)
 
 IN_SYNC_REPLICAS = 1  # one node: the leader is the whole ISR
+#: Produce v10 is the first with CurrentLeader and NodeEndpoints (KIP-951).
+CURRENT_LEADER_VERSION = 10
 
 #: Produce v11 is the first whose client knows TRANSACTION_ABORTABLE (KIP-890; Kafka's
 #: AddPartitionsToTxnManager.produceRequestVersionToTransactionSupportedOperation).
@@ -119,7 +132,11 @@ async def handle(
     acks = request.acks
     transactional_id = request.transactional_id
     now = context.now_ms()
-    durable_waits: list[tuple[int, int, asyncio.Task[None]]] = []
+    durable_waits: list[tuple[int, int, asyncio.Task[ErrorCode | None]]] = []
+    # In a cluster (process.roles): the replica manager decides leadership and acks=all.
+    replicas = context.cluster.replicas if context.cluster is not None else None
+    leaders: set[int] = set()
+    hosted: HostedPartition | None = None
     results: list[tuple[str, list[ProducePartitionResult]]] = []
     for topic_data in request.topic_data:
         name = topic_data.name
@@ -147,7 +164,25 @@ async def handle(
             except InvalidRecords as error:
                 partition_results.append(_error(index, error.error_code, message=str(error)))
                 continue
-            if acks == -1 and _min_insync_replicas(context, name) > IN_SYNC_REPLICAS:
+            if replicas is not None:
+                hosted, route_error, leader = replicas.route(name, index)
+                if route_error is not ErrorCode.none:
+                    if leader is not None and header.api_version >= CURRENT_LEADER_VERSION:
+                        leaders.add(leader.leader_id)
+                    else:
+                        leader = None
+                    partition_results.append(_error(index, route_error, current_leader=leader))
+                    continue
+                if hosted is not None:
+                    append_error = hosted.state.check_before_append(acks)
+                    if append_error is not None:
+                        partition_results.append(_error(index, append_error))
+                        continue
+            if (
+                hosted is None
+                and acks == -1
+                and _min_insync_replicas(context, name) > IN_SYNC_REPLICAS
+            ):
                 partition_results.append(_error(index, ErrorCode.not_enough_replicas))
                 continue
             try:
@@ -205,7 +240,10 @@ async def handle(
                 logger.error("append to %s-%d failed: %s", name, index, error)
                 partition_results.append(_error(index, ErrorCode.kafka_storage_error))
                 continue
-            if not info.duplicate:
+            if hosted is not None:
+                if not info.duplicate:
+                    replicas.after_leader_append(hosted)  # type: ignore[union-attr]
+            elif not info.duplicate:
                 # One node: every append is immediately in the whole ISR.
                 log.high_watermark = log.log_end_offset
                 context.data_arrived.notify((name, index))
@@ -218,21 +256,29 @@ async def handle(
                     log_start_offset=info.log_start_offset,
                 )
             )
-            if acks == -1 and context.config.acks_all_fsync:
+            if acks == -1 and hosted is not None:
+                waiter = asyncio.get_running_loop().create_task(
+                    replicas.wait_for_acks_all(  # type: ignore[union-attr]
+                        hosted, info.last_offset, int(request.timeout.total_seconds() * 1000)
+                    )
+                )
+                durable_waits.append((len(results) - 1, len(partition_results) - 1, waiter))
+            elif acks == -1 and context.config.acks_all_fsync:
                 commit = context.group_commit(name, index)
                 if commit is not None:
                     waiter = asyncio.get_running_loop().create_task(
-                        commit.wait_flushed(info.last_offset + 1)
+                        _flushed(commit, info.last_offset + 1)
                     )
                     durable_waits.append((len(results) - 1, len(partition_results) - 1, waiter))
     if durable_waits:
         await asyncio.wait([waiter for _t, _p, waiter in durable_waits])
         for topic_index, partition_index, waiter in durable_waits:
-            if waiter.exception() is not None:
+            wait_error = (
+                ErrorCode.kafka_storage_error if waiter.exception() is not None else waiter.result()
+            )
+            if wait_error is not None and wait_error is not ErrorCode.none:
                 previous = results[topic_index][1][partition_index]
-                results[topic_index][1][partition_index] = _error(
-                    previous.index, ErrorCode.kafka_storage_error
-                )
+                results[topic_index][1][partition_index] = _error(previous.index, wait_error)
     if acks == 0:
         failed = [
             f"{name}-{result.index}: {ErrorCode(result.error_code).name.upper()}"
@@ -253,6 +299,7 @@ async def handle(
             ProduceTopicResult(name=name, partitions=partitions) for name, partitions in results
         ],
         throttle_time_ms=0,
+        node_endpoints=replicas.node_endpoints(leaders) if leaders and replicas else (),
     )
     return [encode_produce_response(header.api_version, response)]
 
@@ -323,11 +370,16 @@ def _verify_transaction(
     )
 
 
+async def _flushed(commit: GroupCommit, end_offset: int) -> None:
+    await commit.wait_flushed(end_offset)
+
+
 def _error(
     index: int,
     error_code: ErrorCode,
     message: str | None = None,
     record_errors: tuple[tuple[int, str | None], ...] = (),
+    current_leader: LeaderIdAndEpoch | None = None,
 ) -> ProducePartitionResult:
     return ProducePartitionResult(
         index=index,
@@ -337,4 +389,5 @@ def _error(
         log_start_offset=-1,
         record_errors=record_errors,
         error_message=message,
+        current_leader=current_leader,
     )

@@ -1,0 +1,874 @@
+"""The data plane of a broker in a cluster (Kafka's ReplicaManager, ReplicaFetcherManager and
+AlterPartitionManager), driving `odradek.replication`'s deterministic state machines.
+
+Built only when `process.roles` is set (`ClusterMember` owns it); a single broker never has one,
+so none of this is on its produce or fetch path. It:
+
+- keeps one `HostedPartition` per replicated partition this broker hosts: its `PartitionLog`
+  and its `PartitionState` (leader/follower state, ISR, high watermark), created and changed
+  from the metadata image (`apply_local_changes`: become leader / become follower / delete,
+  Kafka's `ReplicaManager.applyDelta`). Partitions of `LOCAL_INTERNAL_TOPICS` are not replicated
+  and keep the single-broker path;
+- answers client requests' leadership questions (`client_error`: NOT_LEADER_OR_FOLLOWER with
+  the current leader, LEADER_NOT_AVAILABLE, KIP-320 epoch checks) and the node endpoints that
+  accompany NOT_LEADER_OR_FOLLOWER (KIP-951);
+- on the leader: applies replica Fetches (`replica_fetch_check`, `record_follower_fetch`:
+  diverging epochs, follower state, high watermark), proposes ISR changes to the controller
+  with AlterPartition (one in flight per partition, `PartitionState` guarantees it), shrinks
+  the ISR every `replica.lag.time.max.ms / 2`, and keeps acks=all produces waiting until the
+  high watermark passes their batch (`wait_for_acks_all`, Kafka's DelayedProduce). With
+  `odradek.acks.all.fsync` the leader's own log counts for the high watermark only up to its
+  flushed offset: every leader append schedules a group-commit fdatasync (`purgatory.GroupCommit`)
+  whose completion feeds `PartitionState.on_leader_flush`;
+- on a follower: one `ReplicaFetcher` task per leader broker (Fetch v16 with ReplicaState:
+  replica id and broker epoch, LastFetchedEpoch), which truncates on a diverging epoch
+  (KIP-595's DivergingEpoch, KIP-101/279 rules in `replication.truncation`), starts over at the
+  leader's log start on OFFSET_OUT_OF_RANGE below it, appends with `append_as_follower`, takes
+  the leader's high watermark clamped to its log, and, with `odradek.acks.all.fsync`,
+  fdatasyncs what it appended before its next Fetch so the offset it reports is durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from kio.schema.errors import ErrorCode
+
+from odradek.broker.kafka_channel import ChannelError, KafkaChannel
+from odradek.controller import LocalReplicaChanges, MetadataImage, kio_adapter
+from odradek.protocol.api_keys import ApiKey
+from odradek.protocol.codec import make, nested, request_module
+from odradek.protocol.hot_encoders import LeaderIdAndEpoch, NodeEndpoint
+from odradek.protocol.record_batch import BATCH_HEADER_SIZE, read_batch_header
+from odradek.replication.partition_state import (
+    AlterPartitionRequest,
+    BrokerMetadata,
+    LeaderAndIsr,
+    PartitionState,
+)
+from odradek.replication.produce_wait import expired
+from odradek.replication.truncation import (
+    BatchPosition,
+    DivergingEpoch,
+    FetchPositionCheck,
+    check_fetch_position,
+    initial_fetch_position,
+    plan_follower_append,
+    position_after_truncation,
+    truncate_on_diverging_epoch,
+)
+from odradek.storage.errors import StorageError
+from odradek.storage.log import PartitionLog
+
+if TYPE_CHECKING:
+    from odradek.broker.cluster_member import ClusterMember
+    from odradek.broker.context import BrokerContext
+
+logger = logging.getLogger(__name__)
+
+_FETCH_VERSION = 16
+_ALTER_PARTITION_VERSION = 3
+_REPLICA_FETCH_MAX_WAIT_MS = 500
+_REPLICA_FETCH_MAX_BYTES = 10 * 1024 * 1024
+_REPLICA_FETCH_PARTITION_MAX_BYTES = 1024 * 1024  # Kafka's replica.fetch.max.bytes
+_RETRY_BACKOFF_S = 0.2
+#: Errors after which a follower waits for the metadata to say who leads now.
+_WAIT_FOR_METADATA = frozenset(
+    {
+        ErrorCode.not_leader_or_follower,
+        ErrorCode.fenced_leader_epoch,
+        ErrorCode.unknown_leader_epoch,
+        ErrorCode.unknown_topic_or_partition,
+        ErrorCode.unknown_topic_id,
+        ErrorCode.leader_not_available,
+    }
+)
+
+TopicPartition = tuple[str, int]
+
+
+@dataclass(eq=False)
+class HostedPartition:
+    """One replicated partition on this broker: its log, its replication state, and the
+    acks=all produces waiting on its high watermark (batch last offset, future of the error)."""
+
+    topic: str
+    topic_id: uuid.UUID
+    index: int
+    log: PartitionLog
+    state: PartitionState
+    waits: list[tuple[int, asyncio.Future[ErrorCode]]] = field(default_factory=list)
+    flush_scheduled: bool = False
+
+
+@dataclass(slots=True)
+class _FollowerPosition:
+    """Where a follower fetches one partition from its leader next."""
+
+    hosted: HostedPartition
+    leader_epoch: int
+    fetch_offset: int
+    last_fetched_epoch: int | None
+    delayed_until: float = 0.0
+
+
+class ReplicaManager:
+    """This broker's replicated partitions (see the module docstring)."""
+
+    def __init__(self, context: BrokerContext, member: ClusterMember) -> None:
+        self.context = context
+        self.member = member
+        self.node_id = context.node_id
+        self.partitions: dict[TopicPartition, HostedPartition] = {}
+        self.fetchers: dict[int, ReplicaFetcher] = {}
+        self._image = MetadataImage()
+        self._alter_channel = KafkaChannel(
+            member.controller_address[0],
+            member.controller_address[1],
+            f"odradek-alter-partition-{self.node_id}",
+        )
+        self._tasks: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Task[Any]] = set()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._tasks.append(asyncio.get_running_loop().create_task(self._shrink_isr_loop()))
+
+    async def stop(self) -> None:
+        for fetcher in list(self.fetchers.values()):
+            await fetcher.stop()
+        self.fetchers.clear()
+        for task in [*self._tasks, *self._background]:
+            task.cancel()
+        for task in [*self._tasks, *self._background]:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks = []
+        await self._alter_channel.close()
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # -- metadata ----------------------------------------------------------------------------
+
+    def _brokers(self, image: MetadataImage) -> dict[int, BrokerMetadata]:
+        return {
+            broker_id: BrokerMetadata(
+                registration.epoch, registration.fenced, registration.in_controlled_shutdown
+            )
+            for broker_id, registration in image.brokers.items()
+        }
+
+    def _min_insync(self, topic: str) -> int:
+        metadata = self.context.logs.topics().get(topic)
+        override = metadata.config.get("min.insync.replicas") if metadata is not None else None
+        return int(override) if override else self.context.config.min_insync_replicas
+
+    def apply_local_changes(
+        self, changes: LocalReplicaChanges, image: MetadataImage, previous: MetadataImage
+    ) -> None:
+        """Become leader / follower of what the metadata batch changed, drop deleted replicas
+        (Kafka's ReplicaManager.applyDelta); call after the local logs match the image."""
+        self._image = image
+        now = self.context.now_ms()
+        brokers = self._brokers(image)
+        for key in changes.deletes:
+            self._remove(key, previous)
+        for (topic_id, index), registration in changes.leaders.items():
+            hosted = self._hosted(topic_id, index, image, brokers)
+            if hosted is None:
+                continue
+            self._become_leader(hosted, registration, now)
+        for (topic_id, index), registration in changes.followers.items():
+            hosted = self._hosted(topic_id, index, image, brokers)
+            if hosted is None:
+                continue
+            self._become_follower(hosted, registration, image)
+        if previous.brokers is not image.brokers:
+            for hosted in self.partitions.values():
+                hosted.state.local_broker_epoch = self.member.broker_epoch
+                if hosted.state.on_metadata_update(brokers, now):
+                    self._high_watermark_changed(hosted)
+
+    def _hosted(
+        self,
+        topic_id: uuid.UUID,
+        index: int,
+        image: MetadataImage,
+        brokers: Mapping[int, BrokerMetadata],
+    ) -> HostedPartition | None:
+        topic = image.topics_by_id.get(topic_id)
+        if topic is None:
+            return None
+        key = (topic.name, index)
+        hosted = self.partitions.get(key)
+        if hosted is not None and hosted.topic_id != topic_id:
+            # A stray replica of an earlier topic with the same name.
+            self._drop(hosted)
+            hosted = None
+        log = self.context.logs.log(topic.name, index)
+        if log is None:
+            logger.warning("no local log for %s-%d; not replicating it", topic.name, index)
+            return None
+        if hosted is not None and hosted.log is not log:
+            self._drop(hosted)
+            hosted = None
+        if hosted is None:
+            state = PartitionState(
+                self.node_id,
+                replica_lag_time_max_ms=self.member.kraft.replica_lag_time_max_ms,
+                min_insync_replicas=self._min_insync(topic.name),
+                acks_all_fsync=self.context.config.acks_all_fsync,
+                local_broker_epoch=self.member.broker_epoch,
+                brokers=brokers,
+            )
+            hosted = HostedPartition(topic.name, topic_id, index, log, state)
+            self.partitions[key] = hosted
+        else:
+            hosted.state.min_insync_replicas = self._min_insync(topic.name)
+            hosted.state.local_broker_epoch = self.member.broker_epoch
+            hosted.state.on_metadata_update(brokers, self.context.now_ms())
+        return hosted
+
+    def _become_leader(self, hosted: HostedPartition, registration: Any, now: int) -> None:
+        self._stop_fetching(hosted)
+        log = hosted.log
+        result = hosted.state.become_leader(
+            registration.leader_epoch,
+            registration.partition_epoch,
+            registration.isr,
+            registration.replicas,
+            now,
+            log_end_offset=log.log_end_offset,
+            high_watermark=log.high_watermark,
+            flushed_offset=log.flushed_offset,
+        )
+        if not result.applied:
+            return
+        log.leader_epoch = registration.leader_epoch
+        if result.epoch_start is not None:
+            log.maybe_assign_epoch_start_offset(*result.epoch_start)
+        if result.is_new_leader:
+            logger.info(
+                "broker %d leads %s-%d in epoch %d from offset %d (ISR %s)",
+                self.node_id,
+                hosted.topic,
+                hosted.index,
+                registration.leader_epoch,
+                log.log_end_offset,
+                sorted(registration.isr),
+            )
+            self._schedule_flush(hosted)
+        self._high_watermark_changed(hosted)
+
+    def _become_follower(
+        self, hosted: HostedPartition, registration: Any, image: MetadataImage
+    ) -> None:
+        was_leader = hosted.state.is_leader
+        leader = registration.leader if registration.leader >= 0 else None
+        new_epoch = hosted.state.become_follower(
+            leader, registration.leader_epoch, registration.partition_epoch, registration.replicas
+        )
+        hosted.log.leader_epoch = registration.leader_epoch
+        if was_leader:
+            self._fail_waits(hosted, ErrorCode.not_leader_or_follower)
+        if not new_epoch and not was_leader:
+            return
+        self._stop_fetching(hosted)
+        if leader is None:
+            return
+        registration_of_leader = image.brokers.get(leader)
+        if registration_of_leader is None:
+            return
+        listener = next(
+            (
+                endpoint
+                for endpoint in registration_of_leader.listeners
+                if endpoint.name == self.member.listener_name
+            ),
+            None,
+        )
+        if listener is None:
+            logger.warning("leader %d has no %s listener", leader, self.member.listener_name)
+            return
+        fetcher = self.fetchers.get(leader)
+        if fetcher is None or (fetcher.host, fetcher.port) != (listener.host, listener.port):
+            if fetcher is not None:
+                self._spawn(fetcher.stop())
+            fetcher = ReplicaFetcher(self, leader, listener.host, listener.port)
+            self.fetchers[leader] = fetcher
+            fetcher.start()
+        log = hosted.log
+        position = initial_fetch_position(
+            log.leader_epoch_cache, log.log_end_offset, log.high_watermark
+        )
+        if position.truncate_to is not None:
+            log.truncate_to(position.truncate_to)
+        fetcher.add(
+            _FollowerPosition(
+                hosted,
+                registration.leader_epoch,
+                position.fetch_offset,
+                position.last_fetched_epoch,
+            )
+        )
+        logger.info(
+            "broker %d follows %d for %s-%d in epoch %d from offset %d",
+            self.node_id,
+            leader,
+            hosted.topic,
+            hosted.index,
+            registration.leader_epoch,
+            position.fetch_offset,
+        )
+
+    def _stop_fetching(self, hosted: HostedPartition) -> None:
+        for fetcher in self.fetchers.values():
+            fetcher.remove(hosted)
+
+    def _remove(self, key: tuple[uuid.UUID, int], previous: MetadataImage) -> None:
+        topic = previous.topics_by_id.get(key[0])
+        if topic is None:
+            return
+        hosted = self.partitions.get((topic.name, key[1]))
+        if hosted is not None and hosted.topic_id == key[0]:
+            self._drop(hosted)
+
+    def _drop(self, hosted: HostedPartition) -> None:
+        self._stop_fetching(hosted)
+        self._fail_waits(hosted, ErrorCode.not_leader_or_follower)
+        if self.partitions.get((hosted.topic, hosted.index)) is hosted:
+            del self.partitions[(hosted.topic, hosted.index)]
+
+    def forget_topic(self, name: str) -> None:
+        """The topic's local logs were deleted: drop its partitions."""
+        for hosted in [h for h in self.partitions.values() if h.topic == name]:
+            self._drop(hosted)
+
+    # -- client answers ----------------------------------------------------------------------
+
+    def partition(self, topic: str, index: int) -> HostedPartition | None:
+        return self.partitions.get((topic, index))
+
+    def route(
+        self, topic: str, index: int, current_leader_epoch: int | None = None
+    ) -> tuple[HostedPartition | None, ErrorCode, LeaderIdAndEpoch | None]:
+        """Where a client request for `topic`-`index` goes: the hosted partition (with NONE or
+        the error `client_error` gives), or, for a replicated partition not hosted here, its
+        error from the image (NOT_LEADER_OR_FOLLOWER with the leader, LEADER_NOT_AVAILABLE,
+        UNKNOWN_TOPIC_OR_PARTITION). `(None, NONE, None)`: a topic the controller does not
+        know (this broker's local internal topics), served as a single broker serves it."""
+        hosted = self.partitions.get((topic, index))
+        if hosted is not None:
+            error, leader = self.client_error(hosted, current_leader_epoch)
+            return hosted, error, leader
+        topic_id = self._image.topics_by_name.get(topic)
+        if topic_id is None:
+            return None, ErrorCode.none, None
+        registration = self._image.topics_by_id[topic_id].partitions.get(index)
+        if registration is None:
+            return None, ErrorCode.unknown_topic_or_partition, None
+        if registration.leader < 0:
+            return None, ErrorCode.leader_not_available, None
+        return (
+            None,
+            ErrorCode.not_leader_or_follower,
+            LeaderIdAndEpoch(registration.leader, registration.leader_epoch),
+        )
+
+    def client_error(
+        self, hosted: HostedPartition, current_leader_epoch: int | None = None
+    ) -> tuple[ErrorCode, LeaderIdAndEpoch | None]:
+        """What a client request to `hosted` gets before any read or append: NONE, the KIP-320
+        epoch errors, LEADER_NOT_AVAILABLE (no leader), or NOT_LEADER_OR_FOLLOWER with the
+        leader and epoch the image names (KIP-951's CurrentLeader)."""
+        state = hosted.state
+        error = state.check_current_leader_epoch(current_leader_epoch)
+        if error is not ErrorCode.none:
+            return error, None
+        if state.is_leader:
+            return ErrorCode.none, None
+        if state.leader_id is None:
+            return ErrorCode.leader_not_available, None
+        return ErrorCode.not_leader_or_follower, LeaderIdAndEpoch(
+            state.leader_id, state.leader_epoch
+        )
+
+    def node_endpoints(self, broker_ids: set[int]) -> list[NodeEndpoint]:
+        """KIP-951's NodeEndpoints of the leaders named in NOT_LEADER_OR_FOLLOWER answers."""
+        endpoints = []
+        for broker_id in sorted(broker_ids):
+            registration = self._image.brokers.get(broker_id)
+            if registration is None:
+                continue
+            for listener in registration.listeners:
+                if listener.name == self.member.listener_name:
+                    endpoints.append(
+                        NodeEndpoint(broker_id, listener.host, listener.port, registration.rack)
+                    )
+                    break
+        return endpoints
+
+    # -- leader: produce ---------------------------------------------------------------------
+
+    def after_leader_append(self, hosted: HostedPartition) -> None:
+        """A produce appended to the leader's log: advance the HW if it may, wake the
+        followers' fetches, and start a group-commit flush when the HW waits for one."""
+        state = hosted.state
+        if state.on_leader_append(hosted.log.log_end_offset, self.context.now_ms()):
+            self._high_watermark_changed(hosted)
+        self.context.data_arrived.notify((hosted.topic, hosted.index))
+        if state.acks_all_fsync:
+            self._schedule_flush(hosted)
+
+    def _schedule_flush(self, hosted: HostedPartition) -> None:
+        if hosted.flush_scheduled or not hosted.state.acks_all_fsync:
+            return
+        hosted.flush_scheduled = True
+        self._spawn(self._flush(hosted))
+
+    async def _flush(self, hosted: HostedPartition) -> None:
+        try:
+            commit = self.context.group_commit(hosted.topic, hosted.index)
+            while commit is not None and commit.log is hosted.log:
+                target = hosted.log.log_end_offset
+                try:
+                    await commit.wait_flushed(target)
+                except OSError:
+                    return
+                if hosted.state.on_leader_flush(hosted.log.flushed_offset, self.context.now_ms()):
+                    self._high_watermark_changed(hosted)
+                if hosted.log.log_end_offset <= target:
+                    return
+        finally:
+            hosted.flush_scheduled = False
+
+    async def wait_for_acks_all(
+        self, hosted: HostedPartition, last_offset: int, timeout_ms: int
+    ) -> ErrorCode:
+        """Until the HW passes `last_offset` (NONE or NOT_ENOUGH_REPLICAS_AFTER_APPEND),
+        leadership is lost (NOT_LEADER_OR_FOLLOWER) or `timeout_ms` passes
+        (REQUEST_TIMED_OUT): Kafka's DelayedProduce for one partition."""
+        status = hosted.state.produce_completion(last_offset)
+        if status.is_done:
+            return status.error
+        waiter: asyncio.Future[ErrorCode] = asyncio.get_running_loop().create_future()
+        entry = (last_offset, waiter)
+        hosted.waits.append(entry)
+        try:
+            return await asyncio.wait_for(asyncio.shield(waiter), max(timeout_ms, 0) / 1000)
+        except TimeoutError:
+            return expired(hosted.state.produce_completion(last_offset)).error
+        finally:
+            with contextlib.suppress(ValueError):
+                hosted.waits.remove(entry)
+
+    def _high_watermark_changed(self, hosted: HostedPartition) -> None:
+        state = hosted.state
+        hosted.log.high_watermark = state.high_watermark
+        if hosted.waits:
+            remaining = []
+            for last_offset, waiter in hosted.waits:
+                status = state.produce_completion(last_offset)
+                if status.is_done:
+                    if not waiter.done():
+                        waiter.set_result(status.error)
+                else:
+                    remaining.append((last_offset, waiter))
+            hosted.waits = remaining
+        self.context.data_arrived.notify((hosted.topic, hosted.index))
+
+    def _fail_waits(self, hosted: HostedPartition, error: ErrorCode) -> None:
+        for _offset, waiter in hosted.waits:
+            if not waiter.done():
+                waiter.set_result(error)
+        hosted.waits = []
+
+    # -- leader: replica fetches -------------------------------------------------------------
+
+    def replica_fetch_check(
+        self,
+        hosted: HostedPartition,
+        fetch_offset: int,
+        last_fetched_epoch: int,
+        current_leader_epoch: int,
+    ) -> FetchPositionCheck:
+        """KIP-320 epoch check, leadership, diverging epoch and range of a replica Fetch."""
+        log = hosted.log
+        state = hosted.state
+        return check_fetch_position(
+            log.leader_epoch_cache,
+            fetch_offset,
+            last_fetched_epoch,
+            current_leader_epoch=current_leader_epoch,
+            leader_epoch=state.leader_epoch,
+            is_leader=state.is_leader,
+            log_start_offset=log.log_start_offset,
+            log_end_offset=log.log_end_offset,
+        )
+
+    def record_follower_fetch(
+        self,
+        hosted: HostedPartition,
+        replica_id: int,
+        broker_epoch: int,
+        fetch_offset: int,
+        follower_log_start_offset: int,
+    ) -> ErrorCode | None:
+        """A follower fetched from `fetch_offset`: update its state, the HW, and propose an
+        ISR expansion when it caught up (Kafka's Partition.updateFollowerFetchState)."""
+        result = hosted.state.update_follower_fetch(
+            replica_id,
+            broker_epoch,
+            fetch_offset,
+            hosted.log.log_end_offset,
+            self.context.now_ms(),
+            log_start_offset=follower_log_start_offset,
+        )
+        if result.error is not None:
+            return result.error
+        if result.high_watermark_changed:
+            self._high_watermark_changed(hosted)
+        if result.alter_partition is not None:
+            self._send_alter_partition(hosted, result.alter_partition)
+        return None
+
+    # -- leader: ISR changes -----------------------------------------------------------------
+
+    async def _shrink_isr_loop(self) -> None:
+        interval_s = max(self.member.kraft.replica_lag_time_max_ms / 2000, 0.1)
+        while True:
+            await asyncio.sleep(interval_s)
+            now = self.context.now_ms()
+            for hosted in list(self.partitions.values()):
+                request = hosted.state.maybe_shrink_isr(now)
+                if request is not None:
+                    logger.info(
+                        "broker %d: shrinking the ISR of %s-%d to %s",
+                        self.node_id,
+                        hosted.topic,
+                        hosted.index,
+                        list(request.isr),
+                    )
+                    self._send_alter_partition(hosted, request)
+
+    def _send_alter_partition(
+        self, hosted: HostedPartition, request: AlterPartitionRequest
+    ) -> None:
+        self._spawn(self._alter_partition(hosted, request))
+
+    async def _alter_partition(
+        self, hosted: HostedPartition, request: AlterPartitionRequest
+    ) -> None:
+        """AlterPartition v3 to the controller, then the answer applied to the partition state
+        (Kafka's AlterPartitionManager; the PartitionChangeRecord follows through metadata)."""
+        module = request_module(kio_adapter.ALTER_PARTITION, _ALTER_PARTITION_VERSION)
+        while True:
+            partition = make(
+                nested(module, "PartitionData"),
+                partition_index=hosted.index,
+                leader_epoch=request.leader_epoch,
+                new_isr_with_epochs=tuple(
+                    make(
+                        nested(module, "BrokerState"),
+                        broker_id=member.broker_id,
+                        broker_epoch=member.broker_epoch,
+                    )
+                    for member in request.new_isr
+                ),
+                leader_recovery_state=request.leader_recovery_state,
+                partition_epoch=request.partition_epoch,
+            )
+            try:
+                response = await self._alter_channel.request(
+                    kio_adapter.ALTER_PARTITION,
+                    _ALTER_PARTITION_VERSION,
+                    broker_id=self.node_id,
+                    broker_epoch=self.member.broker_epoch,
+                    topics=(
+                        make(
+                            nested(module, "TopicData"),
+                            topic_id=hosted.topic_id,
+                            partitions=(partition,),
+                        ),
+                    ),
+                )
+            except ChannelError as error:
+                logger.warning("AlterPartition: controller unreachable: %s", error)
+                await asyncio.sleep(_RETRY_BACKOFF_S)
+                continue
+            now = self.context.now_ms()
+            error_code = ErrorCode(response.error_code)
+            result = None
+            if error_code is ErrorCode.none and response.topics:
+                answer = response.topics[0].partitions[0]
+                error_code = ErrorCode(answer.error_code)
+                if error_code is ErrorCode.none:
+                    result = LeaderAndIsr(
+                        int(answer.leader_id),
+                        int(answer.leader_epoch),
+                        tuple(int(b) for b in answer.isr),
+                        int(answer.partition_epoch),
+                        int(answer.leader_recovery_state),
+                    )
+            outcome = hosted.state.on_alter_partition_response(
+                request, now, result=result, error=error_code
+            )
+            if error_code is not ErrorCode.none:
+                logger.info(
+                    "AlterPartition of %s-%d to %s: %s",
+                    hosted.topic,
+                    hosted.index,
+                    list(request.isr),
+                    error_code.name,
+                )
+            if outcome.high_watermark_changed:
+                self._high_watermark_changed(hosted)
+            if outcome.retry is None:
+                return
+            request = outcome.retry
+            await asyncio.sleep(_RETRY_BACKOFF_S)
+
+
+class ReplicaFetcher:
+    """Fetches every partition this broker follows from one leader broker (Kafka's
+    ReplicaFetcherThread), one Fetch v16 at a time over a `KafkaChannel`."""
+
+    def __init__(self, manager: ReplicaManager, leader_id: int, host: str, port: int) -> None:
+        self.manager = manager
+        self.leader_id = leader_id
+        self.host = host
+        self.port = port
+        self.positions: dict[TopicPartition, _FollowerPosition] = {}
+        self._channel = KafkaChannel(host, port, f"odradek-replica-fetcher-{manager.node_id}")
+        self._task: asyncio.Task[None] | None = None
+        self._wakeup = asyncio.Event()
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None
+        await self._channel.close()
+
+    def add(self, position: _FollowerPosition) -> None:
+        hosted = position.hosted
+        self.positions[(hosted.topic, hosted.index)] = position
+        self._wakeup.set()
+
+    def remove(self, hosted: HostedPartition) -> None:
+        position = self.positions.get((hosted.topic, hosted.index))
+        if position is not None and position.hosted is hosted:
+            del self.positions[(hosted.topic, hosted.index)]
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            now = loop.time()
+            ready = [p for p in self.positions.values() if p.delayed_until <= now]
+            if not ready:
+                self._wakeup.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wakeup.wait(), _RETRY_BACKOFF_S)
+                continue
+            try:
+                await self._fetch_once(ready)
+            except ChannelError as error:
+                logger.info("replica fetch from broker %d failed: %s", self.leader_id, error)
+                await asyncio.sleep(_RETRY_BACKOFF_S)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("replica fetcher for broker %d", self.leader_id)
+                await asyncio.sleep(_RETRY_BACKOFF_S)
+
+    async def _fetch_once(self, ready: list[_FollowerPosition]) -> None:
+        manager = self.manager
+        context = manager.context
+        if context.config.acks_all_fsync:
+            # The offset this Fetch reports is durable here (Odradek's odradek.acks.all.fsync).
+            for position in ready:
+                log = position.hosted.log
+                if log.flushed_offset < log.log_end_offset:
+                    commit = context.group_commit(position.hosted.topic, position.hosted.index)
+                    if commit is not None:
+                        await commit.wait_flushed(log.log_end_offset)
+        module = request_module(ApiKey.FETCH, _FETCH_VERSION)
+        by_topic: dict[uuid.UUID, list[Any]] = {}
+        sent: dict[tuple[uuid.UUID, int], tuple[_FollowerPosition, int, int | None]] = {}
+        for position in ready:
+            hosted = position.hosted
+            by_topic.setdefault(hosted.topic_id, []).append(
+                make(
+                    nested(module, "FetchPartition"),
+                    partition=hosted.index,
+                    current_leader_epoch=position.leader_epoch,
+                    fetch_offset=position.fetch_offset,
+                    last_fetched_epoch=-1
+                    if position.last_fetched_epoch is None
+                    else position.last_fetched_epoch,
+                    log_start_offset=hosted.log.log_start_offset,
+                    partition_max_bytes=_REPLICA_FETCH_PARTITION_MAX_BYTES,
+                )
+            )
+            sent[(hosted.topic_id, hosted.index)] = (
+                position,
+                position.fetch_offset,
+                position.last_fetched_epoch,
+            )
+        response = await self._channel.request(
+            ApiKey.FETCH,
+            _FETCH_VERSION,
+            timeout_s=_REPLICA_FETCH_MAX_WAIT_MS / 1000 + 10,
+            cluster_id=None,
+            replica_state=make(
+                nested(module, "ReplicaState"),
+                replica_id=manager.node_id,
+                replica_epoch=manager.member.broker_epoch,
+            ),
+            max_wait=_REPLICA_FETCH_MAX_WAIT_MS,
+            min_bytes=1,
+            max_bytes=_REPLICA_FETCH_MAX_BYTES,
+            isolation_level=0,
+            session_id=0,
+            session_epoch=-1,
+            topics=tuple(
+                make(nested(module, "FetchTopic"), topic_id=topic_id, partitions=tuple(parts))
+                for topic_id, parts in by_topic.items()
+            ),
+            forgotten_topics_data=(),
+            rack_id="",
+        )
+        if response.error_code != ErrorCode.none:
+            logger.warning("replica fetch from %d: %s", self.leader_id, response.error_code)
+            for position, _offset, _epoch in sent.values():
+                position.delayed_until = asyncio.get_running_loop().time() + _RETRY_BACKOFF_S
+            return
+        for topic in response.responses:
+            for data in topic.partitions:
+                entry = sent.get((topic.topic_id, int(data.partition_index)))
+                if entry is None:
+                    continue
+                position, fetch_offset, last_fetched_epoch = entry
+                hosted = position.hosted
+                current = self.positions.get((hosted.topic, hosted.index))
+                if current is not position or position.fetch_offset != fetch_offset:
+                    continue  # reassigned meanwhile
+                try:
+                    self._apply(position, data, fetch_offset, last_fetched_epoch)
+                except StorageError as error:
+                    logger.error("follower append to %s-%d: %s", hosted.topic, hosted.index, error)
+                    position.delayed_until = asyncio.get_running_loop().time() + _RETRY_BACKOFF_S
+
+    def _apply(
+        self,
+        position: _FollowerPosition,
+        data: Any,
+        fetch_offset: int,
+        last_fetched_epoch: int | None,
+    ) -> None:
+        hosted = position.hosted
+        log = hosted.log
+        error = ErrorCode(data.error_code)
+        now_ms = self.manager.context.now_ms()
+        if error is ErrorCode.offset_out_of_range:
+            leader_start = int(data.log_start_offset)
+            if fetch_offset < leader_start:
+                log.truncate_fully_and_start_at(leader_start)
+            else:
+                log.truncate_to(max(int(data.high_watermark), log.log_start_offset))
+            restart = initial_fetch_position(
+                log.leader_epoch_cache, log.log_end_offset, log.high_watermark
+            )
+            if restart.truncate_to is not None:
+                log.truncate_to(restart.truncate_to)
+            position.fetch_offset = log.log_end_offset
+            position.last_fetched_epoch = restart.last_fetched_epoch
+            logger.info(
+                "%s-%d out of range at %d: restarting at %d",
+                hosted.topic,
+                hosted.index,
+                fetch_offset,
+                position.fetch_offset,
+            )
+            return
+        if error is not ErrorCode.none:
+            if error not in _WAIT_FOR_METADATA:
+                logger.warning("replica fetch of %s-%d: %s", hosted.topic, hosted.index, error.name)
+            position.delayed_until = asyncio.get_running_loop().time() + _RETRY_BACKOFF_S
+            return
+        diverging = data.diverging_epoch
+        if diverging is not None and (diverging.epoch >= 0 or diverging.end_offset >= 0):
+            truncation = truncate_on_diverging_epoch(
+                DivergingEpoch(int(diverging.epoch), int(diverging.end_offset)),
+                log.leader_epoch_cache,
+                log.log_end_offset,
+                fetch_offset,
+            )
+            log.truncate_to(truncation.offset)
+            after = position_after_truncation(log.leader_epoch_cache, truncation)
+            position.fetch_offset = log.log_end_offset
+            position.last_fetched_epoch = after.last_fetched_epoch
+            logger.info(
+                "%s-%d diverged at epoch %d: truncated to %d",
+                hosted.topic,
+                hosted.index,
+                diverging.epoch,
+                log.log_end_offset,
+            )
+            return
+        records = data.records
+        if records:
+            batches, size = _batch_positions(records)
+            plan = plan_follower_append(
+                log.log_end_offset, batches, position.leader_epoch, last_fetched_epoch
+            )
+            if plan.error is not None:
+                position.fetch_offset = log.log_end_offset
+                position.last_fetched_epoch = log.latest_epoch
+                return
+            if plan.batch_count:
+                end = size if plan.batch_count == len(batches) else _prefix_size(records, plan)
+                log.append_as_follower(memoryview(records)[:end], now_ms)
+            position.fetch_offset = log.log_end_offset
+            position.last_fetched_epoch = plan.last_fetched_epoch
+        leader_start = int(data.log_start_offset)
+        if leader_start > log.log_start_offset:
+            log.delete_records_before(min(leader_start, log.log_end_offset))
+        log.high_watermark = int(data.high_watermark)
+
+
+def _batch_positions(records: bytes) -> tuple[list[BatchPosition], int]:
+    """The complete batches' positions in a fetched record set, and their total size."""
+    batches = []
+    position = 0
+    total = len(records)
+    while total - position >= BATCH_HEADER_SIZE:
+        header = read_batch_header(records, position)
+        if position + header.size > total:
+            break
+        batches.append(
+            BatchPosition(header.base_offset, header.last_offset, header.partition_leader_epoch)
+        )
+        position += header.size
+    return batches, position
+
+
+def _prefix_size(records: bytes, plan: Any) -> int:
+    position = 0
+    for _ in range(plan.batch_count):
+        position += read_batch_header(records, position).size
+    return position
