@@ -380,14 +380,6 @@ class Cluster:
         self._process(node_id).send_signal(signal.SIGCONT)
         self._paused.discard(node_id)
 
-    def pause(self, node_id: int) -> None:
-        """SIGSTOP one node: it keeps its sockets but answers nothing (a hung process)."""
-        self._processes[node_id].send_signal(signal.SIGSTOP)
-
-    def resume(self, node_id: int) -> None:
-        """SIGCONT a paused node."""
-        self._processes[node_id].send_signal(signal.SIGCONT)
-
     def terminate(self, node_id: int, timeout_s: float = 30.0) -> int:
         """SIGTERM one node (a broker shuts down in a controlled way); its exit code.
         `subprocess.TimeoutExpired` if it has not exited after `timeout_s` seconds."""
