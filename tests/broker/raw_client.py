@@ -7,9 +7,18 @@ import socket
 import struct
 from typing import Any
 
+from kio.schema.errors import ErrorCode
 from kio.serial import entity_reader, entity_writer
 
-from odradek.protocol.codec import is_flexible, request_type, response_type
+from odradek.protocol.api_keys import ApiKey
+from odradek.protocol.codec import (
+    is_flexible,
+    make,
+    nested,
+    request_module,
+    request_type,
+    response_type,
+)
 
 
 def encode_request(
@@ -114,3 +123,67 @@ class RawClient:
 
 def request_of(api_key: int, api_version: int) -> type[Any]:
     return request_type(api_key, api_version)
+
+
+def request(api_key: ApiKey, version: int, **fields: Any) -> Any:
+    """A request entity of `api_key` at `version` (kio's schema), built from its fields."""
+    return make(request_type(api_key, version), **fields)
+
+
+def child(api_key: ApiKey, version: int, type_name: str, **fields: Any) -> Any:
+    """A nested entity (`type_name`, as kio names it) of a request of `api_key` at `version`."""
+    return make(nested(request_module(api_key, version), type_name), **fields)
+
+
+def commit(
+    client: RawClient,
+    group: str,
+    topic: str,
+    partition: int,
+    offset: int,
+    generation: int = -1,
+    member_id: str = "",
+    metadata: str | None = "",
+) -> ErrorCode:
+    """OffsetCommit v8 of one partition; the partition's error code."""
+    version = 8
+    part = child(
+        ApiKey.OFFSET_COMMIT,
+        version,
+        "OffsetCommitRequestPartition",
+        partition_index=partition,
+        committed_offset=offset,
+        committed_leader_epoch=-1,
+        committed_metadata=metadata,
+    )
+    topic_entry = child(
+        ApiKey.OFFSET_COMMIT, version, "OffsetCommitRequestTopic", name=topic, partitions=(part,)
+    )
+    response = client.request(
+        request(
+            ApiKey.OFFSET_COMMIT,
+            version,
+            group_id=group,
+            generation_id_or_member_epoch=generation,
+            member_id=member_id,
+            group_instance_id=None,
+            topics=(topic_entry,),
+        )
+    )
+    return ErrorCode(response.topics[0].partitions[0].error_code)
+
+
+def committed(client: RawClient, group: str, topic: str, partition: int) -> int:
+    """The committed offset of one partition (OffsetFetch v7, require_stable), -1 for none."""
+    topic_entry = child(
+        ApiKey.OFFSET_FETCH,
+        7,
+        "OffsetFetchRequestTopic",
+        name=topic,
+        partition_indexes=(partition,),
+    )
+    response = client.request(
+        request(ApiKey.OFFSET_FETCH, 7, group_id=group, topics=(topic_entry,), require_stable=True)
+    )
+    assert response.error_code == ErrorCode.none
+    return int(response.topics[0].partitions[0].committed_offset)

@@ -24,13 +24,13 @@ from typing import Any
 import crc32c
 import pytest
 from kio.schema.errors import ErrorCode
-from raw_client import RawClient, encode_body, encode_request, request_of
+from raw_client import RawClient, child, commit, committed, encode_body, encode_request, request_of
 from test_protocol_edges import latest_offset, produce_request
 
 from odradek.broker import dispatcher
 from odradek.broker.server import Broker
 from odradek.protocol.api_keys import ApiKey
-from odradek.protocol.codec import make, nested, request_module, request_type
+from odradek.protocol.codec import make, request_type
 from odradek.protocol.record_batch import Record, encode_batch
 
 pytestmark = pytest.mark.timeout(60)
@@ -55,10 +55,6 @@ def no_tracebacks(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
         and (record.levelno >= logging.ERROR or record.exc_info is not None)
     ]
     assert bad == []
-
-
-def child(api_key: ApiKey, version: int, type_name: str, **fields: Any) -> Any:
-    return make(nested(request_module(api_key, version), type_name), **fields)
 
 
 def create_topics(
@@ -110,55 +106,6 @@ def still_answers(client: RawClient) -> bool:
 def produce_error(client: RawClient, topic: str, records: bytes | None, partition: int = 0) -> int:
     response = client.request(produce_request(10, topic, records, partition=partition))
     return int(response.responses[0].partition_responses[0].error_code)
-
-
-def commit(client: RawClient, group: str, topic: str, partition: int, offset: int) -> int:
-    version = 8
-    part = child(
-        ApiKey.OFFSET_COMMIT,
-        version,
-        "OffsetCommitRequestPartition",
-        partition_index=partition,
-        committed_offset=offset,
-        committed_leader_epoch=-1,
-        committed_metadata="",
-    )
-    topic_entry = child(
-        ApiKey.OFFSET_COMMIT, version, "OffsetCommitRequestTopic", name=topic, partitions=(part,)
-    )
-    response = client.request(
-        make(
-            request_type(ApiKey.OFFSET_COMMIT, version),
-            group_id=group,
-            generation_id_or_member_epoch=-1,
-            member_id="",
-            group_instance_id=None,
-            topics=(topic_entry,),
-        ),
-        version,
-    )
-    return int(response.topics[0].partitions[0].error_code)
-
-
-def committed(client: RawClient, group: str, topic: str, partition: int) -> int:
-    topic_entry = child(
-        ApiKey.OFFSET_FETCH,
-        7,
-        "OffsetFetchRequestTopic",
-        name=topic,
-        partition_indexes=(partition,),
-    )
-    response = client.request(
-        make(
-            request_type(ApiKey.OFFSET_FETCH, 7),
-            group_id=group,
-            topics=(topic_entry,),
-            require_stable=True,
-        ),
-        7,
-    )
-    assert response.error_code == ErrorCode.none
-    return int(response.topics[0].partitions[0].committed_offset)
 
 
 def init_producer_id(client: RawClient, transactional_id: str | None) -> Any:

@@ -8,23 +8,14 @@ from typing import Any
 
 import pytest
 from kio.schema.errors import ErrorCode
-from raw_client import RawClient
+from raw_client import RawClient, child, commit, committed, request
 
 from odradek.broker.server import Broker
 from odradek.protocol.api_keys import ApiKey
-from odradek.protocol.codec import make, nested, request_module, request_type
 
 pytestmark = pytest.mark.timeout(60)
 
 CONSUMER_METADATA = b"\x00\x00\x00\x00\x00\x01\x00\x01t\x00\x00\x00\x00"  # v0, topics ["t"]
-
-
-def request(api_key: ApiKey, version: int, **fields: Any) -> Any:
-    return make(request_type(api_key, version), **fields)
-
-
-def child(api_key: ApiKey, version: int, type_name: str, **fields: Any) -> Any:
-    return make(nested(request_module(api_key, version), type_name), **fields)
 
 
 @pytest.fixture
@@ -99,58 +90,6 @@ def sync(client: RawClient, group: str, generation: int, member_id: str, assignm
             assignments=(item,),
         )
     )
-
-
-def commit(
-    client: RawClient,
-    group: str,
-    topic: str,
-    partition: int,
-    offset: int,
-    generation: int = -1,
-    member_id: str = "",
-    metadata: str | None = "",
-) -> ErrorCode:
-    version = 8
-    part = child(
-        ApiKey.OFFSET_COMMIT,
-        version,
-        "OffsetCommitRequestPartition",
-        partition_index=partition,
-        committed_offset=offset,
-        committed_leader_epoch=-1,
-        committed_metadata=metadata,
-    )
-    topic_entry = child(
-        ApiKey.OFFSET_COMMIT, version, "OffsetCommitRequestTopic", name=topic, partitions=(part,)
-    )
-    response = client.request(
-        request(
-            ApiKey.OFFSET_COMMIT,
-            version,
-            group_id=group,
-            generation_id_or_member_epoch=generation,
-            member_id=member_id,
-            group_instance_id=None,
-            topics=(topic_entry,),
-        )
-    )
-    return ErrorCode(response.topics[0].partitions[0].error_code)
-
-
-def committed(client: RawClient, group: str, topic: str, partition: int) -> int:
-    topic_entry = child(
-        ApiKey.OFFSET_FETCH,
-        7,
-        "OffsetFetchRequestTopic",
-        name=topic,
-        partition_indexes=(partition,),
-    )
-    response = client.request(
-        request(ApiKey.OFFSET_FETCH, 7, group_id=group, topics=(topic_entry,), require_stable=True)
-    )
-    assert response.error_code == ErrorCode.none
-    return int(response.topics[0].partitions[0].committed_offset)
 
 
 def test_find_coordinator_batched_keys_and_transaction_type(

@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -262,13 +262,15 @@ SET, DELETE, APPEND, SUBTRACT = 0, 1, 2, 3
 def apply_operations(
     current: Mapping[str, str],
     operations: Any,
-    list_config: Any,
-    default_of: Any,
+    list_config: Callable[[str], bool],
+    list_base: Callable[[Mapping[str, str], str], str],
 ) -> tuple[dict[str, str] | None, str | None]:
-    """IncrementalAlterConfigs' SET/DELETE/APPEND/SUBTRACT over a resource's overrides.
+    """IncrementalAlterConfigs' SET/DELETE/APPEND/SUBTRACT over a resource's overrides
+    (topic, broker or group; Kafka's ConfigAdminManager.prepareIncrementalConfigs).
 
-    `list_config(name)` says whether APPEND/SUBTRACT apply; `default_of(name)` is the value a
-    list starts from when not overridden. Returns (new overrides, None) or (None, message).
+    `list_config(name)` says whether APPEND/SUBTRACT apply; `list_base(overrides, name)` is the
+    comma-separated value such an operation starts from, given the overrides so far. Returns
+    (new overrides, None) or (None, the message for INVALID_CONFIG).
     """
     updated = dict(current)
     for config in operations:
@@ -282,7 +284,7 @@ def apply_operations(
         elif operation in (APPEND, SUBTRACT):
             if not list_config(name):
                 return None, f"Config value append/subtract is not allowed for config {name!r}"
-            base = updated.get(name) or default_of(name)
+            base = list_base(updated, name)
             items = [item for item in base.split(",") if item]
             for item in (value or "").split(","):
                 if operation == APPEND and item and item not in items:

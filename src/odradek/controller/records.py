@@ -23,9 +23,9 @@ import struct
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import ClassVar, Final
+from typing import Any, ClassVar, Final
 
-from odradek.protocol.primitives import unsigned_varint
+from odradek.protocol.primitives import FieldReader, unsigned_varint
 
 FRAME_VERSION: Final = 1
 
@@ -278,38 +278,9 @@ class _Writer:
         self.uvarint(size + 1)
 
 
-class _Reader:
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.position = 0
-
-    def _take(self, size: int) -> bytes:
-        end = self.position + size
-        if size < 0 or end > len(self.data):
-            raise RecordFormatError("field runs past the end of the record")
-        chunk = self.data[self.position : end]
-        self.position = end
-        return chunk
-
-    def int8(self) -> int:
-        value: int = _INT8.unpack(self._take(1))[0]
-        return value
-
-    def int16(self) -> int:
-        value: int = _INT16.unpack(self._take(2))[0]
-        return value
-
-    def uint16(self) -> int:
-        value: int = _UINT16.unpack(self._take(2))[0]
-        return value
-
-    def int32(self) -> int:
-        value: int = _INT32.unpack(self._take(4))[0]
-        return value
-
-    def int64(self) -> int:
-        value: int = _INT64.unpack(self._take(8))[0]
-        return value
+class _Reader(FieldReader):
+    ERROR = RecordFormatError
+    UNSIGNED_VARINT_MAX_BYTES = 10
 
     def boolean(self) -> bool:
         value = self.int8()
@@ -317,38 +288,8 @@ class _Reader:
             raise RecordFormatError(f"boolean byte {value}")
         return value == 1
 
-    def uuid_value(self) -> uuid.UUID:
-        return uuid.UUID(bytes=self._take(16))
-
-    def uvarint(self) -> int:
-        value = 0
-        shift = 0
-        while True:
-            byte = self._take(1)[0]
-            value |= (byte & 0x7F) << shift
-            if byte < 0x80:
-                return value
-            shift += 7
-            if shift > 63:
-                raise RecordFormatError("unsigned varint longer than 10 bytes")
-
-    def nullable_string(self) -> str | None:
-        length = self.uvarint()
-        if length == 0:
-            return None
-        try:
-            return self._take(length - 1).decode()
-        except UnicodeDecodeError as error:
-            raise RecordFormatError("string is not UTF-8") from error
-
-    def string(self) -> str:
-        value = self.nullable_string()
-        if value is None:
-            raise RecordFormatError("null where a string is required")
-        return value
-
     def nullable_int32_array(self) -> tuple[int, ...] | None:
-        length = self.uvarint()
+        length = self.unsigned_varint()
         if length == 0:
             return None
         return tuple(self.int32() for _ in range(length - 1))
@@ -360,216 +301,145 @@ class _Reader:
         return values
 
     def count(self) -> int:
-        length = self.uvarint()
+        length = self.unsigned_varint()
         if length == 0:
             raise RecordFormatError("null where an array is required")
         return length - 1
 
-    def skip_tagged_fields(self) -> None:
-        for _ in range(self.uvarint()):
-            self.uvarint()
-            self._take(self.uvarint())
-
     def end(self) -> None:
-        if self.position != len(self.data):
-            raise RecordFormatError(f"{len(self.data) - self.position} bytes after the record")
+        if self.remaining():
+            raise RecordFormatError(f"{self.remaining()} bytes after the record")
 
 
 # -- per-record field layouts ------------------------------------------------------------------
 
 
-def _write_register_broker(out: _Writer, record: RegisterBrokerRecord) -> None:
-    out.int32(record.broker_id)
-    out.int64(record.broker_epoch)
-    out.uuid_value(record.incarnation_id)
-    out.count(len(record.end_points))
-    for endpoint in record.end_points:
-        out.string(endpoint.name)
-        out.string(endpoint.host)
-        out.uint16(endpoint.port)
-        out.int16(endpoint.security_protocol)
-    out.count(len(record.features))
-    for feature in record.features:
-        out.string(feature.name)
-        out.int16(feature.min_supported_version)
-        out.int16(feature.max_supported_version)
-    out.string(record.rack)
-    out.boolean(record.fenced)
-    out.boolean(record.in_controlled_shutdown)
+@dataclass(frozen=True, slots=True)
+class _Field:
+    """How one field is written and read back."""
+
+    write: Callable[[_Writer, Any], None]
+    read: Callable[[_Reader], Any]
 
 
-def _read_register_broker(source: _Reader) -> RegisterBrokerRecord:
-    broker_id = source.int32()
-    broker_epoch = source.int64()
-    incarnation_id = source.uuid_value()
-    end_points = tuple(
-        BrokerEndpoint(source.string(), source.string(), source.uint16(), source.int16())
-        for _ in range(source.count())
-    )
-    features = tuple(
-        BrokerFeature(source.string(), source.int16(), source.int16())
-        for _ in range(source.count())
-    )
-    return RegisterBrokerRecord(
-        broker_id=broker_id,
-        broker_epoch=broker_epoch,
-        incarnation_id=incarnation_id,
-        end_points=end_points,
-        features=features,
-        rack=source.nullable_string(),
-        fenced=source.boolean(),
-        in_controlled_shutdown=source.boolean(),
-    )
+#: A struct's fields in wire order: (dataclass attribute, field codec).
+_Layout = tuple[tuple[str, _Field], ...]
+
+_INT8_FIELD = _Field(_Writer.int8, _Reader.int8)
+_INT16_FIELD = _Field(_Writer.int16, _Reader.int16)
+_UINT16_FIELD = _Field(_Writer.uint16, _Reader.uint16)
+_INT32_FIELD = _Field(_Writer.int32, _Reader.int32)
+_INT64_FIELD = _Field(_Writer.int64, _Reader.int64)
+_BOOLEAN_FIELD = _Field(_Writer.boolean, _Reader.boolean)
+_UUID_FIELD = _Field(_Writer.uuid_value, _Reader.uuid)
+_STRING_FIELD = _Field(_Writer.string, _Reader.compact_string)
+_NULLABLE_STRING_FIELD = _Field(_Writer.string, _Reader.compact_nullable_string)
+_INT32_ARRAY_FIELD = _Field(_Writer.int32_array, _Reader.int32_array)
+_NULLABLE_INT32_ARRAY_FIELD = _Field(_Writer.int32_array, _Reader.nullable_int32_array)
 
 
-def _write_unregister_broker(out: _Writer, record: UnregisterBrokerRecord) -> None:
-    out.int32(record.broker_id)
-    out.int64(record.broker_epoch)
+def _write_fields(out: _Writer, value: object, layout: _Layout) -> None:
+    for name, codec in layout:
+        codec.write(out, getattr(value, name))
 
 
-def _read_unregister_broker(source: _Reader) -> UnregisterBrokerRecord:
-    return UnregisterBrokerRecord(broker_id=source.int32(), broker_epoch=source.int64())
+def _read_fields(source: _Reader, struct_type: type[Any], layout: _Layout) -> Any:
+    # A dict display evaluates in order, so the fields are read in wire order.
+    return struct_type(**{name: codec.read(source) for name, codec in layout})
 
 
-def _write_topic(out: _Writer, record: TopicRecord) -> None:
-    out.string(record.name)
-    out.uuid_value(record.topic_id)
+def _struct_array(struct_type: type[Any], layout: _Layout) -> _Field:
+    """A non-null compact array of structs (no tagged fields inside: Odradek's layout)."""
+
+    def write(out: _Writer, values: tuple[object, ...]) -> None:
+        out.count(len(values))
+        for value in values:
+            _write_fields(out, value, layout)
+
+    def read(source: _Reader) -> tuple[object, ...]:
+        return tuple(_read_fields(source, struct_type, layout) for _ in range(source.count()))
+
+    return _Field(write, read)
 
 
-def _read_topic(source: _Reader) -> TopicRecord:
-    return TopicRecord(name=source.string(), topic_id=source.uuid_value())
-
-
-def _write_partition(out: _Writer, record: PartitionRecord) -> None:
-    out.uuid_value(record.topic_id)
-    out.int32(record.partition_id)
-    out.int32_array(record.replicas)
-    out.int32_array(record.isr)
-    out.int32(record.leader)
-    out.int8(record.leader_recovery_state)
-    out.int32(record.leader_epoch)
-    out.int32(record.partition_epoch)
-
-
-def _read_partition(source: _Reader) -> PartitionRecord:
-    return PartitionRecord(
-        topic_id=source.uuid_value(),
-        partition_id=source.int32(),
-        replicas=source.int32_array(),
-        isr=source.int32_array(),
-        leader=source.int32(),
-        leader_recovery_state=source.int8(),
-        leader_epoch=source.int32(),
-        partition_epoch=source.int32(),
-    )
-
-
-def _write_config(out: _Writer, record: ConfigRecord) -> None:
-    out.int8(record.resource_type)
-    out.string(record.resource_name)
-    out.string(record.name)
-    out.string(record.value)
-
-
-def _read_config(source: _Reader) -> ConfigRecord:
-    return ConfigRecord(
-        resource_type=source.int8(),
-        resource_name=source.string(),
-        name=source.string(),
-        value=source.nullable_string(),
-    )
-
-
-def _write_partition_change(out: _Writer, record: PartitionChangeRecord) -> None:
-    out.uuid_value(record.topic_id)
-    out.int32(record.partition_id)
-    out.int32_array(record.isr)
-    out.int32(record.leader)
-    out.int32_array(record.replicas)
-    out.int8(record.leader_recovery_state)
-
-
-def _read_partition_change(source: _Reader) -> PartitionChangeRecord:
-    return PartitionChangeRecord(
-        topic_id=source.uuid_value(),
-        partition_id=source.int32(),
-        isr=source.nullable_int32_array(),
-        leader=source.int32(),
-        replicas=source.nullable_int32_array(),
-        leader_recovery_state=source.int8(),
-    )
-
-
-def _write_remove_topic(out: _Writer, record: RemoveTopicRecord) -> None:
-    out.uuid_value(record.topic_id)
-
-
-def _read_remove_topic(source: _Reader) -> RemoveTopicRecord:
-    return RemoveTopicRecord(topic_id=source.uuid_value())
-
-
-def _write_feature_level(out: _Writer, record: FeatureLevelRecord) -> None:
-    out.string(record.name)
-    out.int16(record.feature_level)
-
-
-def _read_feature_level(source: _Reader) -> FeatureLevelRecord:
-    return FeatureLevelRecord(name=source.string(), feature_level=source.int16())
-
-
-def _write_producer_ids(out: _Writer, record: ProducerIdsRecord) -> None:
-    out.int32(record.broker_id)
-    out.int64(record.broker_epoch)
-    out.int64(record.next_producer_id)
-
-
-def _read_producer_ids(source: _Reader) -> ProducerIdsRecord:
-    return ProducerIdsRecord(
-        broker_id=source.int32(), broker_epoch=source.int64(), next_producer_id=source.int64()
-    )
-
-
-def _write_registration_change(out: _Writer, record: BrokerRegistrationChangeRecord) -> None:
-    out.int32(record.broker_id)
-    out.int64(record.broker_epoch)
-    out.int8(record.fenced)
-    out.int8(record.in_controlled_shutdown)
-
-
-def _read_registration_change(source: _Reader) -> BrokerRegistrationChangeRecord:
-    return BrokerRegistrationChangeRecord(
-        broker_id=source.int32(),
-        broker_epoch=source.int64(),
-        fenced=source.int8(),
-        in_controlled_shutdown=source.int8(),
-    )
-
-
-_WRITERS: dict[type, Callable[[_Writer, object], None]] = {
-    RegisterBrokerRecord: _write_register_broker,  # type: ignore[dict-item]
-    UnregisterBrokerRecord: _write_unregister_broker,  # type: ignore[dict-item]
-    TopicRecord: _write_topic,  # type: ignore[dict-item]
-    PartitionRecord: _write_partition,  # type: ignore[dict-item]
-    ConfigRecord: _write_config,  # type: ignore[dict-item]
-    PartitionChangeRecord: _write_partition_change,  # type: ignore[dict-item]
-    RemoveTopicRecord: _write_remove_topic,  # type: ignore[dict-item]
-    FeatureLevelRecord: _write_feature_level,  # type: ignore[dict-item]
-    ProducerIdsRecord: _write_producer_ids,  # type: ignore[dict-item]
-    BrokerRegistrationChangeRecord: _write_registration_change,  # type: ignore[dict-item]
+#: Each record type's fields in wire order. (type, VERSION) is what a log entry names; a new
+#: version of a record adds a class (or a row keyed by version) here, old rows stay readable.
+_LAYOUTS: dict[type[MetadataRecord], _Layout] = {
+    RegisterBrokerRecord: (
+        ("broker_id", _INT32_FIELD),
+        ("broker_epoch", _INT64_FIELD),
+        ("incarnation_id", _UUID_FIELD),
+        (
+            "end_points",
+            _struct_array(
+                BrokerEndpoint,
+                (
+                    ("name", _STRING_FIELD),
+                    ("host", _STRING_FIELD),
+                    ("port", _UINT16_FIELD),
+                    ("security_protocol", _INT16_FIELD),
+                ),
+            ),
+        ),
+        (
+            "features",
+            _struct_array(
+                BrokerFeature,
+                (
+                    ("name", _STRING_FIELD),
+                    ("min_supported_version", _INT16_FIELD),
+                    ("max_supported_version", _INT16_FIELD),
+                ),
+            ),
+        ),
+        ("rack", _NULLABLE_STRING_FIELD),
+        ("fenced", _BOOLEAN_FIELD),
+        ("in_controlled_shutdown", _BOOLEAN_FIELD),
+    ),
+    UnregisterBrokerRecord: (("broker_id", _INT32_FIELD), ("broker_epoch", _INT64_FIELD)),
+    TopicRecord: (("name", _STRING_FIELD), ("topic_id", _UUID_FIELD)),
+    PartitionRecord: (
+        ("topic_id", _UUID_FIELD),
+        ("partition_id", _INT32_FIELD),
+        ("replicas", _INT32_ARRAY_FIELD),
+        ("isr", _INT32_ARRAY_FIELD),
+        ("leader", _INT32_FIELD),
+        ("leader_recovery_state", _INT8_FIELD),
+        ("leader_epoch", _INT32_FIELD),
+        ("partition_epoch", _INT32_FIELD),
+    ),
+    ConfigRecord: (
+        ("resource_type", _INT8_FIELD),
+        ("resource_name", _STRING_FIELD),
+        ("name", _STRING_FIELD),
+        ("value", _NULLABLE_STRING_FIELD),
+    ),
+    PartitionChangeRecord: (
+        ("topic_id", _UUID_FIELD),
+        ("partition_id", _INT32_FIELD),
+        ("isr", _NULLABLE_INT32_ARRAY_FIELD),
+        ("leader", _INT32_FIELD),
+        ("replicas", _NULLABLE_INT32_ARRAY_FIELD),
+        ("leader_recovery_state", _INT8_FIELD),
+    ),
+    RemoveTopicRecord: (("topic_id", _UUID_FIELD),),
+    FeatureLevelRecord: (("name", _STRING_FIELD), ("feature_level", _INT16_FIELD)),
+    ProducerIdsRecord: (
+        ("broker_id", _INT32_FIELD),
+        ("broker_epoch", _INT64_FIELD),
+        ("next_producer_id", _INT64_FIELD),
+    ),
+    BrokerRegistrationChangeRecord: (
+        ("broker_id", _INT32_FIELD),
+        ("broker_epoch", _INT64_FIELD),
+        ("fenced", _INT8_FIELD),
+        ("in_controlled_shutdown", _INT8_FIELD),
+    ),
 }
 
-#: (record type, version) -> reader. A new version adds a row here; old rows stay readable.
-_READERS: dict[tuple[int, int], Callable[[_Reader], MetadataRecord]] = {
-    (RegisterBrokerRecord.API_KEY, 0): _read_register_broker,
-    (UnregisterBrokerRecord.API_KEY, 0): _read_unregister_broker,
-    (TopicRecord.API_KEY, 0): _read_topic,
-    (PartitionRecord.API_KEY, 0): _read_partition,
-    (ConfigRecord.API_KEY, 0): _read_config,
-    (PartitionChangeRecord.API_KEY, 0): _read_partition_change,
-    (RemoveTopicRecord.API_KEY, 0): _read_remove_topic,
-    (FeatureLevelRecord.API_KEY, 0): _read_feature_level,
-    (ProducerIdsRecord.API_KEY, 0): _read_producer_ids,
-    (BrokerRegistrationChangeRecord.API_KEY, 1): _read_registration_change,
+#: (record type, version) -> record class.
+_TYPES: dict[tuple[int, int], type[MetadataRecord]] = {
+    (record_type.API_KEY, record_type.VERSION): record_type for record_type in _LAYOUTS
 }
 
 
@@ -579,7 +449,7 @@ def encode_record(record: MetadataRecord) -> bytes:
     out.uvarint(FRAME_VERSION)
     out.uvarint(record.API_KEY)
     out.uvarint(record.VERSION)
-    _WRITERS[type(record)](out, record)
+    _write_fields(out, record, _LAYOUTS[type(record)])
     out.uvarint(0)  # no tagged fields
     return b"".join(out.parts)
 
@@ -591,18 +461,18 @@ def decode_record(data: bytes) -> MetadataRecord:
     not know, or for bytes that do not parse.
     """
     source = _Reader(bytes(data))
-    frame_version = source.uvarint()
+    frame_version = source.unsigned_varint()
     if frame_version != FRAME_VERSION:
         raise RecordFormatError(f"unknown frame version {frame_version}")
-    api_key = source.uvarint()
-    version = source.uvarint()
-    reader = _READERS.get((api_key, version))
-    if reader is None:
+    api_key = source.unsigned_varint()
+    version = source.unsigned_varint()
+    record_type = _TYPES.get((api_key, version))
+    if record_type is None:
         raise RecordFormatError(f"unknown metadata record type {api_key} version {version}")
     try:
-        record = reader(source)
-    except struct.error as error:  # pragma: no cover - _take guards every read
+        record: MetadataRecord = _read_fields(source, record_type, _LAYOUTS[record_type])
+    except struct.error as error:  # pragma: no cover - take() guards every read
         raise RecordFormatError(str(error)) from error
-    source.skip_tagged_fields()
+    source.tagged_fields()  # none are known: all are skipped
     source.end()
     return record

@@ -729,8 +729,9 @@ def _read_bytes(data: bytes | memoryview, position: int) -> tuple[bytes | None, 
     return bytes(data[position:end]), end
 
 
-def decode_records(batch: bytes | memoryview) -> list[Record]:
-    """Decode every record of one batch (decompressing it). Raises InvalidRecords."""
+def _records_payload(batch: bytes | memoryview) -> tuple[BatchHeader, bytes | memoryview]:
+    """One batch's header and its records section, decompressed; its magic, length and
+    records_count checked against the bytes. Raises InvalidRecords (CORRUPT_MESSAGE)."""
     header = read_batch_header(batch)
     if header.magic != MAGIC:
         raise InvalidRecords(ErrorCode.corrupt_message, f"unknown magic {header.magic}")
@@ -738,12 +739,18 @@ def decode_records(batch: bytes | memoryview) -> list[Record]:
     if header.batch_length < _MIN_BATCH_LENGTH or header.size > len(view):
         raise InvalidRecords(ErrorCode.corrupt_message, "batch length exceeds the buffer")
     data = _decompress(view[BATCH_HEADER_SIZE : header.size], header.compression)
+    if header.records_count < 0 or header.records_count * _MIN_RECORD_SIZE > len(data):
+        raise InvalidRecords(ErrorCode.corrupt_message, "records_count exceeds the payload")
+    return header, data
+
+
+def decode_records(batch: bytes | memoryview) -> list[Record]:
+    """Decode every record of one batch (decompressing it). Raises InvalidRecords."""
+    header, data = _records_payload(batch)
     log_append_time = header.timestamp_type == TIMESTAMP_LOG_APPEND_TIME
     records: list[Record] = []
     position = 0
     end = len(data)
-    if header.records_count < 0 or header.records_count * _MIN_RECORD_SIZE > end:
-        raise InvalidRecords(ErrorCode.corrupt_message, "records_count exceeds the payload")
     for _ in range(header.records_count):
         length, position = decode_varint(data, position, 5)
         record_end = position + length
@@ -814,16 +821,8 @@ def record_summaries(batch: bytes | memoryview) -> list[RecordSummary]:
     record's timestamp is the batch's max timestamp, as Kafka's DefaultRecordBatch reports it.
     Raises InvalidRecords (CORRUPT_MESSAGE) when the records do not parse.
     """
-    header = read_batch_header(batch)
-    if header.magic != MAGIC:
-        raise InvalidRecords(ErrorCode.corrupt_message, f"unknown magic {header.magic}")
-    view = memoryview(batch)
-    if header.batch_length < _MIN_BATCH_LENGTH or header.size > len(view):
-        raise InvalidRecords(ErrorCode.corrupt_message, "batch length exceeds the buffer")
-    data = _decompress(view[BATCH_HEADER_SIZE : header.size], header.compression)
+    header, data = _records_payload(batch)
     end = len(data)
-    if header.records_count < 0 or header.records_count * _MIN_RECORD_SIZE > end:
-        raise InvalidRecords(ErrorCode.corrupt_message, "records_count exceeds the payload")
     log_append_time = header.timestamp_type == TIMESTAMP_LOG_APPEND_TIME
     summaries: list[RecordSummary] = []
     position = 0

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import crc32c
 
+from odradek.protocol.primitives import FieldReader, compact_nullable_string, unsigned_varint
 from odradek.storage._files import fsync_directory, write_file_atomically
 
 CONFIG_RECORD_API_KEY = 4
@@ -55,56 +56,21 @@ class ConfigRecord:
     value: str | None
 
 
-def _unsigned_varint(value: int) -> bytes:
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def _read_varint(data: bytes, position: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        if position >= len(data) or shift > 28:
-            raise ConfigRecordError("malformed unsigned varint")
-        byte = data[position]
-        position += 1
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value, position
-        shift += 7
-
-
-def _compact_string(value: str | None) -> bytes:
-    if value is None:
-        return b"\x00"
-    encoded = value.encode("utf-8")
-    return _unsigned_varint(len(encoded) + 1) + encoded
-
-
-def _read_compact_string(data: bytes, position: int) -> tuple[str | None, int]:
-    length, position = _read_varint(data, position)
-    if length == 0:
-        return None, position
-    end = position + length - 1
-    if end > len(data):
-        raise ConfigRecordError("string runs past the end of the record")
-    return data[position:end].decode("utf-8"), end
+class _Reader(FieldReader):
+    ERROR = ConfigRecordError
 
 
 def encode_config_record(record: ConfigRecord) -> bytes:
     """The record as Kafka's metadata log serializes a ConfigRecord (frame version 1)."""
     return b"".join(
         (
-            _unsigned_varint(METADATA_FRAME_VERSION),
-            _unsigned_varint(CONFIG_RECORD_API_KEY),
-            _unsigned_varint(CONFIG_RECORD_VERSION),
+            unsigned_varint(METADATA_FRAME_VERSION),
+            unsigned_varint(CONFIG_RECORD_API_KEY),
+            unsigned_varint(CONFIG_RECORD_VERSION),
             struct.pack(">b", record.resource_type),
-            _compact_string(record.resource_name),
-            _compact_string(record.name),
-            _compact_string(record.value),
+            compact_nullable_string(record.resource_name),
+            compact_nullable_string(record.name),
+            compact_nullable_string(record.value),
             b"\x00",  # no tagged fields
         )
     )
@@ -112,21 +78,20 @@ def encode_config_record(record: ConfigRecord) -> bytes:
 
 def decode_config_record(payload: bytes) -> ConfigRecord:
     """Inverse of `encode_config_record`; raises ConfigRecordError on anything else."""
-    frame_version, position = _read_varint(payload, 0)
-    api_key, position = _read_varint(payload, position)
-    version, position = _read_varint(payload, position)
+    reader = _Reader(payload)
+    frame_version = reader.unsigned_varint()
+    api_key = reader.unsigned_varint()
+    version = reader.unsigned_varint()
     if (frame_version, api_key, version) != (
         METADATA_FRAME_VERSION,
         CONFIG_RECORD_API_KEY,
         CONFIG_RECORD_VERSION,
     ):
         raise ConfigRecordError(f"not a ConfigRecord v0 (api key {api_key}, version {version})")
-    if position >= len(payload):
-        raise ConfigRecordError("record ends before its resource type")
-    (resource_type,) = struct.unpack_from(">b", payload, position)
-    resource_name, position = _read_compact_string(payload, position + 1)
-    name, position = _read_compact_string(payload, position)
-    value, position = _read_compact_string(payload, position)
+    resource_type = reader.int8()
+    resource_name = reader.compact_nullable_string()
+    name = reader.compact_nullable_string()
+    value = reader.compact_nullable_string()
     if resource_name is None or name is None:
         raise ConfigRecordError("resource name and config name may not be null")
     return ConfigRecord(resource_type, resource_name, name, value)

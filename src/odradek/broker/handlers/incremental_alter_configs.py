@@ -23,37 +23,7 @@ from odradek.protocol.api_keys import ApiKey
 from odradek.protocol.codec import RequestHeader
 from odradek.storage.config_store import RESOURCE_BROKER
 
-SET, DELETE, APPEND, SUBTRACT = 0, 1, 2, 3
 LIST_TYPE = 7
-
-
-def _apply(
-    context: BrokerContext, topic: str, current: dict[str, str], operations: Any
-) -> tuple[dict[str, str] | None, str | None]:
-    updated = dict(current)
-    for config in operations:
-        name, operation, value = config.name, config.config_operation, config.value
-        if operation == SET:
-            if value is None:
-                return None, f"Null value not supported for: {name}"
-            updated[name] = value
-        elif operation == DELETE:
-            updated.pop(name, None)
-        elif operation in (APPEND, SUBTRACT):
-            if CONFIG_TYPES.get(name) != LIST_TYPE:
-                return None, f"Config value append/subtract is not allowed for config {name!r}"
-            # An override may be an empty list (cleanup.policy=""): that is the base then.
-            base = updated[name] if name in updated else broker_default(context, name)
-            items = [item for item in base.split(",") if item]
-            for item in (value or "").split(","):
-                if operation == APPEND and item and item not in items:
-                    items.append(item)
-                elif operation == SUBTRACT and item in items:
-                    items.remove(item)
-            updated[name] = ",".join(items)
-        else:
-            return None, f"Unknown config operation {operation}"
-    return updated, None
 
 
 @dispatcher.register(ApiKey.INCREMENTAL_ALTER_CONFIGS, 0, 1)
@@ -65,8 +35,14 @@ async def handle(context: BrokerContext, header: RequestHeader, request: Any) ->
                 ErrorCode.unknown_topic_or_partition,
                 f"Topic '{resource.resource_name}' does not exist.",
             )
-        updated, problem = _apply(
-            context, resource.resource_name, dict(metadata.config), resource.configs
+        updated, problem = apply_operations(
+            metadata.config,
+            resource.configs,
+            lambda name: CONFIG_TYPES.get(name) == LIST_TYPE,
+            # An override may be an empty list (cleanup.policy=""): that is the base then.
+            lambda overrides, name: (
+                overrides[name] if name in overrides else broker_default(context, name)
+            ),
         )
         if updated is None:
             return ErrorCode.invalid_config, problem
@@ -84,7 +60,8 @@ async def handle(context: BrokerContext, header: RequestHeader, request: Any) ->
             current,
             resource.configs,
             lambda name: DYNAMIC_BROKER_CONFIG_TYPES.get(name) == LIST,
-            lambda name: context.config.properties.get(name, ""),
+            # Unlike a topic, an empty broker override counts as none: the base is the default.
+            lambda overrides, name: overrides.get(name) or context.config.properties.get(name, ""),
         )
         if updated is None:
             return ErrorCode.invalid_config, problem
@@ -97,7 +74,7 @@ async def handle(context: BrokerContext, header: RequestHeader, request: Any) ->
             group_overrides(context, resource.resource_name),
             resource.configs,
             lambda name: False,
-            lambda name: "",
+            lambda overrides, name: "",
         )
         if updated is None:
             return ErrorCode.invalid_config, problem

@@ -86,51 +86,9 @@ def _partitions(partitions: Partitions) -> bytes:
 
 
 class _FlexibleReader(Reader):
-    def unsigned_varint(self) -> int:
-        value = 0
-        for shift in range(0, 35, 7):
-            byte = self.take(1)[0]
-            value |= (byte & 0x7F) << shift
-            if not byte & 0x80:
-                return value
-        raise RecordFormatError("unsigned varint is too long")
-
-    def compact_length(self) -> int:
-        """The length of a compact string/bytes/array; -1 for null."""
-        return self.unsigned_varint() - 1
-
-    def compact_nullable_string(self) -> str | None:
-        length = self.compact_length()
-        if length < 0:
-            return None
-        try:
-            return self.take(length).decode()
-        except UnicodeDecodeError as error:
-            raise RecordFormatError("string is not UTF-8") from error
-
-    def compact_string(self) -> str:
-        value = self.compact_nullable_string()
-        if value is None:
-            raise RecordFormatError("null where a string is required")
-        return value
-
     def compact_bytes(self) -> bytes:
         length = self.compact_length()
         return b"" if length < 0 else self.take(length)
-
-    def int8(self) -> int:
-        value: int = _INT8.unpack(self.take(1))[0]
-        return value
-
-    def uuid(self) -> uuid.UUID:
-        return uuid.UUID(bytes=self.take(16))
-
-    def tagged_fields(self) -> dict[int, bytes]:
-        fields = {}
-        for _ in range(self.unsigned_varint()):
-            tag = self.unsigned_varint()
-            fields[tag] = self.take(self.unsigned_varint())
-        return fields
 
     def partitions(self) -> Partitions:
         partitions: dict[uuid.UUID, frozenset[int]] = {}

@@ -25,7 +25,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from odradek.protocol.primitives import nullable_string, string
+from odradek.protocol.primitives import FieldReader, nullable_string, string
 
 OFFSET_COMMIT_KEY_VERSION = 1
 GROUP_METADATA_KEY_VERSION = 2
@@ -75,44 +75,16 @@ def _bytes(value: bytes) -> bytes:
     return _INT32.pack(len(value)) + value
 
 
-class Reader:
-    """Reads Kafka's classic (non-flexible) fields; raises RecordFormatError past the end."""
+class Reader(FieldReader):
+    """Reads Kafka's classic (non-flexible) fields; raises RecordFormatError past the end.
 
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.position = 0
+    The flexible ones (compact strings, varints, tagged fields) come from `FieldReader`."""
 
-    def take(self, size: int) -> bytes:
-        end = self.position + size
-        if size < 0 or end > len(self.data):
-            raise RecordFormatError("field runs past the end of the record")
-        chunk = self.data[self.position : end]
-        self.position = end
-        return chunk
-
-    def remaining(self) -> int:
-        return len(self.data) - self.position
-
-    def int16(self) -> int:
-        value: int = _INT16.unpack(self.take(2))[0]
-        return value
-
-    def int32(self) -> int:
-        value: int = _INT32.unpack(self.take(4))[0]
-        return value
-
-    def int64(self) -> int:
-        value: int = _INT64.unpack(self.take(8))[0]
-        return value
+    ERROR = RecordFormatError
 
     def nullable_string(self) -> str | None:
         length = self.int16()
-        if length < 0:
-            return None
-        try:
-            return self.take(length).decode()
-        except UnicodeDecodeError as error:
-            raise RecordFormatError("string is not UTF-8") from error
+        return None if length < 0 else self.utf8(length)
 
     def string(self) -> str:
         value = self.nullable_string()
