@@ -131,7 +131,7 @@ def test_group_keeps_its_offsets_when_its_coordinator_is_killed(cluster: Cluster
         while len(seen) < 100:
             message = consumer.poll(1.0)
             if message is not None and message.error() is None:
-                seen.append(int(message.value()))
+                seen.append(int(message.value() or b"-1"))
                 if len(seen) == 100:
                     consumer.commit(message=message, asynchronous=False)
         committed_before = len(seen)
@@ -153,7 +153,7 @@ def test_group_keeps_its_offsets_when_its_coordinator_is_killed(cluster: Cluster
         while len(set(seen)) < 200 and time.monotonic() < deadline:
             message = consumer.poll(1.0)
             if message is not None and message.error() is None:
-                seen.append(int(message.value()))
+                seen.append(int(message.value() or b"-1"))
                 consumer.commit(message=message, asynchronous=False)
     finally:
         consumer.close()
@@ -275,7 +275,7 @@ def test_transaction_commits_through_a_coordinator_on_another_broker(cluster: Cl
         while "last" not in values and time.monotonic() < deadline:
             message = consumer.poll(1.0)
             if message is not None and message.error() is None:
-                values.append(message.value().decode())
+                values.append((message.value() or b"").decode())
     finally:
         consumer.close()
     # The markers were written on the partition's leader: committed records are visible, the
