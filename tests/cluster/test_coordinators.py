@@ -240,7 +240,9 @@ def test_transaction_commits_through_a_coordinator_on_another_broker(cluster: Cl
 
     producer = Producer(
         {
-            "bootstrap.servers": cluster.bootstrap_servers,
+            # Bootstrapping through the coordinator: a broker answering FindCoordinator with
+            # "this node" would write the markers into its own copy of the partition.
+            "bootstrap.servers": cluster.broker_address(coordinator),
             "transactional.id": transactional_id,
             "log_level": 0,
         }
