@@ -1,16 +1,21 @@
-"""The answers of a cluster member (a broker with a controller): Metadata and DescribeCluster
-from its MetadataImage, and CreateTopics / DeleteTopics / CreatePartitions forwarded to the
-controller. Each handler in `handlers/` calls in here first when `context.cluster` is set, so a
-single broker never runs this code.
+"""The answers of a cluster member (a broker with a controller): Metadata and DescribeCluster from
+its MetadataImage, and CreateTopics / DeleteTopics / CreatePartitions forwarded to the
+controller, FindCoordinator from the leaders of `__consumer_offsets` / `__transaction_state`
+(created through the controller on first use, as Kafka's broker auto-creates them). Each handler
+in `handlers/` calls in here first when `context.cluster` is set, so a single broker never runs
+this code.
 
 Kafka's KRaftMetadataCache decides the details: only unfenced brokers are listed; a partition
 whose leader is -1 answers LEADER_NOT_AVAILABLE; offline replicas are those on fenced or
-unregistered brokers; the controller id a client sees is an alive broker (clients cannot reach
-a KRaft controller).
+unregistered brokers; the controller id a client sees is an alive broker (clients cannot reach a
+KRaft controller).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import uuid
 from typing import Any
 
@@ -19,7 +24,9 @@ from kio.schema.errors import ErrorCode
 from odradek.broker.authorized_operations import cluster_operations, topic_operations
 from odradek.broker.cluster_member import ClusterMember
 from odradek.broker.context import BrokerContext
+from odradek.broker.group_runtime import OFFSETS_TOPIC
 from odradek.broker.kafka_channel import ChannelError
+from odradek.broker.txn_runtime import TRANSACTION_STATE_TOPIC
 from odradek.controller import NO_LEADER
 from odradek.protocol.api_keys import ApiKey
 from odradek.protocol.codec import (
@@ -31,6 +38,8 @@ from odradek.protocol.codec import (
     response_module,
     response_type,
 )
+
+logger = logging.getLogger(__name__)
 
 ZERO_UUID = uuid.UUID(int=0)
 INTERNAL_TOPICS = frozenset({"__consumer_offsets", "__transaction_state"})
@@ -168,6 +177,90 @@ async def _auto_create(member: ClusterMember, names: list[str]) -> None:
     except ChannelError:
         return
     await member.wait_for_topics(names, present=True, timeout_s=_PROPAGATION_TIMEOUT_S)
+
+
+async def find_coordinator(
+    context: BrokerContext, key: str, transactional: bool
+) -> tuple[ErrorCode, int, str, int]:
+    """FindCoordinator for one key: (error, node id, host, port) of the leader of the key's
+    partition of `__consumer_offsets` (a group) or `__transaction_state` (a transactional
+    id). The topic is created through the controller on first use with
+    `offsets.topic.replication.factor` / `transaction.state.log.replication.factor` copies
+    (Kafka's AutoTopicCreationManager for internal topics); COORDINATOR_NOT_AVAILABLE while
+    it cannot be, and while the partition has no leader."""
+    member = _member(context)
+    name = TRANSACTION_STATE_TOPIC if transactional else OFFSETS_TOPIC
+    index = 0 if transactional else context.groups.coordinator.partition_for(key)
+    if member.image.topic(name) is None:
+        await _create_internal_topic(context, member, name)
+    state = member.image.partition_metadata(name, index, member.listener_name)
+    if state is None or state.leader_id == NO_LEADER:
+        return ErrorCode.coordinator_not_available, -1, "", -1
+    registration = member.image.brokers.get(state.leader_id)
+    endpoint = None
+    if registration is not None and not registration.fenced:
+        endpoint = next((e for e in registration.listeners if e.name == member.listener_name), None)
+    if endpoint is None:
+        return ErrorCode.coordinator_not_available, -1, "", -1
+    return ErrorCode.none, state.leader_id, endpoint.host, endpoint.port
+
+
+async def _create_internal_topic(context: BrokerContext, member: ClusterMember, name: str) -> None:
+    """CreateTopics for an internal topic, sent to the controller; waits (a few seconds at
+    most) until this broker's image has it. Concurrent callers share one request."""
+    pending = member.internal_topic_creations.get(name)
+    if pending is None:
+        pending = asyncio.get_running_loop().create_task(_send_create(context, member, name))
+        member.internal_topic_creations[name] = pending
+        pending.add_done_callback(lambda _task: member.internal_topic_creations.pop(name, None))
+    with contextlib.suppress(Exception):
+        await asyncio.shield(pending)
+
+
+async def _send_create(context: BrokerContext, member: ClusterMember, name: str) -> None:
+    properties = context.config.properties
+    configs = {"cleanup.policy": "compact"}
+    if name == OFFSETS_TOPIC:
+        partitions = context.config.group_config().offsets_topic_partitions
+        replication_factor = int(properties["offsets.topic.replication.factor"])
+        configs["segment.bytes"] = properties["offsets.topic.segment.bytes"]
+    else:
+        partitions = 1  # one transaction coordinator, as a single broker has
+        replication_factor = int(properties["transaction.state.log.replication.factor"])
+        configs["segment.bytes"] = properties["transaction.state.log.segment.bytes"]
+        configs["min.insync.replicas"] = properties["transaction.state.log.min.isr"]
+    version = 7
+    module = request_module(ApiKey.CREATE_TOPICS, version)
+    request = make(
+        request_type(ApiKey.CREATE_TOPICS, version),
+        topics=(
+            make(
+                nested(module, "CreatableTopic"),
+                name=name,
+                num_partitions=partitions,
+                replication_factor=replication_factor,
+                assignments=(),
+                configs=tuple(
+                    make(nested(module, "CreatableTopicConfig"), name=key, value=value)
+                    for key, value in configs.items()
+                ),
+            ),
+        ),
+        timeout=30_000,
+        validate_only=False,
+    )
+    try:
+        response = await member.forward(ApiKey.CREATE_TOPICS, version, request)
+    except ChannelError as error:
+        logger.warning("cannot create %s: controller unreachable: %s", name, error)
+        return
+    error_code = response.topics[0].error_code
+    if error_code not in (ErrorCode.none, ErrorCode.topic_already_exists):
+        logger.warning("cannot create %s: %s", name, ErrorCode(error_code).name)
+        return
+    if error_code is ErrorCode.none:
+        logger.info("created %s (%d partitions, %d replicas)", name, partitions, replication_factor)
+    await member.wait_for_topics([name], present=True, timeout_s=_PROPAGATION_TIMEOUT_S)
 
 
 async def describe_cluster(context: BrokerContext, header: RequestHeader, request: Any) -> Any:

@@ -13,7 +13,9 @@ broker never builds one. It:
   records into a `MetadataImage`, which Metadata and DescribeCluster answer from;
 - creates the local logs of the topics the image assigns to this broker, and deletes those it
   no longer hosts (see `_reconcile_logs`);
-- draws producer-id blocks with AllocateProducerIds (KIP-730) for its transaction coordinator.
+- draws producer-id blocks with AllocateProducerIds (KIP-730) for its transaction coordinator:
+  one after registering, then whenever the allocator asks (90 % of a block used, as Kafka's
+  RPCProducerIdManager prefetches); it never makes up a block of its own.
 
 The data plane (replica fetchers, ISR, high watermark, acks=all) is the `ReplicaManager`
 (replica_manager.py) in `replicas`: `on_local_changes` hands it every batch's
@@ -54,15 +56,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: Topics each broker keeps for its own coordinators; the controller does not place them yet.
-LOCAL_INTERNAL_TOPICS = frozenset({"__consumer_offsets", "__transaction_state"})
 _FETCH_VERSION = 12
 _FETCH_MAX_BYTES = 8 * 1024 * 1024
 _FETCH_MAX_WAIT_MS = 500
 _REGISTRATION_VERSION = 4
 _HEARTBEAT_VERSION = 1
-#: Refill the producer-id block when fewer ids than this are left in it.
-_PRODUCER_ID_LOW_WATER = 500
 
 
 class ClusterMember:
@@ -89,6 +87,10 @@ class ClusterMember:
         self._image_changed = asyncio.Event()
         self._registered = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._producer_ids_wanted = asyncio.Event()
+        #: FindCoordinator's CreateTopics of an internal topic in flight, by name.
+        self.internal_topic_creations: dict[str, asyncio.Task[None]] = {}
+        context.transactions.on_producer_ids_wanted = self._producer_ids_wanted.set
         self.replicas = ReplicaManager(context, self)
 
     # -- start and stop --------------------------------------------------------------------
@@ -100,6 +102,7 @@ class ClusterMember:
         self._tasks = [
             loop.create_task(self._fetch_loop()),
             loop.create_task(self._heartbeat_loop()),
+            loop.create_task(self._producer_id_loop()),
         ]
         self.replicas.start()
 
@@ -181,7 +184,7 @@ class ClusterMember:
         self.fenced = True
         self._registered.set()
         logger.info("broker %d registered, broker epoch %d", self.node_id, self.broker_epoch)
-        await self._allocate_producer_ids()
+        self._producer_ids_wanted.set()
 
     async def _heartbeat(self) -> None:
         response = await self._rpc.request(
@@ -223,16 +226,29 @@ class ClusterMember:
                         continue
                 elif not self.shutting_down:
                     await self._heartbeat()
-                    if (
-                        self.context.transactions.coordinator.producer_ids.remaining()
-                        < _PRODUCER_ID_LOW_WATER
-                    ):
-                        await self._allocate_producer_ids()
             except ChannelError as error:
                 logger.warning("controller unreachable: %s", error)
             await asyncio.sleep(interval_s)
 
-    async def _allocate_producer_ids(self) -> None:
+    async def _producer_id_loop(self) -> None:
+        """AllocateProducerIds whenever the allocator wants a block, until it has one."""
+        producer_ids = self.context.transactions.producer_ids
+        assert producer_ids is not None
+        while True:
+            await self._producer_ids_wanted.wait()
+            self._producer_ids_wanted.clear()
+            while producer_ids.wants_block():
+                if not self._registered.is_set():
+                    await self._registered.wait()
+                try:
+                    installed = await self._allocate_producer_ids()
+                except ChannelError as error:
+                    logger.warning("AllocateProducerIds: controller unreachable: %s", error)
+                    installed = False
+                if not installed:
+                    await asyncio.sleep(0.2)
+
+    async def _allocate_producer_ids(self) -> bool:
         response = await self._rpc.request(
             kio_adapter.ALLOCATE_PRODUCER_IDS,
             0,
@@ -241,11 +257,12 @@ class ClusterMember:
         )
         if response.error_code is not ErrorCode.none:
             logger.warning("AllocateProducerIds refused: %s", response.error_code.name)
-            return
-        self.context.transactions.coordinator.producer_ids.install_block(
-            int(response.producer_id_start), int(response.producer_id_len)
-        )
+            return False
+        producer_ids = self.context.transactions.producer_ids
+        assert producer_ids is not None
+        producer_ids.install_block(int(response.producer_id_start), int(response.producer_id_len))
         logger.info("producer id block %d+%d", response.producer_id_start, response.producer_id_len)
+        return True
 
     # -- the metadata log ------------------------------------------------------------------
 
@@ -345,8 +362,6 @@ class ClusterMember:
                 hosted[topic.name] = (topic.topic_id, max(topic.partitions, default=-1) + 1)
         local = logs.topics()
         for name, metadata in list(local.items()):
-            if name in LOCAL_INTERNAL_TOPICS:
-                continue
             wanted = hosted.get(name)
             if wanted is None or wanted[0] != metadata.topic_id:
                 await self._delete_local(name, metadata.partitions)

@@ -6,6 +6,15 @@ PartitionLog.append, and resolves the futures only after the append (and, with
 `odradek.acks.all.fsync`, after the fdatasync: `__consumer_offsets` is written with acks=all,
 as in Kafka). A timer task feeds the clock to `poll`. On start, `load` replays every partition
 of `__consumer_offsets` to rebuild groups and offsets.
+
+On a cluster (`process.roles` set) `__consumer_offsets` is a replicated topic the controller
+places, and this broker coordinates only the groups of the partitions it leads (Kafka's
+GroupCoordinator.onElection / onResignation): the replica manager calls `on_election` when it
+becomes a partition's leader (the partition is replayed, and waits for its high watermark to
+reach the loaded end: COORDINATOR_LOAD_IN_PROGRESS meanwhile) and `on_resignation` when it
+stops (the partition's groups are forgotten: NOT_COORDINATOR). Appends go through the replica
+manager as the leader's (the log's leader epoch) and their answers wait until the high
+watermark passes them (acks=all, `offsets.commit.timeout.ms`).
 """
 
 from __future__ import annotations
@@ -18,7 +27,7 @@ import struct
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from kio.schema.errors import ErrorCode
 
@@ -33,6 +42,7 @@ from odradek.coordinator.group import (
     TopicInfo,
 )
 from odradek.coordinator.group.results import Completion
+from odradek.coordinator.txn import coordinator_error_for_append_error
 from odradek.protocol.record_batch import (
     InvalidRecords,
     Record,
@@ -51,6 +61,9 @@ from odradek.storage.log import PartitionLog
 from odradek.storage.log_manager import LogManager
 from odradek.storage.producer_state import AppendOrigin
 
+if TYPE_CHECKING:
+    from odradek.broker.replica_manager import HostedPartition, ReplicaManager
+
 logger = logging.getLogger(__name__)
 
 OFFSETS_TOPIC = "__consumer_offsets"
@@ -62,7 +75,18 @@ CONTROL_COMMIT = 1
 
 
 class CoordinatorNotAvailableError(Exception):
-    """`__consumer_offsets` cannot be created or written."""
+    """`__consumer_offsets` cannot be created or written (`error_code`: what to answer)."""
+
+    def __init__(
+        self, message: object = "", error_code: ErrorCode = ErrorCode.coordinator_not_available
+    ) -> None:
+        super().__init__(message)
+        self.error_code = error_code
+
+
+class NotCoordinatorError(CoordinatorNotAvailableError):
+    """On a cluster: this broker does not lead the group's `__consumer_offsets` partition
+    (NOT_COORDINATOR) or is still loading it (COORDINATOR_LOAD_IN_PROGRESS)."""
 
 
 Operation = Callable[[int, int], Result]
@@ -114,11 +138,21 @@ class GroupRuntime:
         # Answers waiting for durability, in append order (Kafka's deferred event queue).
         self._waiting: deque[_Waiting] = deque()
         self._draining = False
+        # A cluster member's replica manager (set when it is built); None for a single broker.
+        self.replicas: ReplicaManager | None = None
+        self.clustered = config.kraft is not None
+        # Cluster only: the partitions whose groups this broker coordinates, and those loading.
+        self._owned: set[int] = set()
+        self._loading: dict[int, asyncio.Task[None]] = {}
+        self._commit_timeout_ms = int(config.properties.get("offsets.commit.timeout.ms", 5000))
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def load(self, now: int) -> int:
-        """Replay `__consumer_offsets` (if it exists); returns the number of records read."""
+        """Replay `__consumer_offsets` (if it exists); returns the number of records read.
+        On a cluster nothing: partitions load when this broker becomes their leader."""
+        if self.clustered:
+            return 0
         count = 0
         topic = self._logs.topics().get(OFFSETS_TOPIC)
         if topic is not None:
@@ -153,11 +187,14 @@ class GroupRuntime:
             self.coordinator.replay(record.key, record.value, now)
         logger.info("dropped the offsets of %d deleted partition(s)", len(missing))
 
-    def _replay_log(self, log: PartitionLog, partition: int, now: int) -> int:
-        # One node: everything in the log was appended by this broker and is committed.
-        log.high_watermark = log.log_end_offset
+    def _replay_log(
+        self, log: PartitionLog, partition: int, now: int, end: int | None = None
+    ) -> int:
+        if end is None:
+            # One node: everything in the log was appended by this broker and is committed.
+            log.high_watermark = log.log_end_offset
+            end = log.log_end_offset
         offset = log.log_start_offset
-        end = log.log_end_offset
         count = 0
         while offset < end:
             read = log.read(offset, _READ_CHUNK_BYTES, end, True)
@@ -179,6 +216,87 @@ class GroupRuntime:
                 offset = max(offset, header.next_offset)
         return count
 
+    # -- a cluster: coordinating the partitions this broker leads --------------------------
+
+    def coordinator_error(self, group_id: str) -> ErrorCode | None:
+        """None when this broker coordinates `group_id` (always, alone); on a cluster
+        NOT_COORDINATOR when it does not lead the group's partition, COORDINATOR_LOAD_IN_PROGRESS
+        while it loads it."""
+        if not self.clustered:
+            return None
+        partition = self.coordinator.partition_for(group_id)
+        if partition in self._owned:
+            return None
+        if partition in self._loading:
+            return ErrorCode.coordinator_load_in_progress
+        return ErrorCode.not_coordinator
+
+    def _check(self, group_id: str | None) -> None:
+        if group_id is not None:
+            error = self.coordinator_error(group_id)
+            if error is not None:
+                raise NotCoordinatorError(group_id, error)
+
+    def on_election(self, partition: int, leader_epoch: int) -> None:
+        """This broker leads `__consumer_offsets`-`partition` from `leader_epoch` on (Kafka's
+        GroupCoordinator.onElection): load its groups unless already coordinating them."""
+        if partition in self._owned or partition in self._loading:
+            return
+        task = asyncio.get_running_loop().create_task(self._load_partition(partition))
+        self._loading[partition] = task
+        task.add_done_callback(lambda _task: self._loading.pop(partition, None))
+        logger.info("loading %s-%d (leader epoch %d)", OFFSETS_TOPIC, partition, leader_epoch)
+
+    def on_resignation(self, partition: int) -> None:
+        """This broker no longer leads `__consumer_offsets`-`partition` (Kafka's
+        GroupCoordinator.onResignation): forget its groups; parked answers get NOT_COORDINATOR."""
+        loading = self._loading.pop(partition, None)
+        if loading is not None:
+            loading.cancel()
+        elif partition not in self._owned:
+            return
+        self._owned.discard(partition)
+        self._deliver(self.coordinator.unload_partition(partition))
+        logger.info("unloaded %s-%d", OFFSETS_TOPIC, partition)
+
+    async def _load_partition(self, partition: int) -> None:
+        """Replay the partition's log to its end, then wait until the high watermark reaches
+        that end (a new leader may hold records not yet committed), then coordinate."""
+        replicas = self.replicas
+        log = self._logs.log(OFFSETS_TOPIC, partition)
+        hosted = replicas.partition(OFFSETS_TOPIC, partition) if replicas is not None else None
+        if log is None or hosted is None:
+            logger.warning("cannot load %s-%d: not hosted here", OFFSETS_TOPIC, partition)
+            return
+        end = log.log_end_offset
+        try:
+            count = self._replay_log(log, partition, now_ms(), end)
+        except (OSError, StorageError, InvalidRecords) as error:
+            logger.error("cannot load %s-%d: %s", OFFSETS_TOPIC, partition, error)
+            self.coordinator.unload_partition(partition)
+            return
+        while replicas is not None and hosted.state.high_watermark < end:
+            if await replicas.wait_for_acks_all(hosted, end - 1, 1000) is not ErrorCode.none:
+                await asyncio.sleep(0.1)
+        self.coordinator.finish_loading(now_ms(), partition)
+        self._owned.add(partition)
+        if self._wakeup is not None:
+            self._wakeup.set()
+        logger.info(
+            "coordinating the groups of %s-%d (%d record(s) loaded)",
+            OFFSETS_TOPIC,
+            partition,
+            count,
+        )
+
+    def _leader_partition(self, partition: int) -> HostedPartition:
+        """The hosted partition, if this broker leads it; else StorageError (NOT_COORDINATOR)."""
+        assert self.replicas is not None
+        hosted = self.replicas.partition(OFFSETS_TOPIC, partition)
+        if hosted is None or not hosted.state.is_leader:
+            raise StorageError(f"not the leader of {OFFSETS_TOPIC}-{partition}")
+        return hosted
+
     def start(self) -> None:
         self._wakeup = asyncio.Event()
         self._timer = asyncio.get_running_loop().create_task(self._timer_loop())
@@ -189,7 +307,7 @@ class GroupRuntime:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._timer
             self._timer = None
-        for task in list(self._flushes):
+        for task in [*self._flushes, *self._loading.values()]:
             task.cancel()
         for future in self._futures.values():
             if not future.done():
@@ -199,8 +317,10 @@ class GroupRuntime:
     # -- the internal topic ------------------------------------------------------------------
 
     def ensure_offsets_topic(self) -> bool:
-        """Create `__consumer_offsets` on first use; False if it cannot be created."""
-        if OFFSETS_TOPIC in self._logs.topics():
+        """Create `__consumer_offsets` on first use; False if it cannot be created. On a
+        cluster the controller creates it (FindCoordinator asks): always True here, and each
+        operation checks that this broker coordinates its group."""
+        if self.clustered or OFFSETS_TOPIC in self._logs.topics():
             return True
         try:
             self._logs.create_topic(
@@ -231,10 +351,12 @@ class GroupRuntime:
 
     # -- operations --------------------------------------------------------------------------
 
-    async def run(self, operation: Operation) -> Any:
-        """Run a write operation `operation(ref, now_ms)` and wait for its response."""
+    async def run(self, operation: Operation, group_id: str | None = None) -> Any:
+        """Run a write operation `operation(ref, now_ms)` and wait for its response. On a
+        cluster, NotCoordinatorError unless this broker coordinates `group_id`."""
         if not self.ensure_offsets_topic():
             raise CoordinatorNotAvailableError(OFFSETS_TOPIC)
+        self._check(group_id)
         reference = next(self._references)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._futures[reference] = future
@@ -244,11 +366,13 @@ class GroupRuntime:
         finally:
             self._futures.pop(reference, None)
 
-    async def read(self, compute: Callable[[], T]) -> T:
+    async def read(self, compute: Callable[[], T], group_id: str | None = None) -> T:
         """A read (OffsetFetch, DescribeGroups): `compute()` now, answer once every write
         appended before it is durable, so no answer shows state a crash could still take back
         (Kafka's runtime defers a read behind the highest pending offset). Raises
-        CoordinatorNotAvailableError if one of those writes failed."""
+        CoordinatorNotAvailableError if one of those writes failed; on a cluster
+        NotCoordinatorError unless this broker coordinates `group_id`."""
+        self._check(group_id)
         value = compute()
         if not self._waiting:
             return value
@@ -307,8 +431,9 @@ class GroupRuntime:
         self._track(_Waiting(result.responses, result.completions, durable=False), ends)
 
     def _track(self, waiting: _Waiting, ends: dict[int, int]) -> None:
-        """Queue `waiting`; it is durable once every partition in `ends` is flushed there."""
-        if not self.config.acks_all_fsync:
+        """Queue `waiting`; it is durable once every partition in `ends` is flushed there (on a
+        cluster: once the high watermark passes there)."""
+        if not self.config.acks_all_fsync and not self.clustered:
             waiting.durable = True
             self._enqueue(waiting)
             return
@@ -342,11 +467,17 @@ class GroupRuntime:
                 is_transactional=producer_id >= 0,
             )
             headers = validate_batches(batch, log.config.max_message_bytes)
-            info = log.append(
-                batch, headers, now, partition_leader_epoch=0, origin=AppendOrigin.COORDINATOR
-            )
-            log.high_watermark = log.log_end_offset
-            self._data_arrived.notify((OFFSETS_TOPIC, partition))
+            if self.clustered:
+                hosted = self._leader_partition(partition)
+                info = log.append(batch, headers, now, origin=AppendOrigin.COORDINATOR)
+                assert self.replicas is not None
+                self.replicas.after_leader_append(hosted)
+            else:
+                info = log.append(
+                    batch, headers, now, partition_leader_epoch=0, origin=AppendOrigin.COORDINATOR
+                )
+                log.high_watermark = log.log_end_offset
+                self._data_arrived.notify((OFFSETS_TOPIC, partition))
             ends[partition] = info.last_offset + 1
         return ends
 
@@ -366,15 +497,24 @@ class GroupRuntime:
         log = self._logs.log(OFFSETS_TOPIC, partition)
         if log is None:
             raise StorageError(f"{OFFSETS_TOPIC}-{partition} does not exist")
-        info = log.append_control(producer_id, producer_epoch, commit, coordinator_epoch, now)
-        log.high_watermark = log.log_end_offset
+        if self.clustered:
+            hosted = self._leader_partition(partition)
+            info = log.append_control(producer_id, producer_epoch, commit, coordinator_epoch, now)
+            assert self.replicas is not None
+            self.replicas.after_leader_append(hosted)
+        else:
+            info = log.append_control(producer_id, producer_epoch, commit, coordinator_epoch, now)
+            log.high_watermark = log.log_end_offset
+            self._data_arrived.notify((OFFSETS_TOPIC, partition))
         self.coordinator.complete_transaction(producer_id, commit, partition)
-        self._data_arrived.notify((OFFSETS_TOPIC, partition))
         end = info.last_offset + 1
         self._track(_Waiting([], [], durable=False), {partition: end})
         return end
 
     async def _await_durable(self, waiting: _Waiting, ends: dict[int, int]) -> None:
+        if self.clustered:
+            await self._await_replicated(waiting, ends)
+            return
         try:
             for partition, end in ends.items():
                 commit = self._group_commit(OFFSETS_TOPIC, partition)
@@ -389,6 +529,27 @@ class GroupRuntime:
                 failing = failing or each is waiting
                 if failing and each.error is None:
                     each.error = ErrorCode.not_coordinator
+        waiting.durable = True
+        self._drain()
+
+    async def _await_replicated(self, waiting: _Waiting, ends: dict[int, int]) -> None:
+        """acks=all for a coordinator write on a cluster: until the high watermark passes every
+        partition's end, mapped as Kafka's coordinator maps append errors (NOT_COORDINATOR when
+        leadership moved, COORDINATOR_NOT_AVAILABLE for a timeout or too few replicas)."""
+        replicas = self.replicas
+        for partition, end in ends.items():
+            hosted = replicas.partition(OFFSETS_TOPIC, partition) if replicas else None
+            if replicas is None or hosted is None:
+                error = ErrorCode.not_leader_or_follower
+            else:
+                error = await replicas.wait_for_acks_all(hosted, end - 1, self._commit_timeout_ms)
+            if error is not ErrorCode.none:
+                logger.warning(
+                    "%s-%d write not replicated: %s", OFFSETS_TOPIC, partition, error.name
+                )
+                if waiting.error is None:
+                    waiting.error = coordinator_error_for_append_error(error)
+                break
         waiting.durable = True
         self._drain()
 

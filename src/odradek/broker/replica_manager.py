@@ -7,8 +7,9 @@ so none of this is on its produce or fetch path. It:
 - keeps one `HostedPartition` per replicated partition this broker hosts: its `PartitionLog`
   and its `PartitionState` (leader/follower state, ISR, high watermark), created and changed
   from the metadata image (`apply_local_changes`: become leader / become follower / delete,
-  Kafka's `ReplicaManager.applyDelta`). Partitions of `LOCAL_INTERNAL_TOPICS` are not replicated
-  and keep the single-broker path;
+  Kafka's `ReplicaManager.applyDelta`), and tells the coordinators when it gains or loses the
+  leadership of a `__consumer_offsets` or `__transaction_state` partition (`on_election` /
+  `on_resignation`: they load or unload it, Kafka's onLeadershipChange);
 - answers client requests' leadership questions (`client_error`: NOT_LEADER_OR_FOLLOWER with
   the current leader, LEADER_NOT_AVAILABLE, KIP-320 epoch checks) and the node endpoints that
   accompany NOT_LEADER_OR_FOLLOWER (KIP-951);
@@ -40,7 +41,9 @@ from typing import TYPE_CHECKING, Any
 
 from kio.schema.errors import ErrorCode
 
+from odradek.broker.group_runtime import OFFSETS_TOPIC
 from odradek.broker.kafka_channel import ChannelError, KafkaChannel
+from odradek.broker.txn_runtime import TRANSACTION_STATE_TOPIC
 from odradek.controller import LocalReplicaChanges, MetadataImage, kio_adapter
 from odradek.protocol.api_keys import ApiKey
 from odradek.protocol.codec import make, nested, request_module
@@ -135,6 +138,8 @@ class ReplicaManager:
         )
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[Any]] = set()
+        context.groups.replicas = self
+        context.transactions.replicas = self
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -269,6 +274,20 @@ class ReplicaManager:
             )
             self._schedule_flush(hosted)
         self._high_watermark_changed(hosted)
+        if result.epoch_start is not None:
+            self._coordinator_elected(hosted, registration.leader_epoch)
+
+    def _coordinator_elected(self, hosted: HostedPartition, leader_epoch: int) -> None:
+        if hosted.topic == OFFSETS_TOPIC:
+            self.context.groups.on_election(hosted.index, leader_epoch)
+        elif hosted.topic == TRANSACTION_STATE_TOPIC:
+            self.context.transactions.on_election(hosted.index, leader_epoch)
+
+    def _coordinator_resigned(self, hosted: HostedPartition) -> None:
+        if hosted.topic == OFFSETS_TOPIC:
+            self.context.groups.on_resignation(hosted.index)
+        elif hosted.topic == TRANSACTION_STATE_TOPIC:
+            self.context.transactions.on_resignation(hosted.index)
 
     def _become_follower(
         self, hosted: HostedPartition, registration: Any, image: MetadataImage
@@ -281,6 +300,7 @@ class ReplicaManager:
         hosted.log.leader_epoch = registration.leader_epoch
         if was_leader:
             self._fail_waits(hosted, ErrorCode.not_leader_or_follower)
+        self._coordinator_resigned(hosted)
         if not new_epoch and not was_leader:
             return
         self._stop_fetching(hosted)
@@ -346,6 +366,7 @@ class ReplicaManager:
     def _drop(self, hosted: HostedPartition) -> None:
         self._stop_fetching(hosted)
         self._fail_waits(hosted, ErrorCode.not_leader_or_follower)
+        self._coordinator_resigned(hosted)
         if self.partitions.get((hosted.topic, hosted.index)) is hosted:
             del self.partitions[(hosted.topic, hosted.index)]
 

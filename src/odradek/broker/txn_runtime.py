@@ -9,6 +9,19 @@ ABORT control batches) are written in-process to every partition of the transact
 (`PartitionLog.append_control`; on `__consumer_offsets` the group coordinator publishes or drops
 the staged offsets), fetchers are woken, and `markers_written` records the completion.
 
+On a cluster (`process.roles` set) `__transaction_state` is a replicated topic the controller
+places (one partition, as alone), and the broker leading it is the transaction coordinator
+(Kafka's TransactionStateManager.loadTransactionsForTxnTopicPartition /
+removeTransactionsForTxnTopicPartition): `on_election` replays the partition into a fresh
+coordinator and starts it with the partition's leader epoch as coordinator epoch (its first
+write waits for the high watermark: COORDINATOR_LOAD_IN_PROGRESS meanwhile); `on_resignation`
+drops it (NOT_COORDINATOR). Every `__transaction_state` append is the leader's and waits until
+the high watermark passes it (acks=all). Producer ids come only from the controller's
+AllocateProducerIds blocks (`ControllerProducerIdManager`), on every broker: an idempotent
+producer's InitProducerId is answered by any broker. Markers go to partitions this broker leads
+in-process and to the others' leaders with WriteTxnMarkers (Kafka's
+TransactionMarkerChannelManager), retried until they land.
+
 Timers: transaction timeouts (`poll` at `next_deadline`, at least every
 `transaction.abort.timed.out.transaction.cleanup.interval.ms`) and producer-id expiration in
 every partition (`producer.id.expiration.ms`, checked every
@@ -21,35 +34,48 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Coroutine, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kio.schema.errors import ErrorCode
 
 from odradek.broker.clock import now_ms
 from odradek.broker.config import BrokerConfig
 from odradek.broker.group_runtime import OFFSETS_TOPIC, GroupRuntime
+from odradek.broker.kafka_channel import ChannelError, KafkaChannel
 from odradek.broker.purgatory import DataArrived, GroupCommit
 from odradek.coordinator.txn import (
     TRANSACTION_VERSION_2,
     AddPartitionsToTxnResult,
+    ControllerProducerIdManager,
     EndTxnResult,
     InitProducerIdResult,
+    ProducerIdsUnavailableError,
     TopicPartition,
     TransactionCoordinator,
     TransactionRecord,
     TxnMarkers,
 )
+from odradek.protocol.api_keys import ApiKey
+from odradek.protocol.codec import make, nested, request_module
 from odradek.protocol.record_batch import InvalidRecords, Record, decode_batches, encode_batch
 from odradek.protocol.record_batch import validate_batches as validate
 from odradek.storage.errors import StorageError
 from odradek.storage.log import PartitionLog
 from odradek.storage.log_manager import LogManager
 
+if TYPE_CHECKING:
+    from odradek.broker.replica_manager import HostedPartition, ReplicaManager
+
 logger = logging.getLogger(__name__)
 
 TRANSACTION_STATE_TOPIC = "__transaction_state"
 _READ_CHUNK_BYTES = 1 << 20
 _RETRY_S = 0.5
+_WRITE_TXN_MARKERS_VERSION = 1
+
+
+class NotLeaderError(StorageError):
+    """On a cluster: this broker does not lead the partition (NOT_LEADER_OR_FOLLOWER)."""
 
 
 class TxnRuntime:
@@ -62,9 +88,20 @@ class TxnRuntime:
         groups: GroupRuntime,
     ) -> None:
         self.config = config
-        self.coordinator = TransactionCoordinator(
-            groups.coordinator.partition_for, config.transaction_config()
+        self._groups = groups
+        self.clustered = config.kraft is not None
+        # A cluster member's producer ids come only from the controller's blocks; the
+        # allocator outlives the coordinators loaded and unloaded with leadership.
+        self.producer_ids: ControllerProducerIdManager | None = (
+            ControllerProducerIdManager(config.node_id) if self.clustered else None
         )
+        #: Called when the producer-id allocator wants the controller's next block.
+        self.on_producer_ids_wanted: Callable[[], None] | None = None
+        self.coordinator = self._new_coordinator()
+        # A cluster member's replica manager (set when it is built); None for a single broker.
+        self.replicas: ReplicaManager | None = None
+        self._loading: asyncio.Task[None] | None = None
+        self._marker_channels: dict[int, KafkaChannel] = {}
         self._logs = logs
         self._data_arrived = data_arrived
         self._group_commit = group_commit
@@ -78,6 +115,14 @@ class TxnRuntime:
         )
         self._producer_expiration_ms = int(properties["producer.id.expiration.ms"])
         self._producer_check_ms = int(properties["producer.id.expiration.check.interval.ms"])
+        self._append_timeout_ms = int(properties.get("request.timeout.ms", 30_000))
+
+    def _new_coordinator(self) -> TransactionCoordinator:
+        return TransactionCoordinator(
+            self._groups.coordinator.partition_for,
+            self.config.transaction_config(),
+            producer_ids=self.producer_ids,
+        )
 
     def apply_config(self, config: BrokerConfig) -> None:
         """A dynamic broker config change: `producer.id.expiration.ms` is dynamic in Kafka."""
@@ -88,14 +133,19 @@ class TxnRuntime:
 
     def load(self, now: int) -> int:
         """Replay `__transaction_state` and start the coordinator, if the topic exists (else
-        both happen on first use). Returns the number of records read."""
+        both happen on first use). Returns the number of records read. On a cluster nothing:
+        the coordinator loads when this broker becomes the partition's leader."""
         log = self._state_log()
-        if log is None:
+        if log is None or self.clustered:
             return 0
         log.high_watermark = log.log_end_offset
+        count = self._replay(log, log.log_end_offset)
+        self._start(now)
+        return count
+
+    def _replay(self, log: PartitionLog, end: int) -> int:
         count = 0
         offset = log.log_start_offset
-        end = log.log_end_offset
         while offset < end:
             read = log.read(offset, _READ_CHUNK_BYTES, end, True)
             if not read.records:
@@ -109,7 +159,6 @@ class TxnRuntime:
                 offset = max(offset, header.next_offset)
         if count:
             logger.info("loaded %d record(s) from %s", count, TRANSACTION_STATE_TOPIC)
-        self._start(now)
         return count
 
     def start(self) -> None:
@@ -127,11 +176,91 @@ class TxnRuntime:
                 await task
         self._timers = []
         self._tasks.clear()
+        if self._loading is not None:
+            self._loading.cancel()
+        for channel in self._marker_channels.values():
+            await channel.close()
+
+    # -- a cluster: coordinating while leading __transaction_state ----------------------------
+
+    def coordinator_error(self) -> ErrorCode | None:
+        """None when this broker's coordinator serves; else what to answer: alone
+        COORDINATOR_NOT_AVAILABLE (the topic cannot be created), on a cluster
+        COORDINATOR_LOAD_IN_PROGRESS while loading and NOT_COORDINATOR when another broker
+        leads `__transaction_state`."""
+        if self.ensure_started():
+            return None
+        if not self.clustered:
+            return ErrorCode.coordinator_not_available
+        if self._loading is not None:
+            return ErrorCode.coordinator_load_in_progress
+        return ErrorCode.not_coordinator
+
+    def on_election(self, partition: int, leader_epoch: int) -> None:
+        """This broker leads `__transaction_state`-`partition` in `leader_epoch`: load the
+        transactions into a fresh coordinator whose epoch is `leader_epoch`."""
+        if partition != 0:
+            return
+        self.on_resignation(partition)
+        self._loading = asyncio.get_running_loop().create_task(self._load_as_leader(leader_epoch))
+
+    def on_resignation(self, partition: int) -> None:
+        """This broker no longer leads `__transaction_state`-`partition`: drop the coordinator
+        (its pending writes fail with NOT_COORDINATOR when the replica manager fails them)."""
+        if partition != 0:
+            return
+        if self._loading is not None:
+            self._loading.cancel()
+            self._loading = None
+        if self._started:
+            logger.info("transaction coordinator unloaded")
+        for task in list(self._tasks):
+            task.cancel()
+        self._started = False
+        self.coordinator = self._new_coordinator()
+
+    async def _load_as_leader(self, leader_epoch: int) -> None:
+        try:
+            log = self._state_log()
+            if log is None:
+                logger.warning("cannot load %s: no local log", TRANSACTION_STATE_TOPIC)
+                return
+            count = self._replay(log, log.log_end_offset)
+            while True:
+                start, records = self.coordinator.start(now_ms(), coordinator_epoch=leader_epoch)
+                coordinator = self.coordinator
+                if await self._write(records, start.write_id) == ErrorCode.none:
+                    break
+                if coordinator is not self.coordinator:
+                    return
+                await asyncio.sleep(_RETRY_S)
+            self._started = True
+            logger.info(
+                "transaction coordinator loaded %d record(s), coordinator epoch %d",
+                count,
+                start.coordinator_epoch,
+            )
+            for markers in start.markers:
+                self._spawn(self.complete(markers))
+        finally:
+            if self._loading is asyncio.current_task():
+                self._loading = None
+
+    def _wants_producer_ids(self) -> None:
+        if (
+            self.producer_ids is not None
+            and self.producer_ids.wants_block()
+            and self.on_producer_ids_wanted is not None
+        ):
+            self.on_producer_ids_wanted()
 
     def ensure_started(self) -> bool:
-        """Create `__transaction_state` and start the coordinator on first use."""
+        """Create `__transaction_state` and start the coordinator on first use (on a cluster:
+        whether this broker leads it and has loaded it; the controller creates the topic)."""
         if self._started:
             return True
+        if self.clustered:
+            return False
         if self._state_log() is None:
             try:
                 self._logs.create_topic(
@@ -184,24 +313,57 @@ class TxnRuntime:
         batch = encode_batch(
             [Record(key=record.key, value=record.value) for record in records], base_timestamp=now
         )
+        if self.clustered:
+            hosted = self._led(TRANSACTION_STATE_TOPIC, 0)
+            if hosted is None:
+                raise NotLeaderError(f"not the leader of {TRANSACTION_STATE_TOPIC}-0")
+            log.append(batch, validate(batch, log.config.max_message_bytes), now)
+            assert self.replicas is not None
+            self.replicas.after_leader_append(hosted)
+            return log
         log.append(batch, validate(batch, log.config.max_message_bytes), now, 0)
         log.high_watermark = log.log_end_offset
         return log
 
+    def _led(self, topic: str, index: int) -> HostedPartition | None:
+        """The hosted partition if this broker leads it (cluster only)."""
+        hosted = self.replicas.partition(topic, index) if self.replicas is not None else None
+        return hosted if hosted is not None and hosted.state.is_leader else None
+
+    async def _replicated(self, topic: str, index: int, end: int) -> ErrorCode:
+        """acks=all on a cluster: until the high watermark of `topic`-`index` passes `end`."""
+        hosted = self.replicas.partition(topic, index) if self.replicas is not None else None
+        if hosted is None or self.replicas is None:
+            return ErrorCode.not_leader_or_follower
+        return await self.replicas.wait_for_acks_all(hosted, end - 1, self._append_timeout_ms)
+
     async def _write(self, records: list[TransactionRecord], write_id: int | None) -> ErrorCode:
-        """Append `records` (one batch), wait until durable, and settle the write."""
+        """Append `records` (one batch), wait until durable (on a cluster: replicated), and
+        settle the write with the coordinator that made it."""
         if not records or write_id is None:
             return ErrorCode.none
+        coordinator = self.coordinator
         try:
             log = self._append(records, now_ms())
         except InvalidRecords as error:
             # A record too large for the topic (a 32767-byte transactional id under a small
             # message.max.bytes): Kafka answers UNKNOWN_SERVER_ERROR, not a retriable error.
             logger.warning("cannot append to %s: %s", TRANSACTION_STATE_TOPIC, error)
-            return self.coordinator.write_failed(write_id, ErrorCode(error.error_code))
+            return coordinator.write_failed(write_id, ErrorCode(error.error_code))
+        except NotLeaderError:
+            return coordinator.write_failed(write_id, ErrorCode.not_leader_or_follower)
         except (OSError, StorageError) as error:
             logger.error("cannot append to %s: %s", TRANSACTION_STATE_TOPIC, error)
-            return self.coordinator.write_failed(write_id, ErrorCode.kafka_storage_error)
+            return coordinator.write_failed(write_id, ErrorCode.kafka_storage_error)
+        if self.clustered:
+            error_code = await self._replicated(TRANSACTION_STATE_TOPIC, 0, log.log_end_offset)
+            if coordinator is not self.coordinator:
+                # Unloaded meanwhile: the write's fate belongs to the next coordinator's load.
+                return ErrorCode.not_coordinator
+            if error_code is not ErrorCode.none:
+                return coordinator.write_failed(write_id, error_code)
+            coordinator.write_succeeded(write_id)
+            return ErrorCode.none
         if self.config.acks_all_fsync:
             commit = self._group_commit(TRANSACTION_STATE_TOPIC, 0)
             if commit is not None:
@@ -221,8 +383,13 @@ class TxnRuntime:
         expected_producer_id: int,
         expected_producer_epoch: int,
     ) -> InitProducerIdResult:
-        if not self.ensure_started():
-            return InitProducerIdResult(ErrorCode.coordinator_not_available)
+        if transactional_id is None and self.producer_ids is not None:
+            # A cluster member answers an idempotent producer itself, from the controller's
+            # block: nothing to store (Kafka's handleInitProducerId without a transactional id).
+            return self._idempotent_producer_id(self.producer_ids)
+        not_ready = self.coordinator_error()
+        if not_ready is not None:
+            return InitProducerIdResult(not_ready)
         result, records = self.coordinator.init_producer_id(
             transactional_id,
             transaction_timeout_ms,
@@ -230,6 +397,7 @@ class TxnRuntime:
             expected_producer_id,
             expected_producer_epoch,
         )
+        self._wants_producer_ids()
         error = await self._write(records, result.write_id)
         if error != ErrorCode.none:
             return InitProducerIdResult(error)
@@ -237,6 +405,18 @@ class TxnRuntime:
             # The fenced producer's transaction is aborted before the answer, so the client's
             # retry (it got CONCURRENT_TRANSACTIONS) finds it complete.
             await self.complete(result.markers)
+        return result
+
+    def _idempotent_producer_id(
+        self, producer_ids: ControllerProducerIdManager
+    ) -> InitProducerIdResult:
+        try:
+            producer_id, _record = producer_ids.allocate()
+        except ProducerIdsUnavailableError:
+            result = InitProducerIdResult(ErrorCode.coordinator_load_in_progress)
+        else:
+            result = InitProducerIdResult(ErrorCode.none, producer_id, 0)
+        self._wants_producer_ids()
         return result
 
     async def add_partitions(
@@ -249,8 +429,9 @@ class TxnRuntime:
         client_transaction_version: int | None = None,
     ) -> AddPartitionsToTxnResult:
         wanted = list(partitions)
-        if not self.ensure_started():
-            return _every(wanted, ErrorCode.coordinator_not_available)
+        not_ready = self.coordinator_error()
+        if not_ready is not None:
+            return _every(wanted, not_ready)
         result, records = self.coordinator.add_partitions_to_txn(
             transactional_id,
             producer_id,
@@ -269,7 +450,13 @@ class TxnRuntime:
         self, transactional_id: str, producer_id: int, producer_epoch: int, topic: str, index: int
     ) -> ErrorCode:
         """KIP-890 part 1 for Produce: is (topic, index) in the producer's ongoing
-        transaction? Synchronous, so nothing can change between this answer and the append."""
+        transaction? Synchronous, so nothing can change between this answer and the append.
+
+        On a cluster whose transaction coordinator is another broker this is NONE: Kafka asks
+        that coordinator (AddPartitionsToTxn verify_only); Odradek does not yet, so a
+        transactional batch is not verified there."""
+        if self.clustered and not self._started:
+            return ErrorCode.none
         if not self.ensure_started():
             return ErrorCode.coordinator_not_available
         partition = TopicPartition(topic, index)
@@ -281,8 +468,9 @@ class TxnRuntime:
     async def add_offsets(
         self, transactional_id: str, producer_id: int, producer_epoch: int, group_id: str
     ) -> ErrorCode:
-        if not self.ensure_started():
-            return ErrorCode.coordinator_not_available
+        not_ready = self.coordinator_error()
+        if not_ready is not None:
+            return not_ready
         result, records = self.coordinator.add_offsets_to_txn(
             transactional_id, producer_id, producer_epoch, group_id, now_ms()
         )
@@ -312,8 +500,9 @@ class TxnRuntime:
         commit: bool,
         transaction_version: int = 1,
     ) -> EndTxnResult:
-        if not self.ensure_started():
-            return EndTxnResult(ErrorCode.coordinator_not_available)
+        not_ready = self.coordinator_error()
+        if not_ready is not None:
+            return EndTxnResult(not_ready)
         result, records = self.coordinator.end_txn(
             transactional_id, producer_id, producer_epoch, commit, now_ms(), transaction_version
         )
@@ -334,7 +523,33 @@ class TxnRuntime:
         waits: list[tuple[str, int, int]] = []
         for topic, index in markers.partitions:
             end: int | None = None
-            while True:
+            while self.clustered:
+                try:
+                    end = self._write_marker(markers, topic, index, now_ms())
+                except NotLeaderError:
+                    # Another broker leads it: WriteTxnMarkers there (KIP-98's marker channel).
+                    if await self._send_marker(markers, topic, index):
+                        break
+                    await asyncio.sleep(_RETRY_S)
+                    continue
+                except OSError as error:
+                    logger.error("marker for %s-%d failed, retrying: %s", topic, index, error)
+                    await asyncio.sleep(_RETRY_S)
+                    continue
+                except StorageError as error:
+                    logger.warning("marker for %s-%d not written: %s", topic, index, error)
+                    break
+                if end is not None and (
+                    await self._replicated(topic, index, end) is not ErrorCode.none
+                ):
+                    # Not replicated (leadership moved, or too few replicas): write it again
+                    # where the partition is led now; a repeated marker is harmless.
+                    end = None
+                    await asyncio.sleep(_RETRY_S)
+                    continue
+                end = None
+                break
+            while not self.clustered:
                 try:
                     end = self._write_marker(markers, topic, index, now_ms())
                 except OSError as error:
@@ -373,6 +588,75 @@ class TxnRuntime:
             now,
         )
 
+    async def _send_marker(self, markers: TxnMarkers, topic: str, index: int) -> bool:
+        """WriteTxnMarkers v1 for one partition to its leader (from the metadata image); True
+        once it is written there (or cannot ever be: the partition is gone, the producer's or
+        the coordinator's epoch is older), False to retry."""
+        replicas = self.replicas
+        if replicas is None:
+            return True
+        image = replicas.member.image
+        topic_id = image.topics_by_name.get(topic)
+        if topic_id is None or index not in image.topics_by_id[topic_id].partitions:
+            logger.warning("marker for %s-%d: no such partition", topic, index)
+            return True
+        leader = image.topics_by_id[topic_id].partitions[index].leader
+        registration = image.brokers.get(leader) if leader >= 0 else None
+        endpoint = None
+        if registration is not None:
+            endpoint = next(
+                (e for e in registration.listeners if e.name == replicas.member.listener_name),
+                None,
+            )
+        if endpoint is None or leader == self.config.node_id:
+            return False
+        channel = self._marker_channels.get(leader)
+        if channel is None or (channel.host, channel.port) != (endpoint.host, endpoint.port):
+            if channel is not None:
+                await channel.close()
+            channel = KafkaChannel(
+                endpoint.host, endpoint.port, f"odradek-txn-markers-{self.config.node_id}"
+            )
+            self._marker_channels[leader] = channel
+        module = request_module(ApiKey.WRITE_TXN_MARKERS, _WRITE_TXN_MARKERS_VERSION)
+        try:
+            response = await channel.request(
+                ApiKey.WRITE_TXN_MARKERS,
+                _WRITE_TXN_MARKERS_VERSION,
+                timeout_s=self._append_timeout_ms / 1000 + 5,
+                markers=(
+                    make(
+                        nested(module, "WritableTxnMarker"),
+                        producer_id=markers.producer_id,
+                        producer_epoch=markers.producer_epoch,
+                        transaction_result=markers.commit,
+                        topics=(
+                            make(
+                                nested(module, "WritableTxnMarkerTopic"),
+                                name=topic,
+                                partition_indexes=(index,),
+                            ),
+                        ),
+                        coordinator_epoch=markers.coordinator_epoch,
+                    ),
+                ),
+            )
+        except ChannelError as error:
+            logger.info("marker for %s-%d to broker %d: %s", topic, index, leader, error)
+            return False
+        error_code = ErrorCode(response.markers[0].topics[0].partitions[0].error_code)
+        if error_code is ErrorCode.none:
+            return True
+        if error_code in (
+            ErrorCode.unknown_topic_or_partition,
+            ErrorCode.invalid_producer_epoch,
+            ErrorCode.transaction_coordinator_fenced,
+        ):
+            logger.warning("marker for %s-%d refused: %s", topic, index, error_code.name)
+            return True
+        logger.info("marker for %s-%d: %s, retrying", topic, index, error_code.name)
+        return False
+
     def write_marker(
         self,
         topic: str,
@@ -384,7 +668,12 @@ class TxnRuntime:
         now: int,
     ) -> int | None:
         """Append one marker (WriteTxnMarkers' work); the end offset to wait on, or None when
-        the partition does not exist. Raises StorageError / OSError from the log."""
+        the partition does not exist. Raises StorageError / OSError from the log; on a
+        cluster NotLeaderError when this broker does not lead the partition."""
+        if self.clustered:
+            return self._write_marker_as_leader(
+                topic, index, producer_id, producer_epoch, commit, coordinator_epoch, now
+            )
         if topic == OFFSETS_TOPIC:
             if self._logs.log(topic, index) is None:
                 return None
@@ -399,6 +688,38 @@ class TxnRuntime:
         log.high_watermark = log.log_end_offset
         self._data_arrived.notify((topic, index))
         return info.last_offset + 1
+
+    def _write_marker_as_leader(
+        self,
+        topic: str,
+        index: int,
+        producer_id: int,
+        producer_epoch: int,
+        commit: bool,
+        coordinator_epoch: int,
+        now: int,
+    ) -> int | None:
+        if self._logs.log(topic, index) is None and (
+            self.replicas is None or topic not in self.replicas.member.image.topics_by_name
+        ):
+            return None
+        hosted = self._led(topic, index)
+        if hosted is None:
+            raise NotLeaderError(f"not the leader of {topic}-{index}")
+        if topic == OFFSETS_TOPIC:
+            return self._groups.write_marker(
+                index, producer_id, producer_epoch, commit, coordinator_epoch, now
+            )
+        info = hosted.log.append_control(
+            producer_id, producer_epoch, commit, coordinator_epoch, now
+        )
+        assert self.replicas is not None
+        self.replicas.after_leader_append(hosted)
+        return info.last_offset + 1
+
+    async def wait_replicated(self, topic: str, index: int, end: int) -> ErrorCode:
+        """WriteTxnMarkers on a cluster: until the marker ending at `end` is replicated."""
+        return await self._replicated(topic, index, end)
 
     # -- timers ------------------------------------------------------------------------------
 

@@ -23,17 +23,27 @@ PartitionErrors = dict[str, dict[int, ErrorCode]]
 def known_partitions(
     context: BrokerContext, topics: Iterable[Any]
 ) -> tuple[PartitionErrors, dict[str, list[Any]]]:
-    """Each requested partition's error so far, and the request's partitions this broker has.
+    """Each requested partition's error so far, and the request's partitions this broker has
+    (on a cluster: the partitions the metadata image has).
 
     A known partition starts at NONE; the coordinator's answer overwrites it.
     """
     errors: PartitionErrors = {}
     known: dict[str, list[Any]] = {}
+    image = context.cluster.image if context.cluster is not None else None
     for topic in topics:
         topic_errors = errors.setdefault(topic.name, {})
+        # On a cluster the coordinator need not host the topic: the metadata image says
+        # which partitions exist.
+        described = image.topic(topic.name) if image is not None else None
         for partition in topic.partitions:
             index = partition.partition_index
-            if context.logs.log(topic.name, index) is None:
+            exists = (
+                described is not None and index in described.partitions
+                if image is not None
+                else context.logs.log(topic.name, index) is not None
+            )
+            if not exists:
                 topic_errors[index] = ErrorCode.unknown_topic_or_partition
             else:
                 topic_errors[index] = ErrorCode.none

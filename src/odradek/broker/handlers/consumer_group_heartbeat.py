@@ -7,8 +7,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from kio.schema.errors import ErrorCode
-
 from odradek.broker import dispatcher
 from odradek.broker.context import BrokerContext
 from odradek.broker.group_runtime import CoordinatorNotAvailableError, milliseconds
@@ -51,10 +49,11 @@ async def handle(context: BrokerContext, header: RequestHeader, request: Any) ->
         answer: ConsumerGroupHeartbeatResponse = await groups.run(
             lambda reference, now: groups.coordinator.consumer_group_heartbeat(
                 reference, heartbeat, groups.topics(), now
-            )
+            ),
+            group_id=request.group_id,
         )
-    except CoordinatorNotAvailableError:
-        answer = ConsumerGroupHeartbeatResponse(ErrorCode.coordinator_not_available)
+    except CoordinatorNotAvailableError as unavailable:
+        answer = ConsumerGroupHeartbeatResponse(unavailable.error_code)
     module = response_module(ApiKey.CONSUMER_GROUP_HEARTBEAT, version)
     assignment = None
     if answer.assignment is not None:

@@ -29,10 +29,17 @@ async def handle(context: BrokerContext, header: RequestHeader, request: Any) ->
     coordinator = context.groups.coordinator
 
     def describe() -> list[tuple[DescribedGroup, bool]]:
-        return [
-            (described, coordinator.group(described.group_id) is not None)
-            for described in coordinator.describe_groups(request.groups)
-        ]
+        # On a cluster a group this broker does not coordinate gets NOT_COORDINATOR (or
+        # COORDINATOR_LOAD_IN_PROGRESS), as each coordinator answers only for its own.
+        answers = []
+        for group_id in request.groups:
+            not_here = context.groups.coordinator_error(group_id)
+            if not_here is not None:
+                answers.append((DescribedGroup(group_id, not_here, "", "", "", ()), True))
+                continue
+            (described,) = coordinator.describe_groups([group_id])
+            answers.append((described, coordinator.group(group_id) is not None))
+        return answers
 
     try:
         answers = await context.groups.read(describe)

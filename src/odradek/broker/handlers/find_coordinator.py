@@ -1,4 +1,6 @@
-"""FindCoordinator: this node coordinates every group and every transactional id.
+"""FindCoordinator: this node coordinates every group and every transactional id (alone); on
+a cluster the leader of the key's `__consumer_offsets` / `__transaction_state` partition does
+(`cluster_handlers.find_coordinator`).
 
 v4+ asks for several keys at once (`coordinator_keys`) and gets one answer per key.
 """
@@ -9,7 +11,7 @@ from typing import Any
 
 from kio.schema.errors import ErrorCode
 
-from odradek.broker import dispatcher
+from odradek.broker import cluster_handlers, dispatcher
 from odradek.broker.context import BrokerContext
 from odradek.protocol.api_keys import ApiKey
 from odradek.protocol.codec import RequestHeader, make, nested, response_module, response_type
@@ -23,7 +25,21 @@ async def handle(context: BrokerContext, header: RequestHeader, request: Any) ->
     version = header.api_version
     key_type = getattr(request, "key_type", GROUP_KEY_TYPE)
 
-    def answer(key: str) -> dict[str, Any]:
+    async def answer(key: str) -> dict[str, Any]:
+        if context.cluster is not None and key_type in (GROUP_KEY_TYPE, TRANSACTION_KEY_TYPE):
+            error, node_id, host, port = await cluster_handlers.find_coordinator(
+                context, key, key_type == TRANSACTION_KEY_TYPE
+            )
+            return {
+                "key": key,
+                "error_code": error,
+                "error_message": None
+                if error is ErrorCode.none
+                else "The coordinator is not available.",
+                "node_id": node_id,
+                "host": host,
+                "port": port,
+            }
         if key_type in (GROUP_KEY_TYPE, TRANSACTION_KEY_TYPE):
             ready = (
                 context.groups.ensure_offsets_topic()
@@ -56,10 +72,12 @@ async def handle(context: BrokerContext, header: RequestHeader, request: Any) ->
 
     response = response_type(ApiKey.FIND_COORDINATOR, version)
     if version < 4:
-        return make(response, throttle_time=0, **answer(request.key))
+        return make(response, throttle_time=0, **(await answer(request.key)))
     coordinator = nested(response_module(ApiKey.FIND_COORDINATOR, version), "Coordinator")
     return make(
         response,
         throttle_time=0,
-        coordinators=tuple(make(coordinator, **answer(key)) for key in request.coordinator_keys),
+        coordinators=tuple(
+            [make(coordinator, **(await answer(key))) for key in request.coordinator_keys]
+        ),
     )

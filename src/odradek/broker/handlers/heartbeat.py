@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from kio.schema.errors import ErrorCode
-
 from odradek.broker import dispatcher
 from odradek.broker.context import BrokerContext
 from odradek.broker.group_runtime import CoordinatorNotAvailableError
@@ -26,10 +24,11 @@ async def handle(context: BrokerContext, header: RequestHeader, request: Any) ->
                 request.member_id,
                 instance_id,
                 now,
-            )
+            ),
+            group_id=request.group_id,
         )
-    except CoordinatorNotAvailableError:
-        answer = ErrorResponse(ErrorCode.coordinator_not_available)
+    except CoordinatorNotAvailableError as unavailable:
+        answer = ErrorResponse(unavailable.error_code)
     return make(
         response_type(ApiKey.HEARTBEAT, header.api_version),
         throttle_time=0,

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from kio.schema.errors import ErrorCode
-
 from odradek.broker import dispatcher
 from odradek.broker.context import BrokerContext
 from odradek.broker.group_runtime import CoordinatorNotAvailableError, milliseconds
@@ -37,10 +35,11 @@ async def handle(context: BrokerContext, header: RequestHeader, request: Any) ->
         answer: JoinGroupResponse = await context.groups.run(
             lambda reference, now: context.groups.coordinator.join_group(
                 reference, join, now, context.groups.topics()
-            )
+            ),
+            group_id=request.group_id,
         )
-    except CoordinatorNotAvailableError:
-        answer = JoinGroupResponse(ErrorCode.coordinator_not_available, member_id=join.member_id)
+    except CoordinatorNotAvailableError as unavailable:
+        answer = JoinGroupResponse(unavailable.error_code, member_id=join.member_id)
     member_type = nested(response_module(ApiKey.JOIN_GROUP, version), "JoinGroupResponseMember")
     flexible_names = version >= 7
     return make(

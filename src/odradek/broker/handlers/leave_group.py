@@ -25,10 +25,11 @@ async def handle(context: BrokerContext, header: RequestHeader, request: Any) ->
         answer: LeaveGroupResponse = await context.groups.run(
             lambda reference, now: context.groups.coordinator.leave_group(
                 reference, request.group_id, leaving, now
-            )
+            ),
+            group_id=request.group_id,
         )
-    except CoordinatorNotAvailableError:
-        answer = LeaveGroupResponse(ErrorCode.coordinator_not_available)
+    except CoordinatorNotAvailableError as unavailable:
+        answer = LeaveGroupResponse(unavailable.error_code)
     response = response_type(ApiKey.LEAVE_GROUP, version)
     if version < 3:
         error = answer.error

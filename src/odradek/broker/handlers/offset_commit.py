@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from kio.schema.errors import ErrorCode
-
 from odradek.broker import dispatcher
 from odradek.broker.context import BrokerContext
 from odradek.broker.group_runtime import CoordinatorNotAvailableError
@@ -38,12 +36,13 @@ async def handle(context: BrokerContext, header: RequestHeader, request: Any) ->
             answer: OffsetCommitResponse = await context.groups.run(
                 lambda reference, now: context.groups.coordinator.commit_offsets(
                     reference, commit, now
-                )
+                ),
+                group_id=request.group_id,
             )
-        except CoordinatorNotAvailableError:
+        except CoordinatorNotAvailableError as unavailable:
             answer = OffsetCommitResponse(
                 {
-                    topic: dict.fromkeys(partitions, ErrorCode.coordinator_not_available)
+                    topic: dict.fromkeys(partitions, unavailable.error_code)
                     for topic, partitions in valid.items()
                 }
             )

@@ -27,10 +27,11 @@ async def handle(context: BrokerContext, header: RequestHeader, request: Any) ->
         answer: OffsetDeleteResponse = await context.groups.run(
             lambda reference, now: context.groups.coordinator.delete_offsets(
                 reference, request.group_id, valid, now
-            )
+            ),
+            group_id=request.group_id,
         )
-    except CoordinatorNotAvailableError:
-        answer = OffsetDeleteResponse(ErrorCode.coordinator_not_available, {})
+    except CoordinatorNotAvailableError as unavailable:
+        answer = OffsetDeleteResponse(unavailable.error_code, {})
     response = response_type(ApiKey.OFFSET_DELETE, version)
     if answer.error != ErrorCode.none:
         return make(response, error_code=answer.error, throttle_time=0, topics=())

@@ -13,7 +13,7 @@ from kio.schema.errors import ErrorCode
 
 from odradek.broker import dispatcher
 from odradek.broker.context import BrokerContext
-from odradek.broker.group_runtime import CoordinatorNotAvailableError
+from odradek.broker.group_runtime import CoordinatorNotAvailableError, NotCoordinatorError
 from odradek.protocol.api_keys import ApiKey
 from odradek.protocol.codec import RequestHeader, make, nested, response_module, response_type
 
@@ -82,26 +82,36 @@ async def handle(context: BrokerContext, header: RequestHeader, request: Any) ->
     if not multi:
         try:
             error, topics = await context.groups.read(
-                lambda: fetch(request.group_id, request.topics, None, -1)
+                lambda: fetch(request.group_id, request.topics, None, -1),
+                group_id=request.group_id,
             )
+        except NotCoordinatorError as not_coordinator:
+            error, topics = not_coordinator.error_code, ()
         except CoordinatorNotAvailableError:
             error, topics = ErrorCode.not_coordinator, ()
         return make(response, throttle_time=0, topics=topics, error_code=error)
     group_type = nested(module, "OffsetFetchResponseGroup")
 
     def fetch_groups() -> list[tuple[str, ErrorCode, tuple[Any, ...]]]:
-        return [
-            (
-                group.group_id,
-                *fetch(
+        answers: list[tuple[str, ErrorCode, tuple[Any, ...]]] = []
+        for group in request.groups:
+            # On a cluster each group is answered by its own coordinator.
+            not_here = context.groups.coordinator_error(group.group_id)
+            if not_here is not None:
+                answers.append((group.group_id, not_here, ()))
+                continue
+            answers.append(
+                (
                     group.group_id,
-                    group.topics,
-                    getattr(group, "member_id", None),
-                    getattr(group, "member_epoch", -1),
-                ),
+                    *fetch(
+                        group.group_id,
+                        group.topics,
+                        getattr(group, "member_id", None),
+                        getattr(group, "member_epoch", -1),
+                    ),
+                )
             )
-            for group in request.groups
-        ]
+        return answers
 
     try:
         answers = await context.groups.read(fetch_groups)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from kio.schema.errors import ErrorCode
-
 from odradek.broker import dispatcher
 from odradek.broker.context import BrokerContext
 from odradek.broker.group_runtime import CoordinatorNotAvailableError
@@ -30,10 +28,11 @@ async def handle(context: BrokerContext, header: RequestHeader, request: Any) ->
         answer: SyncGroupResponse = await context.groups.run(
             lambda reference, now: context.groups.coordinator.sync_group(
                 reference, sync, now, context.groups.topics()
-            )
+            ),
+            group_id=request.group_id,
         )
-    except CoordinatorNotAvailableError:
-        answer = SyncGroupResponse(ErrorCode.coordinator_not_available)
+    except CoordinatorNotAvailableError as unavailable:
+        answer = SyncGroupResponse(unavailable.error_code)
     return make(
         response_type(ApiKey.SYNC_GROUP, version),
         throttle_time=0,

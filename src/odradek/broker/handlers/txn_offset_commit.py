@@ -67,11 +67,12 @@ async def handle(context: BrokerContext, header: RequestHeader, request: Any) ->
                 answer: OffsetCommitResponse = await context.groups.run(
                     lambda reference, now: context.groups.coordinator.txn_commit_offsets(
                         reference, commit, now
-                    )
+                    ),
+                    group_id=request.group_id,
                 )
-            except CoordinatorNotAvailableError:
-                answer = OffsetCommitResponse({}).with_error(ErrorCode.coordinator_not_available)
-                error = ErrorCode.coordinator_not_available
+            except CoordinatorNotAvailableError as unavailable:
+                answer = OffsetCommitResponse({}).with_error(unavailable.error_code)
+                error = unavailable.error_code
         else:
             answer = OffsetCommitResponse({})
         for topic_name, partitions in valid.items():

@@ -949,9 +949,13 @@ class GroupCoordinator:
         member.assigned = current.assigned
         member.pending_revocation = current.pending_revocation
 
-    def finish_loading(self, now_ms: int) -> None:
-        """After replay: loaded members' sessions start now (as in Kafka's group load)."""
+    def finish_loading(self, now_ms: int, partition: int | None = None) -> None:
+        """After replay: loaded members' sessions start now (as in Kafka's group load); with
+        `partition`, only the groups of that `__consumer_offsets` partition (a cluster member
+        that just became its leader)."""
         for group in self.groups.values():
+            if partition is not None and self.partition_for(group.group_id) != partition:
+                continue
             if isinstance(group, ClassicGroup):
                 for member in group.members.values():
                     member.heartbeat_deadline_ms = now_ms + member.session_timeout_ms
@@ -968,6 +972,45 @@ class GroupCoordinator:
                         now_ms + consumer_member.rebalance_timeout_ms
                     )
             self.consumer.mark_persisted(group)
+
+    def unload_partition(
+        self, partition: int
+    ) -> list[tuple[int, JoinGroupResponse | SyncGroupResponse]]:
+        """Forget every group, committed and staged offset of `__consumer_offsets`-`partition`
+        (Kafka's GroupCoordinator.onResignation: this broker no longer leads it). Returns the
+        parked JoinGroup / SyncGroup answers to send now, each NOT_COORDINATOR, so their
+        members find the new coordinator."""
+        answers: list[tuple[int, JoinGroupResponse | SyncGroupResponse]] = []
+        for group_id in [g for g in self.groups if self.partition_for(g) == partition]:
+            group = self.groups.pop(group_id)
+            if isinstance(group, ClassicGroup):
+                for member in group.members.values():
+                    if member.join_ref is not None:
+                        answers.append(
+                            (
+                                member.join_ref,
+                                JoinGroupResponse(
+                                    ErrorCode.not_coordinator, member_id=member.member_id
+                                ),
+                            )
+                        )
+                    if member.sync_ref is not None:
+                        answers.append(
+                            (member.sync_ref, SyncGroupResponse(ErrorCode.not_coordinator))
+                        )
+                    member.join_ref = member.sync_ref = None
+        for group_id in [g for g in self.offsets if self.partition_for(g) == partition]:
+            del self.offsets[group_id]
+        for key in [k for k in self._committed_order if self.partition_for(k[0]) == partition]:
+            del self._committed_order[key]
+        for producer_id, staged in list(self.pending_txn_offsets.items()):
+            for group_id in [g for g in staged if self.partition_for(g) == partition]:
+                del staged[group_id]
+            if not staged:
+                del self.pending_txn_offsets[producer_id]
+        for staged_key in [k for k in self._staged_order if self.partition_for(k[1]) == partition]:
+            del self._staged_order[staged_key]
+        return answers
 
     # -- timers ------------------------------------------------------------------------------
 

@@ -93,7 +93,12 @@ from odradek.coordinator.txn.errors import (
     error_for_version,
     fenced_error_for,
 )
-from odradek.coordinator.txn.producer_ids import ProducerIdManager, ProducerIdsExhaustedError
+from odradek.coordinator.txn.producer_ids import (
+    ControllerProducerIdManager,
+    ProducerIdManager,
+    ProducerIdsExhaustedError,
+    ProducerIdsUnavailableError,
+)
 from odradek.coordinator.txn.records import (
     CoordinatorEpochEntry,
     DecodedRecord,
@@ -133,6 +138,7 @@ __all__ = [
     "VALID_PREVIOUS_STATES",
     "AddOffsetsToTxnResult",
     "AddPartitionsToTxnResult",
+    "ControllerProducerIdManager",
     "CoordinatorEpochEntry",
     "CoordinatorSnapshot",
     "DecodedRecord",
@@ -147,6 +153,7 @@ __all__ = [
     "ProducerIdBlockEntry",
     "ProducerIdManager",
     "ProducerIdsExhaustedError",
+    "ProducerIdsUnavailableError",
     "RecordDecodeError",
     "StartResult",
     "TopicPartition",

@@ -19,7 +19,11 @@ from typing import TypeVar
 from kio.schema.errors import ErrorCode
 
 from odradek.coordinator.txn.errors import coordinator_error_for_append_error
-from odradek.coordinator.txn.producer_ids import DEFAULT_BLOCK_SIZE, ProducerIdManager
+from odradek.coordinator.txn.producer_ids import (
+    DEFAULT_BLOCK_SIZE,
+    ProducerIdManager,
+    ProducerIdsUnavailableError,
+)
 from odradek.coordinator.txn.records import (
     CoordinatorEpochEntry,
     ProducerIdBlockEntry,
@@ -214,10 +218,13 @@ class TransactionCoordinator:
         self,
         offsets_partition_for: Callable[[str], int],
         config: TransactionConfig | None = None,
+        producer_ids: ProducerIdManager | None = None,
     ) -> None:
         self.config = config or TransactionConfig()
         self._offsets_partition_for = offsets_partition_for
-        self._producer_ids = ProducerIdManager(
+        # A cluster member passes its ControllerProducerIdManager, shared by the coordinators
+        # it loads and unloads as it gains and loses `__transaction_state` leadership.
+        self._producer_ids = producer_ids or ProducerIdManager(
             self.config.producer_id_block_size, broker_id=self.config.broker_id
         )
         self._transactions: dict[str, TransactionMetadata] = {}
@@ -261,13 +268,16 @@ class TransactionCoordinator:
             self._coordinator_epoch = max(self._coordinator_epoch, entry.coordinator_epoch)
         # Unknown key versions are skipped, as Kafka's loader does.
 
-    def start(self, now_ms: int) -> tuple[StartResult, Records]:
-        """Finish loading: persist coordinator epoch + 1 and list the transactions whose markers
-        must be (re)written. Requests get COORDINATOR_LOAD_IN_PROGRESS until the write succeeds;
-        call again if it failed."""
+    def start(
+        self, now_ms: int, coordinator_epoch: int | None = None
+    ) -> tuple[StartResult, Records]:
+        """Finish loading: persist coordinator epoch + 1 (or `coordinator_epoch`, on a cluster
+        the `__transaction_state` partition's leader epoch, as in Kafka) and list the
+        transactions whose markers must be (re)written. Requests get
+        COORDINATOR_LOAD_IN_PROGRESS until the write succeeds; call again if it failed."""
         if self._loaded or self._starting:
             raise RuntimeError("start() already called")
-        epoch = self._coordinator_epoch + 1
+        epoch = self._coordinator_epoch + 1 if coordinator_epoch is None else coordinator_epoch
         self._starting = True
         write_id = self._new_write(_PendingWrite(coordinator_epoch=epoch))
         markers = tuple(
@@ -325,9 +335,30 @@ class TransactionCoordinator:
         expected_producer_epoch: int = NO_PRODUCER_EPOCH,
     ) -> tuple[InitProducerIdResult, Records]:
         """InitProducerId. ``expected_*`` are the request's producer_id/producer_epoch (v3+,
-        KIP-360), -1 when absent."""
+        KIP-360), -1 when absent. COORDINATOR_LOAD_IN_PROGRESS while loading and while a
+        cluster member waits for its next producer-id block."""
         if not self._loaded:
             return InitProducerIdResult(ErrorCode.coordinator_load_in_progress), []
+        try:
+            return self._init_producer_id(
+                transactional_id,
+                transaction_timeout_ms,
+                now_ms,
+                expected_producer_id,
+                expected_producer_epoch,
+            )
+        except ProducerIdsUnavailableError:
+            # Raised before any state changed: ids are drawn before transitions are prepared.
+            return InitProducerIdResult(ErrorCode.coordinator_load_in_progress), []
+
+    def _init_producer_id(
+        self,
+        transactional_id: str | None,
+        transaction_timeout_ms: int,
+        now_ms: int,
+        expected_producer_id: int,
+        expected_producer_epoch: int,
+    ) -> tuple[InitProducerIdResult, Records]:
         if transactional_id is None:
             # Idempotent producer: a fresh id, epoch 0, whatever it sent.
             write = _PendingWrite()

@@ -24,6 +24,11 @@ class ProducerIdsExhaustedError(Exception):
     """No producer id is left below 2**63 (Kafka treats this as fatal, too)."""
 
 
+class ProducerIdsUnavailableError(Exception):
+    """A cluster member's block is used up and the controller's next block has not arrived
+    yet (Kafka's RPCProducerIdManager answers COORDINATOR_LOAD_IN_PROGRESS meanwhile)."""
+
+
 class ProducerIdManager:
     """Hands out producer ids from blocks whose end is persisted before any id leaves."""
 
@@ -83,3 +88,72 @@ class ProducerIdManager:
         """A producer id seen in the log (defensive: never allocate it again)."""
         if producer_id >= self.next_producer_id:
             self.next_producer_id = producer_id + 1
+
+
+#: Ask for the next block once this share of the current one is handed out (Kafka's
+#: RPCProducerIdManager prefetches at 90 %).
+PREFETCH_RATIO = 0.9
+
+
+class ControllerProducerIdManager(ProducerIdManager):
+    """A cluster member's producer ids: only from the controller's AllocateProducerIds blocks
+    (KIP-730, Kafka's RPCProducerIdManager), never from a local block, which could collide
+    with another broker's.
+
+    `install_block` hands in a block; while the current one still has ids, it waits as the
+    next block. `allocate` raises ProducerIdsUnavailableError when no id is left (the answer
+    is COORDINATOR_LOAD_IN_PROGRESS, which clients retry). `wants_block` says when to ask the
+    controller: no block yet, or 90 % of the current one handed out and no next block.
+    Nothing of this is written to `__transaction_state`: the controller's log made the block
+    durable, so the ids a restarted broker hands out come from a fresh block.
+    """
+
+    def __init__(self, broker_id: int = 0) -> None:
+        super().__init__(DEFAULT_BLOCK_SIZE, broker_id)
+        self.block_start = 0
+        self._next_block: tuple[int, int] | None = None
+
+    def allocate(self) -> tuple[int, TransactionRecord | None]:
+        if self.next_producer_id >= self.block_end:
+            if self._next_block is None:
+                raise ProducerIdsUnavailableError("waiting for the controller's next block")
+            self._switch(*self._next_block)
+            self._next_block = None
+        producer_id = self.next_producer_id
+        self.next_producer_id += 1
+        return producer_id, None
+
+    def install_block(self, start: int, length: int) -> None:
+        if length <= 0 or start < 0:
+            raise ValueError(f"bad producer id block {start}+{length}")
+        if self.next_producer_id >= self.block_end:
+            self._switch(start, length)
+        else:
+            self._next_block = (start, length)
+
+    def _switch(self, start: int, length: int) -> None:
+        self.block_start = start
+        self.next_producer_id = start
+        self.block_end = start + length
+        self.durable_block_end = max(self.durable_block_end, self.block_end)
+
+    def wants_block(self) -> bool:
+        """Whether to ask the controller for a block now (none in hand, or the current one
+        90 % used with no next block waiting)."""
+        if self._next_block is not None:
+            return False
+        length = self.block_end - self.block_start
+        if length <= 0 or self.next_producer_id >= self.block_end:
+            return True
+        return self.next_producer_id - self.block_start >= PREFETCH_RATIO * length
+
+    def remaining(self) -> int:
+        following = self._next_block[1] if self._next_block is not None else 0
+        return super().remaining() + following
+
+    def replay_block(self, block_end: int) -> None:
+        """A block record of `__transaction_state` (written by a single broker before this
+        one joined a cluster) says nothing about the controller's blocks: ignored."""
+
+    def observe(self, producer_id: int) -> None:
+        """Ids in the log came from the controller's unique blocks: nothing to skip."""

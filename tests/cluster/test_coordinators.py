@@ -1,0 +1,285 @@
+"""Coordinators on a cluster, with real processes (odradek.Cluster: a controller and three
+brokers): `__consumer_offsets` and `__transaction_state` are replicated topics the controller
+places, FindCoordinator names the leader of the key's partition, a new leader loads the
+partition and the old one unloads it, and producer ids come only from the controller's
+AllocateProducerIds blocks.
+
+- a confluent-kafka consumer group keeps its committed offsets when the broker leading its
+  `__consumer_offsets` partition is killed -9, and goes on from them (nothing skipped, nothing
+  below the last commit read again);
+- 3 brokers x 1,000 InitProducerId across a controller restart and a kill -9 of every broker in
+  turn hand out 3,000 distinct producer ids;
+- a transactional producer commits (and aborts) through a coordinator on another broker than
+  the partition's leader: the markers travel with WriteTxnMarkers.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+from kio.schema.errors import ErrorCode
+
+from odradek.cli.wire import WireClient
+from odradek.cluster import Cluster
+from odradek.coordinator.group.records import partition_for
+
+SESSION_TIMEOUT_MS = 3000
+OFFSETS_PARTITIONS = 3
+FIND_COORDINATOR = 10
+INIT_PRODUCER_ID = 22
+RETRIABLE = {
+    ErrorCode.coordinator_load_in_progress,
+    ErrorCode.coordinator_not_available,
+    ErrorCode.not_coordinator,
+}
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    with Cluster(
+        brokers=3,
+        data_dir=tmp_path_factory.mktemp("coordinators"),
+        log_level="INFO",
+        config={
+            "broker.session.timeout.ms": str(SESSION_TIMEOUT_MS),
+            "broker.heartbeat.interval.ms": "500",
+            "replica.lag.time.max.ms": "1500",
+            "offsets.topic.num.partitions": str(OFFSETS_PARTITIONS),
+        },
+    ) as running:
+        yield running
+
+
+def wait_until(condition: Any, timeout_s: float = 30.0, message: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"{message} not met in {timeout_s} s"
+        time.sleep(0.1)
+
+
+def running_broker(cluster: Cluster) -> int:
+    return next(n for n in cluster.node_ids if cluster.is_running(n))
+
+
+def find_coordinator(cluster: Cluster, key: str, key_type: int) -> int | None:
+    """FindCoordinator v3 from a running broker: the coordinator's node id, or None."""
+    with WireClient(cluster.broker_address(running_broker(cluster)), timeout=10) as client:
+        response = client.request(FIND_COORDINATOR, 3, key=key, key_type=key_type)
+    return int(response.node_id) if response.error_code == ErrorCode.none else None
+
+
+def create_topic(cluster: Cluster, name: str, partitions: int) -> None:
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap_servers, "log_level": 0})
+    futures = admin.create_topics(
+        [
+            NewTopic(
+                name,
+                num_partitions=partitions,
+                replication_factor=3,
+                config={"min.insync.replicas": "2"},
+            )
+        ]
+    )
+    futures[name].result(15)
+
+
+def restart(cluster: Cluster, node_id: int) -> None:
+    cluster.restart(node_id)
+    cluster.wait_for_brokers(cluster.node_ids, timeout_s=SESSION_TIMEOUT_MS / 1000 + 20)
+
+
+def test_group_keeps_its_offsets_when_its_coordinator_is_killed(cluster: Cluster) -> None:
+    topic, group = "orders", "billing"
+    create_topic(cluster, topic, 1)
+    producer = Producer(
+        {"bootstrap.servers": cluster.bootstrap_servers, "acks": "all", "log_level": 0}
+    )
+    for value in range(200):
+        producer.produce(topic, str(value).encode())
+    assert producer.flush(30) == 0
+
+    coordinator = wait_until(
+        lambda: find_coordinator(cluster, group, 0), message="a group coordinator"
+    )
+    # The coordinator leads the group's partition of the replicated __consumer_offsets.
+    offsets = cluster.describe_partition("__consumer_offsets", hash_partition(group))
+    assert offsets.leader == coordinator
+    assert sorted(offsets.replicas) == cluster.node_ids
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": cluster.bootstrap_servers,
+            "group.id": group,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "session.timeout.ms": 10_000,
+            "log_level": 0,
+        }
+    )
+    consumer.subscribe([topic])
+    seen: list[int] = []
+    try:
+        while len(seen) < 100:
+            message = consumer.poll(1.0)
+            if message is not None and message.error() is None:
+                seen.append(int(message.value() or b"-1"))
+                if len(seen) == 100:
+                    consumer.commit(message=message, asynchronous=False)
+        committed_before = len(seen)
+        cluster.wait_for_isr("__consumer_offsets", hash_partition(group), 3, timeout_s=15)
+
+        cluster.kill(coordinator)
+        new_coordinator = wait_until(
+            lambda: (
+                (node := find_coordinator(cluster, group, 0)) not in (None, coordinator) and node
+            ),
+            message="a new group coordinator",
+        )
+        assert new_coordinator != coordinator
+        # The new coordinator loaded the group's committed offset.
+        (committed,) = consumer.committed([TopicPartition(topic, 0)], timeout=30)
+        assert committed.offset == committed_before
+
+        deadline = time.monotonic() + 60
+        while len(set(seen)) < 200 and time.monotonic() < deadline:
+            message = consumer.poll(1.0)
+            if message is not None and message.error() is None:
+                seen.append(int(message.value() or b"-1"))
+                consumer.commit(message=message, asynchronous=False)
+    finally:
+        consumer.close()
+    assert sorted(set(seen)) == list(range(200)), "a message was skipped"
+    # At least once: only what followed the last commit may be read again.
+    assert len(seen[:committed_before]) == len(set(seen[:committed_before]))
+    assert all(value >= committed_before for value in seen[committed_before:])
+
+    restart(cluster, coordinator)
+    # A fresh member of the group starts at the last commit, wherever the coordinator is now.
+    fresh = Consumer(
+        {"bootstrap.servers": cluster.bootstrap_servers, "group.id": group, "log_level": 0}
+    )
+    try:
+        (committed,) = fresh.committed([TopicPartition(topic, 0)], timeout=30)
+        assert committed.offset == 200
+    finally:
+        fresh.close()
+
+
+def hash_partition(group: str) -> int:
+    return partition_for(group, OFFSETS_PARTITIONS)
+
+
+def init_producer_ids(cluster: Cluster, node_id: int, count: int) -> list[int]:
+    """`count` idempotent InitProducerId (v4) answers from broker `node_id`, retrying the
+    retriable errors (a block being fetched, a broker just restarted)."""
+    ids: list[int] = []
+    deadline = time.monotonic() + 60
+    while len(ids) < count:
+        assert time.monotonic() < deadline, f"broker {node_id} gave {len(ids)} producer ids"
+        try:
+            with WireClient(cluster.broker_address(node_id), timeout=10) as client:
+                while len(ids) < count:
+                    response = client.request(
+                        INIT_PRODUCER_ID,
+                        4,
+                        transactional_id=None,
+                        transaction_timeout=60_000,
+                        producer_id=-1,
+                        producer_epoch=-1,
+                    )
+                    if response.error_code == ErrorCode.none:
+                        ids.append(int(response.producer_id))
+                        continue
+                    assert response.error_code in RETRIABLE, response.error_code
+                    time.sleep(0.05)
+        except OSError:
+            time.sleep(0.2)
+    return ids
+
+
+def test_producer_ids_stay_unique_across_restarts_and_kills(cluster: Cluster) -> None:
+    ids: list[int] = []
+    disruptions = ["controller", *cluster.node_ids]
+    for disruption in disruptions:
+        for node in cluster.node_ids:
+            ids += init_producer_ids(cluster, node, 250)
+        if disruption == "controller":
+            cluster.kill(cluster.controller_id)
+            cluster.restart(cluster.controller_id)
+            cluster.wait_for_brokers(cluster.node_ids, timeout_s=30)
+        else:
+            assert isinstance(disruption, int)
+            cluster.kill(disruption)
+            restart(cluster, disruption)
+    assert len(ids) == 3 * 1000
+    assert len(set(ids)) == len(ids), "a producer id was handed out twice"
+
+
+def test_transaction_commits_through_a_coordinator_on_another_broker(cluster: Cluster) -> None:
+    transactional_id = f"copier-{uuid.uuid4()}"
+    coordinator = wait_until(
+        lambda: find_coordinator(cluster, transactional_id, 1),
+        message="a transaction coordinator",
+    )
+    topic = "settled"
+    create_topic(cluster, topic, 3)
+    # A partition whose leader is not the transaction coordinator (leaders are spread).
+    (partition,) = wait_until(
+        lambda: [i for i in range(3) if cluster.leader_of(topic, i) not in (None, coordinator)][:1],
+        message="a partition led elsewhere",
+    )
+
+    producer = Producer(
+        {
+            # Bootstrapping through the coordinator: a broker answering FindCoordinator with
+            # "this node" would write the markers into its own copy of the partition.
+            "bootstrap.servers": cluster.broker_address(coordinator),
+            "transactional.id": transactional_id,
+            "log_level": 0,
+        }
+    )
+    producer.init_transactions(30)
+    producer.begin_transaction()
+    for value in range(10):
+        producer.produce(topic, f"committed-{value}".encode(), partition=partition)
+    producer.commit_transaction(30)
+    producer.begin_transaction()
+    for value in range(5):
+        producer.produce(topic, f"aborted-{value}".encode(), partition=partition)
+    producer.abort_transaction(30)
+    producer.begin_transaction()
+    producer.produce(topic, b"last", partition=partition)
+    producer.commit_transaction(30)
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": cluster.bootstrap_servers,
+            "group.id": f"reader-{uuid.uuid4()}",
+            "isolation.level": "read_committed",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "log_level": 0,
+        }
+    )
+    consumer.assign([TopicPartition(topic, partition)])
+    values: list[str] = []
+    try:
+        deadline = time.monotonic() + 30
+        while "last" not in values and time.monotonic() < deadline:
+            message = consumer.poll(1.0)
+            if message is not None and message.error() is None:
+                values.append((message.value() or b"").decode())
+    finally:
+        consumer.close()
+    # The markers were written on the partition's leader: committed records are visible, the
+    # aborted ones are not, and the last stable offset moved past both transactions.
+    assert values == [f"committed-{value}" for value in range(10)] + ["last"]
