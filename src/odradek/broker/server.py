@@ -136,10 +136,14 @@ class Broker:
             now_ms(),
             files_for_mode(config.storage_mode),
         )
-        for log in logs.all_logs().values():
-            # One node: the in-sync replica set is the leader alone, so everything the log holds
-            # after recovery is replicated "everywhere" (a checkpointed HW may lag after kill -9).
-            log.high_watermark = log.log_end_offset
+        if config.kraft is None:
+            for log in logs.all_logs().values():
+                # One node: the in-sync replica set is the leader alone, so everything the log
+                # holds after recovery is replicated "everywhere" (a checkpointed HW may lag
+                # after kill -9). On a cluster the HW stays at its checkpoint: a replica learns
+                # it again from the leader, and a new leader only advances it as followers catch
+                # up, so an unreplicated tail is never shown to consumers (Kafka's behaviour).
+                log.high_watermark = log.log_end_offset
         loop = asyncio.get_running_loop()
         listener = config.listener
         self.context = BrokerContext(
