@@ -1,0 +1,481 @@
+"""Durability of a replicated cluster with real processes and real clients (issue 12):
+"safety lives in epochs, never in timers".
+
+A controller and three brokers (`odradek.Cluster`); broker 3 reaches the controller through a
+TCP proxy the tests can cut, so it can be isolated from the controller while clients still
+reach it (the zombie-leader window). Every test leaves three live brokers behind.
+
+- acks=1 without idempotence loses what the leader acknowledged when in-sync followers that
+  had not fetched it take over; acks=all with the same schedule loses nothing;
+- two of three brokers down: acks=all times out, then (ISR shrunk) gets NOT_ENOUGH_REPLICAS;
+  acks=1 is acknowledged but not visible until the ISR is back to min.insync.replicas;
+- unclean.leader.election.enable off: offline, nothing lost; on: the out-of-sync replica leads
+  RECOVERING, then RECOVERED, the loss is logged, and open transactions are aborted;
+- KIP-101: two quick leader changes, the returning replicas truncate to the diverging epoch and
+  every replica's log is byte-identical;
+- the zombie leader: acks=1 writes it takes after a new leader is elected are truncated when it
+  returns; acks=all writes sent to it are never acknowledged;
+- a stray replica (topic deleted and recreated while its broker was down) is dropped;
+- confluent-kafka, kafka-python and aiokafka follow a leader kill without losing acknowledged
+  writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from odradek.cli.cluster import read_metadata_image
+from odradek.cli.wire import WireClient
+from odradek.cluster import Cluster
+from odradek.protocol.record_batch import Record, decode_batches, encode_batch
+
+LAG_TIME_MS = 3000
+SESSION_TIMEOUT_MS = 4000
+#: A follower's Fetch waits at most this long at the leader (the replica fetcher's max wait).
+REPLICA_FETCH_MAX_WAIT_S = 0.5
+PROXIED_BROKER = 3
+
+NONE = 0
+LEADER_NOT_AVAILABLE = 5
+REQUEST_TIMED_OUT = 7
+NOT_ENOUGH_REPLICAS = 19
+
+
+class ControllerProxy:
+    """A TCP proxy between one broker and the controller; `cut()` closes every connection and
+    refuses new ones until `heal()` (the broker's process and its client listener stay up)."""
+
+    def __init__(self) -> None:
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._listener.getsockname()[1]
+        self.target: tuple[str, int] | None = None
+        self._cut = threading.Event()
+        self._lock = threading.Lock()
+        self._open: list[socket.socket] = []
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            if self._cut.is_set() or self.target is None:
+                client.close()
+                continue
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._open += [client, upstream]
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while chunk := source.recv(65536):
+                sink.sendall(chunk)
+        for end in (source, sink):
+            with contextlib.suppress(OSError):
+                end.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        self._cut.set()
+        with self._lock:
+            for connection in self._open:
+                with contextlib.suppress(OSError):
+                    connection.shutdown(socket.SHUT_RDWR)
+                connection.close()
+            self._open = []
+
+    def heal(self) -> None:
+        self._cut.clear()
+
+    def close(self) -> None:
+        self._closed = True
+        self.cut()
+        self._listener.close()
+
+
+class ProxiedCluster(Cluster):
+    """A `Cluster` whose broker `PROXIED_BROKER` reaches the controller through `proxy`."""
+
+    def __init__(self, proxy: ControllerProxy, **options: Any) -> None:
+        super().__init__(**options)
+        self.proxy = proxy
+        proxy.target = ("127.0.0.1", self.controller_port)
+
+    def _properties(self, node_id: int) -> dict[str, str]:
+        properties = super()._properties(node_id)
+        if node_id == PROXIED_BROKER:
+            properties["controller.quorum.voters"] = (
+                f"{self.controller_id}@127.0.0.1:{self.proxy.port}"
+            )
+        return properties
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxiedCluster]:
+    proxy = ControllerProxy()
+    try:
+        with ProxiedCluster(
+            proxy,
+            brokers=3,
+            data_dir=tmp_path_factory.mktemp("durability"),  # node logs kept for a reader
+            log_level="INFO",
+            config={
+                "broker.session.timeout.ms": str(SESSION_TIMEOUT_MS),
+                "broker.heartbeat.interval.ms": "500",
+                "replica.lag.time.max.ms": str(LAG_TIME_MS),
+                "odradek.acks.all.fsync": "false",  # Kafka's behaviour: acks from page caches
+            },
+        ) as running:
+            yield running
+    finally:
+        proxy.close()
+
+
+@pytest.fixture(autouse=True)
+def all_brokers_back(cluster: ProxiedCluster) -> Iterator[None]:
+    """Whatever a test stopped, the next one starts with three live brokers."""
+    yield
+    cluster.proxy.heal()
+    for node in cluster.node_ids:
+        if cluster.is_paused(node):
+            cluster.resume(node)
+        if not cluster.is_running(node):
+            cluster.restart(node)
+    cluster.wait_for_brokers(cluster.node_ids, timeout_s=30)
+
+
+# -- helpers --------------------------------------------------------------------------------
+
+
+def wait_until(condition: Any, timeout_s: float = 20.0, message: str = "condition") -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"{message} not met in {timeout_s} s"
+        time.sleep(0.1)
+
+
+def create_topic(
+    cluster: Cluster,
+    name: str,
+    *,
+    replicas: Sequence[int] | None = None,
+    config: dict[str, str] | None = None,
+) -> None:
+    """One partition; `replicas` fixes the assignment (first = preferred leader), else RF=3."""
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap_servers, "log_level": 0})
+    settings = {"min.insync.replicas": "2", **(config or {})}
+    topic = (
+        NewTopic(name, num_partitions=1, replication_factor=3, config=settings)
+        if replicas is None
+        else NewTopic(name, replica_assignment=[list(replicas)], config=settings)
+    )
+    admin.create_topics([topic])[name].result(15)
+    size = 3 if replicas is None else len(replicas)
+    wait_until(lambda: len(describe(cluster, name).isr_nodes) == size, message="full ISR")
+
+
+def describe(cluster: Cluster, topic: str, via: int | None = None) -> Any:
+    """Partition 0 of `topic` as Metadata v12 from one running, unpaused broker."""
+    nodes = (
+        [via]
+        if via is not None
+        else [n for n in cluster.node_ids if cluster.is_running(n) and not cluster.is_paused(n)]
+    )
+    with WireClient(cluster.broker_address(nodes[0]), timeout=5) as client:
+        topic_type = client.build(3, 12, "MetadataRequestTopic", name=topic, topic_id=None)
+        response = client.request(
+            3,
+            12,
+            topics=(topic_type,),
+            allow_auto_topic_creation=False,
+            include_topic_authorized_operations=False,
+        )
+    (described,) = response.topics
+    return described.partitions[0] if described.partitions else None
+
+
+def leader_of(cluster: Cluster, topic: str, via: int | None = None) -> int:
+    return int(describe(cluster, topic, via).leader_id)
+
+
+def isr_of(cluster: Cluster, topic: str, via: int | None = None) -> list[int]:
+    return sorted(int(node) for node in describe(cluster, topic, via).isr_nodes)
+
+
+def followers_of(cluster: Cluster, topic: str, leader: int) -> list[int]:
+    return [int(n) for n in describe(cluster, topic).replica_nodes if int(n) != leader]
+
+
+def wait_for_new_leader(cluster: Cluster, topic: str, old: int) -> int:
+    wait_until(
+        lambda: leader_of(cluster, topic) not in (old, -1),
+        timeout_s=SESSION_TIMEOUT_MS / 1000 + 20,
+        message="a new leader",
+    )
+    return leader_of(cluster, topic)
+
+
+def raw_produce(
+    cluster: Cluster, node: int, topic: str, value: bytes, acks: int, timeout_ms: int = 1000
+) -> tuple[int, int]:
+    """One record by Produce v9 straight to `node`: (error code, base offset)."""
+    with WireClient(cluster.broker_address(node), timeout=timeout_ms / 1000 + 10) as client:
+        records = encode_batch([Record(key=None, value=value, timestamp=int(time.time() * 1000))])
+        data = client.build(0, 9, "PartitionProduceData", index=0, records=records)
+        topic_data = client.build(0, 9, "TopicProduceData", name=topic, partition_data=(data,))
+        response = client.request(
+            0, 9, transactional_id=None, acks=acks, timeout=timeout_ms, topic_data=(topic_data,)
+        )
+    answer = response.responses[0].partition_responses[0]
+    return int(answer.error_code), int(answer.base_offset)
+
+
+def latest_offset(cluster: Cluster, node: int, topic: str) -> int:
+    """ListOffsets v7 latest (read_uncommitted) from `node`: the high watermark clients see."""
+    with WireClient(cluster.broker_address(node), timeout=5) as client:
+        partition = client.build(
+            2, 7, "ListOffsetsPartition", partition_index=0, current_leader_epoch=-1, timestamp=-1
+        )
+        topic_type = client.build(2, 7, "ListOffsetsTopic", name=topic, partitions=(partition,))
+        response = client.request(2, 7, replica_id=-1, isolation_level=0, topics=(topic_type,))
+    answer = response.topics[0].partitions[0]
+    assert answer.error_code == NONE, answer
+    return int(answer.offset)
+
+
+def log_bytes(cluster: Cluster, node: int, topic: str) -> bytes:
+    """Every segment of `topic`-0 on `node`, in offset order, as one byte string."""
+    directory = cluster.data_dir / f"node-{node}" / f"{topic}-0"
+    return b"".join(path.read_bytes() for path in sorted(directory.glob("*.log")))
+
+
+def log_values(cluster: Cluster, node: int, topic: str) -> list[bytes | None]:
+    """The record values in `node`'s log of `topic`-0, control batches left out."""
+    return [
+        record.value
+        for header, records in decode_batches(log_bytes(cluster, node, topic))
+        if not header.is_control
+        for record in records
+    ]
+
+
+def wait_for_identical_logs(cluster: Cluster, topic: str, nodes: Sequence[int]) -> bytes:
+    def identical() -> bool:
+        logs = {log_bytes(cluster, node, topic) for node in nodes}
+        return len(logs) == 1 and next(iter(logs)) != b""
+
+    wait_until(identical, timeout_s=30, message="byte-identical replica logs")
+    return log_bytes(cluster, nodes[0], topic)
+
+
+def consume_values(
+    cluster: Cluster, topic: str, until: Any, timeout_s: float = 20.0, **extra: Any
+) -> list[bytes]:
+    """Values read from offset 0 by a confluent-kafka consumer until `until(values)` holds or
+    `timeout_s` passes."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": cluster.bootstrap_servers,
+            "group.id": f"reader-{topic}-{time.monotonic_ns()}",
+            "enable.auto.commit": False,
+            "log_level": 0,
+            **extra,
+        }
+    )
+    consumer.assign([TopicPartition(topic, 0, 0)])
+    values: list[bytes] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while not until(values) and time.monotonic() < deadline:
+            message = consumer.poll(0.2)
+            if message is None or message.error() is not None:
+                continue
+            values.append(message.value())
+    finally:
+        consumer.close()
+    return values
+
+
+def plain_producer(cluster: Cluster, acks: str, **extra: Any) -> Producer:
+    return Producer(
+        {
+            "bootstrap.servers": cluster.bootstrap_servers,
+            "acks": acks,
+            "linger.ms": 0,
+            "log_level": 0,
+            **extra,
+        }
+    )
+
+
+def produce_confirmed(producer: Producer, topic: str, values: Sequence[bytes]) -> list[int]:
+    """Produce `values`, flush; the offsets they were acknowledged at (asserts no error)."""
+    offsets: list[int] = []
+    errors: list[Any] = []
+
+    def on_delivery(error: Any, message: Any) -> None:
+        (errors if error is not None else offsets).append(error or message.offset())
+
+    for value in values:
+        producer.produce(topic, value=value, on_delivery=on_delivery)
+    assert producer.flush(30) == 0
+    assert errors == []
+    return offsets
+
+
+def node_log(cluster: Cluster, node: int) -> str:
+    return Path(cluster.log_path(node)).read_text(errors="replace")
+
+
+# -- (b) acks=1 vs acks=all with paused followers -------------------------------------------
+
+
+def test_acks_1_records_the_leader_acknowledged_are_lost_when_followers_take_over(
+    cluster: ProxiedCluster,
+) -> None:
+    """Both followers SIGSTOPped for well under replica.lag.time.max.ms and the session
+    timeout (they stay in the ISR), acks=1 records acknowledged by the leader, the leader
+    killed -9, the followers resumed: one of them leads and the acknowledged records are gone.
+    The old leader, back, truncates to the diverging epoch and converges byte-identically."""
+    topic = "durability-acks1"
+    create_topic(cluster, topic)
+    producer = plain_producer(cluster, "1", **{"enable.idempotence": False})
+    committed = [b"committed-%d" % n for n in range(20)]
+    produce_confirmed(producer, topic, committed)
+    leader = leader_of(cluster, topic)
+    followers = followers_of(cluster, topic, leader)
+    wait_until(lambda: all(log_values(cluster, f, topic) == committed for f in followers))
+    for follower in followers:
+        cluster.pause(follower)
+    try:
+        # A SIGSTOPped follower's socket still receives: let the Fetches they had in flight be
+        # answered (empty) first, so nothing written next reaches them.
+        time.sleep(REPLICA_FETCH_MAX_WAIT_S + 0.2)
+        doomed = [b"doomed-%d" % n for n in range(5)]
+        offsets = produce_confirmed(producer, topic, doomed)
+        assert offsets == list(range(20, 25))  # acknowledged by the leader alone
+        cluster.kill(leader)
+    finally:
+        for follower in followers:
+            cluster.resume(follower)
+    # The followers were never out of the ISR: the controller elects one of them cleanly.
+    new_leader = wait_for_new_leader(cluster, topic, leader)
+    assert new_leader in followers
+    survivors = consume_values(cluster, topic, lambda v: len(v) >= 20, timeout_s=10)
+    assert survivors == committed
+    assert latest_offset(cluster, new_leader, topic) == 20
+    assert not set(doomed) & set(log_values(cluster, new_leader, topic))
+    # The old leader comes back as a follower and drops what only it had.
+    cluster.restart(leader)
+    cluster.wait_for_brokers(cluster.node_ids)
+    after = [b"after-%d" % n for n in range(5)]
+    assert produce_confirmed(producer, topic, after) == list(range(20, 25))
+    wait_for_identical_logs(cluster, topic, cluster.node_ids)
+    assert log_values(cluster, leader, topic) == committed + after
+    producer.flush(5)
+
+
+def test_acks_all_same_schedule_loses_nothing(cluster: ProxiedCluster) -> None:
+    """The schedule above with acks=all: the produce does not complete while the followers are
+    paused; after the leader dies it completes (retried on the new leader) and nothing
+    acknowledged is lost."""
+    topic = "durability-acksall"
+    create_topic(cluster, topic)
+    producer = plain_producer(
+        cluster, "all", **{"enable.idempotence": True, "message.timeout.ms": 60000}
+    )
+    committed = [b"committed-%d" % n for n in range(20)]
+    produce_confirmed(producer, topic, committed)
+    leader = leader_of(cluster, topic)
+    followers = followers_of(cluster, topic, leader)
+    acknowledged: list[bytes] = []
+    failed: list[Any] = []
+
+    def on_delivery(error: Any, message: Any) -> None:
+        (failed if error is not None else acknowledged).append(error or message.value())
+
+    for follower in followers:
+        cluster.pause(follower)
+    try:
+        pending = [b"pending-%d" % n for n in range(5)]
+        for value in pending:
+            producer.produce(topic, value=value, on_delivery=on_delivery)
+        # The leader appended them, but its high watermark waits for the paused ISR members.
+        producer.flush(0.5)
+        assert acknowledged == []
+        assert failed == []
+        cluster.kill(leader)
+    finally:
+        for follower in followers:
+            cluster.resume(follower)
+    assert producer.flush(60) == 0
+    assert failed == []
+    assert acknowledged == pending
+    wait_for_new_leader(cluster, topic, leader)
+    values = consume_values(cluster, topic, lambda v: len(v) >= 25)
+    assert values == committed + pending
+
+
+# -- two of three brokers down -------------------------------------------------------------
+
+
+def test_two_of_three_down_acks_all_refused_acks_1_invisible_until_isr_recovers(
+    cluster: ProxiedCluster,
+) -> None:
+    topic = "durability-two-down"
+    create_topic(cluster, topic)
+    producer = plain_producer(cluster, "all")
+    produce_confirmed(producer, topic, [b"before-%d" % n for n in range(10)])
+    producer.flush(5)
+    leader = leader_of(cluster, topic)
+    followers = followers_of(cluster, topic, leader)
+    for follower in followers:
+        cluster.kill(follower)
+    # Before the ISR shrinks (lag time) and the controller fences them (session timeout),
+    # acks=all waits for replicas that never fetch: REQUEST_TIMED_OUT.
+    error, _ = raw_produce(cluster, leader, topic, b"timed-out", acks=-1, timeout_ms=500)
+    assert error == REQUEST_TIMED_OUT
+    wait_until(
+        lambda: isr_of(cluster, topic, via=leader) == [leader],
+        timeout_s=SESSION_TIMEOUT_MS / 1000 + 15,
+        message="ISR shrunk to the leader",
+    )
+    error, _ = raw_produce(cluster, leader, topic, b"refused", acks=-1)
+    assert error == NOT_ENOUGH_REPLICAS
+    error, offset = raw_produce(cluster, leader, topic, b"acks-1", acks=1)
+    assert error == NONE
+    # Appended, acknowledged, but the HW does not advance below min.insync.replicas.
+    high_watermark = latest_offset(cluster, leader, topic)
+    assert high_watermark <= offset
+    seen = consume_values(cluster, topic, lambda v: b"acks-1" in v, timeout_s=3)
+    assert b"acks-1" not in seen
+    assert len(seen) == high_watermark
+    # One follower back: the ISR reaches min.insync.replicas, the HW moves, it is visible.
+    cluster.restart(followers[0])
+    wait_until(lambda: len(isr_of(cluster, topic, via=leader)) == 2, message="ISR of 2")
+    wait_until(lambda: latest_offset(cluster, leader, topic) > offset, message="HW advances")
+    seen = consume_values(cluster, topic, lambda v: b"acks-1" in v)
+    assert b"acks-1" in seen
+    assert b"refused" not in seen
+    cluster.restart(followers[1])
+    wait_until(lambda: len(isr_of(cluster, topic, via=leader)) == 3, message="ISR of 3")
+    wait_for_identical_logs(cluster, topic, cluster.node_ids)
