@@ -32,10 +32,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from odradek.cli.cluster import read_metadata_image
 from odradek.cli.wire import WireClient
 from odradek.cluster import Cluster
 from odradek.protocol.record_batch import Record, decode_batches, encode_batch
@@ -186,7 +185,7 @@ def create_topic(
     topic = (
         NewTopic(name, num_partitions=1, replication_factor=3, config=settings)
         if replicas is None
-        else NewTopic(name, replica_assignment=[list(replicas)], config=settings)
+        else NewTopic(name, num_partitions=1, replica_assignment=[list(replicas)], config=settings)
     )
     admin.create_topics([topic])[name].result(15)
     size = 3 if replicas is None else len(replicas)
@@ -479,3 +478,277 @@ def test_two_of_three_down_acks_all_refused_acks_1_invisible_until_isr_recovers(
     cluster.restart(followers[1])
     wait_until(lambda: len(isr_of(cluster, topic, via=leader)) == 3, message="ISR of 3")
     wait_for_identical_logs(cluster, topic, cluster.node_ids)
+
+
+# -- KIP-101: two quick leader changes --------------------------------------------------------
+
+
+def test_two_quick_leader_changes_returning_replicas_truncate_to_the_diverging_epoch(
+    cluster: ProxiedCluster,
+) -> None:
+    """Broker 1 leads epoch 0 and takes acks=1 records nobody else has; it dies, 2 leads epoch
+    1 and takes records at the same offsets; 2 dies at once, 3 leads epoch 2. When 1 and 2
+    return, each truncates to where its last epoch diverges from the leader's log (never to a
+    remembered high watermark) and all three logs end byte-identical."""
+    topic = "durability-kip101"
+    create_topic(cluster, topic, replicas=[1, 2, 3])
+    assert leader_of(cluster, topic) == 1
+    acks_1 = plain_producer(cluster, "1", **{"enable.idempotence": False})
+    committed = [b"committed-%d" % n for n in range(10)]
+    produce_confirmed(acks_1, topic, committed)
+    wait_until(lambda: all(log_values(cluster, n, topic) == committed for n in (2, 3)))
+    cluster.pause(2)
+    cluster.pause(3)
+    try:
+        time.sleep(REPLICA_FETCH_MAX_WAIT_S + 0.2)
+        only_on_1 = [b"only-on-1-%d" % n for n in range(4)]
+        assert produce_confirmed(acks_1, topic, only_on_1) == [10, 11, 12, 13]
+        cluster.kill(1)
+    finally:
+        cluster.resume(2)
+        cluster.resume(3)
+    assert wait_for_new_leader(cluster, topic, 1) == 2
+    acks_all = plain_producer(cluster, "all", **{"enable.idempotence": True})
+    epoch_1 = [b"epoch-1-%d" % n for n in range(2)]
+    assert produce_confirmed(acks_all, topic, epoch_1) == [10, 11]
+    cluster.kill(2)
+    assert wait_for_new_leader(cluster, topic, 2) == 3
+    cluster.restart(1)
+    cluster.restart(2)
+    cluster.wait_for_brokers(cluster.node_ids)
+    epoch_2 = [b"epoch-2-%d" % n for n in range(3)]
+    assert produce_confirmed(acks_all, topic, epoch_2) == [12, 13, 14]
+    wait_for_identical_logs(cluster, topic, [3, 1, 2])
+    assert log_values(cluster, 1, topic) == committed + epoch_1 + epoch_2
+    assert "diverged at epoch 0: truncated to 10" in node_log(cluster, 1)
+
+
+# -- the zombie leader ------------------------------------------------------------------------
+
+
+def test_isolated_leader_keeps_taking_acks_1_writes_that_are_truncated_when_it_returns(
+    cluster: ProxiedCluster,
+) -> None:
+    """Broker 3 leads and is cut from the controller (its client listener stays up). The
+    controller fences it and elects broker 1; clients that still reach 3 get acks=1 writes
+    acknowledged there (Kafka's zombie-leader window), while acks=all writes sent to 3 are never
+    acknowledged: the followers now fetch from 1 and the controller is out of reach, so 3's
+    high watermark cannot move. Reconnected, 3 follows 1 and truncates its zombie writes."""
+    topic = "durability-zombie"
+    create_topic(cluster, topic, replicas=[PROXIED_BROKER, 1, 2])
+    assert leader_of(cluster, topic) == PROXIED_BROKER
+    committed = [b"committed-%d" % n for n in range(10)]
+    produce_confirmed(plain_producer(cluster, "all"), topic, committed)
+    cluster.proxy.cut()
+    wait_until(
+        lambda: leader_of(cluster, topic, via=1) == 1,
+        timeout_s=SESSION_TIMEOUT_MS / 1000 + 20,
+        message="broker 1 elected",
+    )
+    # The isolated broker has not heard of it: it still answers as the leader.
+    assert leader_of(cluster, topic, via=PROXIED_BROKER) == PROXIED_BROKER
+    error, zombie_offset = raw_produce(cluster, PROXIED_BROKER, topic, b"zombie-acks-1", acks=1)
+    assert (error, zombie_offset) == (NONE, 10)
+    error, _ = raw_produce(cluster, PROXIED_BROKER, topic, b"zombie-acks-all", acks=-1)
+    assert error == REQUEST_TIMED_OUT
+    new_epoch = [b"new-epoch-%d" % n for n in range(3)]
+    assert produce_confirmed(plain_producer(cluster, "all"), topic, new_epoch) == [10, 11, 12]
+    cluster.proxy.heal()
+    cluster.wait_for_brokers(cluster.node_ids)
+    wait_for_identical_logs(cluster, topic, [1, 2, PROXIED_BROKER])
+    assert log_values(cluster, PROXIED_BROKER, topic) == committed + new_epoch
+    values = consume_values(cluster, topic, lambda v: len(v) >= 13)
+    assert values == committed + new_epoch
+
+
+# -- a stray replica --------------------------------------------------------------------------
+
+
+def test_replica_of_a_deleted_and_recreated_topic_is_dropped_on_return(
+    cluster: ProxiedCluster,
+) -> None:
+    """Broker 2 is down while its topic is deleted and recreated under the same name (a new
+    topic id). Back, it drops its old replica and replicates the new topic from scratch: the
+    old records are never served."""
+    topic = "durability-stray"
+    create_topic(cluster, topic, replicas=[1, 2, 3])
+    old = [b"old-%d" % n for n in range(30)]
+    produce_confirmed(plain_producer(cluster, "all"), topic, old)
+    wait_until(lambda: log_values(cluster, 2, topic) == old)
+    cluster.kill(2)
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap_servers, "log_level": 0})
+    admin.delete_topics([topic])[topic].result(15)
+    wait_until(lambda: describe(cluster, topic) is None, message="topic deleted")
+    admin.create_topics(
+        [
+            NewTopic(
+                topic,
+                num_partitions=1,
+                replica_assignment=[[1, 3]],
+                config={"min.insync.replicas": "1"},
+            )
+        ]
+    )[topic].result(15)
+    new = [b"new-%d" % n for n in range(3)]
+    produce_confirmed(plain_producer(cluster, "all"), topic, new)
+    assert log_values(cluster, 2, topic) == old  # still on the stopped broker's disk
+    cluster.restart(2)
+    cluster.wait_for_brokers(cluster.node_ids)
+    wait_until(
+        lambda: not (cluster.data_dir / "node-2" / f"{topic}-0").exists(),
+        message="stray replica deleted",
+    )
+    with WireClient(cluster.broker_address(2), timeout=5) as client:
+        records = encode_batch([Record(key=None, value=b"x", timestamp=1)])
+        data = client.build(0, 9, "PartitionProduceData", index=0, records=records)
+        topic_data = client.build(0, 9, "TopicProduceData", name=topic, partition_data=(data,))
+        response = client.request(
+            0, 9, transactional_id=None, acks=-1, timeout=1000, topic_data=(topic_data,)
+        )
+    assert response.responses[0].partition_responses[0].error_code == 6  # NOT_LEADER_OR_FOLLOWER
+    assert consume_values(cluster, topic, lambda v: len(v) >= 3) == new
+
+
+# -- real clients across a leader kill --------------------------------------------------------
+
+
+def _confluent_round(
+    cluster: Cluster, topic: str, kill_leader: Any
+) -> tuple[list[bytes], list[bytes]]:
+    producer = plain_producer(
+        cluster, "all", **{"enable.idempotence": True, "message.timeout.ms": 60000}
+    )
+    consumer = Consumer(
+        {
+            "bootstrap.servers": cluster.bootstrap_servers,
+            "group.id": f"follow-{topic}",
+            "enable.auto.commit": False,
+            "log_level": 0,
+        }
+    )
+    consumer.assign([TopicPartition(topic, 0, 0)])
+    acknowledged: list[bytes] = []
+    consumed: list[bytes] = []
+
+    def read(count: int) -> None:
+        deadline = time.monotonic() + 60
+        while len(consumed) < count and time.monotonic() < deadline:
+            message = consumer.poll(0.2)
+            if message is not None and message.error() is None:
+                consumed.append(message.value())
+
+    try:
+        for phase in (0, 1):
+            values = [b"confluent-%d-%03d" % (phase, n) for n in range(100)]
+            produce_confirmed(producer, topic, values)
+            acknowledged += values
+            read(len(acknowledged))
+            if phase == 0:
+                kill_leader()
+    finally:
+        consumer.close()
+    return acknowledged, consumed
+
+
+def _kafka_python_round(
+    cluster: Cluster, topic: str, kill_leader: Any
+) -> tuple[list[bytes], list[bytes]]:
+    import kafka
+
+    producer = kafka.KafkaProducer(
+        bootstrap_servers=cluster.bootstrap_servers.split(","),
+        acks="all",
+        retries=20,
+        retry_backoff_ms=200,
+        request_timeout_ms=10000,
+    )
+    consumer = kafka.KafkaConsumer(
+        bootstrap_servers=cluster.bootstrap_servers.split(","),
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    consumer.assign([kafka.TopicPartition(topic, 0)])
+    acknowledged: list[bytes] = []
+    consumed: list[bytes] = []
+
+    def read(count: int) -> None:
+        deadline = time.monotonic() + 60
+        while len(consumed) < count and time.monotonic() < deadline:
+            for batch in consumer.poll(timeout_ms=200).values():
+                consumed.extend(record.value for record in batch)
+
+    try:
+        for phase in (0, 1):
+            for n in range(100):
+                value = b"kafka-python-%d-%03d" % (phase, n)
+                producer.send(topic, value=value, partition=0).get(timeout=60)
+                acknowledged.append(value)
+            read(len(acknowledged))
+            if phase == 0:
+                kill_leader()
+    finally:
+        producer.close(timeout=5)
+        consumer.close()
+    return acknowledged, consumed
+
+
+def _aiokafka_round(
+    cluster: Cluster, topic: str, kill_leader: Any
+) -> tuple[list[bytes], list[bytes]]:
+    import aiokafka
+
+    async def run() -> tuple[list[bytes], list[bytes]]:
+        producer = aiokafka.AIOKafkaProducer(
+            bootstrap_servers=cluster.bootstrap_servers,
+            acks="all",
+            enable_idempotence=True,
+            request_timeout_ms=10000,
+        )
+        consumer = aiokafka.AIOKafkaConsumer(
+            bootstrap_servers=cluster.bootstrap_servers,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+        )
+        await producer.start()
+        await consumer.start()
+        consumer.assign([aiokafka.TopicPartition(topic, 0)])
+        acknowledged: list[bytes] = []
+        consumed: list[bytes] = []
+        try:
+            for phase in (0, 1):
+                for n in range(100):
+                    value = b"aiokafka-%d-%03d" % (phase, n)
+                    await producer.send_and_wait(topic, value=value, partition=0)
+                    acknowledged.append(value)
+                deadline = time.monotonic() + 60
+                while len(consumed) < len(acknowledged) and time.monotonic() < deadline:
+                    for batch in (await consumer.getmany(timeout_ms=200)).values():
+                        consumed.extend(record.value for record in batch)
+                if phase == 0:
+                    await asyncio.to_thread(kill_leader)
+        finally:
+            await producer.stop()
+            await consumer.stop()
+        return acknowledged, consumed
+
+    return asyncio.run(run())
+
+
+@pytest.mark.parametrize(
+    "client_round",
+    [_confluent_round, _kafka_python_round, _aiokafka_round],
+    ids=["confluent-kafka", "kafka-python", "aiokafka"],
+)
+def test_clients_follow_a_leader_kill_without_losing_acknowledged_writes(
+    cluster: ProxiedCluster, client_round: Any
+) -> None:
+    """A producer (acks=all, retries) and a consumer of each client library: 100 records, the
+    leader killed -9, 100 more. Every acknowledged record is read back, in order."""
+    topic = f"durability-client-{client_round.__name__.strip('_')}"
+    create_topic(cluster, topic)
+    leader = leader_of(cluster, topic)
+    acknowledged, consumed = client_round(cluster, topic, lambda: cluster.kill(leader))
+    assert len(acknowledged) == 200
+    # Retries without idempotence may duplicate; they may not lose or reorder.
+    assert list(dict.fromkeys(consumed)) == acknowledged
+    assert leader_of(cluster, topic) != leader
