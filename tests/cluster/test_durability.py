@@ -35,6 +35,7 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from odradek.cli.cluster import read_metadata_image
 from odradek.cli.wire import WireClient
 from odradek.cluster import Cluster
 from odradek.protocol.record_batch import Record, decode_batches, encode_batch
@@ -752,3 +753,72 @@ def test_clients_follow_a_leader_kill_without_losing_acknowledged_writes(
     # Retries without idempotence may duplicate; they may not lose or reorder.
     assert list(dict.fromkeys(consumed)) == acknowledged
     assert leader_of(cluster, topic) != leader
+
+
+# -- unclean leader election ------------------------------------------------------------------
+
+
+def test_unclean_leader_election_off_keeps_the_partition_offline_on_loses_and_recovers(
+    cluster: ProxiedCluster,
+) -> None:
+    """Two topics on brokers [1, 2, 3] (min.insync.replicas=1), one with
+    unclean.leader.election.enable false, one true. 2 and 3 die, 1 alone takes acknowledged
+    writes, 1 dies, 2 (out of sync) comes back. Off: no leader, LEADER_NOT_AVAILABLE, and when
+    1 returns nothing is lost. On: 2 leads RECOVERING, recovers (RECOVERED), says what is lost;
+    1 returns as a follower and truncates to 2's log."""
+    clean, unclean = "durability-clean-only", "durability-unclean"
+    for topic, allowed in ((clean, "false"), (unclean, "true")):
+        create_topic(
+            cluster,
+            topic,
+            replicas=[1, 2, 3],
+            config={"min.insync.replicas": "1", "unclean.leader.election.enable": allowed},
+        )
+    producer = plain_producer(cluster, "all", **{"enable.idempotence": True})
+    committed = [b"committed-%d" % n for n in range(10)]
+    only_on_1 = [b"only-on-1-%d" % n for n in range(5)]
+    for topic in (clean, unclean):
+        produce_confirmed(producer, topic, committed)
+    cluster.kill(2)
+    cluster.kill(3)
+    for topic in (clean, unclean):
+        wait_until(
+            lambda topic=topic: isr_of(cluster, topic, via=1) == [1],
+            timeout_s=SESSION_TIMEOUT_MS / 1000 + 15,
+            message="ISR of broker 1 alone",
+        )
+        produce_confirmed(producer, topic, only_on_1)
+    producer.flush(5)
+    cluster.kill(1)
+    cluster.restart(2)
+    cluster.wait_for_brokers([2], timeout_s=30)
+    # Clean only: 1 was the last ISR member, nobody else may lead.
+    wait_until(lambda: leader_of(cluster, unclean, via=2) == 2, message="unclean election")
+    assert leader_of(cluster, clean, via=2) == -1
+    assert raw_produce(cluster, 2, clean, b"x", acks=1)[0] == LEADER_NOT_AVAILABLE
+    # Unclean: 2 leads what it has; the records only 1 had are gone.
+    wait_until(
+        lambda: (
+            "unclean leader election: broker 2 leads durability-unclean-0" in node_log(cluster, 2)
+        ),
+        message="the loss logged on the new leader",
+    )
+
+    def recovery_state() -> int:
+        image = read_metadata_image(cluster.controller_address)
+        topic_id = image.topics_by_name[unclean]
+        return int(image.topics_by_id[topic_id].partitions[0].leader_recovery_state)
+
+    wait_until(lambda: recovery_state() == 0, message="RECOVERED")
+    assert consume_values(cluster, unclean, lambda v: len(v) >= 15, timeout_s=3) == committed
+    cluster.restart(1)
+    cluster.restart(3)
+    cluster.wait_for_brokers(cluster.node_ids)
+    # Clean: 1 leads again with everything.
+    wait_until(lambda: leader_of(cluster, clean) == 1, message="broker 1 leads again")
+    values = consume_values(cluster, clean, lambda v: len(v) >= 15)
+    assert values == committed + only_on_1
+    # Unclean: 1 truncates its extra records; 2 logged the exact range lost.
+    wait_for_identical_logs(cluster, unclean, [2, 1, 3])
+    assert log_values(cluster, 1, unclean) == committed
+    assert "its records in [10, 15) are not in this log" in node_log(cluster, 2)
