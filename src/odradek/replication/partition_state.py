@@ -54,10 +54,10 @@ from odradek.replication.produce_wait import (
 
 __all__ = [
     "DEFAULT_REPLICA_LAG_TIME_MAX_MS",
-    "LEADER_RECOVERED",
-    "LEADER_RECOVERING",
     "INITIAL_LEADER_EPOCH",
     "INITIAL_PARTITION_EPOCH",
+    "LEADER_RECOVERED",
+    "LEADER_RECOVERING",
     "NO_BROKER_EPOCH",
     "UNKNOWN_OFFSET",
     "AlterPartitionOutcome",
