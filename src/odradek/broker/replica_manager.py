@@ -256,6 +256,7 @@ class ReplicaManager:
             log_end_offset=log.log_end_offset,
             high_watermark=log.high_watermark,
             flushed_offset=log.flushed_offset,
+            leader_recovery_state=int(registration.leader_recovery_state),
         )
         if not result.applied:
             return
@@ -273,6 +274,8 @@ class ReplicaManager:
                 sorted(registration.isr),
             )
             self._schedule_flush(hosted)
+        if hosted.state.is_recovering and result.epoch_start is not None:
+            self._recover_after_unclean_election(hosted, registration.leader_epoch, now)
         self._high_watermark_changed(hosted)
         if result.epoch_start is not None:
             self._coordinator_elected(hosted, registration.leader_epoch)
@@ -288,6 +291,86 @@ class ReplicaManager:
             self.context.groups.on_resignation(hosted.index)
         elif hosted.topic == TRANSACTION_STATE_TOPIC:
             self.context.transactions.on_resignation(hosted.index)
+
+    def _recover_after_unclean_election(
+        self, hosted: HostedPartition, leader_epoch: int, now: int
+    ) -> None:
+        """Odradek's recovery step for a leader elected uncleanly (KIP-704's RECOVERING).
+
+        Records earlier leaders had past this log's end are gone: that is logged here, and
+        again, with the exact offsets, when a returning replica fetches with the old epoch.
+        Every transaction open in this log whose transaction coordinator does not know it as
+        committing gets an ABORT marker now, before anything is served, so the last stable
+        offset moves and read_committed consumers never wait on a transaction whose marker
+        went with the lost records. Then AlterPartition reports RECOVERED (the ISR may grow
+        again). Runs synchronously inside the metadata update: no client request sees the
+        partition half recovered.
+        """
+        log = hosted.log
+        logger.warning(
+            "unclean leader election: broker %d leads %s-%d in epoch %d from offset %d "
+            "(high watermark it knew: %d); records earlier leaders had at or past offset %d "
+            "are lost",
+            self.node_id,
+            hosted.topic,
+            hosted.index,
+            leader_epoch,
+            log.log_end_offset,
+            log.high_watermark,
+            log.log_end_offset,
+        )
+        coordinator = self.context.transactions.coordinator
+        for transaction in log.ongoing_transactions():
+            listed = coordinator.list_transactions(
+                state_filters=("PrepareCommit", "CompleteCommit"),
+                producer_id_filters=(transaction.producer_id,),
+            )
+            states = {t.transaction_state for t in listed.transaction_states}
+            if listed.error is ErrorCode.none and "PrepareCommit" in states:
+                continue  # committing: the coordinator writes its COMMIT marker here
+            # Committed by the coordinator's account but the marker went with the lost
+            # records: COMMIT it, as the coordinator already told the producer.
+            commit = listed.error is ErrorCode.none and "CompleteCommit" in states
+            coordinator_epoch = next(
+                (
+                    view.coordinator_epoch
+                    for view in log.producer_states()
+                    if view.producer_id == transaction.producer_id
+                ),
+                0,
+            )
+            try:
+                log.append_control(
+                    transaction.producer_id,
+                    transaction.producer_epoch,
+                    commit,
+                    max(coordinator_epoch, 0),
+                    now,
+                )
+            except (StorageError, OSError) as error:
+                logger.error(
+                    "%s-%d: cannot abort the open transaction of producer %d: %s",
+                    hosted.topic,
+                    hosted.index,
+                    transaction.producer_id,
+                    error,
+                )
+                continue
+            logger.warning(
+                "%s-%d: %s the transaction of producer %d (epoch %d) open since offset %d "
+                "(its coordinator knows it %s)",
+                hosted.topic,
+                hosted.index,
+                "committed" if commit else "aborted",
+                transaction.producer_id,
+                transaction.producer_epoch,
+                transaction.first_offset,
+                "committed" if commit else "not as committing",
+            )
+        hosted.state.on_leader_append(log.log_end_offset, now)
+        request = hosted.state.complete_recovery()
+        if request is not None:
+            self._send_alter_partition(hosted, request)
 
     def _become_follower(
         self, hosted: HostedPartition, registration: Any, image: MetadataImage
@@ -526,7 +609,7 @@ class ReplicaManager:
         """KIP-320 epoch check, leadership, diverging epoch and range of a replica Fetch."""
         log = hosted.log
         state = hosted.state
-        return check_fetch_position(
+        check = check_fetch_position(
             log.leader_epoch_cache,
             fetch_offset,
             last_fetched_epoch,
@@ -536,6 +619,22 @@ class ReplicaManager:
             log_start_offset=log.log_start_offset,
             log_end_offset=log.log_end_offset,
         )
+        diverging = check.diverging_epoch
+        if diverging is not None and fetch_offset > diverging.end_offset:
+            # What a returning replica holds beyond this log: lost from the partition (an
+            # unclean election, or acks=1 / zombie-leader writes no ISR member had).
+            logger.warning(
+                "%s-%d: a replica fetching at offset %d in epoch %d diverges from this log "
+                "at offset %d; its records in [%d, %d) are not in this log",
+                hosted.topic,
+                hosted.index,
+                fetch_offset,
+                last_fetched_epoch,
+                diverging.end_offset,
+                diverging.end_offset,
+                fetch_offset,
+            )
+        return check
 
     def record_follower_fetch(
         self,

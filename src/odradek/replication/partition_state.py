@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from kio.schema.errors import ErrorCode
 
@@ -56,6 +56,8 @@ __all__ = [
     "DEFAULT_REPLICA_LAG_TIME_MAX_MS",
     "INITIAL_LEADER_EPOCH",
     "INITIAL_PARTITION_EPOCH",
+    "LEADER_RECOVERED",
+    "LEADER_RECOVERING",
     "NO_BROKER_EPOCH",
     "UNKNOWN_OFFSET",
     "AlterPartitionOutcome",
@@ -77,6 +79,8 @@ INITIAL_LEADER_EPOCH = 0
 INITIAL_PARTITION_EPOCH = 0
 NO_BROKER_EPOCH = -1  # a Fetch or AlterPartition entry that skips the broker-epoch check
 UNKNOWN_OFFSET = -1  # Kafka's UnifiedLog.UnknownOffset / UNKNOWN_OFFSET_METADATA
+LEADER_RECOVERED = 0  # KIP-704's LeaderRecoveryState values
+LEADER_RECOVERING = 1  # after an unclean election, until the leader says it has recovered
 
 # AlterPartition errors after which the request is not retried (Kafka's
 # handleAlterPartitionError); the first two also drop the pending change.
@@ -321,6 +325,7 @@ class PartitionState:
         self.leader_epoch = INITIAL_LEADER_EPOCH - 1
         self.partition_epoch = INITIAL_PARTITION_EPOCH
         self.leader_epoch_start_offset: int | None = None
+        self.leader_recovery_state = LEADER_RECOVERED
         self.replicas: tuple[int, ...] = ()
         self._isr: frozenset[int] = frozenset()
         self._pending: PendingIsrChange | None = None
@@ -383,6 +388,7 @@ class PartitionState:
         log_end_offset: int,
         high_watermark: int,
         flushed_offset: int | None = None,
+        leader_recovery_state: int = LEADER_RECOVERED,
     ) -> BecomeLeaderResult:
         """Lead the partition (Kafka's `Partition.makeLeader`), from a metadata update.
 
@@ -391,6 +397,8 @@ class PartitionState:
         below the current one is ignored. A new leader epoch starts at the log end offset: the
         caller assigns `epoch_start` in the leader-epoch cache; followers' states are reset.
         Any pending ISR change is dropped: the metadata now says what the ISR is.
+        `leader_recovery_state` LEADER_RECOVERING (an unclean election, KIP-704): the ISR does
+        not grow until `complete_recovery`'s request is committed.
         """
         if partition_epoch < self.partition_epoch:
             return BecomeLeaderResult(applied=False)
@@ -414,6 +422,7 @@ class PartitionState:
             self.leader_epoch_start_offset = start
         self.partition_epoch = partition_epoch
         self.leader_id = self.local_broker_id
+        self.leader_recovery_state = leader_recovery_state
         changed = self._maybe_increment_high_watermark(now_ms)
         return BecomeLeaderResult(
             applied=True,
@@ -527,8 +536,25 @@ class PartitionState:
 
     # ---- ISR changes --------------------------------------------------------------------------
 
+    @property
+    def is_recovering(self) -> bool:
+        """This broker leads after an unclean election and has not reported its recovery."""
+        return self.is_leader and self.leader_recovery_state == LEADER_RECOVERING
+
+    def complete_recovery(self) -> AlterPartitionRequest | None:
+        """The leader finished its recovery after an unclean election (KIP-704): the
+        AlterPartition that keeps the ISR and sets RECOVERED, or None when not recovering or
+        another change is in flight (call again after it ends)."""
+        if not self.is_recovering or self._pending is not None:
+            return None
+        request = replace(
+            self._alter_partition_request(self._isr), leader_recovery_state=LEADER_RECOVERED
+        )
+        self._pending = PendingIsrChange(IsrChangeKind.SHRINK, frozenset(), request, self._isr)
+        return request
+
     def _maybe_expand_isr(self, replica_id: int) -> AlterPartitionRequest | None:
-        if self._pending is not None or replica_id in self._isr:
+        if self._pending is not None or replica_id in self._isr or self.is_recovering:
             return None
         if not self._is_replica_isr_eligible(replica_id) or not self._is_follower_in_sync(
             replica_id
@@ -645,6 +671,7 @@ class PartitionState:
                 return AlterPartitionOutcome(ignored=True)
             self._isr = frozenset(result.isr)
             self.partition_epoch = result.partition_epoch
+            self.leader_recovery_state = result.leader_recovery_state
             self._pending = None
             changed = self.is_leader and self._maybe_increment_high_watermark(now_ms)
             return AlterPartitionOutcome(committed=True, high_watermark_changed=changed)

@@ -148,7 +148,11 @@ async def handle(
                 partition_results.append(_error(index, ErrorCode.invalid_required_acks))
                 continue
             log = context.logs.log(name, index)
-            if log is None:
+            if log is None and (
+                replicas is None or replicas.route(name, index)[1] is ErrorCode.none
+            ):
+                # A partition the cluster knows but this broker does not host gets
+                # NOT_LEADER_OR_FOLLOWER from the routing below, as Kafka answers it.
                 partition_results.append(_error(index, ErrorCode.unknown_topic_or_partition))
                 continue
             records = partition_data.records
@@ -184,6 +188,9 @@ async def handle(
                 and _min_insync_replicas(context, name) > IN_SYNC_REPLICAS
             ):
                 partition_results.append(_error(index, ErrorCode.not_enough_replicas))
+                continue
+            if log is None:  # routed above: never reached
+                partition_results.append(_error(index, ErrorCode.unknown_topic_or_partition))
                 continue
             try:
                 headers = validate_batches(records, log.config.max_message_bytes)
