@@ -6,7 +6,14 @@ import time
 from pathlib import Path
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewTopic,
+    ResourceType,
+)
 
 from odradek.broker.server import Broker
 
@@ -15,8 +22,11 @@ def test_compacted_topic_keeps_the_latest_value_per_key(tmp_path: Path) -> None:
     config = {"log.cleaner.backoff.ms": "100"}
     with Broker(data_dir=tmp_path, config=config) as broker:
         admin = AdminClient({"bootstrap.servers": broker.bootstrap_servers})
+        # Written as a delete topic (kept whole), then switched to compact: on a loaded machine
+        # the cleaner could otherwise compact between produce rounds, before `size_before`.
         topic_config = {
-            "cleanup.policy": "compact",
+            "cleanup.policy": "delete",
+            "retention.ms": "-1",
             "segment.bytes": "1000",
             "min.cleanable.dirty.ratio": "0.01",
         }
@@ -36,6 +46,16 @@ def test_compacted_topic_keeps_the_latest_value_per_key(tmp_path: Path) -> None:
         log = broker.context.logs.log("table", 0)
         assert log is not None
         size_before = log.size_in_bytes
+        compact = ConfigResource(
+            ResourceType.TOPIC,
+            "table",
+            incremental_configs=[
+                ConfigEntry(
+                    "cleanup.policy", "compact", incremental_operation=AlterConfigOpType.SET
+                )
+            ],
+        )
+        admin.incremental_alter_configs([compact])[compact].result(10)
         deadline = time.monotonic() + 15
         while log.size_in_bytes >= size_before * 0.6 and time.monotonic() < deadline:
             time.sleep(0.1)

@@ -60,8 +60,8 @@ def test_pause_fences_the_leader_and_leadership_moves(odradek_cluster: Cluster) 
     cluster.restart(victim)
     cluster.wait_for_brokers(cluster.node_ids, timeout_s=15)
 
-    with pytest.raises(ClusterError, match="did not reach 3"):
-        cluster.wait_for_isr("orders", 0, size=3 if len(isr) != 3 else 2, timeout_s=0.3)
+    with pytest.raises(ClusterError, match="did not reach 4"):  # three replicas: never four
+        cluster.wait_for_isr("orders", 0, size=4, timeout_s=0.3)
     with pytest.raises(ClusterError, match="does not know topic"):
         cluster.leader_of("nowhere", 0)
     with pytest.raises(ClusterError, match="no partition 5"):
