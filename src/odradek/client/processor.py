@@ -292,9 +292,8 @@ class Processor:
             self._last_activity = time.monotonic()
             while not self._stop.is_set():
                 batch = self._poll()
-                if self._transaction is not None and (not batch or self._transaction_due()):
-                    # An idle poll ends the interval early: nothing waits for records that are
-                    # not coming.
+                if self._transaction is not None and self._transaction_due():
+                    # The poll timeout ends with the interval: an idle input still commits.
                     self._commit_transaction()
                 if not batch:
                     idle = time.monotonic() - self._last_activity
@@ -302,6 +301,10 @@ class Processor:
                     if limit is not None and not self._assigned:
                         limit += JOIN_GRACE_SECONDS
                     if limit is not None and idle >= limit:
+                        if self._transaction is not None and not self._commit_transaction():
+                            # Aborted and rewound: there is work again.
+                            self._last_activity = time.monotonic()
+                            continue
                         break
                     continue
                 self._last_activity = time.monotonic()
