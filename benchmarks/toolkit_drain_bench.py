@@ -37,6 +37,9 @@ CASES: dict[str, tuple[str, str, dict[str, Any]]] = {
     "exactly-once (txn per batch)": ("exactly-once", "topic", {"commit_interval": 0.0}),
     "at-least-once → SQLite": ("at-least-once", "sqlite", {}),
     "exactly-once → SQLite": ("exactly-once", "sqlite", {}),
+    "at-least-once → SQLite (batch 1000)": ("at-least-once", "sqlite", {"batch_size": 1000}),
+    "exactly-once → SQLite (batch 1000)": ("exactly-once", "sqlite", {"batch_size": 1000}),
+    "at-least-once (batch 1000)": ("at-least-once", "topic", {"batch_size": 1000}),
 }
 DEFAULT_CASES = ["at-most-once", "at-least-once", "exactly-once", "at-least-once → SQLite"]
 
@@ -57,7 +60,7 @@ def fill(bootstrap: str, topic: str, count: int) -> None:
 
 def run_case(bootstrap: str, name: str, count: int, run: int, directory: Path) -> float:
     guarantee, target, options = CASES[name]
-    slug = f"{guarantee}-{target}-{run}-{len(options)}"
+    slug = f"{guarantee}-{target}-{run}-{list(CASES).index(name)}"
     source = f"drain-{slug}"
     create_topic(bootstrap, source, 1, {})
     output = None
