@@ -128,6 +128,12 @@ class Processor:
     connection; with an `output_topic`, `handler(message)` returns the records to produce
     (None, one value, a (key, value) pair, an `OutputRecord`, or an iterable of them);
     otherwise `handler(message)`.
+
+    Exactly-once into an output topic commits one transaction per `commit_interval` seconds
+    (0.1, Kafka Streams' commit.interval.ms under exactly-once; 0 commits every poll batch) or
+    `max_transaction_messages` messages, whichever comes first; the producer's
+    `transaction.timeout.ms` must exceed the interval (`IncompatibleSettingsError`). The hooks
+    then see every message of the transaction. `batch_size` is the poll batch (messages).
     """
 
     def __init__(
