@@ -679,8 +679,7 @@ class Processor:
         sink = self.sink
 
         def attempt(message: Message) -> Any:
-            with sink.savepoint(tx):
-                return self.handler(message, tx)
+            return sink.call_in_savepoint(tx, self.handler, message, tx)
 
         dead = []
         for message in batch:
