@@ -2,9 +2,9 @@
 
 Starts `odradek serve` in a temporary directory, then for each guarantee: a `GuaranteeProducer`
 sends N 100-byte records while a `Processor` (in a thread of this process) copies each record to
-an output topic (exactly-once: one transaction per batch). Reports producer throughput, end-to-end
-throughput (first send to last record processed) and latency (record create time to processing,
-p50/p99). Prints a table; asserts nothing.
+an output topic (exactly-once: one transaction per commit interval, 100 ms). Reports producer
+throughput, end-to-end throughput (first send to last record processed) and latency (record
+create time to processing, p50/p99). Prints a table; asserts nothing.
 
     .venv/bin/python benchmarks/guarantee_bench.py [--messages 20000] [--quick]
 """

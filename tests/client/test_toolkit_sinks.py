@@ -80,6 +80,25 @@ def test_a_savepoint_undoes_only_its_own_writes(sink: Sink) -> None:
         assert [r[0] for r in tx.execute("SELECT value FROM rows").fetchall()] == [1]
 
 
+def test_call_in_savepoint_undoes_only_a_failed_call_and_returns_a_result(sink: Sink) -> None:
+    marker = sink.placeholder
+
+    def write(value: int, fail: bool) -> int:
+        tx.execute(f"INSERT INTO rows (value) VALUES ({marker})", (value,))
+        if fail:
+            raise ZeroDivisionError
+        return value
+
+    with sink.transaction() as tx:
+        tx.execute("CREATE TABLE rows (value INTEGER)")
+        assert sink.call_in_savepoint(tx, write, 1, False) == 1
+        with pytest.raises(ZeroDivisionError):
+            sink.call_in_savepoint(tx, write, 2, True)
+        assert sink.call_in_savepoint(tx, write, 3, False) == 3
+    with sink.transaction() as tx:
+        assert sorted(r[0] for r in tx.execute("SELECT value FROM rows").fetchall()) == [1, 3]
+
+
 def test_mark_applied_is_true_once_per_scope(sink: Sink) -> None:
     with sink.transaction() as tx:
         assert sink.mark_applied(tx, "mail", "id-1")

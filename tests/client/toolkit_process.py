@@ -9,7 +9,7 @@ neither, the position is appended to LOG ("P partition offset").
 
 LOG also receives, line-buffered so a SIGKILL loses nothing already written:
   SEEN p o            the processor handed the message to the toolkit's handler chain
-  COMMITTED p:o,...   offsets of a batch, after its commit
+  COMMITTED p:o,...   offsets of a batch (an interval transaction's batches), after its commit
   WINDOW p o          at-most-once: committed, about to be processed (the kill window)
   PAUSED              stopped itself with SIGSTOP (zombie test)
   STATS {...}         run statistics at a clean exit
@@ -61,6 +61,9 @@ def main() -> None:
     parser.add_argument("--output", default=None)
     parser.add_argument("--idempotent", action="store_true")
     parser.add_argument("--batch-size", type=int, default=10)
+    # An interval transaction (--output) holds at most this many messages, so the kill points
+    # (before/after commit N) fall inside the input whatever the machine's speed.
+    parser.add_argument("--transaction-messages", type=int, default=30)
     parser.add_argument("--kill-before-commit", type=int, default=0, help="at batch N")
     parser.add_argument("--kill-after-commit", type=int, default=0, help="at batch N")
     parser.add_argument("--stop-before-commit", type=int, default=0, help="SIGSTOP at batch N")
@@ -147,6 +150,7 @@ def main() -> None:
             "transaction.timeout.ms": 10000,
         },
         batch_size=arguments.batch_size,
+        max_transaction_messages=arguments.transaction_messages,
         on_before_commit=before_commit,
         on_after_commit=after_commit,
         run_preflight=False,

@@ -3,8 +3,12 @@
     at-most-once   commit the batch's offsets, then process it: a crash loses, never repeats
     at-least-once  process the batch (and flush its output), then commit: a crash repeats, never
                    loses; an `IdempotentConsumer` drops the repeats
-    exactly-once   output topic: one Kafka transaction per batch holding the output records and
-                   the consumer offsets (send_offsets_to_transaction);
+    exactly-once   output topic: one Kafka transaction per commit interval (`commit_interval`,
+                   100 ms by default as Kafka Streams' commit.interval.ms under exactly-once, or
+                   `max_transaction_messages`) holding the output records of every poll batch in
+                   it and the consumer offsets (send_offsets_to_transaction); on revocation the
+                   open transaction is committed before the partitions are released, and an
+                   aborted one rewinds its partitions to their committed positions;
                    sink: one database transaction per batch holding the handler's writes and the
                    offsets, each offset a compare-and-set on the partition's owner token
 
@@ -60,6 +64,13 @@ JOIN_GRACE_SECONDS = 30.0
 # coordinator, a final unassign) and has no timeout of its own; with the broker gone it can
 # block for minutes. After this the Processor gives up on a clean close and returns.
 CLOSE_TIMEOUT_SECONDS = 10.0
+
+#: Kafka Streams' commit.interval.ms under exactly-once (StreamsConfig), in seconds.
+DEFAULT_COMMIT_INTERVAL = 0.1
+#: A size bound on one interval transaction, so a fast backlog does not build a huge one.
+DEFAULT_MAX_TRANSACTION_MESSAGES = 10_000
+#: librdkafka's default transaction.timeout.ms.
+LIBRDKAFKA_TRANSACTION_TIMEOUT_MS = 60_000
 
 Batch = Sequence[Message]
 Hook = Callable[[Batch], None]
@@ -121,6 +132,12 @@ class Processor:
     connection; with an `output_topic`, `handler(message)` returns the records to produce
     (None, one value, a (key, value) pair, an `OutputRecord`, or an iterable of them);
     otherwise `handler(message)`.
+
+    Exactly-once into an output topic commits one transaction per `commit_interval` seconds
+    (0.1, Kafka Streams' commit.interval.ms under exactly-once; 0 commits every poll batch) or
+    `max_transaction_messages` messages, whichever comes first; the producer's
+    `transaction.timeout.ms` must exceed the interval (`IncompatibleSettingsError`). The hooks
+    then see every message of the transaction. `batch_size` is the poll batch (messages).
     """
 
     def __init__(
@@ -143,6 +160,8 @@ class Processor:
         on_after_commit: Hook | None = None,
         run_preflight: bool = True,
         transaction_timeout: float = 30.0,
+        commit_interval: float = DEFAULT_COMMIT_INTERVAL,
+        max_transaction_messages: int = DEFAULT_MAX_TRANSACTION_MESSAGES,
     ) -> None:
         self.bootstrap = bootstrap
         self.group = group
@@ -160,6 +179,8 @@ class Processor:
         self.on_after_commit = on_after_commit
         self.run_preflight = run_preflight
         self.transaction_timeout = transaction_timeout
+        self.commit_interval = max(0.0, commit_interval)
+        self.max_transaction_messages = max(1, max_transaction_messages)
         self.preflight_report: PreflightReport | None = None
         self.transactional_id: str | None = None
         self._consumer_overrides, self._producer_overrides = _split_config(config or {})
@@ -173,6 +194,7 @@ class Processor:
         self._dead_letter_producer: Any = None
         self._instance_lock: IO[str] | None = None
         self._stats = RunStats()
+        self._transaction: _OpenTransaction | None = None
 
     # -- configuration -----------------------------------------------------------------------
     def _validate(self) -> None:
@@ -216,6 +238,15 @@ class Processor:
             if not _truthy(producer.get("enable.idempotence", True)):
                 raise IncompatibleSettingsError(
                     "exactly-once needs enable.idempotence=true (transactions require it)"
+                )
+            timeout_ms = int(
+                producer.get("transaction.timeout.ms", LIBRDKAFKA_TRANSACTION_TIMEOUT_MS)
+            )
+            if self.output_topic is not None and timeout_ms <= self.commit_interval * 1000:
+                raise IncompatibleSettingsError(
+                    f"transaction.timeout.ms={timeout_ms} is not larger than the commit interval "
+                    f"({self.commit_interval * 1000:.0f} ms): the coordinator would abort every "
+                    "transaction before the processor commits it"
                 )
 
     def consumer_config(self) -> dict[str, Any]:
@@ -271,17 +302,34 @@ class Processor:
             self._last_activity = time.monotonic()
             while not self._stop.is_set():
                 batch = self._poll()
+                if self._transaction is not None and self._transaction_due():
+                    # The poll timeout ends with the interval: an idle input still commits.
+                    self._commit_transaction()
                 if not batch:
                     idle = time.monotonic() - self._last_activity
                     limit = idle_timeout
                     if limit is not None and not self._assigned:
                         limit += JOIN_GRACE_SECONDS
                     if limit is not None and idle >= limit:
+                        if self._transaction is not None and not self._commit_transaction():
+                            # Aborted and rewound: there is work again.
+                            self._last_activity = time.monotonic()
+                            continue
                         break
                     continue
                 self._last_activity = time.monotonic()
                 stats.consumed += len(batch)
                 self._process_batch(batch)
+                if self._transaction is not None and self._transaction_due():
+                    self._commit_transaction()
+            if self._transaction is not None:
+                self._commit_transaction()
+        except BaseException:
+            # Never let the consumer's close (whose revocation commits) commit a transaction
+            # that an error interrupted.
+            if self._transaction is not None:
+                self._abort_transaction(None)
+            raise
         finally:
             self._close()
             stats.elapsed_seconds = time.monotonic() - started
@@ -395,23 +443,44 @@ class Processor:
         return positioned
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Commit the open transaction while its partitions are still ours: its offsets then
+        # reach the group before the next owner reads them (Kafka Streams commits its tasks
+        # on revocation; with one producer per instance, that is the whole transaction).
+        if self._transaction is not None and partitions:
+            self._commit_transaction()
+        self._release(consumer, partitions)
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        logger.warning("partitions lost: %s", partitions)
+        # Lost, not revoked: the group has moved on, so an offset commit would be refused and
+        # the output must not become visible.
+        if self._transaction is not None and partitions:
+            self._abort_transaction(None)
+        self._release(consumer, partitions)
+
+    def _release(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._forget(partitions)
         if self._incremental:
             consumer.incremental_unassign(partitions)
         else:
             consumer.unassign()
 
-    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        logger.warning("partitions lost: %s", partitions)
-        self._on_revoke(consumer, partitions)
-
     def _forget(self, partitions: Iterable[TopicPartition]) -> None:
         for tp in partitions:
             self._owner_tokens.pop((tp.topic, tp.partition), None)
 
     # -- the loop ------------------------------------------------------------------------------
+    def _poll_timeout(self) -> float:
+        """The poll timeout (seconds), cut short where an open transaction's interval ends."""
+        if self._transaction is None:
+            return self.poll_timeout
+        remaining = self._transaction.started + self.commit_interval - time.monotonic()
+        return max(0.0, min(self.poll_timeout, remaining))
+
     def _poll(self) -> list[Message]:
-        messages = self._consumer.consume(num_messages=self.batch_size, timeout=self.poll_timeout)
+        messages = self._consumer.consume(
+            num_messages=self.batch_size, timeout=self._poll_timeout()
+        )
         batch = []
         for message in messages:
             error = message.error()
@@ -479,37 +548,92 @@ class Processor:
             self._consumer.commit(offsets=_topic_partitions(batch), asynchronous=True)
 
     def _exactly_once_into_topic(self, batch: Batch) -> None:
+        """Add a poll batch to the open transaction (beginning one if none is open).
+
+        The transaction commits when its interval or size bound is reached (`run`), on
+        revocation, or when the processor stops.
+        """
         producer = self._producer
-        producer.begin_transaction()
+        if self._transaction is None:
+            producer.begin_transaction()
+            self._transaction = _OpenTransaction(time.monotonic())
+        self._transaction.add(batch)
         try:
             dead = []
             for message in batch:
-                records = self._call_with_retries(message, self.handler)
+                records = self._call_with_retries(message, self._materialized_handler)
                 if records is _FAILED:
                     dead.append((message, self._last_error))
                     continue
                 self._produce_records(producer, message, records)
             for message, error in dead:
                 self._produce_dead_letter(producer, message, error)
-            self._hook(self.on_before_commit, batch)
+        except KafkaException as exception:
+            self._abort_transaction(exception)
+
+    def _materialized_handler(self, message: Message) -> list[OutputRecord]:
+        # All of a handler's records, before any is produced: a generator that fails halfway
+        # is retried (or dead-lettered) without leaving its first records in the transaction.
+        return list(_records(self.handler(message)))
+
+    def _transaction_due(self) -> bool:
+        transaction = self._transaction
+        assert transaction is not None
+        return (
+            len(transaction.messages) >= self.max_transaction_messages
+            or time.monotonic() - transaction.started >= self.commit_interval
+        )
+
+    def _commit_transaction(self) -> bool:
+        """Commit the open transaction with its consumer offsets; abort it if Kafka refuses."""
+        transaction = self._transaction
+        assert transaction is not None
+        producer = self._producer
+        try:
+            self._hook(self.on_before_commit, transaction.messages)
             producer.send_offsets_to_transaction(
-                _topic_partitions(batch),
+                transaction.offsets(),
                 self._consumer.consumer_group_metadata(),
                 self.transaction_timeout,
             )
             producer.commit_transaction(self.transaction_timeout)
         except KafkaException as exception:
-            error = exception.args[0]
-            if isinstance(error, KafkaError) and error.fatal():
-                raise
-            logger.warning("transaction aborted, the batch will be processed again: %s", error)
-            with contextlib.suppress(KafkaException):
-                producer.abort_transaction(self.transaction_timeout)
-            self._stats.aborted_transactions += 1
-            self._rewind(batch)
-            return
+            self._abort_transaction(exception)
+            return False
+        except BaseException:
+            self._abort_transaction(None)
+            raise
+        self._transaction = None
         self._stats.committed_batches += 1
-        self._hook(self.on_after_commit, batch)
+        self._hook(self.on_after_commit, transaction.messages)
+        return True
+
+    def _abort_transaction(self, exception: KafkaException | None) -> None:
+        """Abort the open transaction and rewind each of its partitions to its committed position.
+
+        Every poll batch of the transaction is consumed again (Kafka Streams' handling of a
+        corrupted task under exactly-once): rewinding only the last batch would lose the
+        earlier ones, whose output the abort discarded. A fatal error (the producer was
+        fenced) is raised.
+        """
+        transaction, self._transaction = self._transaction, None
+        error = exception.args[0] if exception is not None else None
+        if exception is not None and isinstance(error, KafkaError) and error.fatal():
+            raise exception
+        logger.warning(
+            "transaction aborted, its %d messages will be processed again: %s",
+            len(transaction.messages) if transaction else 0,
+            error if exception is not None else "interrupted",
+        )
+        with contextlib.suppress(KafkaException):
+            self._producer.abort_transaction(self.transaction_timeout)
+        self._stats.aborted_transactions += 1
+        if transaction is not None:
+            for (topic, partition), offset in transaction.first_offsets.items():
+                # A partition no longer assigned is refused: its next owner starts from the
+                # committed offset anyway.
+                with contextlib.suppress(KafkaException):
+                    self._consumer.seek(TopicPartition(topic, partition, offset))
 
     # -- handler calls -------------------------------------------------------------------------
     _last_error: BaseException | None = None
@@ -561,8 +685,7 @@ class Processor:
         sink = self.sink
 
         def attempt(message: Message) -> Any:
-            with sink.savepoint(tx):
-                return self.handler(message, tx)
+            return sink.call_in_savepoint(tx, self.handler, message, tx)
 
         dead = []
         for message in batch:
@@ -673,6 +796,30 @@ def _close_consumer(consumer: Any, timeout: float) -> None:
     closer.join(timeout)
     if closer.is_alive():
         logger.warning("the consumer did not close within %.0f s; leaving it", timeout)
+
+
+@dataclass(slots=True)
+class _OpenTransaction:
+    """The poll batches in the open Kafka transaction (exactly-once into an output topic).
+
+    `first_offsets` is where each partition stood when the transaction first read it — its
+    committed position, where an abort rewinds to; `next_offsets` what the commit stores.
+    """
+
+    started: float  # time.monotonic() at begin_transaction
+    messages: list[Message] = field(default_factory=list)
+    first_offsets: dict[PartitionKey, int] = field(default_factory=dict)
+    next_offsets: dict[PartitionKey, int] = field(default_factory=dict)
+
+    def add(self, batch: Batch) -> None:
+        self.messages.extend(batch)
+        for message in batch:
+            topic, partition, offset = position(message)
+            self.first_offsets.setdefault((topic, partition), offset)
+            self.next_offsets[(topic, partition)] = offset + 1
+
+    def offsets(self) -> list[TopicPartition]:
+        return [TopicPartition(t, p, o) for (t, p), o in self.next_offsets.items()]
 
 
 def _next_offsets(batch: Batch) -> dict[PartitionKey, int]:

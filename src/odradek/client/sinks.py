@@ -17,7 +17,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -117,6 +117,21 @@ class Sink(abc.ABC):
             tx.execute(f"RELEASE SAVEPOINT {name}")
             raise
         tx.execute(f"RELEASE SAVEPOINT {name}")
+
+    def call_in_savepoint(self, tx: Any, function: Callable[..., Any], *arguments: Any) -> Any:
+        """`function(*arguments)` inside a savepoint of `tx`: `savepoint`'s behaviour, without
+        a context manager per call (the processor runs one per message; this costs a third as
+        much)."""
+        execute = tx.execute
+        execute("SAVEPOINT odradek_message")
+        try:
+            result = function(*arguments)
+        except BaseException:
+            execute("ROLLBACK TO SAVEPOINT odradek_message")
+            execute("RELEASE SAVEPOINT odradek_message")
+            raise
+        execute("RELEASE SAVEPOINT odradek_message")
+        return result
 
     # -- offsets and owner tokens ------------------------------------------------------------
     def _schema(self) -> list[str]:
