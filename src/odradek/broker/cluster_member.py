@@ -27,11 +27,12 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
 from typing import TYPE_CHECKING, Any
 
 from kio.schema.errors import ErrorCode
 
+from odradek.broker.cluster_configs import apply_metadata_configs
 from odradek.broker.config import SECURITY_PROTOCOLS, KraftSettings
 from odradek.broker.kafka_channel import ChannelError, KafkaChannel
 from odradek.broker.replica_manager import ReplicaManager
@@ -314,6 +315,12 @@ class ClusterMember:
         self.image = delta.apply()
         if previous.topics_by_id is not self.image.topics_by_id:
             await self._reconcile_logs()
+        if (
+            previous.configs is not self.image.configs
+            or previous.topics_by_id is not self.image.topics_by_id
+        ):
+            apply_metadata_configs(self.context, previous.configs, self.image.configs)
+            self.replicas.refresh_min_insync()
         self.on_local_changes(delta.local_changes(self.node_id), previous)
         self._image_changed.set()
         self._image_changed = asyncio.Event()
@@ -390,6 +397,10 @@ class ClusterMember:
                 return
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._image_changed.wait(), remaining)
+
+    def next_image(self) -> Coroutine[Any, Any, bool]:
+        """Completes when the next metadata batch has been applied to the image."""
+        return self._image_changed.wait()
 
     def controller_id_for_clients(self) -> int:
         """The controller id a broker reports in Metadata and DescribeCluster: in KRaft the

@@ -173,6 +173,12 @@ class ReplicaManager:
         override = metadata.config.get("min.insync.replicas") if metadata is not None else None
         return int(override) if override else self.context.config.min_insync_replicas
 
+    def refresh_min_insync(self) -> None:
+        """Topic or broker `min.insync.replicas` changed (a ConfigRecord): every hosted
+        partition takes the new value."""
+        for hosted in self.partitions.values():
+            hosted.state.min_insync_replicas = self._min_insync(hosted.topic)
+
     def apply_local_changes(
         self, changes: LocalReplicaChanges, image: MetadataImage, previous: MetadataImage
     ) -> None:

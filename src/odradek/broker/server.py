@@ -20,10 +20,12 @@ from types import TracebackType
 
 from odradek.broker import dispatcher
 from odradek.broker.clock import now_ms
+from odradek.broker.cluster_configs import MetadataConfigView
 from odradek.broker.config import BrokerConfig, ConfigError
 from odradek.broker.connection import KafkaConnection
 from odradek.broker.context import BrokerContext, default_log_config
 from odradek.broker.dynamic_configs import load_group_configs, open_dynamic_configs
+from odradek.storage.config_store import ConfigStore
 from odradek.storage.lazy_files import files_for_mode
 from odradek.storage.log_manager import LogManager
 
@@ -129,7 +131,12 @@ class Broker:
                 config.storage_mode,
             )
         static_config = config
-        config_store, config = open_dynamic_configs(static_config)
+        config_store: ConfigStore
+        if config.kraft is None:
+            config_store, config = open_dynamic_configs(static_config)
+        else:
+            # A cluster member's dynamic configs are ConfigRecords of the metadata log.
+            config_store = MetadataConfigView()
         logs = LogManager.open(
             config.log_dir,
             default_log_config(config),

@@ -1,13 +1,15 @@
 """IncrementalAlterConfigs: SET, DELETE, APPEND and SUBTRACT on single topic, broker (dynamic
-broker configs) and group configs."""
+broker configs) and group configs; on a cluster they go to the controller as ConfigRecords
+(cluster_configs.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from kio.schema.errors import ErrorCode
 
-from odradek.broker import dispatcher
+from odradek.broker import cluster_configs, dispatcher
 from odradek.broker.context import BrokerContext
 from odradek.broker.dynamic_configs import (
     DYNAMIC_BROKER_CONFIG_TYPES,
@@ -24,6 +26,7 @@ from odradek.protocol.codec import RequestHeader
 from odradek.storage.config_store import RESOURCE_BROKER
 
 SET, DELETE, APPEND, SUBTRACT = 0, 1, 2, 3
+TOPIC, BROKER = 2, 4
 LIST_TYPE = 7
 
 
@@ -56,8 +59,31 @@ def _apply(
     return updated, None
 
 
+def _on_cluster(context: BrokerContext) -> cluster_configs.NewOverrides:
+    """The operations applied to a resource's current overrides in the metadata image."""
+
+    def new_overrides(
+        resource: Any, current: Mapping[str, str]
+    ) -> tuple[dict[str, str] | None, str | None]:
+        if resource.resource_type == TOPIC:
+            return _apply(context, resource.resource_name, dict(current), resource.configs)
+        if resource.resource_type == BROKER:
+            return apply_operations(
+                current,
+                resource.configs,
+                lambda name: DYNAMIC_BROKER_CONFIG_TYPES.get(name) == LIST,
+                lambda name: context.config.properties.get(name, ""),
+            )
+        return apply_operations(current, resource.configs, lambda name: False, lambda name: "")
+
+    return new_overrides
+
+
 @dispatcher.register(ApiKey.INCREMENTAL_ALTER_CONFIGS, 0, 1)
 async def handle(context: BrokerContext, header: RequestHeader, request: Any) -> Any:
+    if context.cluster is not None:
+        return await cluster_configs.alter_configs(context, header, request, _on_cluster(context))
+
     def alter_topic(resource: Any) -> tuple[ErrorCode, str | None]:
         metadata = context.logs.topics().get(resource.resource_name)
         if metadata is None:
