@@ -34,6 +34,7 @@ from kio.schema.errors import ErrorCode
 
 from odradek.broker.cluster_configs import apply_metadata_configs
 from odradek.broker.config import SECURITY_PROTOCOLS, KraftSettings
+from odradek.broker.context import CURRENT_LISTENER
 from odradek.broker.kafka_channel import ChannelError, KafkaChannel
 from odradek.broker.replica_manager import ReplicaManager
 from odradek.controller import (
@@ -73,6 +74,7 @@ class ClusterMember:
         self.context = context
         self.kraft = kraft
         self.node_id = context.node_id
+        #: inter.broker.listener.name: what replica fetchers connect to on other brokers.
         self.listener_name = kraft.client_listener.name
         voter = kraft.voters[0]
         self.controller_address = (voter.host, voter.port)
@@ -147,12 +149,18 @@ class ClusterMember:
 
     async def _register(self) -> None:
         module = request_module(kio_adapter.BROKER_REGISTRATION, _REGISTRATION_VERSION)
-        listener = make(
-            nested(module, "Listener"),
-            name=self.listener_name,
-            host=self.context.advertised_host,
-            port=self.context.advertised_port,
-            security_protocol=SECURITY_PROTOCOLS["PLAINTEXT"],
+        endpoints = self.context.listener_endpoints or {
+            self.listener_name: (self.context.advertised_host, self.context.advertised_port)
+        }
+        listeners = tuple(
+            make(
+                nested(module, "Listener"),
+                name=name,
+                host=host,
+                port=port,
+                security_protocol=SECURITY_PROTOCOLS["PLAINTEXT"],
+            )
+            for name, (host, port) in endpoints.items()
         )
         feature = make(
             nested(module, "Feature"),
@@ -166,7 +174,7 @@ class ClusterMember:
             broker_id=self.node_id,
             cluster_id=self.context.cluster_id,
             incarnation_id=self.incarnation_id,
-            listeners=(listener,),
+            listeners=listeners,
             features=(feature,),
             rack=None,
             is_migrating_zk_broker=False,
@@ -397,6 +405,11 @@ class ClusterMember:
                 return
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._image_changed.wait(), remaining)
+
+    def client_listener_name(self) -> str:
+        """The listener the current request came in on (Kafka answers Metadata per listener);
+        the inter-broker listener outside a request."""
+        return CURRENT_LISTENER.get() or self.listener_name
 
     def next_image(self) -> Coroutine[Any, Any, bool]:
         """Completes when the next metadata batch has been applied to the image."""

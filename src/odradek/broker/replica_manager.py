@@ -420,8 +420,9 @@ class ReplicaManager:
             registration = self._image.brokers.get(broker_id)
             if registration is None:
                 continue
+            client_listener = self.member.client_listener_name()
             for listener in registration.listeners:
-                if listener.name == self.member.listener_name:
+                if listener.name == client_listener:
                     endpoints.append(
                         NodeEndpoint(broker_id, listener.host, listener.port, registration.rack)
                     )
