@@ -103,6 +103,10 @@ class Cluster:
 
     `config` is applied to every node on top of `replication_defaults(brokers)`; `base_port`
     puts the controller on that port and the brokers on the next ones (default: free ports).
+    `listener_names` gives each broker one listener per name (Kafka's named listeners, all
+    PLAINTEXT); clients use the first (`ports`, `bootstrap_servers`), the others get free
+    ports (`listener_ports`); `inter_broker_listener_name` is the one replication uses
+    (default: the first).
     Raises `ValueError` for fewer than one broker or a controller id among the broker ids.
     """
 
@@ -116,6 +120,8 @@ class Cluster:
         controller_id: int = 0,
         cluster_id: str | None = None,
         log_level: str = "WARNING",
+        listener_names: Sequence[str] = ("PLAINTEXT",),
+        inter_broker_listener_name: str | None = None,
     ) -> None:
         if brokers < 1:
             raise ValueError("a cluster needs at least one broker")
@@ -135,6 +141,16 @@ class Cluster:
         )
         self.controller_port = ports[0]
         self.ports = dict(zip(self.node_ids, ports[1:], strict=True))
+        self.listener_names = tuple(name.upper() for name in listener_names)
+        self.inter_broker_listener_name = inter_broker_listener_name
+        #: Each broker's port per listener; the first listener's is `ports` (the clients').
+        self.listener_ports: dict[int, dict[str, int]] = {
+            node: {
+                name: self.ports[node] if index == 0 else _free_port()
+                for index, name in enumerate(self.listener_names)
+            }
+            for node in self.node_ids
+        }
         self._processes: dict[int, subprocess.Popen[bytes]] = {}
         self._paused: set[int] = set()
 
@@ -180,7 +196,9 @@ class Cluster:
             "cluster.id": self.cluster_id,
             "controller.quorum.voters": f"{self.controller_id}@{self.controller_address}",
             "controller.listener.names": "CONTROLLER",
-            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "listener.security.protocol.map": ",".join(
+                f"{name}:PLAINTEXT" for name in (*self.listener_names, "CONTROLLER")
+            ),
             "log.dirs": str(self.data_dir / f"node-{node_id}"),
             "group.initial.rebalance.delay.ms": "0",
         }
@@ -192,8 +210,13 @@ class Cluster:
         else:
             common |= {
                 "process.roles": "broker",
-                "listeners": f"PLAINTEXT://{self.broker_address(node_id)}",
+                "listeners": ",".join(
+                    f"{name}://127.0.0.1:{port}"
+                    for name, port in self.listener_ports[node_id].items()
+                ),
             }
+            if self.inter_broker_listener_name is not None:
+                common["inter.broker.listener.name"] = self.inter_broker_listener_name
         return {**common, **self.config}
 
     def _spawn(self, node_id: int) -> None:
@@ -353,6 +376,10 @@ class Cluster:
         if process is None:
             raise ClusterError(f"node {node_id} was never started")
         return process
+
+    def pid(self, node_id: int) -> int:
+        """The process id of node `node_id` (`ClusterError` if it was never started)."""
+        return self._process(node_id).pid
 
     def kill(self, node_id: int) -> None:
         """SIGKILL one node (a broker, or the controller), paused or not; returns once it has

@@ -71,7 +71,7 @@ async def metadata(context: BrokerContext, header: RequestHeader, request: Any) 
         partitions = []
         if topic is not None and error is ErrorCode.none:
             for index in sorted(topic.partitions):
-                state = image.partition_metadata(topic.name, index, member.listener_name)
+                state = image.partition_metadata(topic.name, index, member.client_listener_name())
                 assert state is not None
                 partitions.append(
                     make(
@@ -126,7 +126,9 @@ async def metadata(context: BrokerContext, header: RequestHeader, request: Any) 
     alive = image.alive_brokers()
     brokers = []
     for registration in alive:
-        endpoint = next((e for e in registration.listeners if e.name == member.listener_name), None)
+        endpoint = next(
+            (e for e in registration.listeners if e.name == member.client_listener_name()), None
+        )
         if endpoint is not None:
             brokers.append(
                 make(
@@ -273,7 +275,9 @@ async def describe_cluster(context: BrokerContext, header: RequestHeader, reques
     for broker_id, registration in sorted(member.image.brokers.items()):
         if registration.fenced and not include_fenced:
             continue
-        endpoint = next((e for e in registration.listeners if e.name == member.listener_name), None)
+        endpoint = next(
+            (e for e in registration.listeners if e.name == member.client_listener_name()), None
+        )
         if endpoint is None:
             continue
         brokers.append(

@@ -29,12 +29,14 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
 from typing import TYPE_CHECKING, Any
 
 from kio.schema.errors import ErrorCode
 
+from odradek.broker.cluster_configs import apply_metadata_configs
 from odradek.broker.config import SECURITY_PROTOCOLS, KraftSettings
+from odradek.broker.context import CURRENT_LISTENER
 from odradek.broker.kafka_channel import ChannelError, KafkaChannel
 from odradek.broker.replica_manager import ReplicaManager
 from odradek.controller import (
@@ -70,6 +72,7 @@ class ClusterMember:
         self.context = context
         self.kraft = kraft
         self.node_id = context.node_id
+        #: inter.broker.listener.name: what replica fetchers connect to on other brokers.
         self.listener_name = kraft.client_listener.name
         voter = kraft.voters[0]
         self.controller_address = (voter.host, voter.port)
@@ -149,12 +152,18 @@ class ClusterMember:
 
     async def _register(self) -> None:
         module = request_module(kio_adapter.BROKER_REGISTRATION, _REGISTRATION_VERSION)
-        listener = make(
-            nested(module, "Listener"),
-            name=self.listener_name,
-            host=self.context.advertised_host,
-            port=self.context.advertised_port,
-            security_protocol=SECURITY_PROTOCOLS["PLAINTEXT"],
+        endpoints = self.context.listener_endpoints or {
+            self.listener_name: (self.context.advertised_host, self.context.advertised_port)
+        }
+        listeners = tuple(
+            make(
+                nested(module, "Listener"),
+                name=name,
+                host=host,
+                port=port,
+                security_protocol=SECURITY_PROTOCOLS["PLAINTEXT"],
+            )
+            for name, (host, port) in endpoints.items()
         )
         feature = make(
             nested(module, "Feature"),
@@ -168,7 +177,7 @@ class ClusterMember:
             broker_id=self.node_id,
             cluster_id=self.context.cluster_id,
             incarnation_id=self.incarnation_id,
-            listeners=(listener,),
+            listeners=listeners,
             features=(feature,),
             rack=None,
             is_migrating_zk_broker=False,
@@ -331,6 +340,12 @@ class ClusterMember:
         self.image = delta.apply()
         if previous.topics_by_id is not self.image.topics_by_id:
             await self._reconcile_logs()
+        if (
+            previous.configs is not self.image.configs
+            or previous.topics_by_id is not self.image.topics_by_id
+        ):
+            apply_metadata_configs(self.context, previous.configs, self.image.configs)
+            self.replicas.refresh_min_insync()
         self.on_local_changes(delta.local_changes(self.node_id), previous)
         self._image_changed.set()
         self._image_changed = asyncio.Event()
@@ -405,6 +420,15 @@ class ClusterMember:
                 return
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._image_changed.wait(), remaining)
+
+    def client_listener_name(self) -> str:
+        """The listener the current request came in on (Kafka answers Metadata per listener);
+        the inter-broker listener outside a request."""
+        return CURRENT_LISTENER.get() or self.listener_name
+
+    def next_image(self) -> Coroutine[Any, Any, bool]:
+        """Completes when the next metadata batch has been applied to the image."""
+        return self._image_changed.wait()
 
     def controller_id_for_clients(self) -> int:
         """The controller id a broker reports in Metadata and DescribeCluster: in KRaft the

@@ -404,6 +404,8 @@ class BrokerConfig:
     unknown_or_set: frozenset[str] = field(default=frozenset())
     # process.roles and the controller settings; None when process.roles is empty.
     kraft: KraftSettings | None = None
+    # A cluster broker's listeners (not the controller's), as advertised: name, host, port.
+    advertised_broker_listeners: tuple[Listener, ...] = ()
 
     @classmethod
     def from_properties(cls, overrides: Mapping[str, str]) -> BrokerConfig:
@@ -419,6 +421,21 @@ class BrokerConfig:
                 raise ConfigError(f"listeners: only PLAINTEXT is supported, got {listener.name}")
         else:
             listener = kraft.client_listener
+        broker_listeners: tuple[Listener, ...] = ()
+        if kraft is not None and kraft.is_broker:
+            # Every broker listener with the address it advertises (advertised.listeners by
+            # name, else the listener itself), registered with the controller.
+            broker_listeners = tuple(
+                next((item for item in advertised if item.name == own.name), own)
+                for own in kraft.listeners
+                if own.name not in kraft.controller_listener_names
+            )
+            for item in broker_listeners:
+                if item.host in ("0.0.0.0", "::", ""):
+                    raise ConfigError(
+                        f"advertised.listeners: listener {item.name} has a wildcard host; "
+                        "set a real address"
+                    )
         advertised = [item for item in advertised if item.name == listener.name] or advertised
         advertised_listener = advertised[0] if advertised else listener
         if advertised_listener.host in ("0.0.0.0", "::", ""):
@@ -470,6 +487,7 @@ class BrokerConfig:
             unknown=tuple(sorted(set(overrides) - set(DEFAULTS))),
             unknown_or_set=frozenset(overrides),
             kraft=kraft,
+            advertised_broker_listeners=broker_listeners,
         )
         for name in ("num.partitions", "default.replication.factor", "message.max.bytes"):
             if _int(properties, name) < 1:

@@ -9,7 +9,7 @@ from collections import deque
 from typing import Any
 
 from odradek.broker import dispatcher
-from odradek.broker.context import BrokerContext
+from odradek.broker.context import CURRENT_LISTENER, BrokerContext
 from odradek.broker.handlers.api_versions import unsupported_version_response
 from odradek.protocol.api_keys import ApiKey
 from odradek.protocol.codec import (
@@ -42,8 +42,14 @@ READ_BUFFER_BYTES = 256 * 1024
 
 
 class KafkaConnection(asyncio.BufferedProtocol):
-    def __init__(self, context: BrokerContext, connections: set[KafkaConnection]) -> None:
+    def __init__(
+        self,
+        context: BrokerContext,
+        connections: set[KafkaConnection],
+        listener_name: str | None = None,
+    ) -> None:
         self.context = context
+        self.listener_name = listener_name
         self.connections = connections
         self.transport: asyncio.Transport | None = None
         self.scratch = bytearray(READ_BUFFER_BYTES)
@@ -162,6 +168,8 @@ class KafkaConnection(asyncio.BufferedProtocol):
     async def _run(
         self, handler: dispatcher.ApiHandler, header: RequestHeader, request: Any
     ) -> list[bytes | memoryview] | None:
+        if self.listener_name is not None:
+            CURRENT_LISTENER.set(self.listener_name)  # this task's own context copy
         response = await handler.handle(self.context, header, request)
         if response is None:
             return None

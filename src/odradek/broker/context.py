@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -58,6 +59,11 @@ def default_log_config(config: BrokerConfig) -> LogConfig:
     return log_config_from_overrides(default, compression)
 
 
+#: The listener name of the connection whose request is being handled (None: not set, e.g. a
+#: single broker): a cluster member answers Metadata with that listener's endpoints, as Kafka.
+CURRENT_LISTENER: ContextVar[str | None] = ContextVar("odradek_current_listener", default=None)
+
+
 @dataclass
 class BrokerContext:
     config: BrokerConfig
@@ -78,6 +84,8 @@ class BrokerContext:
     # This broker's registration and metadata image when a controller is configured
     # (process.roles); None for a single broker, which answers everything from its own logs.
     cluster: ClusterMember | None = None
+    # A cluster broker's listeners: name -> (advertised host, port), ports resolved at start.
+    listener_endpoints: dict[str, tuple[str, int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.groups = GroupRuntime(self.config, self.logs, self.data_arrived, self.group_commit)

@@ -8,10 +8,12 @@ records. A timer runs `tick(now_ms)` (session expiry -> fencing).
 
 It listens on its controller listener and answers, with kio's schemas: ApiVersions,
 BrokerRegistration (62), BrokerHeartbeat (63), AlterPartition (56), AllocateProducerIds (67)
-through `controller.kio_adapter`; CreateTopics, DeleteTopics and CreatePartitions forwarded by
-brokers (a direct call: Kafka wraps them in Envelope); and Fetch v12 of `__cluster_metadata`
-partition 0, which is how brokers learn metadata, as in Kafka: batches whose record values are
-`controller.records.encode_record` bytes, long-polled up to `max_wait_ms`.
+through `controller.kio_adapter`; CreateTopics, DeleteTopics, CreatePartitions and
+IncrementalAlterConfigs (topic, broker, cluster-default broker and group configs become
+ConfigRecords) forwarded by brokers (a direct call: Kafka wraps them in Envelope); and Fetch v12
+of `__cluster_metadata` partition 0, which is how brokers learn metadata, as in Kafka: batches
+whose record values are `controller.records.encode_record` bytes, long-polled up to
+`max_wait_ms`.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from kio.schema.errors import ErrorCode
 from odradek.broker.clock import now_ms
 from odradek.broker.config import BrokerConfig
 from odradek.controller import (
+    AlterableConfig,
+    AlterConfigsResource,
     ControllerConfig,
     CreatableTopic,
     CreatePartitionsTopic,
@@ -68,6 +72,7 @@ CONTROLLER_APIS: dict[int, tuple[int, int]] = {
     ApiKey.CREATE_TOPICS: (2, 7),
     ApiKey.DELETE_TOPICS: (1, 6),
     ApiKey.CREATE_PARTITIONS: (0, 3),
+    ApiKey.INCREMENTAL_ALTER_CONFIGS: (0, 1),
     kio_adapter.ALTER_PARTITION: (2, 3),
     kio_adapter.BROKER_REGISTRATION: (0, 4),
     kio_adapter.BROKER_HEARTBEAT: (0, 1),
@@ -121,6 +126,7 @@ class ControllerServer:
             ApiKey.CREATE_TOPICS: self._create_topics,
             ApiKey.DELETE_TOPICS: self._delete_topics,
             ApiKey.CREATE_PARTITIONS: self._create_partitions,
+            ApiKey.INCREMENTAL_ALTER_CONFIGS: self._incremental_alter_configs,
             kio_adapter.ALTER_PARTITION: self._alter_partition,
             kio_adapter.BROKER_REGISTRATION: self._broker_registration,
             kio_adapter.BROKER_HEARTBEAT: self._broker_heartbeat,
@@ -452,6 +458,50 @@ class ControllerServer:
             response_type(ApiKey.CREATE_PARTITIONS, version),
             throttle_time=0,
             results=tuple(results),
+        )
+
+    async def _incremental_alter_configs(self, header: RequestHeader, request: Any) -> Any:
+        """IncrementalAlterConfigs forwarded by a broker (which checked the values against its
+        own rules first): the changes become ConfigRecords that every broker replays."""
+        version = header.api_version
+        result_type = nested(
+            response_module(ApiKey.INCREMENTAL_ALTER_CONFIGS, version),
+            "AlterConfigsResourceResponse",
+        )
+        resources = [
+            AlterConfigsResource(
+                int(resource.resource_type),
+                resource.resource_name,
+                tuple(
+                    AlterableConfig(c.name, int(c.config_operation), c.value)
+                    for c in resource.configs
+                ),
+            )
+            for resource in request.resources
+        ]
+        controller = self._require()
+        if request.validate_only:
+            _records, answers = controller.configs.incremental_alter_configs(
+                resources, lambda name: name in controller.replication.topics_by_name
+            )
+            responses = tuple(answers)
+        else:
+            result = controller.handle_incremental_alter_configs(resources, now_ms())
+            self._commit(result.records)
+            responses = result.response
+        return make(
+            response_type(ApiKey.INCREMENTAL_ALTER_CONFIGS, version),
+            throttle_time=0,
+            responses=tuple(
+                make(
+                    result_type,
+                    error_code=answer.error_code,
+                    error_message=answer.error_message,
+                    resource_type=answer.resource_type,
+                    resource_name=answer.resource_name,
+                )
+                for answer in responses
+            ),
         )
 
     async def _fetch(self, header: RequestHeader, request: Any) -> Any:

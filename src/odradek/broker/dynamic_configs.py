@@ -239,10 +239,11 @@ def load_group_configs(context: BrokerContext) -> None:
         return
     for (resource_type, name), configs in context.config_store.image.resources.items():
         if resource_type == RESOURCE_GROUP:
-            _apply_group(context, name, configs)
+            apply_group_configs(context, name, configs)
 
 
-def _apply_group(context: BrokerContext, group_id: str, configs: Mapping[str, str]) -> None:
+def apply_group_configs(context: BrokerContext, group_id: str, configs: Mapping[str, str]) -> None:
+    """Hand group `group_id`'s consumer overrides (empty: none) to the KIP-848 coordinator."""
     session = configs.get("consumer.session.timeout.ms")
     heartbeat = configs.get("consumer.heartbeat.interval.ms")
     context.groups.coordinator.consumer.set_group_overrides(
@@ -570,7 +571,7 @@ def alter_group_configs(
         for name in sorted(set(current) - set(new_overrides))
     ]
     store.append(records)
-    _apply_group(context, group_id, store.image.configs(RESOURCE_GROUP, group_id))
+    apply_group_configs(context, group_id, store.image.configs(RESOURCE_GROUP, group_id))
     return ErrorCode.none, None
 
 

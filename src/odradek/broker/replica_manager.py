@@ -49,6 +49,7 @@ from odradek.protocol.api_keys import ApiKey
 from odradek.protocol.codec import make, nested, request_module
 from odradek.protocol.hot_encoders import LeaderIdAndEpoch, NodeEndpoint
 from odradek.protocol.record_batch import BATCH_HEADER_SIZE, read_batch_header
+from odradek.replication.low_watermark import low_watermark
 from odradek.replication.partition_state import (
     AlterPartitionRequest,
     BrokerMetadata,
@@ -140,6 +141,9 @@ class ReplicaManager:
         self._background: set[asyncio.Task[Any]] = set()
         context.groups.replicas = self
         context.transactions.replicas = self
+        #: Set (and replaced) when a follower reports a fetch while DeleteRecords waits.
+        self._low_watermark_moved = asyncio.Event()
+        self._low_watermark_waiters = 0
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -177,6 +181,12 @@ class ReplicaManager:
         metadata = self.context.logs.topics().get(topic)
         override = metadata.config.get("min.insync.replicas") if metadata is not None else None
         return int(override) if override else self.context.config.min_insync_replicas
+
+    def refresh_min_insync(self) -> None:
+        """Topic or broker `min.insync.replicas` changed (a ConfigRecord): every hosted
+        partition takes the new value."""
+        for hosted in self.partitions.values():
+            hosted.state.min_insync_replicas = self._min_insync(hosted.topic)
 
     def apply_local_changes(
         self, changes: LocalReplicaChanges, image: MetadataImage, previous: MetadataImage
@@ -514,8 +524,9 @@ class ReplicaManager:
             registration = self._image.brokers.get(broker_id)
             if registration is None:
                 continue
+            client_listener = self.member.client_listener_name()
             for listener in registration.listeners:
-                if listener.name == self.member.listener_name:
+                if listener.name == client_listener:
                     endpoints.append(
                         NodeEndpoint(broker_id, listener.host, listener.port, registration.rack)
                     )
@@ -597,6 +608,42 @@ class ReplicaManager:
                 waiter.set_result(error)
         hosted.waits = []
 
+    # -- leader: DeleteRecords -------------------------------------------------------------
+
+    def low_watermark(self, hosted: HostedPartition) -> int:
+        """The smallest log start offset over the leader and its live followers."""
+        return low_watermark(
+            hosted.log.log_start_offset, hosted.state.replica_states(), hosted.state.brokers
+        )
+
+    async def wait_for_low_watermark(
+        self, hosted: HostedPartition, offset: int, timeout_ms: int
+    ) -> tuple[ErrorCode, int]:
+        """Until the low watermark reaches `offset` on every live replica (NONE), leadership
+        is lost (NOT_LEADER_OR_FOLLOWER) or `timeout_ms` passes (REQUEST_TIMED_OUT): Kafka's
+        DelayedDeleteRecords. Returns the error and the low watermark then."""
+        self.context.data_arrived.notify((hosted.topic, hosted.index))  # answer waiting fetches
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(timeout_ms, 0) / 1000
+        self._low_watermark_waiters += 1
+        try:
+            while True:
+                if (
+                    not hosted.state.is_leader
+                    or self.partitions.get((hosted.topic, hosted.index)) is not hosted
+                ):
+                    return ErrorCode.not_leader_or_follower, -1
+                current = self.low_watermark(hosted)
+                if current >= offset:
+                    return ErrorCode.none, current
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return ErrorCode.request_timed_out, current
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._low_watermark_moved.wait(), remaining)
+        finally:
+            self._low_watermark_waiters -= 1
+
     # -- leader: replica fetches -------------------------------------------------------------
 
     def replica_fetch_check(
@@ -656,6 +703,9 @@ class ReplicaManager:
         )
         if result.error is not None:
             return result.error
+        if self._low_watermark_waiters:
+            self._low_watermark_moved.set()
+            self._low_watermark_moved = asyncio.Event()
         if result.high_watermark_changed:
             self._high_watermark_changed(hosted)
         if result.alter_partition is not None:

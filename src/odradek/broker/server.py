@@ -20,10 +20,12 @@ from types import TracebackType
 
 from odradek.broker import dispatcher
 from odradek.broker.clock import now_ms
+from odradek.broker.cluster_configs import MetadataConfigView
 from odradek.broker.config import BrokerConfig, ConfigError
 from odradek.broker.connection import KafkaConnection
 from odradek.broker.context import BrokerContext, default_log_config
 from odradek.broker.dynamic_configs import load_group_configs, open_dynamic_configs
+from odradek.storage.config_store import ConfigStore
 from odradek.storage.lazy_files import files_for_mode
 from odradek.storage.log_manager import LogManager
 
@@ -89,6 +91,8 @@ class Broker:
         self.config = BrokerConfig.from_properties(properties)
         self.context: BrokerContext | None = None
         self._server: asyncio.Server | None = None
+        #: A cluster broker's listeners besides `listener` (named listeners).
+        self._other_servers: list[asyncio.Server] = []
         self._connections: set[KafkaConnection] = set()
         self._background: list[asyncio.Task[None]] = []
         self._thread: threading.Thread | None = None
@@ -129,7 +133,12 @@ class Broker:
                 config.storage_mode,
             )
         static_config = config
-        config_store, config = open_dynamic_configs(static_config)
+        config_store: ConfigStore
+        if config.kraft is None:
+            config_store, config = open_dynamic_configs(static_config)
+        else:
+            # A cluster member's dynamic configs are ConfigRecords of the metadata log.
+            config_store = MetadataConfigView()
         logs = LogManager.open(
             config.log_dir,
             default_log_config(config),
@@ -161,8 +170,9 @@ class Broker:
         context.groups.start()
         context.transactions.load(now_ms())
         context.transactions.start()
+        listener_name = listener.name if config.kraft is not None else None
         self._server = await loop.create_server(
-            lambda: KafkaConnection(context, self._connections),
+            lambda: KafkaConnection(context, self._connections, listener_name),
             host=listener.host,
             port=listener.port,
             reuse_address=True,
@@ -174,6 +184,8 @@ class Broker:
             config.advertised_listener == config.listener and listener.port == 0
         ):
             context.advertised_port = self.port
+        if config.kraft is not None:
+            await self._open_other_listeners(context)
         if config.kraft is not None:
             await self._join_cluster(context)
         self._background = [
@@ -189,6 +201,37 @@ class Broker:
             self.port,
             config.log_dir,
         )
+
+    async def _open_other_listeners(self, context: BrokerContext) -> None:
+        """A cluster broker listens on each of its listeners (Kafka's named listeners, e.g.
+        CLIENT and REPLICATION); every one is registered with the controller, and Metadata
+        asked on one answers with that listener's endpoints."""
+        config = self.config
+        assert config.kraft is not None
+        loop = asyncio.get_running_loop()
+        advertised = {item.name: item for item in config.advertised_broker_listeners}
+        context.listener_endpoints[config.listener.name] = (
+            context.advertised_host,
+            context.advertised_port,
+        )
+        for listener in config.kraft.listeners:
+            if listener.name in config.kraft.controller_listener_names:
+                continue
+            if listener.name == config.listener.name:
+                continue
+            name = listener.name
+            server = await loop.create_server(
+                lambda name=name: KafkaConnection(context, self._connections, name),  # type: ignore[misc]
+                host=listener.host,
+                port=listener.port,
+                reuse_address=True,
+                backlog=1024,
+            )
+            self._other_servers.append(server)
+            port = server.sockets[0].getsockname()[1]
+            shown = advertised.get(name, listener)
+            context.listener_endpoints[name] = (shown.host, shown.port or port)
+            logger.info("listener %s on %s:%d", name, listener.host, port)
 
     async def _join_cluster(self, context: BrokerContext) -> None:
         """Register with the controller and follow its metadata log (process.roles set)."""
@@ -264,6 +307,9 @@ class Broker:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._background = []
+        for server in self._other_servers:
+            server.close()
+        self._other_servers = []
         if self._server is not None:
             self._server.close()
             for connection in list(self._connections):

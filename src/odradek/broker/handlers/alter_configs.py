@@ -1,5 +1,6 @@
 """AlterConfigs (the legacy, whole-set form): a resource's overrides become exactly the given
-set — a topic's, a broker's or the cluster default's (dynamic broker configs), a group's."""
+set — a topic's, a broker's or the cluster default's (dynamic broker configs), a group's. On a
+cluster the change goes to the controller as ConfigRecords (cluster_configs.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 
 from kio.schema.errors import ErrorCode
 
-from odradek.broker import dispatcher
+from odradek.broker import cluster_configs, dispatcher
 from odradek.broker.context import BrokerContext
 from odradek.broker.dynamic_configs import alter_broker_configs, alter_group_configs
 from odradek.broker.topics import alter_topic_configs
@@ -59,8 +60,17 @@ def alter_resources(
     return make(response_type(api_key, version), throttle_time=0, responses=tuple(results))
 
 
+def _given(resource: Any, current: Any) -> tuple[dict[str, str] | None, str | None]:
+    """AlterConfigs replaces every override of the resource with the given set."""
+    del current
+    return {c.name: c.value for c in resource.configs if c.value is not None}, None
+
+
 @dispatcher.register(ApiKey.ALTER_CONFIGS, 0, 2)
 async def handle(context: BrokerContext, header: RequestHeader, request: Any) -> Any:
+    if context.cluster is not None:
+        return await cluster_configs.alter_configs(context, header, request, _given)
+
     def alter_topic(resource: Any) -> tuple[ErrorCode, str | None]:
         overrides = {c.name: c.value for c in resource.configs if c.value is not None}
         failure = alter_topic_configs(

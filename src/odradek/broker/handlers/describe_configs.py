@@ -35,7 +35,16 @@ async def handle(context: BrokerContext, header: RequestHeader, request: Any) ->
     for resource in request.resources:
         keys = resource.configuration_keys
         error, message, entries = ErrorCode.none, None, []
-        if resource.resource_type == TOPIC:
+        if resource.resource_type == TOPIC and context.cluster is not None:
+            # A cluster member answers from its image, hosting a replica or not.
+            image = context.cluster.image
+            if image.topic(resource.resource_name) is None:
+                error = ErrorCode.unknown_topic_or_partition
+                message = f"Topic '{resource.resource_name}' does not exist."
+            else:
+                overrides = image.configs.get((TOPIC, resource.resource_name), {})
+                entries = describe_topic_configs(context, resource.resource_name, keys, overrides)
+        elif resource.resource_type == TOPIC:
             if resource.resource_name not in context.logs.topics():
                 error = ErrorCode.unknown_topic_or_partition
                 message = f"Topic '{resource.resource_name}' does not exist."

@@ -1,13 +1,15 @@
 """IncrementalAlterConfigs: SET, DELETE, APPEND and SUBTRACT on single topic, broker (dynamic
-broker configs) and group configs."""
+broker configs) and group configs; on a cluster they go to the controller as ConfigRecords
+(cluster_configs.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from kio.schema.errors import ErrorCode
 
-from odradek.broker import dispatcher
+from odradek.broker import cluster_configs, dispatcher
 from odradek.broker.context import BrokerContext
 from odradek.broker.dynamic_configs import (
     DYNAMIC_BROKER_CONFIG_TYPES,
@@ -23,11 +25,54 @@ from odradek.protocol.api_keys import ApiKey
 from odradek.protocol.codec import RequestHeader
 from odradek.storage.config_store import RESOURCE_BROKER
 
+TOPIC, BROKER = 2, 4
 LIST_TYPE = 7
+
+
+def _topic_list_base(context: BrokerContext) -> Callable[[Mapping[str, str], str], str]:
+    # An override may be an empty list (cleanup.policy=""): that is the base then.
+    return lambda overrides, name: (
+        overrides[name] if name in overrides else broker_default(context, name)
+    )
+
+
+def _broker_list_base(context: BrokerContext) -> Callable[[Mapping[str, str], str], str]:
+    # Unlike a topic, an empty broker override counts as none: the base is the default.
+    return lambda overrides, name: overrides.get(name) or context.config.properties.get(name, "")
+
+
+def _is_topic_list(name: str) -> bool:
+    return CONFIG_TYPES.get(name) == LIST_TYPE
+
+
+def _is_broker_list(name: str) -> bool:
+    return DYNAMIC_BROKER_CONFIG_TYPES.get(name) == LIST
+
+
+def _on_cluster(context: BrokerContext) -> cluster_configs.NewOverrides:
+    """The operations applied to a resource's current overrides in the metadata image."""
+
+    def new_overrides(
+        resource: Any, current: Mapping[str, str]
+    ) -> tuple[dict[str, str] | None, str | None]:
+        if resource.resource_type == TOPIC:
+            return apply_operations(
+                current, resource.configs, _is_topic_list, _topic_list_base(context)
+            )
+        if resource.resource_type == BROKER:
+            return apply_operations(
+                current, resource.configs, _is_broker_list, _broker_list_base(context)
+            )
+        return apply_operations(current, resource.configs, lambda name: False, lambda o, n: "")
+
+    return new_overrides
 
 
 @dispatcher.register(ApiKey.INCREMENTAL_ALTER_CONFIGS, 0, 1)
 async def handle(context: BrokerContext, header: RequestHeader, request: Any) -> Any:
+    if context.cluster is not None:
+        return await cluster_configs.alter_configs(context, header, request, _on_cluster(context))
+
     def alter_topic(resource: Any) -> tuple[ErrorCode, str | None]:
         metadata = context.logs.topics().get(resource.resource_name)
         if metadata is None:
@@ -38,11 +83,8 @@ async def handle(context: BrokerContext, header: RequestHeader, request: Any) ->
         updated, problem = apply_operations(
             metadata.config,
             resource.configs,
-            lambda name: CONFIG_TYPES.get(name) == LIST_TYPE,
-            # An override may be an empty list (cleanup.policy=""): that is the base then.
-            lambda overrides, name: (
-                overrides[name] if name in overrides else broker_default(context, name)
-            ),
+            _is_topic_list,
+            _topic_list_base(context),
         )
         if updated is None:
             return ErrorCode.invalid_config, problem
@@ -59,9 +101,8 @@ async def handle(context: BrokerContext, header: RequestHeader, request: Any) ->
         updated, problem = apply_operations(
             current,
             resource.configs,
-            lambda name: DYNAMIC_BROKER_CONFIG_TYPES.get(name) == LIST,
-            # Unlike a topic, an empty broker override counts as none: the base is the default.
-            lambda overrides, name: overrides.get(name) or context.config.properties.get(name, ""),
+            _is_broker_list,
+            _broker_list_base(context),
         )
         if updated is None:
             return ErrorCode.invalid_config, problem
