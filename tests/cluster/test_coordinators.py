@@ -15,6 +15,8 @@ AllocateProducerIds blocks.
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import json
 import time
 import uuid
@@ -442,3 +444,155 @@ def odradek_cli(*args: str) -> str:
     result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
     assert result.exit_code == 0, result.output
     return result.output
+
+
+# -- kafka-python and aiokafka groups across a coordinator kill --------------------------------
+
+
+def _kafka_python_group(
+    cluster: Cluster, topic: str, group: str, kill_coordinator: Any
+) -> tuple[list[int], int, int]:
+    """Read 100, commit, kill the coordinator, read on (committing) to 200: (values read,
+    offset committed before the kill, committed offset the new coordinator reports)."""
+    import kafka
+
+    consumer = kafka.KafkaConsumer(
+        topic,
+        bootstrap_servers=cluster.bootstrap_servers.split(","),
+        group_id=group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_poll_records=100,
+        session_timeout_ms=10_000,
+        request_timeout_ms=15_000,
+    )
+    partition = kafka.TopicPartition(topic, 0)
+    seen: list[int] = []
+    try:
+        deadline = time.monotonic() + 30
+        while len(seen) < 100 and time.monotonic() < deadline:
+            for batch in consumer.poll(timeout_ms=500, max_records=100 - len(seen)).values():
+                seen.extend(int(record.value) for record in batch)
+        consumer.commit()
+        committed_before = len(seen)
+        kill_coordinator()
+        committed_after = wait_until(
+            lambda: _kafka_python_committed(consumer, partition), timeout_s=30
+        )
+        deadline = time.monotonic() + 60
+        while len(set(seen)) < 200 and time.monotonic() < deadline:
+            for batch in consumer.poll(timeout_ms=500).values():
+                seen.extend(int(record.value) for record in batch)
+                consumer.commit()
+    finally:
+        consumer.close(autocommit=False)
+    return seen, committed_before, committed_after
+
+
+def _kafka_python_committed(consumer: Any, partition: Any) -> int | None:
+    import kafka.errors
+
+    try:
+        committed = consumer.committed(partition)
+    except kafka.errors.KafkaError:  # the coordinator moving: asked again
+        return None
+    return None if committed is None else int(committed)
+
+
+def _aiokafka_group(
+    cluster: Cluster, topic: str, group: str, kill_coordinator: Any
+) -> tuple[list[int], int, int]:
+    import aiokafka
+    import aiokafka.errors
+
+    async def run() -> tuple[list[int], int, int]:
+        consumer = aiokafka.AIOKafkaConsumer(
+            topic,
+            bootstrap_servers=cluster.bootstrap_servers,
+            group_id=group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=10_000,
+            request_timeout_ms=15_000,
+        )
+        await consumer.start()
+        partition = aiokafka.TopicPartition(topic, 0)
+        seen: list[int] = []
+        try:
+            deadline = time.monotonic() + 30
+            while len(seen) < 100 and time.monotonic() < deadline:
+                batches = await consumer.getmany(timeout_ms=500, max_records=100 - len(seen))
+                for batch in batches.values():
+                    seen.extend(int(record.value) for record in batch)
+            await consumer.commit()
+            committed_before = len(seen)
+            await asyncio.to_thread(kill_coordinator)
+            committed_after = -1
+            deadline = time.monotonic() + 30
+            while committed_after < 0 and time.monotonic() < deadline:
+                try:
+                    committed_after = await consumer.committed(partition) or -1
+                except aiokafka.errors.KafkaError:  # the coordinator moving: asked again
+                    await asyncio.sleep(0.2)
+            deadline = time.monotonic() + 60
+            while len(set(seen)) < 200 and time.monotonic() < deadline:
+                for batch in (await consumer.getmany(timeout_ms=500)).values():
+                    seen.extend(int(record.value) for record in batch)
+                    await consumer.commit()
+        finally:
+            await consumer.stop()
+        return seen, committed_before, committed_after
+
+    return asyncio.run(run())
+
+
+# The clients leave sockets of connections refused by the killed broker to the garbage
+# collector (ResourceWarning); collected here, so they are not blamed on a later test.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.parametrize(
+    "client_group", [_kafka_python_group, _aiokafka_group], ids=["kafka-python", "aiokafka"]
+)
+def test_client_group_keeps_its_offsets_when_its_coordinator_is_killed(
+    cluster: Cluster, client_group: Any
+) -> None:
+    name = client_group.__name__.strip("_")
+    topic, group = f"orders-{name}", f"billing-{name}"
+    create_topic(cluster, topic, 1)
+    producer = Producer(
+        {"bootstrap.servers": cluster.bootstrap_servers, "acks": "all", "log_level": 0}
+    )
+    for value in range(200):
+        producer.produce(topic, str(value).encode())
+    assert producer.flush(30) == 0
+    coordinator = wait_until(
+        lambda: find_coordinator(cluster, group, 0), message="a group coordinator"
+    )
+
+    def kill_coordinator() -> None:
+        cluster.wait_for_isr("__consumer_offsets", hash_partition(group), 3, timeout_s=15)
+        cluster.kill(coordinator)
+        wait_until(
+            lambda: find_coordinator(cluster, group, 0) not in (None, coordinator),
+            message="a new group coordinator",
+        )
+
+    seen, committed_before, committed_after = client_group(cluster, topic, group, kill_coordinator)
+    gc.collect()
+    assert committed_before == 100
+    # The new coordinator loaded the group's committed offset.
+    assert committed_after == committed_before
+    assert sorted(set(seen)) == list(range(200)), "a message was skipped"
+    # At least once: only what followed the last commit may be read again.
+    assert seen[:committed_before] == list(range(committed_before))
+    assert all(value >= committed_before for value in seen[committed_before:])
+
+    restart(cluster, coordinator)
+    fresh = Consumer(
+        {"bootstrap.servers": cluster.bootstrap_servers, "group.id": group, "log_level": 0}
+    )
+    try:
+        (committed,) = fresh.committed([TopicPartition(topic, 0)], timeout=30)
+        assert committed.offset == 200
+    finally:
+        fresh.close()
+        gc.collect()  # the client's sockets to the killed broker, within this test's filter
