@@ -24,7 +24,8 @@ def test_group_timer_stops_when_woken_as_it_is_cancelled(tmp_path: Path) -> None
             assert broker.context is not None
             groups = broker.context.groups
             timer = groups._timer
-            assert timer is not None and groups._wakeup is not None
+            assert timer is not None
+            assert groups._wakeup is not None
             # The race: the timer's wakeup fires in the loop iteration the stop cancels it.
             groups._wakeup.set()
             timer.cancel()

@@ -773,10 +773,11 @@ class PartitionLog:
 
         A follower truncates to the end offset of the epoch where its log diverges from the
         leader's (KIP-101/279). At or past the log end offset only the leader-epoch cache
-        loses its entries from the log end (an epoch begun with no record); at or below the log start offset the log starts over empty at `offset`
-        (`truncate_fully_and_start_at`). Otherwise segments wholly at or past `offset` are
-        deleted and the one holding it is cut before the batch holding `offset` (a batch goes
-        whole, so the log may end below `offset`); then the leader-epoch cache loses the
+        loses its entries from the log end (an epoch begun with no record); at or below the
+        log start offset the log starts over empty at `offset` (`truncate_fully_and_start_at`).
+        Otherwise segments wholly at or past `offset` are deleted and the one holding it is cut
+        before the batch holding `offset` (a batch goes whole, so the log may end below
+        `offset`); then the leader-epoch cache loses the
         entries from the new end, producer state and the transaction indexes are rebuilt from
         the newest snapshot at or below it (later snapshots are deleted), and the high
         watermark and recovery point are clamped to it.
