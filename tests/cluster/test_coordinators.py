@@ -10,7 +10,15 @@ AllocateProducerIds blocks.
 - 3 brokers x 1,000 InitProducerId across a controller restart and a kill -9 of every broker in
   turn hand out 3,000 distinct producer ids;
 - a transactional producer commits (and aborts) through a coordinator on another broker than
-  the partition's leader: the markers travel with WriteTxnMarkers.
+  the partition's leader: the markers travel with WriteTxnMarkers;
+- a KIP-848 group (group.protocol=consumer) gets every partition of a topic with no replica on
+  its coordinator (the assignors read the metadata image, not the local logs);
+- DescribeTopicPartitions answers from the metadata image on every broker, as Metadata does;
+- ListTransactions: the coordinator lists its transactional ids, every other broker an empty
+  list; DescribeTransactions elsewhere is NOT_COORDINATOR; `odradek txn list|describe` work
+  from any broker;
+- kafka-python and aiokafka groups keep their committed offsets across a kill -9 of their
+  coordinator, as confluent-kafka's does.
 """
 
 from __future__ import annotations
