@@ -565,16 +565,18 @@ def test_client_group_keeps_its_offsets_when_its_coordinator_is_killed(
 ) -> None:
     name = client_group.__name__.strip("_")
     topic, group = f"orders-{name}", f"billing-{name}"
-    create_topic(cluster, topic, 1)
+    coordinator = wait_until(
+        lambda: find_coordinator(cluster, group, 0), message="a group coordinator"
+    )
+    # The coordinator only follows the topic: its kill moves the group, not the partition.
+    others = [node for node in cluster.node_ids if node != coordinator]
+    create_topic_on(cluster, topic, [[*others, coordinator]])
     producer = Producer(
         {"bootstrap.servers": cluster.bootstrap_servers, "acks": "all", "log_level": 0}
     )
     for value in range(200):
         producer.produce(topic, str(value).encode())
     assert producer.flush(30) == 0
-    coordinator = wait_until(
-        lambda: find_coordinator(cluster, group, 0), message="a group coordinator"
-    )
 
     def kill_coordinator() -> None:
         cluster.wait_for_isr("__consumer_offsets", hash_partition(group), 3, timeout_s=15)
