@@ -316,6 +316,19 @@ def test_truncate_at_or_past_the_end_does_nothing(log_dir: Path) -> None:
     assert log.log_end_offset == 2
 
 
+def test_truncate_at_the_end_drops_an_epoch_begun_without_records(log_dir: Path) -> None:
+    """Kafka's UnifiedLog.truncateTo: a broker that led epoch 3 from offset 2 and lost the
+    leadership before appending holds an epoch the new leader never had; truncating to the
+    diverging epoch's end (= the log end) must drop it, or the fetcher sends LastFetchedEpoch
+    3 again and is told to truncate for ever."""
+    log = _open(log_dir)
+    append(log, make_batch(2))
+    log.leader_epoch_cache.assign(3, 2)
+    log.truncate_to(2)
+    assert log.log_end_offset == 2
+    assert log.leader_epoch_cache.epoch_entries() == [EpochEntry(0, 0)]
+
+
 def test_truncate_in_the_middle_of_a_transaction(tmp_path: Path) -> None:
     leader = _open(tmp_path / "leader")
     _txn_workload(leader)

@@ -39,6 +39,7 @@ from odradek.broker.config import SECURITY_PROTOCOLS, KraftSettings
 from odradek.broker.context import CURRENT_LISTENER
 from odradek.broker.kafka_channel import ChannelError, KafkaChannel
 from odradek.broker.replica_manager import ReplicaManager
+from odradek.broker.shutdown import bounded, cancel_and_wait
 from odradek.controller import (
     ConfigResourceType,
     LocalReplicaChanges,
@@ -111,7 +112,8 @@ class ClusterMember:
 
     async def wait_until_registered(self, timeout_s: float) -> bool:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._registered.wait(), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await self._registered.wait()
         return self._registered.is_set()
 
     async def controlled_shutdown(self, timeout_s: float) -> bool:
@@ -133,18 +135,19 @@ class ClusterMember:
                 logger.warning("controlled shutdown: no ShouldShutDown from the controller")
                 return False
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.should_shut_down.wait(), min(interval_s, remaining))
+                async with asyncio.timeout(min(interval_s, remaining)):
+                    await self.should_shut_down.wait()
         logger.info("controlled shutdown: the controller released broker %d", self.node_id)
         return True
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        """Stop heartbeats, the metadata fetch and the data plane; each step bounded."""
+        await cancel_and_wait(
+            [*self._tasks, *self.internal_topic_creations.values()],
+            "heartbeats and the metadata fetch",
+        )
         self._tasks = []
-        await self.replicas.stop()
+        await bounded(self.replicas.stop(), "the replica manager")
         await self._rpc.close()
         await self._fetch.close()
 
@@ -419,7 +422,8 @@ class ClusterMember:
             if remaining <= 0:
                 return
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._image_changed.wait(), remaining)
+                async with asyncio.timeout(remaining):
+                    await self._image_changed.wait()
 
     def client_listener_name(self) -> str:
         """The listener the current request came in on (Kafka answers Metadata per listener);

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -137,6 +138,15 @@ class BrokerContext:
             commit = GroupCommit(log)
             self._group_commits[key] = commit
         return commit
+
+    def flushes_in_flight(self) -> list[asyncio.Task[None]]:
+        """The group commits' fdatasync tasks still running (a shutdown lets them finish
+        before it closes the logs under them)."""
+        return [
+            commit.flushing
+            for commit in self._group_commits.values()
+            if commit.flushing is not None
+        ]
 
     def forget_partitions(self, topic: str) -> None:
         for key in [key for key in self._group_commits if key[0] == topic]:

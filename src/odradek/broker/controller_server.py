@@ -31,6 +31,7 @@ from kio.schema.errors import ErrorCode
 
 from odradek.broker.clock import now_ms
 from odradek.broker.config import BrokerConfig
+from odradek.broker.shutdown import bounded, cancel_and_wait
 from odradek.controller import (
     AlterableConfig,
     AlterConfigsResource,
@@ -172,16 +173,12 @@ class ControllerServer:
         )
 
     async def stop(self) -> None:
-        for task in [*self._tasks, *self._connections]:
-            task.cancel()
-        for task in [*self._tasks, *self._connections]:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        """Stop within a few seconds (each step bounded, see shutdown.py)."""
+        await cancel_and_wait([*self._tasks, *self._connections], "the controller's tasks")
         self._tasks = []
         if self._server is not None:
             self._server.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 2)
+            await bounded(self._server.wait_closed(), "closing the controller listener", 2.0)
             self._server = None
         if self.metadata_log is not None:
             self.metadata_log.close()
@@ -519,7 +516,8 @@ class ControllerServer:
         ]
         if metadata and metadata[0].fetch_offset >= log.end_offset:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._appended.wait(), request.max_wait.total_seconds())
+                async with asyncio.timeout(request.max_wait.total_seconds()):
+                    await self._appended.wait()
         responses = []
         for topic_name, partition in wanted:
             error = ErrorCode.none

@@ -34,6 +34,7 @@ from kio.schema.errors import ErrorCode
 from odradek.broker.clock import now_ms
 from odradek.broker.config import BrokerConfig
 from odradek.broker.purgatory import DataArrived, GroupCommit
+from odradek.broker.shutdown import cancel_and_wait
 from odradek.coordinator.group import (
     CoordinatorRecord,
     GroupCoordinator,
@@ -302,13 +303,13 @@ class GroupRuntime:
         self._timer = asyncio.get_running_loop().create_task(self._timer_loop())
 
     async def stop(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._timer
-            self._timer = None
-        for task in [*self._flushes, *self._loading.values()]:
-            task.cancel()
+        """Stop the timer, durability waits and loading, bounded (shutdown.py)."""
+        timer = [self._timer] if self._timer is not None else []
+        await cancel_and_wait(
+            [*timer, *self._flushes, *self._loading.values()],
+            "the group timer, offset-commit waits and loading",
+        )
+        self._timer = None
         for future in self._futures.values():
             if not future.done():
                 future.cancel()
@@ -342,7 +343,17 @@ class GroupRuntime:
         return True
 
     def topics(self) -> dict[str, TopicInfo]:
-        """What the KIP-848 assignors may assign: every topic but the internal ones."""
+        """What the KIP-848 assignors may assign: every topic but the internal ones, with its
+        topic id and partition count. On a cluster from the metadata image (every topic of the
+        cluster, as Kafka's GroupCoordinatorService reads its MetadataImage), since a
+        coordinator hosts the logs of only some topics; alone from the local logs."""
+        if self.replicas is not None:
+            image = self.replicas.member.image
+            return {
+                topic.name: TopicInfo(topic.topic_id, max(topic.partitions, default=-1) + 1)
+                for topic in image.topics_by_id.values()
+                if topic.name not in INTERNAL_TOPICS
+            }
         return {
             name: TopicInfo(metadata.topic_id, metadata.partitions)
             for name, metadata in self._logs.topics().items()
@@ -608,7 +619,8 @@ class GroupRuntime:
             self._wakeup.clear()
             timeout = None if deadline is None else max(deadline - now_ms(), 1) / 1000
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._wakeup.wait()
 
 
 def milliseconds(value: Any) -> int:

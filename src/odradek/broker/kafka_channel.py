@@ -54,9 +54,10 @@ class KafkaChannel:
         body = encode_entity(entity)
         async with self._lock:
             try:
-                return await asyncio.wait_for(
-                    self._round_trip(api_key, version, body), timeout_s or self.timeout_s
-                )
+                # asyncio.timeout, not wait_for: Python 3.11's wait_for returns the response
+                # and drops a cancellation that arrives with it (a stopping task runs on).
+                async with asyncio.timeout(timeout_s or self.timeout_s):
+                    return await self._round_trip(api_key, version, body)
             except (OSError, asyncio.IncompleteReadError, TimeoutError) as error:
                 self._close()
                 raise ChannelError(f"{self.host}:{self.port}: {error or 'timed out'}") from None

@@ -43,7 +43,10 @@ class DataArrived:
         for key in keys:
             self._waiters[key].add(waiter)
         try:
-            await asyncio.wait_for(asyncio.shield(waiter), timeout_s)
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for loses a cancellation that
+            # arrives as the awaited future completes (the task then never stops).
+            async with asyncio.timeout(timeout_s):
+                await asyncio.shield(waiter)
         except TimeoutError:
             pass
         finally:
@@ -59,6 +62,11 @@ class DataArrived:
 _FLUSHER = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="odradek-fsync")
 
 
+def shutdown_flusher() -> None:
+    """Let the fdatasync threads end once idle (the process is exiting); never waits."""
+    _FLUSHER.shutdown(wait=False, cancel_futures=True)
+
+
 class GroupCommit:
     """One flusher per partition log: waiters for offset N are released once the log's
     recovery point (what is known fsynced) passes N. Concurrent waiters share one fdatasync."""
@@ -67,6 +75,13 @@ class GroupCommit:
         self.log = log
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._running: asyncio.Task[None] | None = None
+
+    @property
+    def flushing(self) -> asyncio.Task[None] | None:
+        """The task running fdatasyncs for this log's waiters, if any (shutdown waits for it
+        before closing the log)."""
+        running = self._running
+        return running if running is not None and not running.done() else None
 
     async def wait_flushed(self, end_offset: int) -> None:
         """Wait until every offset below `end_offset` is on disk."""

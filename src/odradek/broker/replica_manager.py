@@ -43,6 +43,7 @@ from kio.schema.errors import ErrorCode
 
 from odradek.broker.group_runtime import OFFSETS_TOPIC
 from odradek.broker.kafka_channel import ChannelError, KafkaChannel
+from odradek.broker.shutdown import cancel_and_wait
 from odradek.broker.txn_runtime import TRANSACTION_STATE_TOPIC
 from odradek.controller import LocalReplicaChanges, MetadataImage, kio_adapter
 from odradek.protocol.api_keys import ApiKey
@@ -151,14 +152,13 @@ class ReplicaManager:
         self._tasks.append(asyncio.get_running_loop().create_task(self._shrink_isr_loop()))
 
     async def stop(self) -> None:
+        """Stop the replica fetchers and background work, each bounded (shutdown.py)."""
         for fetcher in list(self.fetchers.values()):
             await fetcher.stop()
         self.fetchers.clear()
-        for task in [*self._tasks, *self._background]:
-            task.cancel()
-        for task in [*self._tasks, *self._background]:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_and_wait(
+            [*self._tasks, *self._background], "ISR shrink loop and AlterPartition requests"
+        )
         self._tasks = []
         await self._alter_channel.close()
 
@@ -580,7 +580,8 @@ class ReplicaManager:
         entry = (last_offset, waiter)
         hosted.waits.append(entry)
         try:
-            return await asyncio.wait_for(asyncio.shield(waiter), max(timeout_ms, 0) / 1000)
+            async with asyncio.timeout(max(timeout_ms, 0) / 1000):
+                return await asyncio.shield(waiter)
         except TimeoutError:
             return expired(hosted.state.produce_completion(last_offset)).error
         finally:
@@ -828,9 +829,7 @@ class ReplicaFetcher:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+            await cancel_and_wait([self._task], f"the replica fetcher from broker {self.leader_id}")
             self._task = None
         await self._channel.close()
 
@@ -852,7 +851,8 @@ class ReplicaFetcher:
             if not ready:
                 self._wakeup.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wakeup.wait(), _RETRY_BACKOFF_S)
+                    async with asyncio.timeout(_RETRY_BACKOFF_S):
+                        await self._wakeup.wait()
                 continue
             try:
                 await self._fetch_once(ready)

@@ -14,9 +14,10 @@ import shutil
 import tempfile
 import threading
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from odradek.broker import dispatcher
 from odradek.broker.clock import now_ms
@@ -25,11 +26,16 @@ from odradek.broker.config import BrokerConfig, ConfigError
 from odradek.broker.connection import KafkaConnection
 from odradek.broker.context import BrokerContext, default_log_config
 from odradek.broker.dynamic_configs import load_group_configs, open_dynamic_configs
+from odradek.broker.shutdown import bounded, cancel_and_wait, wait_finished
 from odradek.storage.config_store import ConfigStore
 from odradek.storage.lazy_files import files_for_mode
 from odradek.storage.log_manager import LogManager
 
 logger = logging.getLogger(__name__)
+
+#: At most this long (seconds) for closing the logs on stop; past it the process goes on
+#: exiting and the next start recovers the logs left unclosed, as after a crash.
+_CLOSE_LOGS_TIMEOUT_S = 5.0
 
 META_PROPERTIES = "meta.properties"
 
@@ -95,6 +101,7 @@ class Broker:
         self._other_servers: list[asyncio.Server] = []
         self._connections: set[KafkaConnection] = set()
         self._background: list[asyncio.Task[None]] = []
+        self._flushing: asyncio.Future[int] | None = None
         self._thread: threading.Thread | None = None
         self._thread_loop: asyncio.AbstractEventLoop | None = None
         self.port = 0
@@ -296,16 +303,17 @@ class Broker:
             due = self.context.logs.logs_due_for_flush(now_ms())
             for log in due:
                 try:
-                    await loop.run_in_executor(None, log.flush)
+                    # Shielded: a stop waits for this fdatasync rather than closing the log
+                    # under it (cancelling the task would not stop the thread).
+                    self._flushing = loop.run_in_executor(None, log.flush)
+                    await asyncio.shield(self._flushing)
                 except OSError as error:
                     logger.error("scheduled flush failed: %s", error)
 
     async def stop(self) -> None:
-        for task in self._background:
-            task.cancel()
-        for task in self._background:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        """Stop serving and close the logs. Every step is bounded (shutdown.py): a step that
+        runs over its few seconds is logged by name and left behind, so a stop always ends."""
+        await cancel_and_wait(self._background, "retention, flush and cleaner loops")
         self._background = []
         for server in self._other_servers:
             server.close()
@@ -314,15 +322,27 @@ class Broker:
             self._server.close()
             for connection in list(self._connections):
                 connection.close("broker shutting down")
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 2)
+            await bounded(self._server.wait_closed(), "closing the listener", 2.0)
             self._server = None
-        if self.context is not None:
-            if self.context.cluster is not None:
-                await self.context.cluster.stop()
-            await self.context.transactions.stop()
-            await self.context.groups.stop()
-            self.context.logs.close()
+        context = self.context
+        if context is not None:
+            if context.cluster is not None:
+                await bounded(
+                    context.cluster.stop(),
+                    "the cluster member (heartbeats, metadata fetch, replica fetchers)",
+                )
+            await bounded(context.transactions.stop(), "the transaction coordinator")
+            await bounded(context.groups.stop(), "the group coordinator")
+            # fdatasyncs in flight run in threads: let them end before closing their files.
+            flushes: list[asyncio.Future[Any]] = [*context.flushes_in_flight()]
+            if self._flushing is not None:
+                flushes.append(self._flushing)
+            await wait_finished(flushes, "fdatasyncs in flight")
+            await bounded(
+                _in_thread(context.logs.close, "odradek-close-logs"),
+                "closing the logs (fdatasync, checkpoints)",
+                _CLOSE_LOGS_TIMEOUT_S,
+            )
             self.context = None
         if self._temporary_dir is not None:
             shutil.rmtree(self._temporary_dir, ignore_errors=True)
@@ -378,6 +398,34 @@ class Broker:
             self._thread.join(timeout=30)
             self._thread_loop = None
             self._thread = None
+
+
+async def _in_thread(function: Callable[[], None], name: str) -> None:
+    """Run `function` on a thread of its own (a daemon: one stuck in the kernel, as an
+    fdatasync on a failing disk can be, never holds the process at exit)."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+
+    def run() -> None:
+        outcome: BaseException | None = None
+        try:
+            function()
+        except BaseException as error:  # handed to the awaiting task
+            outcome = error
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
+            loop.call_soon_threadsafe(_settle, done, outcome)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    await done
+
+
+def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:

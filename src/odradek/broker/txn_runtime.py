@@ -43,6 +43,7 @@ from odradek.broker.config import BrokerConfig
 from odradek.broker.group_runtime import OFFSETS_TOPIC, GroupRuntime
 from odradek.broker.kafka_channel import ChannelError, KafkaChannel
 from odradek.broker.purgatory import DataArrived, GroupCommit
+from odradek.broker.shutdown import cancel_and_wait
 from odradek.coordinator.txn import (
     TRANSACTION_VERSION_2,
     AddPartitionsToTxnResult,
@@ -169,15 +170,14 @@ class TxnRuntime:
         ]
 
     async def stop(self) -> None:
-        for task in [*self._timers, *self._tasks]:
-            task.cancel()
-        for task in [*self._timers, *self._tasks]:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        """Stop the timers, marker writes and loading, each bounded (shutdown.py)."""
+        loading = [self._loading] if self._loading is not None else []
+        await cancel_and_wait(
+            [*self._timers, *self._tasks, *loading], "transaction timers, markers and loading"
+        )
         self._timers = []
         self._tasks.clear()
-        if self._loading is not None:
-            self._loading.cancel()
+        self._loading = None
         for channel in self._marker_channels.values():
             await channel.close()
 

@@ -1,17 +1,40 @@
-"""`odradek serve`: run a broker until SIGTERM or Ctrl-C."""
+"""`odradek serve`: run a broker until SIGTERM or Ctrl-C.
+
+On SIGTERM a cluster member first hands its leaderships over (controlled shutdown, bounded by
+`broker.session.timeout.ms`), then stops; every step of the stop is bounded
+(`odradek.broker.shutdown`), tasks left running are cancelled, and worker threads get
+`_THREAD_EXIT_TIMEOUT_S` to finish: one still stuck (an fdatasync on a dying disk) is named in
+the log and the process exits anyway (the next start recovers the logs as after a crash). As a
+last resort a watchdog dumps every thread's stack and exits with status 1 if the stop has not
+ended `_STOP_DEADLINE_S` seconds after the controlled shutdown.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import logging
+import os
 import signal
+import sys
+import threading
+import time
 from pathlib import Path
 
 import click
 
 from odradek.broker.config import BrokerConfig, ConfigError, parse_properties
 from odradek.broker.controller_server import ControllerServer
+from odradek.broker.purgatory import shutdown_flusher
 from odradek.broker.server import Broker, load_or_create_cluster_id, new_event_loop
+from odradek.broker.shutdown import cancel_and_wait
+
+logger = logging.getLogger(__name__)
+
+#: How long (seconds) worker threads may run on after the event loop closed.
+_THREAD_EXIT_TIMEOUT_S = 3.0
+#: The watchdog: the stop after the controlled shutdown ends within this many seconds.
+_STOP_DEADLINE_S = 30
 
 
 def _overrides(values: tuple[str, ...]) -> dict[str, str]:
@@ -114,11 +137,45 @@ def serve(
                     else "Controlled shutdown did not complete: the controller did not answer.",
                     err=True,
                 )
+            # Every step below is bounded; the watchdog catches what is not.
+            faulthandler.dump_traceback_later(_STOP_DEADLINE_S, exit=True)
             await broker.stop()
         if controller is not None:
+            faulthandler.dump_traceback_later(_STOP_DEADLINE_S, exit=True)
             await controller.stop()
+        await cancel_and_wait(
+            [task for task in asyncio.all_tasks() if task is not asyncio.current_task()],
+            "tasks left running at exit",
+        )
 
     try:
         loop.run_until_complete(run())
     finally:
         loop.close()
+    _exit_when_threads_linger()
+
+
+def _exit_when_threads_linger() -> None:
+    """Let worker threads (fdatasync pools, the default executor) finish for at most
+    `_THREAD_EXIT_TIMEOUT_S`; if one is still running, log its name and end the process now,
+    status 0 (the interpreter would otherwise wait for it at exit, however long)."""
+    shutdown_flusher()
+    deadline = time.monotonic() + _THREAD_EXIT_TIMEOUT_S
+    lingering = []
+    for thread in threading.enumerate():
+        if thread is threading.current_thread() or thread.daemon:
+            continue
+        thread.join(max(deadline - time.monotonic(), 0))
+        if thread.is_alive():
+            lingering.append(thread.name)
+    faulthandler.cancel_dump_traceback_later()
+    if lingering:
+        logger.warning(
+            "shutdown: thread(s) still running after %.1f s: %s; exiting without them",
+            _THREAD_EXIT_TIMEOUT_S,
+            ", ".join(lingering),
+        )
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)

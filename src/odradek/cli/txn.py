@@ -4,11 +4,16 @@ kafka-transactions.sh (KIP-664), over the tiny protocol client in `wire.py`.
 `abort` ends a hanging transaction on one partition: it finds the producer whose open
 transaction holds the partition's last stable offset (DescribeProducers) and writes an ABORT
 marker for it (WriteTxnMarkers), exactly what Kafka's abort tool sends.
+
+On a cluster each broker coordinates the transactional ids of the `__transaction_state`
+partitions it leads: `list` asks every broker Metadata names and merges the answers (as Kafka's
+admin client does), `describe` asks the coordinator FindCoordinator names.
 """
 
 from __future__ import annotations
 
 import datetime
+import time
 from typing import Any
 
 import click
@@ -17,6 +22,11 @@ from kio.schema.errors import ErrorCode
 from odradek.cli.output import connection_options, echo_json, print_table
 from odradek.cli.wire import WireClient, decode_describe_transactions
 from odradek.protocol.api_keys import ApiKey
+
+_TRANSACTION_KEY = 1  # FindCoordinator's key type of a transactional id
+_RETRIABLE = frozenset(
+    {ErrorCode.coordinator_load_in_progress, ErrorCode.coordinator_not_available}
+)
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON, not a table.")
 
@@ -51,21 +61,25 @@ def list_(
     bootstrap_server: str,
     timeout: float,
 ) -> None:
-    """List transactional ids with their producer id and state."""
-    with WireClient(bootstrap_server, timeout) as client:
-        response = client.request(
-            ApiKey.LIST_TRANSACTIONS,
-            0,
-            state_filters=states,
-            producer_id_filters=producer_ids,
+    """List transactional ids with their producer id and state (asking every broker)."""
+    rows_found: set[tuple[str, int, str]] = set()
+    for address in _broker_addresses(bootstrap_server, timeout):
+        with WireClient(address, timeout) as client:
+            response = client.request(
+                ApiKey.LIST_TRANSACTIONS,
+                0,
+                state_filters=states,
+                producer_id_filters=producer_ids,
+            )
+        _check(response.error_code, f"list transactions on {address}")
+        if response.unknown_state_filters:
+            unknown = ", ".join(response.unknown_state_filters)
+            raise click.ClickException(f"unknown state(s): {unknown}")
+        rows_found.update(
+            (entry.transactional_id, int(entry.producer_id), entry.transaction_state)
+            for entry in response.transaction_states
         )
-    _check(response.error_code, "list transactions")
-    if response.unknown_state_filters:
-        raise click.ClickException(f"unknown state(s): {', '.join(response.unknown_state_filters)}")
-    rows = sorted(
-        (entry.transactional_id, int(entry.producer_id), entry.transaction_state)
-        for entry in response.transaction_states
-    )
+    rows = sorted(rows_found)
     if as_json:
         for transactional_id, producer_id, state in rows:
             echo_json(
@@ -81,7 +95,9 @@ def list_(
 @connection_options
 def describe(transactional_id: str, as_json: bool, bootstrap_server: str, timeout: float) -> None:
     """Describe one transactional id: state, producer, timeout, start and partitions."""
-    with WireClient(bootstrap_server, timeout) as client:
+    with WireClient(
+        _coordinator_address(transactional_id, bootstrap_server, timeout), timeout
+    ) as client:
         body = client.request_body(
             ApiKey.DESCRIBE_TRANSACTIONS, 0, transactional_ids=(transactional_id,)
         )
@@ -191,6 +207,30 @@ def abort(
         f"{state.producer_epoch}) on {topic}-{partition} from offset "
         f"{state.current_txn_start_offset}"
     )
+
+
+def _broker_addresses(bootstrap_server: str, timeout: float) -> list[str]:
+    """`host:port` of every broker the bootstrap broker's Metadata lists (one alone)."""
+    with WireClient(bootstrap_server, timeout) as client:
+        metadata = client.request(ApiKey.METADATA, 1, topics=())
+    return [f"{broker.host}:{broker.port}" for broker in metadata.brokers]
+
+
+def _coordinator_address(transactional_id: str, bootstrap_server: str, timeout: float) -> str:
+    """`host:port` of the transaction coordinator of `transactional_id` (FindCoordinator v3,
+    retrying while the coordinator is loading or being elected, at most `timeout` seconds)."""
+    deadline = time.monotonic() + timeout
+    with WireClient(bootstrap_server, timeout) as client:
+        while True:
+            response = client.request(
+                ApiKey.FIND_COORDINATOR, 3, key=transactional_id, key_type=_TRANSACTION_KEY
+            )
+            code = ErrorCode(response.error_code)
+            if code is ErrorCode.none:
+                return f"{response.host}:{response.port}"
+            if code not in _RETRIABLE or time.monotonic() >= deadline:
+                _check(code, f"find the coordinator of {transactional_id}")
+            time.sleep(0.2)
 
 
 def _producer_states(client: WireClient, topic: str, partitions: list[int]) -> dict[int, Any]:

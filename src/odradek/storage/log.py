@@ -772,11 +772,12 @@ class PartitionLog:
         """Cut the log so that it ends at or below `offset` (Kafka's UnifiedLog.truncateTo).
 
         A follower truncates to the end offset of the epoch where its log diverges from the
-        leader's (KIP-101/279). Nothing happens when `offset` is at or past the log end
-        offset; at or below the log start offset the log starts over empty at `offset`
-        (`truncate_fully_and_start_at`). Otherwise segments wholly at or past `offset` are
-        deleted and the one holding it is cut before the batch holding `offset` (a batch goes
-        whole, so the log may end below `offset`); then the leader-epoch cache loses the
+        leader's (KIP-101/279). At or past the log end offset only the leader-epoch cache
+        loses its entries from the log end (an epoch begun with no record); at or below the
+        log start offset the log starts over empty at `offset` (`truncate_fully_and_start_at`).
+        Otherwise segments wholly at or past `offset` are deleted and the one holding it is cut
+        before the batch holding `offset` (a batch goes whole, so the log may end below
+        `offset`); then the leader-epoch cache loses the
         entries from the new end, producer state and the transaction indexes are rebuilt from
         the newest snapshot at or below it (later snapshots are deleted), and the high
         watermark and recovery point are clamped to it.
@@ -790,6 +791,12 @@ class PartitionLog:
         """
         self._check_open()
         if offset >= self._log_end_offset:
+            # Kafka truncates the epoch cache even so: a broker that became leader and
+            # recorded its epoch's start offset, then lost leadership before appending, holds
+            # an entry at its log end that the new leader never had. Kept, the fetcher would
+            # send that epoch as LastFetchedEpoch for ever and be told to truncate again.
+            with self._lock:
+                self._leader_epoch_cache.truncate_from_end(self._log_end_offset)
             return
         if offset <= self._log_start_offset:
             self.truncate_fully_and_start_at(offset)

@@ -12,6 +12,7 @@ name); a cursor topic missing from the named topics fails the request with INVAL
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from kio.schema.errors import ErrorCode
@@ -20,6 +21,7 @@ from odradek.broker import dispatcher
 from odradek.broker.authorized_operations import topic_operations
 from odradek.broker.context import BrokerContext
 from odradek.broker.handlers.metadata import INTERNAL_TOPICS
+from odradek.controller import NO_LEADER
 from odradek.protocol.api_keys import ApiKey
 from odradek.protocol.codec import RequestHeader, make, nested, response_module, response_type
 from odradek.storage.log_manager import InvalidTopicName, validate_topic_name
@@ -33,7 +35,7 @@ async def handle(context: BrokerContext, header: RequestHeader, request: Any) ->
     topic_type = nested(module, "DescribeTopicPartitionsResponseTopic")
     partition_type = nested(module, "DescribeTopicPartitionsResponsePartition")
     response = response_type(ApiKey.DESCRIBE_TOPIC_PARTITIONS, header.api_version)
-    topics = context.logs.topics()
+    topics, describe_partition = _partition_source(context, partition_type)
     cursor = request.cursor
     cursor_topic = cursor.topic_name if cursor is not None else ""
     every_topic = not request.topics
@@ -63,7 +65,6 @@ async def handle(context: BrokerContext, header: RequestHeader, request: Any) ->
         request.response_partition_limit,
         int(context.config.properties["max.request.partition.size.limit"]),
     )
-    node = context.node_id
     operations = topic_operations(True)
     described = []
     next_cursor = None
@@ -72,8 +73,8 @@ async def handle(context: BrokerContext, header: RequestHeader, request: Any) ->
         if remaining <= 0:
             next_cursor = make(nested(module, "Cursor"), topic_name=name, partition_index=0)
             break
-        metadata = topics.get(name)
-        if metadata is None:
+        known = topics.get(name)
+        if known is None:
             if not every_topic:
                 try:
                     validate_topic_name(name)
@@ -94,9 +95,42 @@ async def handle(context: BrokerContext, header: RequestHeader, request: Any) ->
             continue
         first = cursor.partition_index if cursor is not None and name == cursor_topic else 0
         first = max(first, 0)
-        end = min(metadata.partitions, first + remaining)
-        partitions = tuple(
+        topic_id, partition_count = known
+        end = min(partition_count, first + remaining)
+        partitions = tuple(describe_partition(name, index) for index in range(first, end))
+        described.append(
             make(
+                topic_type,
+                error_code=ErrorCode.none,
+                name=name,
+                topic_id=topic_id,
+                is_internal=name in INTERNAL_TOPICS,
+                partitions=partitions,
+                topic_authorized_operations=operations,
+            )
+        )
+        if end < partition_count:
+            next_cursor = make(nested(module, "Cursor"), topic_name=name, partition_index=end)
+            break
+        remaining -= len(partitions)
+    return make(response, throttle_time=0, topics=tuple(described), next_cursor=next_cursor)
+
+
+def _partition_source(
+    context: BrokerContext, partition_type: type
+) -> tuple[dict[str, tuple[uuid.UUID, int]], Callable[[str, int], Any]]:
+    """(name -> (topic id, partition count), describe(name, index) -> a response partition):
+    from the metadata image on a cluster, from the local logs alone."""
+    member = context.cluster
+    if member is None:
+        node = context.node_id
+        local = {
+            name: (metadata.topic_id, metadata.partitions)
+            for name, metadata in context.logs.topics().items()
+        }
+
+        def describe_local(name: str, index: int) -> Any:
+            return make(
                 partition_type,
                 error_code=ErrorCode.none,
                 partition_index=index,
@@ -108,21 +142,43 @@ async def handle(context: BrokerContext, header: RequestHeader, request: Any) ->
                 last_known_elr=(),
                 offline_replicas=(),
             )
-            for index in range(first, end)
-        )
-        described.append(
-            make(
-                topic_type,
-                error_code=ErrorCode.none,
-                name=name,
-                topic_id=metadata.topic_id,
-                is_internal=name in INTERNAL_TOPICS,
-                partitions=partitions,
-                topic_authorized_operations=operations,
+
+        return local, describe_local
+
+    image = member.image
+    known = {
+        topic.name: (topic.topic_id, max(topic.partitions, default=-1) + 1)
+        for topic in image.topics_by_id.values()
+    }
+
+    def describe_replicated(name: str, index: int) -> Any:
+        state = image.partition_metadata(name, index, member.listener_name)
+        if state is None:  # a gap in the partition indexes: not something the controller makes
+            return make(
+                partition_type,
+                error_code=ErrorCode.unknown_topic_or_partition,
+                partition_index=index,
+                leader_id=NO_LEADER,
+                leader_epoch=-1,
+                replica_nodes=(),
+                isr_nodes=(),
+                eligible_leader_replicas=(),
+                last_known_elr=(),
+                offline_replicas=(),
             )
+        return make(
+            partition_type,
+            error_code=ErrorCode.leader_not_available
+            if state.leader_id == NO_LEADER
+            else ErrorCode.none,
+            partition_index=index,
+            leader_id=state.leader_id,
+            leader_epoch=state.leader_epoch,
+            replica_nodes=state.replica_nodes,
+            isr_nodes=state.isr_nodes,
+            eligible_leader_replicas=(),
+            last_known_elr=(),
+            offline_replicas=state.offline_replicas,
         )
-        if end < metadata.partitions:
-            next_cursor = make(nested(module, "Cursor"), topic_name=name, partition_index=end)
-            break
-        remaining -= len(partitions)
-    return make(response, throttle_time=0, topics=tuple(described), next_cursor=next_cursor)
+
+    return known, describe_replicated

@@ -1,11 +1,14 @@
-"""DescribeTransactions: state, producer, timeout and partitions of transactional ids."""
+"""DescribeTransactions: state, producer, timeout and partitions of transactional ids.
+
+Only the transactional id's coordinator describes it: on a cluster another broker answers
+NOT_COORDINATOR (COORDINATOR_LOAD_IN_PROGRESS while it loads `__transaction_state`), as Kafka's
+TransactionStateManager does, and the admin client asks the coordinator FindCoordinator names;
+alone, a broker that cannot create `__transaction_state` answers COORDINATOR_NOT_AVAILABLE."""
 
 from __future__ import annotations
 
 import datetime
 from typing import Any
-
-from kio.schema.errors import ErrorCode
 
 from odradek.broker import dispatcher
 from odradek.broker.context import BrokerContext
@@ -26,11 +29,12 @@ async def handle(context: BrokerContext, header: RequestHeader, request: Any) ->
     state_type = nested(module, "TransactionState")
     topic_type = nested(module, "TopicData")
     runtime = context.transactions
-    if runtime.ensure_started():
+    error = runtime.coordinator_error()
+    if error is None:
         described = runtime.coordinator.describe_transactions(list(request.transactional_ids))
     else:
         described = [
-            DescribedTransaction(transactional_id, ErrorCode.coordinator_not_available)
+            DescribedTransaction(transactional_id, error)
             for transactional_id in request.transactional_ids
         ]
     states = []

@@ -1,8 +1,15 @@
-"""Heartbeat: a classic member says it is alive and learns whether a rebalance started."""
+"""Heartbeat: a classic member says it is alive and learns whether a rebalance started.
+
+While the coordinator is still loading the group's `__consumer_offsets` partition (a new
+leader on a cluster) the answer is NONE, as Kafka's GroupCoordinatorService.heartbeat ("the
+group is still loading, so blindly respond"): clients such as aiokafka treat
+COORDINATOR_LOAD_IN_PROGRESS on a heartbeat as fatal."""
 
 from __future__ import annotations
 
 from typing import Any
+
+from kio.schema.errors import ErrorCode
 
 from odradek.broker import dispatcher
 from odradek.broker.context import BrokerContext
@@ -28,7 +35,10 @@ async def handle(context: BrokerContext, header: RequestHeader, request: Any) ->
             group_id=request.group_id,
         )
     except CoordinatorNotAvailableError as unavailable:
-        answer = ErrorResponse(unavailable.error_code)
+        error = unavailable.error_code
+        answer = ErrorResponse(
+            ErrorCode.none if error is ErrorCode.coordinator_load_in_progress else error
+        )
     return make(
         response_type(ApiKey.HEARTBEAT, header.api_version),
         throttle_time=0,

@@ -1,5 +1,11 @@
 """ListTransactions: transactional ids, filtered by state, producer id, duration (v1,
-KIP-994) and a transactional-id regular expression (v2, matched whole as Java's matches())."""
+KIP-994) and a transactional-id regular expression (v2, matched whole as Java's matches()).
+
+Each broker lists the transactional ids it coordinates (Kafka's
+TransactionStateManager.listTransactionStates); Kafka's admin client asks every broker and merges
+the answers. On a cluster a broker that does not lead `__transaction_state` answers an empty list
+(COORDINATOR_LOAD_IN_PROGRESS while it loads the partition); alone, a broker that cannot create
+the topic answers COORDINATOR_NOT_AVAILABLE."""
 
 from __future__ import annotations
 
@@ -32,11 +38,13 @@ async def handle(context: BrokerContext, header: RequestHeader, request: Any) ->
             transaction_states=(),
         )
     runtime = context.transactions
-    if not runtime.ensure_started():
+    error = runtime.coordinator_error()
+    if error is not None:
         return make(
             response,
             throttle_time=0,
-            error_code=ErrorCode.coordinator_not_available,
+            # Not the coordinator: nothing to list here, the coordinator lists them.
+            error_code=ErrorCode.none if error is ErrorCode.not_coordinator else error,
             unknown_state_filters=(),
             transaction_states=(),
         )
