@@ -14,6 +14,10 @@ a core's accounting with the measuring process, and every run starts from a cold
 Only produce is measured: the mock keeps a bounded log, so nothing is consumed back.
 
     .venv/bin/python benchmarks/produce_bench.py [--runs 5] [--messages 200000] [--quick]
+        [--record-size 100] [--acks1-only]
+
+`--record-size 1024 --acks1-only --messages 60000` is the large-record comparison: only the
+mock and Odradek at acks=1, alternating, with the broker's CPU-seconds per GB of values.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ RECOMPRESSED_TOPIC = "produce-bench-zstd"
 # -- the load: one producer in a child process ----------------------------------------------
 
 
-def worker(bootstrap: str, acks: str, messages: int, topic: str) -> None:
+def worker(bootstrap: str, acks: str, messages: int, topic: str, record_bytes: int) -> None:
     """Produce `messages` records to partition 0, print one JSON line of results."""
     from confluent_kafka import Producer
 
@@ -55,7 +59,7 @@ def worker(bootstrap: str, acks: str, messages: int, topic: str) -> None:
         config["bootstrap.servers"] = bootstrap
     producer = Producer(config)
     # Warm up metadata and the connection, so the run measures steady produce.
-    producer.produce(topic, b"w" * RECORD_BYTES, partition=0)
+    producer.produce(topic, b"w" * record_bytes, partition=0)
     producer.flush(30)
 
     perf_ns = time.perf_counter_ns
@@ -73,7 +77,7 @@ def worker(bootstrap: str, acks: str, messages: int, topic: str) -> None:
         latencies_ns[index] = now - sent_ns[index]
         last_delivery[0] = now
 
-    padding = b"p" * (RECORD_BYTES - 8)
+    padding = b"p" * (record_bytes - 8)
     produce = producer.produce
     poll = producer.poll
     cpu_before = resource.getrusage(resource.RUSAGE_SELF)
@@ -118,7 +122,7 @@ class Target:
     topic: str
 
 
-def run_once(target: Target, messages: int) -> dict[str, float]:
+def run_once(target: Target, messages: int, record_bytes: int) -> dict[str, float]:
     broker_cpu_before = cpu_seconds(target.broker.pid) if target.broker else 0.0
     completed = subprocess.run(
         [
@@ -129,6 +133,7 @@ def run_once(target: Target, messages: int) -> dict[str, float]:
             target.acks,
             str(messages),
             target.topic,
+            str(record_bytes),
         ],
         capture_output=True,
         text=True,
@@ -149,16 +154,23 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5, help="runs per target (default 5)")
     parser.add_argument("--messages", type=int, default=200_000, help="records per run")
     parser.add_argument("--quick", action="store_true", help="3 runs of 50k records")
-    parser.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--record-size", type=int, default=RECORD_BYTES, help="value bytes per record (>= 8)"
+    )
+    parser.add_argument(
+        "--acks1-only", action="store_true", help="only the mock and Odradek at acks=1"
+    )
+    parser.add_argument("--worker", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        bootstrap, acks, messages, topic = args.worker
-        worker(bootstrap, acks, int(messages), topic)
+        bootstrap, acks, messages, topic, record_bytes = args.worker
+        worker(bootstrap, acks, int(messages), topic, int(record_bytes))
         return
     runs, messages = (3, 50_000) if args.quick else (args.runs, args.messages)
+    record_bytes = max(8, args.record_size)
 
     print(
-        f"produce_bench: confluent-kafka producer, {RECORD_BYTES}-byte values, no key, "
+        f"produce_bench: confluent-kafka producer, {record_bytes}-byte values, no key, "
         f"linger.ms={LINGER_MS}, enable.idempotence=false, one partition, "
         f"{messages:,} records per run, {runs} runs per target in alternating rounds.\n"
         "Each run is a fresh child process (client CPU separate from this process; the mock "
@@ -200,10 +212,12 @@ def main() -> None:
                 RECOMPRESSED_TOPIC,
             ),
         ]
+        if args.acks1_only:
+            targets = targets[:2]
         results: dict[str, list[dict[str, float]]] = {t.label: [] for t in targets}
         for round_number in range(runs):
             for target in targets:
-                result = run_once(target, messages)
+                result = run_once(target, messages, record_bytes)
                 results[target.label].append(result)
                 print(
                     f"  round {round_number + 1}/{runs} {target.label:32} "
@@ -216,6 +230,7 @@ def main() -> None:
         no_fsync_broker.stop()
 
     reference = median([messages / r["elapsed"] for r in results[targets[0].label]])
+    gigabytes = messages * record_bytes / 1e9
     rows = []
     for target in targets:
         measured = results[target.label]
@@ -225,7 +240,7 @@ def main() -> None:
             [
                 target.label,
                 f"{rate:,.0f}",
-                f"{rate * RECORD_BYTES / 1e6:.1f}",
+                f"{rate * record_bytes / 1e6:.1f}",
                 f"{rate / reference:.2f}x",
                 f"{median([r['p50_ms'] for r in measured]):.2f}",
                 f"{median([r['p99_ms'] for r in measured]):.2f}",
@@ -233,11 +248,14 @@ def main() -> None:
                 "-"
                 if target.broker is None
                 else f"{median([r['broker_cpu'] for r in measured]):.2f}",
+                "-"
+                if target.broker is None
+                else f"{median([r['broker_cpu'] for r in measured]) / gigabytes:.1f}",
                 str(errors),
             ]
         )
     print_table(
-        f"Produce, {messages:,} x {RECORD_BYTES} B per run, median of {runs} runs",
+        f"Produce, {messages:,} x {record_bytes} B per run, median of {runs} runs",
         [
             "target",
             "msgs/s",
@@ -247,6 +265,7 @@ def main() -> None:
             "p99 ms",
             "client CPU s",
             "broker CPU s",
+            "broker CPU s/GB",
             "errors",
         ],
         rows,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import io
 from dataclasses import MISSING, fields
 from typing import Any
@@ -31,6 +32,8 @@ from kio.serial._serialize import get_field_writer
 from kio.serial.writers import write_unsigned_varint
 from kio.static.primitive import Records, i8, i16, i32, i32Timedelta, i64
 
+from odradek.protocol.api_keys import ApiKey
+from odradek.protocol.codec import nested, request_module, request_type
 from odradek.protocol.record_batch import Record, encode_batch
 from odradek.protocol.tolerant_reader import RemoteProtocolError, read_entity
 
@@ -249,3 +252,49 @@ def test_generated_entities_with_unknown_tags(data: st.DataObject, entity_type: 
     assert read_entity(entity_type, plain) == (entity, len(plain))
     injected = encode_with_unknown_tags(entity, unknown)
     assert read_entity(entity_type, injected) == (entity, len(injected))
+
+
+def _produce_request(version: int, records: bytes | None) -> Any:
+    module = request_module(ApiKey.PRODUCE, version)
+    return request_type(ApiKey.PRODUCE, version)(
+        transactional_id=None,
+        acks=i16(1),
+        timeout=i32Timedelta.parse(datetime.timedelta(seconds=5)),
+        topic_data=(
+            nested(module, "TopicProduceData")(
+                name="t",
+                partition_data=(
+                    nested(module, "PartitionProduceData")(index=i32(0), records=records),
+                ),
+            ),
+        ),
+    )
+
+
+@pytest.mark.parametrize("version", [3, 8, 9, 12])
+def test_produce_records_are_a_view_into_the_frame_not_a_copy(version: int) -> None:
+    """A produced batch is read as a read-only view of the request frame: kio's native reader
+    would copy every produced byte into a new bytes object."""
+    records = encode_batch([Record(key=None, value=b"x" * 1000)])
+    frame = bytearray(b"head" + kio_bytes(_produce_request(version, records)) + b"tail")
+    request, _size = read_entity(request_type(ApiKey.PRODUCE, version), frame, 4)
+    decoded = request.topic_data[0].partition_data[0].records
+    assert isinstance(decoded, memoryview)
+    assert decoded.readonly
+    assert decoded.obj is frame
+    assert decoded == records
+
+
+@pytest.mark.parametrize("version", [3, 9])
+def test_null_produce_records_read_as_none(version: int) -> None:
+    encoded = kio_bytes(_produce_request(version, None))
+    request, size = read_entity(request_type(ApiKey.PRODUCE, version), encoded)
+    assert size == len(encoded)
+    assert request.topic_data[0].partition_data[0].records is None
+
+
+@pytest.mark.parametrize("version", [3, 9])
+def test_produce_records_longer_than_the_frame_are_refused(version: int) -> None:
+    encoded = kio_bytes(_produce_request(version, b"\x01" * 100))
+    with pytest.raises(RemoteProtocolError):
+        read_entity(request_type(ApiKey.PRODUCE, version), encoded[:-40])

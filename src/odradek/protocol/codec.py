@@ -73,7 +73,7 @@ def is_flexible(api_key: int, api_version: int) -> bool:
     return flexible
 
 
-def read_unsigned_varint(buffer: bytes | bytearray, position: int) -> tuple[int, int]:
+def read_unsigned_varint(buffer: bytes | bytearray | memoryview, position: int) -> tuple[int, int]:
     """Return (value, new position); raise RemoteProtocolError past the end or past 5 bytes."""
     value = 0
     shift = 0
@@ -88,7 +88,7 @@ def read_unsigned_varint(buffer: bytes | bytearray, position: int) -> tuple[int,
         shift += 7
 
 
-def skip_tagged_fields(buffer: bytes | bytearray, position: int) -> int:
+def skip_tagged_fields(buffer: bytes | bytearray | memoryview, position: int) -> int:
     count, position = read_unsigned_varint(buffer, position)
     for _ in range(count):
         _tag, position = read_unsigned_varint(buffer, position)
@@ -100,7 +100,7 @@ def skip_tagged_fields(buffer: bytes | bytearray, position: int) -> int:
 
 
 def read_request_header(
-    frame: bytes | bytearray, flexible_for: Any = None, client_host: str = ""
+    frame: bytes | bytearray | memoryview, flexible_for: Any = None, client_host: str = ""
 ) -> tuple[RequestHeader, int]:
     """Parse the request header; return it and the position where the body starts.
 
@@ -119,7 +119,7 @@ def read_request_header(
         if end > len(frame):
             raise RemoteProtocolError("client id runs past the end of the frame")
         try:
-            client_id = frame[position:end].decode("utf-8")
+            client_id = str(frame[position:end], "utf-8")
         except UnicodeDecodeError as error:
             raise RemoteProtocolError("client id is not UTF-8") from error
         position = end
@@ -130,7 +130,9 @@ def read_request_header(
     return header, position
 
 
-def read_request_body(header: RequestHeader, frame: bytes | bytearray, position: int) -> Any:
+def read_request_body(
+    header: RequestHeader, frame: bytes | bytearray | memoryview, position: int
+) -> Any:
     entity_type = request_type(header.api_key, header.api_version)
     entity, _size = read_entity(entity_type, frame, position)
     return entity

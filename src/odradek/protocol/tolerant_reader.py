@@ -10,7 +10,10 @@ kio 0.6.5's native reader has two gaps that matter for a broker facing arbitrary
 
 `read_entity` therefore walks a schema's array-bearing structs in Python, checking every array
 length against the bytes that remain, and hands the array-free parts (most leaves, request
-headers, ApiVersions) to kio's native reader, which is safe for them. When the native reader
+headers, ApiVersions) to kio's native reader, which is safe for them. A `records` field (a
+Produce request's batches) is not copied: the walker reads it as a read-only memoryview into
+the caller's buffer, which kio's native reader would copy into a new bytes object (a whole
+extra copy of every produced byte). When the native reader
 meets an unknown tag, that struct is re-read by the Python walker, which skips the tag. Every
 decoding failure becomes `RemoteProtocolError`: the peer sent bytes we cannot parse, so the
 broker closes the connection.
@@ -52,6 +55,8 @@ E = TypeVar("E", bound=Entity)
 # A reader takes (buffer, offset) and returns (value, bytes consumed), as kio's do.
 _Reader: TypeAlias = Callable[[bytes | memoryview, int], tuple[Any, int]]
 
+_INT32: Final = struct.Struct(">i")
+
 # What a malformed buffer can make kio's readers or our walker raise.
 _DECODE_ERRORS: Final = (
     SerialError,
@@ -87,14 +92,21 @@ def _is_unknown_tag(error: KeyError) -> bool:
     return bool(error.args) and str(error.args[0]).startswith("Unknown tagged field")
 
 
+def _is_records(field: Field[Any]) -> bool:
+    return field.metadata.get("kafka_type") == "records"
+
+
 @cache
-def _has_arrays(entity_type: type[Entity]) -> bool:
-    """Whether kio's native reader could be made to allocate from an untrusted length."""
+def _needs_walker(entity_type: type[Entity]) -> bool:
+    """Whether kio's native reader could be made to allocate from an untrusted length, or
+    would copy a records field."""
     for field in fields(entity_type):
+        if _is_records(field):
+            return True
         field_class = classify_field(field)
         if isinstance(field_class, PrimitiveTupleField | EntityTupleField):
             return True
-        if isinstance(field_class, EntityField) and _has_arrays(field_class.type_):
+        if isinstance(field_class, EntityField) and _needs_walker(field_class.type_):
             return True
     return False
 
@@ -102,7 +114,7 @@ def _has_arrays(entity_type: type[Entity]) -> bool:
 @cache
 def _reader(entity_type: type[Entity]) -> _Reader:
     walker = _walker(entity_type)
-    if _has_arrays(entity_type):
+    if _needs_walker(entity_type):
         return walker
     native: _Reader = entity_reader(entity_type)
 
@@ -174,6 +186,31 @@ def _array_reader(item_reader: _Reader, flexible: bool, nullable: bool) -> _Read
     return read_array
 
 
+def _records_reader(flexible: bool, nullable: bool) -> _Reader:
+    """A records field (nullable bytes: int32 length, or compact uvarint length + 1, then the
+    bytes) as a memoryview slice of `buffer`, without copying the bytes; None for null."""
+
+    def read_records(buffer: bytes | memoryview, offset: int) -> tuple[Any, int]:
+        if flexible:
+            length_plus_one, size = read_unsigned_varint(buffer, offset)
+            length = length_plus_one - 1
+        else:
+            (length,) = _INT32.unpack_from(buffer, offset)
+            size = 4
+        if length == -1:
+            if not nullable:
+                raise ValueError("null records for a non-nullable field")
+            return None, size
+        if length < 0:
+            raise ValueError(f"negative records length {length}")
+        start = offset + size
+        if start + length > len(buffer):
+            raise ValueError(f"records of {length} bytes run past the buffer")
+        return memoryview(buffer)[start : start + length], size + length
+
+    return read_records
+
+
 def _nullable_entity_reader(inner: _Reader) -> _Reader:
     # KIP-893: a nullable struct is prefixed with an int8, -1 for null and 1 otherwise.
     def read_nullable(buffer: bytes | memoryview, offset: int) -> tuple[Any, int]:
@@ -189,8 +226,10 @@ def _nullable_entity_reader(inner: _Reader) -> _Reader:
 
 
 def _field_reader(entity_type: type[Entity], field: Field[Any], is_tagged: bool) -> _Reader:
-    field_class = classify_field(field)
     flexible = entity_type.__flexible__
+    if _is_records(field):
+        return _records_reader(flexible, is_optional(field))
+    field_class = classify_field(field)
     if isinstance(field_class, EntityField):
         inner = _reader(field_class.type_)
         # Tagged structs carry no null marker: their absence is the null.

@@ -1,0 +1,92 @@
+"""Large produce frames: the broker reads them into pooled buffers, reused only once nothing
+views them, and every byte lands in the log as sent."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from kio.schema.errors import ErrorCode
+from raw_client import RawClient, encode_body, encode_request
+from test_protocol_edges import create_topic, fetch_request, produce_request
+
+from odradek.broker.connection import POOLED_FRAMES, KafkaConnection, _is_unexported
+from odradek.broker.server import Broker
+from odradek.protocol.api_keys import ApiKey
+from odradek.protocol.record_batch import Record, decode_batches, encode_batch
+
+pytestmark = pytest.mark.timeout(60)
+
+RECORDS_PER_BATCH = 500
+VALUE_BYTES = 1000  # ~500 KB batches: larger than what is left of the read scratch buffer
+
+
+def _values(request_number: int) -> list[bytes]:
+    return [
+        request_number.to_bytes(2, "big")
+        + index.to_bytes(4, "big")
+        + bytes([request_number]) * (VALUE_BYTES - 6)
+        for index in range(RECORDS_PER_BATCH)
+    ]
+
+
+def _fetch_values(client: RawClient, broker: Broker, topic: str, count: int) -> list[bytes]:
+    assert broker.context is not None
+    topic_id = broker.context.logs.topics()[topic].topic_id
+    values: list[bytes] = []
+    while len(values) < count:
+        response = client.request(
+            fetch_request(12, topic, topic_id, len(values), partition_max_bytes=8 << 20), 12
+        )
+        partition = response.responses[0].partitions[0]
+        assert partition.error_code == ErrorCode.none
+        for _header, records in decode_batches(partition.records):
+            values.extend(record.value for record in records)
+    return values
+
+
+def test_is_unexported_tells_a_viewed_buffer_and_keeps_its_size() -> None:
+    buffer = bytearray(b"0123456789")
+    view = memoryview(buffer)[2:5]
+    assert not _is_unexported(buffer)
+    view.release()
+    assert _is_unexported(buffer)
+    assert buffer == b"0123456789"
+
+
+def test_pipelined_large_produce_requests_reuse_frame_buffers_and_keep_every_byte(
+    odradek_broker: Broker,
+) -> None:
+    with RawClient(odradek_broker.bootstrap_servers) as client:
+        create_topic(client, "large-frames", max_message_bytes=str(4 << 20))
+        requests = 12
+        frames = b"".join(
+            encode_request(
+                ApiKey.PRODUCE,
+                10,
+                encode_body(
+                    produce_request(
+                        10,
+                        "large-frames",
+                        encode_batch([Record(key=None, value=value) for value in _values(number)]),
+                        # acks=all answers wait for an fsync: their buffers stay in use meanwhile.
+                        acks=-1 if number % 3 == 0 else 1,
+                    )
+                ),
+                number,
+            )
+            for number in range(requests)
+        )
+        for start in range(0, len(frames), 100_003):
+            client.send_raw(frames[start : start + 100_003])
+        for number in range(requests):
+            correlation_id, response = client.read_response(ApiKey.PRODUCE, 10)
+            assert correlation_id == number
+            partition = response.responses[0].partition_responses[0]
+            assert partition.error_code == ErrorCode.none
+            assert partition.base_offset == number * RECORDS_PER_BATCH
+        connections: list[KafkaConnection] = list(odradek_broker._connections)
+        pooled = [buffer for connection in connections for buffer in connection.free_buffers]
+        assert 1 <= len(pooled) <= POOLED_FRAMES * len(connections)
+        expected: list[Any] = [value for number in range(requests) for value in _values(number)]
+        assert _fetch_values(client, odradek_broker, "large-frames", len(expected)) == expected
