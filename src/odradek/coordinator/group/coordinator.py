@@ -11,7 +11,6 @@ start. Timers fire from `poll(now)`; `next_deadline()` says when to call it next
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
@@ -50,6 +49,7 @@ from odradek.coordinator.group.results import (
     Result,
 )
 from odradek.coordinator.group.state import ClassicGroupState
+from odradek.determinism import random_uuid
 
 logger = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ class ListedGroup:
 
 
 def _uuid_id() -> str:
-    return str(uuid.uuid4())
+    return str(random_uuid())
 
 
 class GroupCoordinator:
