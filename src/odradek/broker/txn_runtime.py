@@ -40,7 +40,11 @@ from odradek.coordinator.txn import (
 )
 from odradek.protocol.record_batch import InvalidRecords, Record, decode_batches, encode_batch
 from odradek.protocol.record_batch import validate_batches as validate
-from odradek.storage.errors import StorageError
+from odradek.storage.errors import (
+    InvalidProducerEpoch,
+    StorageError,
+    TransactionCoordinatorFenced,
+)
 from odradek.storage.log import PartitionLog
 from odradek.storage.log_manager import LogManager
 
@@ -299,14 +303,17 @@ class TxnRuntime:
             while True:
                 try:
                     end = self._write_marker(markers, topic, index, now_ms())
-                except OSError as error:
+                except (InvalidProducerEpoch, TransactionCoordinatorFenced) as error:
+                    # A marker the partition refuses (an older epoch): nothing to write there,
+                    # as Kafka's marker channel treats it. (A deleted partition returns None.)
+                    logger.warning("marker for %s-%d not written: %s", topic, index, error)
+                except (OSError, StorageError) as error:
+                    # A failed write (KAFKA_STORAGE_ERROR, retriable in Kafka): the marker must
+                    # land, or the partition's records stay open until the producer's next
+                    # transaction ends there and its marker settles them with the wrong outcome.
                     logger.error("marker for %s-%d failed, retrying: %s", topic, index, error)
                     await asyncio.sleep(_RETRY_S)
                     continue
-                except StorageError as error:
-                    # A deleted partition or a marker the partition refuses (an older epoch):
-                    # nothing to write there, as Kafka's marker channel treats it.
-                    logger.warning("marker for %s-%d not written: %s", topic, index, error)
                 break
             if end is not None:
                 waits.append((topic, index, end))

@@ -17,10 +17,8 @@ from dataclasses import dataclass, field
 from odradek.protocol.record_batch import decode_batches
 from odradek.storage.log import PartitionLog
 
-_CONTROL_COMMIT = 1
 
-
-class ViolationFound(Exception):
+class InvariantBrokenError(Exception):
     """Raised inside the run to end it at the first broken invariant."""
 
     def __init__(self, violation: Violation) -> None:
@@ -93,7 +91,7 @@ class Checker:
     def fail(self, invariant: str, detail: str) -> None:
         violation = Violation(invariant, detail, self.clock())
         self.violations.append(violation)
-        raise ViolationFound(violation)
+        raise InvariantBrokenError(violation)
 
     # -- producers ---------------------------------------------------------------------------
 
@@ -174,7 +172,7 @@ class Checker:
                     f"{reader} read {value!r} (partition {partition} offset {offset}) while "
                     f"its transaction was {state}, before any commit was asked for",
                 )
-            if txn.state is TxnState.ABORTED:
+            elif txn.state is TxnState.ABORTED:
                 self.fail(
                     "read-committed-sees-only-committed",
                     f"{reader} read {value!r} of an aborted transaction",

@@ -35,7 +35,7 @@ current_node: contextvars.ContextVar[str] = contextvars.ContextVar(
 TURN_S = 1e-6
 
 
-class Deadlock(RuntimeError):
+class DeadlockError(RuntimeError):
     """Nothing is runnable and no timer is pending: the run can never make progress."""
 
 
@@ -47,7 +47,7 @@ class _VirtualSelector:
 
     def select(self, timeout: float | None) -> list[Any]:
         if timeout is None:
-            raise Deadlock("no runnable callback and no pending timer")
+            raise DeadlockError("no runnable callback and no pending timer")
         if timeout > 0:
             self._loop.advance_to_next_timer()
         return []
@@ -76,7 +76,7 @@ class SimLoop(asyncio.BaseEventLoop):
         self._node_timers: dict[str, dict[int, asyncio.TimerHandle]] = {}
         self._timer_prune_at: dict[str, int] = {}
         self.exceptions: list[dict[str, Any]] = []
-        self.set_task_factory(self._task_factory)  # type: ignore[arg-type]
+        self.set_task_factory(self._make_task)  # type: ignore[arg-type]
         self.set_exception_handler(self._record_exception)
 
     # -- time --------------------------------------------------------------------------------
@@ -105,7 +105,7 @@ class SimLoop(asyncio.BaseEventLoop):
 
     # -- node bookkeeping --------------------------------------------------------------------
 
-    def _task_factory(
+    def _make_task(
         self, loop: asyncio.AbstractEventLoop, coroutine: Coroutine[Any, Any, Any], **kwargs: Any
     ) -> asyncio.Task[Any]:
         task = asyncio.Task(coroutine, loop=loop, **kwargs)
@@ -159,7 +159,7 @@ class SimLoop(asyncio.BaseEventLoop):
                 return
             try:
                 result = func(*args)
-            except BaseException as error:  # noqa: BLE001 - delivered to the awaiting task
+            except BaseException as error:
                 future.set_exception(error)
             else:
                 future.set_result(result)
@@ -183,7 +183,7 @@ class SimLoop(asyncio.BaseEventLoop):
         )
         return result
 
-    async def create_server(  # type: ignore[override]
+    async def create_server(
         self,
         protocol_factory: Callable[[], asyncio.BaseProtocol],
         host: Any = None,
@@ -197,7 +197,7 @@ class SimLoop(asyncio.BaseEventLoop):
         )
         return server
 
-    async def getaddrinfo(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+    async def getaddrinfo(self, *args: Any, **kwargs: Any) -> Any:
         raise OSError("the simulation has no name resolution")
 
     # -- errors ------------------------------------------------------------------------------

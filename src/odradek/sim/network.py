@@ -328,7 +328,7 @@ class SimNetwork:
         if isinstance(protocol, asyncio.BufferedProtocol):
             view = memoryview(data)
             while view and not receiver.lost:
-                buffer = protocol.get_buffer(len(view))
+                buffer = memoryview(protocol.get_buffer(len(view)))
                 size = min(len(buffer), len(view))
                 buffer[:size] = view[:size]
                 protocol.buffer_updated(size)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 import random
 from collections.abc import Mapping
+from pathlib import Path
+from typing import cast
 
 from odradek.broker.context import BrokerContext
 from odradek.broker.server import Broker
@@ -65,7 +67,8 @@ class SimBroker:
         self.incarnation += 1
         self.network.node_up(self.name)
         self.files = SimFiles(self.fs, self.rng)
-        data_dir = SimPath(f"/sim/{self.name}")
+        # A SimPath has the Path methods storage uses, on the memory file system.
+        data_dir = cast(Path, SimPath(f"/sim/{self.name}"))
         self.broker = Broker(
             data_dir=data_dir,
             host=self.name,

@@ -58,7 +58,7 @@ class VirtualTime(types.ModuleType):
 
 def virtual_now_ms(clock: Callable[[], float]) -> Callable[[], int]:
     def now_ms() -> int:
-        return int(round((EPOCH_S + clock()) * 1000))
+        return round((EPOCH_S + clock()) * 1000)
 
     return now_ms
 

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from odradek.broker import dispatcher
-from odradek.sim.invariants import Checker, Violation, ViolationFound
-from odradek.sim.loop import Deadlock, SimLoop, run_in_node
+from odradek.sim.invariants import Checker, InvariantBrokenError, Violation
+from odradek.sim.loop import DeadlockError, SimLoop, run_in_node
 from odradek.sim.memfs import MemoryFileSystem
 from odradek.sim.network import LatencyModel, SimNetwork
 from odradek.sim.node import SimBroker
@@ -130,7 +130,7 @@ class _World:
         return run_in_node(node, self._guard(coroutine))
 
     async def _guard(self, coroutine: Coroutine[Any, Any, None]) -> None:
-        with contextlib.suppress(ViolationFound):
+        with contextlib.suppress(InvariantBrokenError):
             await coroutine
 
     def _executor_latency(self, function: Any) -> float:
@@ -182,7 +182,7 @@ class _World:
                 for (topic, partition), log in context.logs.all_logs().items()
                 if topic == TOPIC
             }
-            with contextlib.suppress(ViolationFound):
+            with contextlib.suppress(InvariantBrokenError):
                 counts = self.checker.final(logs)
                 self.trace.event(
                     f"final: {counts['records']} record(s) in the log, "
@@ -200,7 +200,7 @@ class _World:
                     (f"{topic}-{partition}", log)
                     for (topic, partition), log in context.logs.all_logs().items()
                 )
-            except ViolationFound:
+            except InvariantBrokenError:
                 return
 
     async def _faults(self, kind: str) -> None:
@@ -280,7 +280,7 @@ def run_seed(options: SimOptions) -> SimResult:
             world = _World(options, loop, fs)
             try:
                 loop.run_until_complete(world.main())
-            except Deadlock as error:
+            except DeadlockError as error:
                 world.checker.violations.append(Violation("progress", str(error), loop.time()))
             finally:
                 for task in asyncio.all_tasks(loop):

@@ -236,12 +236,12 @@ class Clients:
                 number += 1
                 self.transactions += 1
                 txn = self.checker.txn(number)
-                zombie = self.load.zombies and rng.random() < 0.05
+                zombie = self.load.zombies and rng.random() < 0.03
                 try:
                     await producer.begin_transaction()
                     count = rng.randint(1, 4)
                     for position in range(count):
-                        if zombie and position == count - 1:
+                        if zombie and position == count - 1 and position > 0:
                             # A second instance fences this one before its last send.
                             incarnation += 1
                             successor = await self._start(name, make)
@@ -288,7 +288,9 @@ class Clients:
     ) -> None:
         """The fenced instance sends once more and asks to commit: both must fail."""
         value = f"t{txn.number}-z"
-        txn.sent[value] = rng.randrange(self.load.partitions)
+        # A partition already in the transaction: the send goes straight to Produce (no
+        # AddPartitionsToTxn first), so the broker's epoch check is what must stop it.
+        txn.sent[value] = rng.choice(sorted(set(txn.sent.values())))
         try:
             await zombie.send(
                 TOPIC, value.encode(), partition=txn.sent[value], timestamp_ms=self.now_ms()
