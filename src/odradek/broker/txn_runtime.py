@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Coroutine, Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 from kio.schema.errors import ErrorCode
 
@@ -47,6 +47,8 @@ from odradek.storage.errors import (
 )
 from odradek.storage.log import PartitionLog
 from odradek.storage.log_manager import LogManager
+
+_T = TypeVar("_T")
 
 logger = logging.getLogger(__name__)
 
@@ -186,10 +188,22 @@ class TxnRuntime:
         log.high_watermark = log.log_end_offset
         return log
 
+    async def _detached(self, coroutine: Coroutine[Any, Any, _T]) -> _T:
+        """Run `coroutine` as the coordinator's own task and wait for it: a client that
+        disconnects cancels its request, never the coordinator's half-done work (a write
+        left unsettled blocks the transactional id; markers half written leave records open)."""
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return await asyncio.shield(task)
+
     async def _write(self, records: list[TransactionRecord], write_id: int | None) -> ErrorCode:
         """Append `records` (one batch), wait until durable, and settle the write."""
         if not records or write_id is None:
             return ErrorCode.none
+        return await self._detached(self._write_and_settle(records, write_id))
+
+    async def _write_and_settle(self, records: list[TransactionRecord], write_id: int) -> ErrorCode:
         try:
             log = self._append(records, now_ms())
         except (OSError, StorageError, InvalidRecords) as error:
@@ -229,7 +243,7 @@ class TxnRuntime:
         if result.markers is not None:
             # The fenced producer's transaction is aborted before the answer, so the client's
             # retry (it got CONCURRENT_TRANSACTIONS) finds it complete.
-            await self.complete(result.markers)
+            await self._detached(self.complete(result.markers))
         return result
 
     async def add_partitions(
@@ -290,7 +304,7 @@ class TxnRuntime:
             # Kafka answers once PrepareCommit/PrepareAbort is durable; the markers are
             # in-process here, so answering after them costs little and makes the outcome
             # visible to readers by the time the producer's commit returns.
-            await self.complete(result.markers)
+            await self._detached(self.complete(result.markers))
         return result
 
     # -- markers -----------------------------------------------------------------------------

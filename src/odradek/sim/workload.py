@@ -40,6 +40,9 @@ REQUEST_TIMEOUT_MS = 8_000
 RETRY_BACKOFF_MS = 50
 METADATA_MAX_AGE_MS = 5_000
 CLOSE_TIMEOUT_S = 10.0
+ZOMBIE_TIMEOUT_S = 5.0
+# A transaction's commit or abort that takes longer is given up on (outcome unknown).
+END_TXN_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,7 +250,12 @@ class Clients:
                             successor = await self._start(name, make)
                             txn.state = TxnState.UNKNOWN
                             self.trace.event(f"{name} txn {number}: fenced by a new instance")
-                            await self._zombie_finish(name, producer, txn, rng)
+                            # The zombie carries on beside its successor, as a real one would.
+                            self.tasks.append(
+                                asyncio.get_running_loop().create_task(
+                                    self._zombie_finish(name, producer, txn, rng)
+                                )
+                            )
                             producer = successor
                             if producer is not None:
                                 self._report_producer_id(name, producer, transactional_id)
@@ -267,14 +275,14 @@ class Clients:
                     if rng.random() < 0.8:
                         txn.commit_requested = True
                         txn.state = TxnState.COMMITTING
-                        await producer.commit_transaction()
+                        await asyncio.wait_for(producer.commit_transaction(), END_TXN_TIMEOUT_S)
                         txn.state = TxnState.COMMITTED
                     else:
                         txn.state = TxnState.ABORTING
-                        await producer.abort_transaction()
+                        await asyncio.wait_for(producer.abort_transaction(), END_TXN_TIMEOUT_S)
                         txn.state = TxnState.ABORTED
                     self.trace.event(f"{name} txn {number} {txn.state.value}")
-                except (KafkaError, OSError) as error:
+                except (KafkaError, OSError, TimeoutError) as error:
                     self.trace.event(f"{name} txn {number} failed ({type(error).__name__})")
                     txn.state = TxnState.UNKNOWN
                     await _stop_quietly(producer)
@@ -292,15 +300,19 @@ class Clients:
         # AddPartitionsToTxn first), so the broker's epoch check is what must stop it.
         txn.sent[value] = rng.choice(sorted(set(txn.sent.values())))
         try:
-            await zombie.send(
-                TOPIC, value.encode(), partition=txn.sent[value], timestamp_ms=self.now_ms()
+            await asyncio.wait_for(
+                zombie.send(
+                    TOPIC, value.encode(), partition=txn.sent[value], timestamp_ms=self.now_ms()
+                ),
+                ZOMBIE_TIMEOUT_S,
             )
-            await zombie.commit_transaction()
+            # aiokafka can wait forever once its sender hit the fence: bound the attempt.
+            await asyncio.wait_for(zombie.commit_transaction(), ZOMBIE_TIMEOUT_S)
             self.trace.event(f"{name} zombie commit of txn {txn.number} succeeded")
-        except (KafkaError, OSError) as error:
+        except (KafkaError, OSError, TimeoutError) as error:
             self.trace.event(f"{name} zombie txn {txn.number} failed ({type(error).__name__})")
         finally:
-            await _stop_quietly(zombie)
+            await _stop_quietly(zombie, ZOMBIE_TIMEOUT_S)
 
     # -- consumers ---------------------------------------------------------------------------
 
@@ -391,6 +403,6 @@ class Clients:
             await _stop_quietly(consumer)
 
 
-async def _stop_quietly(client: Any) -> None:
+async def _stop_quietly(client: Any, timeout_s: float = CLOSE_TIMEOUT_S) -> None:
     with contextlib.suppress(Exception):
-        await asyncio.wait_for(client.stop(), CLOSE_TIMEOUT_S)
+        await asyncio.wait_for(client.stop(), timeout_s)

@@ -124,7 +124,9 @@ def zombie_produce_accepted() -> Iterator[None]:
 
 
 # name -> (the plant, the faults its sweep runs with)
-PLANTED: dict[str, tuple[Callable[[], contextlib.AbstractContextManager[None]], tuple[str, ...]]] = {
+PLANTED: dict[
+    str, tuple[Callable[[], contextlib.AbstractContextManager[None]], tuple[str, ...]]
+] = {
     "state-before-append": (state_before_append, ("disk-error",)),
     "read-committed-keeps-aborted": (read_committed_keeps_aborted, ()),
     "txn-offsets-before-marker": (txn_offsets_before_marker, ()),
