@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from click.testing import CliRunner
+from sim_planted import read_committed_keeps_aborted
 
 from odradek.cli.main import cli
-
-from sim_planted import read_committed_keeps_aborted
 
 
 def test_one_seed_prints_its_result_and_trace_fingerprint() -> None:

@@ -7,11 +7,10 @@ The sweep stops at the first failing seed; the test prints how many seeds that t
 from __future__ import annotations
 
 import pytest
+from sim_planted import PLANTED
 
 from odradek.sim import SimOptions
 from odradek.sim.sweep import sweep
-
-from sim_planted import PLANTED
 
 # The invariant each planted bug must break.
 EXPECTED = {
