@@ -11,8 +11,8 @@ real asyncio code runs unchanged) with three things replaced:
 - **executors**: `run_in_executor` runs the function on the loop after a latency drawn from the
   seeded RNG (an fdatasync takes simulated disk time), never on a thread.
 
-Every task and timer is tagged with the simulated node that created it (a context variable
-copied into each task and handle), so a node's crash cancels exactly its own work.
+Every task and timer carries the simulated node that created it (a context variable copied
+into each task and handle), so a node's crash cancels exactly its own work.
 """
 
 from __future__ import annotations
@@ -70,11 +70,8 @@ class SimLoop(asyncio.BaseEventLoop):
         self.rng = rng
         self.network: Any = None  # odradek.sim.network.SimNetwork, set by it
         self.executor_latency: Callable[[Callable[..., Any]], float] = lambda _function: 0.0
-        # Live tasks and timers per node, in creation order (dicts: deterministic iteration).
+        # Live tasks per node, in creation order (dicts: deterministic iteration).
         self._node_tasks: dict[str, dict[asyncio.Task[Any], None]] = {}
-        # Timers by id(): a TimerHandle hashes by its deadline, so as a key it collides.
-        self._node_timers: dict[str, dict[int, asyncio.TimerHandle]] = {}
-        self._timer_prune_at: dict[str, int] = {}
         self.exceptions: list[dict[str, Any]] = []
         self.set_task_factory(self._make_task)  # type: ignore[arg-type]
         self.set_exception_handler(self._record_exception)
@@ -116,32 +113,16 @@ class SimLoop(asyncio.BaseEventLoop):
         task.add_done_callback(tasks.pop)
         return task
 
-    def call_at(  # type: ignore[override]
-        self,
-        when: float,
-        callback: Callable[..., object],
-        *args: Any,
-        context: contextvars.Context | None = None,
-    ) -> asyncio.TimerHandle:
-        handle = super().call_at(when, callback, *args, context=context)
-        node = (context or contextvars.copy_context()).get(current_node, "sim")
-        timers = self._node_timers.setdefault(node, {})
-        timers[id(handle)] = handle
-        if len(timers) > self._timer_prune_at.get(node, 256):
-            # Forget timers that ran or were cancelled (amortised: when the count doubles).
-            for key, timer in list(timers.items()):
-                if timer.cancelled() or not timer._scheduled:  # type: ignore[attr-defined]
-                    del timers[key]
-            self._timer_prune_at[node] = max(256, 2 * len(timers))
-        return handle
-
     def kill_node(self, node: str) -> int:
         """Cancel every task and timer `node` created, as a process crash ends them.
 
         Returns how many tasks were cancelled.
         """
-        for timer in self._node_timers.pop(node, {}).values():
-            timer.cancel()
+        scheduled: list[asyncio.TimerHandle] = self._scheduled  # type: ignore[attr-defined]
+        for timer in list(scheduled):
+            context: contextvars.Context = timer._context  # type: ignore[attr-defined]
+            if context.get(current_node, "sim") == node:
+                timer.cancel()
         tasks = list(self._node_tasks.pop(node, {}))
         for task in tasks:
             task.cancel()

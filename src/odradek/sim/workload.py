@@ -248,8 +248,14 @@ class Clients:
                             # A second instance fences this one before its last send.
                             incarnation += 1
                             successor = await self._start(name, make)
-                            txn.state = TxnState.UNKNOWN
-                            self.trace.event(f"{name} txn {number}: fenced by a new instance")
+                            if successor is None:
+                                # The load stopped first: nothing fenced this instance, so
+                                # its commit below is a real one.
+                                txn.commit_requested = True
+                                txn.state = TxnState.COMMITTING
+                            else:
+                                txn.state = TxnState.UNKNOWN
+                                self.trace.event(f"{name} txn {number}: fenced by a new instance")
                             # The zombie carries on beside its successor, as a real one would.
                             self.tasks.append(
                                 asyncio.get_running_loop().create_task(
