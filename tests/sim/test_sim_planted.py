@@ -22,6 +22,7 @@ EXPECTED = {
 MAX_SEEDS = 1000
 
 
+@pytest.mark.timeout(900)
 @pytest.mark.parametrize("name", sorted(PLANTED))
 def test_a_sweep_catches_the_planted_bug(name: str, capsys: pytest.CaptureFixture[str]) -> None:
     plant, faults = PLANTED[name]

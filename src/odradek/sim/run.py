@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from odradek.broker import dispatcher
+from odradek.broker.context import BrokerContext
 from odradek.sim.invariants import Checker, InvariantBrokenError, Violation
 from odradek.sim.loop import DeadlockError, SimLoop, run_in_node
 from odradek.sim.memfs import MemoryFileSystem
@@ -46,6 +47,8 @@ _FAULT_MEAN_INTERVAL_S = {
     "disk-error": 5.0,
 }
 SETTLE_S = 20.0
+# Transactions left open time out (10 s) and the coordinator's abort check runs every 10 s.
+QUIESCE_S = 30.0
 CHECK_INTERVAL_S = 0.05
 
 
@@ -173,6 +176,8 @@ class _World:
             for task in self.clients.tasks:
                 task.cancel()
         await asyncio.gather(*self.clients.tasks, return_exceptions=True)
+        if not self.stop.is_set():
+            await self._transactions_settle()
         checks.cancel()
         await asyncio.gather(checks, return_exceptions=True)
         if not self.checker.violations:
@@ -188,6 +193,25 @@ class _World:
                 self.trace.event(
                     f"final: {counts['records']} record(s) in the log, "
                     f"{counts['acknowledged']} acknowledged"
+                )
+
+    async def _transactions_settle(self) -> None:
+        """With the clients gone, every transaction must end: markers written, nothing left
+        prepared, and the last stable offset back at the high watermark on every partition
+        (an open transaction times out and is aborted within QUIESCE_S)."""
+        deadline = self.loop.time() + QUIESCE_S
+        unsettled: list[str] = []
+        while True:
+            context = self.broker.context
+            unsettled = [] if context is None else _unsettled(context)
+            if not unsettled or self.loop.time() >= deadline:
+                break
+            await asyncio.sleep(0.1)
+        if unsettled:
+            with contextlib.suppress(InvariantBrokenError):
+                self.checker.fail(
+                    "transactions-end",
+                    f"{QUIESCE_S:g} s after the clients stopped: {', '.join(unsettled[:4])}",
                 )
 
     async def _check_continuously(self) -> None:
@@ -250,6 +274,24 @@ class _World:
         await asyncio.sleep(seconds)
         if self.broker.files is files:
             files.failing_writes = 0.0
+
+
+def _unsettled(context: BrokerContext) -> list[str]:
+    """What still holds a transaction open: prepared or ongoing transactions, and partitions
+    whose last stable offset lags their high watermark."""
+    listed = context.transactions.coordinator.list_transactions(
+        ("Ongoing", "PrepareCommit", "PrepareAbort", "PrepareEpochFence")
+    )
+    found = [
+        f"{item.transactional_id} is {item.transaction_state}" for item in listed.transaction_states
+    ]
+    for (topic, partition), log in context.logs.all_logs().items():
+        if log.last_stable_offset < log.high_watermark:
+            found.append(
+                f"{topic}-{partition} last stable offset {log.last_stable_offset} < high "
+                f"watermark {log.high_watermark}"
+            )
+    return found
 
 
 class _ErrorLog(logging.Handler):
