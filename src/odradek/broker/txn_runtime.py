@@ -49,6 +49,7 @@ from odradek.storage.log import PartitionLog
 from odradek.storage.log_manager import LogManager
 
 _T = TypeVar("_T")
+_MarkingResult = TypeVar("_MarkingResult", InitProducerIdResult, EndTxnResult)
 
 logger = logging.getLogger(__name__)
 
@@ -203,7 +204,11 @@ class TxnRuntime:
             return ErrorCode.none
         return await self._detached(self._write_and_settle(records, write_id))
 
-    async def _write_and_settle(self, records: list[TransactionRecord], write_id: int) -> ErrorCode:
+    async def _write_and_settle(
+        self, records: list[TransactionRecord], write_id: int | None
+    ) -> ErrorCode:
+        if not records or write_id is None:
+            return ErrorCode.none
         try:
             log = self._append(records, now_ms())
         except (OSError, StorageError, InvalidRecords) as error:
@@ -237,14 +242,7 @@ class TxnRuntime:
             expected_producer_id,
             expected_producer_epoch,
         )
-        error = await self._write(records, result.write_id)
-        if error != ErrorCode.none:
-            return InitProducerIdResult(error)
-        if result.markers is not None:
-            # The fenced producer's transaction is aborted before the answer, so the client's
-            # retry (it got CONCURRENT_TRANSACTIONS) finds it complete.
-            await self._detached(self.complete(result.markers))
-        return result
+        return await self._detached(self._settle_and_complete(result, records))
 
     async def add_partitions(
         self,
@@ -297,14 +295,24 @@ class TxnRuntime:
         result, records = self.coordinator.end_txn(
             transactional_id, producer_id, producer_epoch, commit, now_ms()
         )
-        error = await self._write(records, result.write_id)
+        return await self._detached(self._settle_and_complete(result, records))
+
+    async def _settle_and_complete(
+        self, result: _MarkingResult, records: list[TransactionRecord]
+    ) -> _MarkingResult:
+        """Write `records`, then the markers `result` carries, as one piece of the
+        coordinator's own work (a client that disconnects cancels neither half).
+
+        InitProducerId: the fenced producer's transaction is aborted before the answer, so
+        the client's retry (it got CONCURRENT_TRANSACTIONS) finds it complete. EndTxn: Kafka
+        answers once PrepareCommit/PrepareAbort is durable; the markers are in-process here,
+        so answering after them costs little and makes the outcome visible to readers by the
+        time the producer's commit returns."""
+        error = await self._write_and_settle(records, result.write_id)
         if error != ErrorCode.none:
-            return EndTxnResult(error)
+            return type(result)(error)
         if result.markers is not None:
-            # Kafka answers once PrepareCommit/PrepareAbort is durable; the markers are
-            # in-process here, so answering after them costs little and makes the outcome
-            # visible to readers by the time the producer's commit returns.
-            await self._detached(self.complete(result.markers))
+            await self.complete(result.markers)
         return result
 
     # -- markers -----------------------------------------------------------------------------
