@@ -12,12 +12,19 @@ from sim_planted import PLANTED
 from odradek.sim import SimOptions
 from odradek.sim.sweep import sweep
 
-# The invariant each planted bug must break.
+# The invariants each planted bug may break (whichever the run reaches first).
 EXPECTED = {
-    "state-before-append": "acknowledged-writes-survive",
-    "read-committed-keeps-aborted": "read-committed-sees-only-committed",
-    "txn-offsets-before-marker": "txn-offsets-only-when-committed",
-    "zombie-produce-accepted": "transactions-all-or-nothing",
+    "state-before-append": {"acknowledged-writes-survive"},
+    "read-committed-keeps-aborted": {"read-committed-sees-only-committed"},
+    "txn-offsets-before-marker": {"txn-offsets-only-when-committed"},
+    # The zombie's record lands after its transaction was aborted: a read_committed consumer
+    # returns it once the producer's next COMMIT marker on that partition settles it, and the
+    # final log shows the transaction half aborted, half committed (or left open).
+    "zombie-produce-accepted": {
+        "read-committed-sees-only-committed",
+        "transactions-all-or-nothing",
+        "transactions-end",
+    },
 }
 MAX_SEEDS = 1000
 
@@ -35,6 +42,6 @@ def test_a_sweep_catches_the_planted_bug(name: str, capsys: pytest.CaptureFixtur
     assert summary.failures, f"{name} not caught in {MAX_SEEDS} seeds"
     violation = summary.failures[0].violation
     assert violation is not None
-    assert violation.invariant == EXPECTED[name], violation
+    assert violation.invariant in EXPECTED[name], violation
     with capsys.disabled():
         print(f"\n{name}: caught after {summary.seeds} seed(s): {violation}")
