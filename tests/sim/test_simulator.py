@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -58,14 +59,15 @@ def test_a_seed_replays_identically_in_another_process_with_other_string_hashing
     assert _fingerprint_in_process(3, "1") == _fingerprint_in_process(3, "2")
 
 
-@pytest.fixture
-def real_io_audit(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
-    """Records every socket, thread and file write the process makes while the test runs."""
-    seen: list[str] = []
-    active = [True]
+class _Audit:
+    """Records every socket, thread and file write the process makes while `active`."""
 
-    def hook(event: str, arguments: tuple[Any, ...]) -> None:
-        if not active[0]:
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+        self.active = False
+
+    def hook(self, event: str, arguments: tuple[Any, ...]) -> None:
+        if not self.active:
             return
         if event.startswith("socket.") or event in (
             "os.rename",
@@ -75,31 +77,45 @@ def real_io_audit(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
             "shutil.rmtree",
             "os.truncate",
         ):
-            seen.append(f"{event} {arguments!r}")
+            self.seen.append(f"{event} {arguments!r}")
         elif event == "open":
             path, mode, flags = arguments
             writing = (isinstance(mode, str) and any(c in mode for c in "wax+")) or (
                 isinstance(flags, int) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT)
             )
             if writing or str(path).startswith("/sim"):
-                seen.append(f"open {path!r} {mode!r}")
+                self.seen.append(f"open {path!r} {mode!r}")
 
+
+@pytest.fixture
+def real_io_audit(monkeypatch: pytest.MonkeyPatch) -> Iterator[_Audit]:
+    audit = _Audit()
     original_start = threading.Thread.start
 
     def start(thread: threading.Thread) -> None:
-        seen.append(f"thread {thread.name}")
+        if audit.active:
+            audit.seen.append(f"thread {thread.name}")
         original_start(thread)
 
     monkeypatch.setattr(threading.Thread, "start", start)
-    sys.addaudithook(hook)  # audit hooks cannot be removed: this one goes quiet after the test
+    sys.addaudithook(audit.hook)  # audit hooks cannot be removed: this one goes quiet after
     try:
-        yield seen
+        yield audit
     finally:
-        active[0] = False
+        audit.active = False
 
 
-def test_a_run_touches_no_real_socket_thread_or_file(real_io_audit: list[str]) -> None:
+def test_a_run_touches_no_real_socket_thread_or_file(real_io_audit: _Audit, tmp_path: Path) -> None:
+    # A first run imports what the broker loads lazily (importing may write bytecode files).
+    run_seed(SimOptions(seed=8, seconds=1, faults=ALL_FAULTS))
+    real_io_audit.active = True
     result = run_seed(SimOptions(seed=8, seconds=3, faults=ALL_FAULTS))
+    real_io_audit.active = False
     assert result.ok, result.violation
     assert result.stats["restarts"] + result.stats.get("fault_reset", 0) > 0
-    assert real_io_audit == []
+    assert real_io_audit.seen == []
+    # The audit itself sees a real write.
+    real_io_audit.active = True
+    (tmp_path / "probe").write_text("x")
+    real_io_audit.active = False
+    assert any("probe" in line for line in real_io_audit.seen)
