@@ -70,6 +70,8 @@ class SimOptions:
             parts.append(f"--faults {','.join(self.faults) or 'none'}")
         if not self.acks_all_fsync:
             parts.append("--no-fsync")
+        if self.load.messages_per_second != Load().messages_per_second:
+            parts.append(f"--rate {self.load.messages_per_second:g}")
         return " ".join(parts)
 
 
