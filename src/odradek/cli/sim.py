@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -22,6 +23,22 @@ def _parse_faults(value: str | None) -> tuple[str, ...] | None:
     if unknown:
         raise click.BadParameter(f"unknown fault(s) {', '.join(unknown)}: {FAULT_HELP}")
     return faults
+
+
+def _replay_with_fixed_string_hashing() -> None:
+    """Run again under PYTHONHASHSEED=0 when started as `odradek` with another hash seed.
+
+    The broker's decisions do not depend on string hashing, but aiokafka iterates sets of
+    partitions when it builds requests (AddPartitionsToTxn), so the bytes on the simulated
+    wire would differ from process to process; a fixed hash seed makes every replay of a seed
+    identical. Only for the console script (never inside a test runner).
+    """
+    if os.environ.get("PYTHONHASHSEED") == "0" or os.environ.get("ODRADEK_SIM_NO_REEXEC"):
+        return
+    if os.path.basename(sys.argv[0]) not in ("odradek", "__main__.py"):
+        return
+    environment = {**os.environ, "PYTHONHASHSEED": "0"}
+    os.execve(sys.executable, [sys.executable, "-m", "odradek.cli", *sys.argv[1:]], environment)
 
 
 @click.command()
@@ -57,6 +74,7 @@ def sim(
     """
     if (seed is None) == (seeds is None):
         raise click.UsageError("give either --seed N or --seeds COUNT")
+    _replay_with_fixed_string_hashing()
     try:
         from odradek.sim import DEFAULT_FAULTS, Load, SimOptions, run_seed
         from odradek.sim.sweep import sweep
