@@ -8,7 +8,9 @@ from pathlib import Path
 
 import click
 
-FAULT_HELP = "comma-separated: crash, power-loss, reset, cut, disk-error; 'none' for none"
+FAULT_HELP = (
+    "comma-separated: crash, power-loss, reset, cut, consumer-crash, disk-error; 'none' for none"
+)
 
 
 def _parse_faults(value: str | None) -> tuple[str, ...] | None:

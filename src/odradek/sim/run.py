@@ -35,8 +35,8 @@ logger = logging.getLogger(__name__)
 BROKER = "broker-0"
 
 # Fault kinds `--faults` accepts; the default runs all but disk-error.
-FAULTS = ("crash", "power-loss", "reset", "cut", "disk-error")
-DEFAULT_FAULTS = ("crash", "power-loss", "reset", "cut")
+FAULTS = ("crash", "power-loss", "reset", "cut", "consumer-crash", "disk-error")
+DEFAULT_FAULTS = ("crash", "power-loss", "reset", "cut", "consumer-crash")
 
 # Mean simulated seconds between two faults of a kind.
 _FAULT_MEAN_INTERVAL_S = {
@@ -44,6 +44,7 @@ _FAULT_MEAN_INTERVAL_S = {
     "power-loss": 15.0,
     "reset": 1.5,
     "cut": 4.0,
+    "consumer-crash": 10.0,
     "disk-error": 5.0,
 }
 SETTLE_S = 20.0
@@ -209,7 +210,11 @@ class _World:
             if not unsettled or self.loop.time() >= deadline:
                 break
             await asyncio.sleep(0.1)
-        if unsettled:
+        if unsettled and self.checker.unsynced_power_loss:
+            # Without fsync a power loss can lose the coordinator's record of a transaction
+            # whose data survived: a hanging transaction (KIP-664), the accepted trade-off.
+            self.trace.event(f"hanging after an unsynced power loss: {', '.join(unsettled[:4])}")
+        elif unsettled:
             with contextlib.suppress(InvariantBrokenError):
                 self.checker.fail(
                     "transactions-end",
@@ -252,6 +257,8 @@ class _World:
                         (client, BROKER) if rng.random() < 0.5 else (BROKER, client)
                     )
                     self.network.cut(source, destination, rng.uniform(0.1, 3.0))
+            elif kind == "consumer-crash":
+                await self._crash_consumer(rng)
             elif kind == "disk-error":
                 await self._disk_errors(rng)
 
@@ -265,6 +272,21 @@ class _World:
                 self.checker.unsynced_power_loss = True
         await asyncio.sleep(rng.uniform(0.05, 1.5))
         await self.broker.start()
+
+    async def _crash_consumer(self, rng: random.Random) -> None:
+        """A consumer process dies (its tasks end, its connections reset, nothing committed on
+        the way out) and a new instance starts on the node: the group must rebalance."""
+        if not self.options.load.consumers or not self.clients.consuming:
+            return
+        index = rng.randrange(self.options.load.consumers)
+        node = f"consumer-{index}"
+        self.network.node_down(node)
+        cancelled = self.loop.kill_node(node)
+        self.network.node_up(node)
+        self.trace.event(f"crash {node}: {cancelled} task(s) ended")
+        await asyncio.sleep(rng.uniform(0.05, 2.0))
+        if self.clients.consuming:
+            self.clients.start_consumer(index)
 
     async def _disk_errors(self, rng: random.Random) -> None:
         files = self.broker.files

@@ -81,6 +81,7 @@ class Clients:
         self.consuming = True
         self.tasks: list[asyncio.Task[None]] = []
         self.in_flight: dict[str, asyncio.Future[Any]] = {}
+        self.consumer_incarnations: dict[int, int] = {}
         self.sent = 0
         self.failed = 0
         self.transactions = 0
@@ -98,12 +99,17 @@ class Clients:
                 self.spawn(f"txn-producer-{index}", self._transactional_producer(index, interval))
             )
         for index in range(load.consumers):
-            read_committed = index % 2 == 0
-            self.tasks.append(
-                self.spawn(f"consumer-{index}", self._consumer(index, read_committed))
-            )
+            self.start_consumer(index)
         if load.transactional_producers:
             self.tasks.append(self.spawn("observer", self._txn_offsets_observer()))
+
+    def start_consumer(self, index: int) -> None:
+        """Start (or, after its node crashed, restart) consumer `index` as a new instance."""
+        incarnation = self.consumer_incarnations.get(index, 0) + 1
+        self.consumer_incarnations[index] = incarnation
+        self.tasks.append(
+            self.spawn(f"consumer-{index}", self._consumer(index, index % 2 == 0, incarnation))
+        )
 
     async def settle(self, seconds: float) -> None:
         """Stop producing, give in-flight sends `seconds` to finish, then stop everything."""
@@ -322,8 +328,10 @@ class Clients:
 
     # -- consumers ---------------------------------------------------------------------------
 
-    async def _consumer(self, index: int, read_committed: bool) -> None:
+    async def _consumer(self, index: int, read_committed: bool, incarnation: int) -> None:
         name = f"consumer-{index}"
+        # The instance, for the checker: a restarted consumer starts a new reader.
+        reader = f"{name}.{incarnation}"
         checker = self.checker
         session = 0
         holder: list[AIOKafkaConsumer] = []
@@ -336,7 +344,7 @@ class Clients:
                 nonlocal session
                 session += 1
                 generation = holder[0]._coordinator.generation if holder else -1
-                checker.assigned(name, generation, [tp.partition for tp in assigned])
+                checker.assigned(reader, generation, [tp.partition for tp in assigned])
 
         def make() -> AIOKafkaConsumer:
             consumer = AIOKafkaConsumer(
@@ -371,7 +379,7 @@ class Clients:
                 for topic_partition, messages in batches.items():
                     for message in messages:
                         checker.read(
-                            name,
+                            reader,
                             session * 1000 + checker.power_losses,
                             read_committed,
                             topic_partition.partition,
