@@ -71,8 +71,15 @@ class LoggedRecord:
 class Checker:
     """Every invariant of the issue, over one run's history."""
 
-    def __init__(self, clock: Callable[[], float], topic: str, partitions: int) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], float],
+        topic: str,
+        partitions: int,
+        on_violation: Callable[[Violation], None] | None = None,
+    ) -> None:
         self.clock = clock
+        self.on_violation = on_violation
         self.topic = topic
         self.partitions = partitions
         self.acked: dict[str, tuple[int, int]] = {}
@@ -91,6 +98,8 @@ class Checker:
     def fail(self, invariant: str, detail: str) -> None:
         violation = Violation(invariant, detail, self.clock())
         self.violations.append(violation)
+        if self.on_violation is not None:
+            self.on_violation(violation)
         raise InvariantBrokenError(violation)
 
     # -- producers ---------------------------------------------------------------------------

@@ -109,9 +109,10 @@ class _World:
         config = {"odradek.acks.all.fsync": "true" if options.acks_all_fsync else "false"}
         config.update(dict(options.broker_config))
         self.broker = SimBroker(BROKER, loop, self.network, self.trace, self.disk_rng, config, fs)
-        self.checker = Checker(loop.time, TOPIC, options.load.partitions)
         self.stop = asyncio.Event()
-        self.checker_on_violation()
+        self.checker = Checker(
+            loop.time, TOPIC, options.load.partitions, lambda _violation: self.stop.set()
+        )
         self.clients = Clients(
             self.broker.bootstrap_servers,
             self.checker,
@@ -123,15 +124,6 @@ class _World:
         )
         self.fault_counts: dict[str, int] = {}
         self.disk_errors = False
-
-    def checker_on_violation(self) -> None:
-        original = self.checker.fail
-
-        def fail(invariant: str, detail: str) -> None:
-            self.stop.set()
-            original(invariant, detail)
-
-        self.checker.fail = fail  # type: ignore[method-assign]
 
     def _spawn(self, node: str, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         return run_in_node(node, self._guard(coroutine))
