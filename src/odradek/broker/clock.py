@@ -1,9 +1,10 @@
-"""The wall clock, read only at the edge and passed into the deterministic core as `now_ms`."""
+"""The wall clock, read only at the edge and passed into the deterministic core as `now_ms`.
+
+The clock itself lives behind `odradek.determinism` (the simulator swaps it for virtual time).
+"""
 
 from __future__ import annotations
 
-import time
+from odradek.determinism import now_ms
 
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
+__all__ = ["now_ms"]

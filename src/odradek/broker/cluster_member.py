@@ -49,6 +49,7 @@ from odradek.controller import (
     kio_adapter,
 )
 from odradek.controller.feature_control import METADATA_VERSION_FEATURE, ODRADEK_METADATA_VERSION
+from odradek.determinism import random_uuid
 from odradek.protocol.api_keys import ApiKey
 from odradek.protocol.codec import make, nested, request_module
 from odradek.protocol.record_batch import decode_batches
@@ -80,7 +81,7 @@ class ClusterMember:
         client_id = f"odradek-broker-{self.node_id}"
         self._rpc = KafkaChannel(voter.host, voter.port, client_id)
         self._fetch = KafkaChannel(voter.host, voter.port, client_id)
-        self.incarnation_id = uuid.uuid4()
+        self.incarnation_id = random_uuid()
         self.image = MetadataImage()
         self.broker_epoch = -1
         self.fenced = True

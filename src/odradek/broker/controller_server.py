@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import struct
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -44,6 +43,7 @@ from odradek.controller import (
     encode_record,
     kio_adapter,
 )
+from odradek.determinism import new_random
 from odradek.protocol.api_keys import ApiKey
 from odradek.protocol.codec import (
     RequestHeader,
@@ -140,7 +140,7 @@ class ControllerServer:
         """Open the metadata log and replay it into a fresh QuorumController."""
         self.config.log_dir.mkdir(parents=True, exist_ok=True)
         self.metadata_log = MetadataLog.open(self.config.log_dir, now_ms())
-        self.controller = QuorumController(self.controller_config, random.Random())
+        self.controller = QuorumController(self.controller_config, new_random())
         replayed = 0
         for offset, value in self.metadata_log.entries():
             self.controller.replay(decode_record(value), offset)

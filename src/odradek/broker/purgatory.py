@@ -24,7 +24,9 @@ class DataArrived:
     """Wakes fetches parked on a partition when an append lands there."""
 
     def __init__(self) -> None:
-        self._waiters: dict[TopicPartition, set[asyncio.Future[None]]] = defaultdict(set)
+        # Dicts, not sets: waiters wake in the order they parked (a set of futures would wake
+        # them in memory-address order, which differs from run to run).
+        self._waiters: dict[TopicPartition, dict[asyncio.Future[None], None]] = defaultdict(dict)
 
     def notify(self, topic_partition: TopicPartition) -> None:
         waiters = self._waiters.pop(topic_partition, None)
@@ -41,7 +43,7 @@ class DataArrived:
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         keys = list(topic_partitions)
         for key in keys:
-            self._waiters[key].add(waiter)
+            self._waiters[key][waiter] = None
         try:
             # asyncio.timeout, not wait_for: Python 3.11's wait_for loses a cancellation that
             # arrives as the awaited future completes (the task then never stops).
@@ -53,7 +55,7 @@ class DataArrived:
             for key in keys:
                 waiters = self._waiters.get(key)
                 if waiters is not None:
-                    waiters.discard(waiter)
+                    waiters.pop(waiter, None)
                     if not waiters:
                         del self._waiters[key]
 

@@ -13,7 +13,6 @@ import logging
 import shutil
 import tempfile
 import threading
-import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -27,8 +26,9 @@ from odradek.broker.connection import KafkaConnection
 from odradek.broker.context import BrokerContext, default_log_config
 from odradek.broker.dynamic_configs import load_group_configs, open_dynamic_configs
 from odradek.broker.shutdown import bounded, cancel_and_wait, wait_finished
+from odradek.determinism import random_uuid
 from odradek.storage.config_store import ConfigStore
-from odradek.storage.lazy_files import files_for_mode
+from odradek.storage.lazy_files import SegmentFiles, files_for_mode
 from odradek.storage.log_manager import LogManager
 
 logger = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ META_PROPERTIES = "meta.properties"
 
 def new_cluster_id() -> str:
     """Kafka's format: a random UUID, base64url without padding (22 characters)."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    return base64.urlsafe_b64encode(random_uuid().bytes).decode().rstrip("=")
 
 
 def load_or_create_cluster_id(log_dir: Path, configured: str, node_id: int) -> str:
@@ -84,7 +84,11 @@ class Broker:
         host: str = "127.0.0.1",
         port: int = 0,
         config: Mapping[str, str] | None = None,
+        files: SegmentFiles | None = None,
     ) -> None:
+        # The file layer for segment logs; None: the one `odradek.storage.mode` names. The
+        # simulator passes its simulated disk here.
+        self._files = files
         self._temporary_dir: Path | None = None
         if data_dir is None:
             self._temporary_dir = Path(tempfile.mkdtemp(prefix="odradek-"))
@@ -150,7 +154,7 @@ class Broker:
             config.log_dir,
             default_log_config(config),
             now_ms(),
-            files_for_mode(config.storage_mode),
+            self._files if self._files is not None else files_for_mode(config.storage_mode),
         )
         if config.kraft is None:
             for log in logs.all_logs().values():

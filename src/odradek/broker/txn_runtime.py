@@ -34,7 +34,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Coroutine, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from kio.schema.errors import ErrorCode
 
@@ -60,12 +60,19 @@ from odradek.protocol.api_keys import ApiKey
 from odradek.protocol.codec import make, nested, request_module
 from odradek.protocol.record_batch import InvalidRecords, Record, decode_batches, encode_batch
 from odradek.protocol.record_batch import validate_batches as validate
-from odradek.storage.errors import StorageError
+from odradek.storage.errors import (
+    InvalidProducerEpoch,
+    StorageError,
+    TransactionCoordinatorFenced,
+)
 from odradek.storage.log import PartitionLog
 from odradek.storage.log_manager import LogManager
 
 if TYPE_CHECKING:
     from odradek.broker.replica_manager import HostedPartition, ReplicaManager
+
+_T = TypeVar("_T")
+_MarkingResult = TypeVar("_MarkingResult", InitProducerIdResult, EndTxnResult)
 
 logger = logging.getLogger(__name__)
 
@@ -337,9 +344,25 @@ class TxnRuntime:
             return ErrorCode.not_leader_or_follower
         return await self.replicas.wait_for_acks_all(hosted, end - 1, self._append_timeout_ms)
 
+    async def _detached(self, coroutine: Coroutine[Any, Any, _T]) -> _T:
+        """Run `coroutine` as the coordinator's own task and wait for it: a client that
+        disconnects cancels its request, never the coordinator's half-done work (a write
+        left unsettled blocks the transactional id; markers half written leave records open)."""
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return await asyncio.shield(task)
+
     async def _write(self, records: list[TransactionRecord], write_id: int | None) -> ErrorCode:
         """Append `records` (one batch), wait until durable (on a cluster: replicated), and
         settle the write with the coordinator that made it."""
+        if not records or write_id is None:
+            return ErrorCode.none
+        return await self._detached(self._write_and_settle(records, write_id))
+
+    async def _write_and_settle(
+        self, records: list[TransactionRecord], write_id: int | None
+    ) -> ErrorCode:
         if not records or write_id is None:
             return ErrorCode.none
         coordinator = self.coordinator
@@ -398,14 +421,7 @@ class TxnRuntime:
             expected_producer_epoch,
         )
         self._wants_producer_ids()
-        error = await self._write(records, result.write_id)
-        if error != ErrorCode.none:
-            return InitProducerIdResult(error)
-        if result.markers is not None:
-            # The fenced producer's transaction is aborted before the answer, so the client's
-            # retry (it got CONCURRENT_TRANSACTIONS) finds it complete.
-            await self.complete(result.markers)
-        return result
+        return await self._detached(self._settle_and_complete(result, records))
 
     def _idempotent_producer_id(
         self, producer_ids: ControllerProducerIdManager
@@ -506,13 +522,23 @@ class TxnRuntime:
         result, records = self.coordinator.end_txn(
             transactional_id, producer_id, producer_epoch, commit, now_ms(), transaction_version
         )
-        error = await self._write(records, result.write_id)
+        return await self._detached(self._settle_and_complete(result, records))
+
+    async def _settle_and_complete(
+        self, result: _MarkingResult, records: list[TransactionRecord]
+    ) -> _MarkingResult:
+        """Write `records`, then the markers `result` carries, as one piece of the
+        coordinator's own work (a client that disconnects cancels neither half).
+
+        InitProducerId: the fenced producer's transaction is aborted before the answer, so
+        the client's retry (it got CONCURRENT_TRANSACTIONS) finds it complete. EndTxn: Kafka
+        answers once PrepareCommit/PrepareAbort is durable; the markers are in-process here,
+        so answering after them costs little and makes the outcome visible to readers by the
+        time the producer's commit returns."""
+        error = await self._write_and_settle(records, result.write_id)
         if error != ErrorCode.none:
-            return EndTxnResult(error)
+            return type(result)(error)
         if result.markers is not None:
-            # Kafka answers once PrepareCommit/PrepareAbort is durable; the markers are
-            # in-process here, so answering after them costs little and makes the outcome
-            # visible to readers by the time the producer's commit returns.
             await self.complete(result.markers)
         return result
 
@@ -532,13 +558,14 @@ class TxnRuntime:
                         break
                     await asyncio.sleep(_RETRY_S)
                     continue
-                except OSError as error:
+                except (InvalidProducerEpoch, TransactionCoordinatorFenced) as error:
+                    logger.warning("marker for %s-%d not written: %s", topic, index, error)
+                    break
+                except (OSError, StorageError) as error:
+                    # Retriable (KAFKA_STORAGE_ERROR): the marker must land (see below).
                     logger.error("marker for %s-%d failed, retrying: %s", topic, index, error)
                     await asyncio.sleep(_RETRY_S)
                     continue
-                except StorageError as error:
-                    logger.warning("marker for %s-%d not written: %s", topic, index, error)
-                    break
                 if end is not None and (
                     await self._replicated(topic, index, end) is not ErrorCode.none
                 ):
@@ -552,14 +579,17 @@ class TxnRuntime:
             while not self.clustered:
                 try:
                     end = self._write_marker(markers, topic, index, now_ms())
-                except OSError as error:
+                except (InvalidProducerEpoch, TransactionCoordinatorFenced) as error:
+                    # A marker the partition refuses (an older epoch): nothing to write there,
+                    # as Kafka's marker channel treats it. (A deleted partition returns None.)
+                    logger.warning("marker for %s-%d not written: %s", topic, index, error)
+                except (OSError, StorageError) as error:
+                    # A failed write (KAFKA_STORAGE_ERROR, retriable in Kafka): the marker must
+                    # land, or the partition's records stay open until the producer's next
+                    # transaction ends there and its marker settles them with the wrong outcome.
                     logger.error("marker for %s-%d failed, retrying: %s", topic, index, error)
                     await asyncio.sleep(_RETRY_S)
                     continue
-                except StorageError as error:
-                    # A deleted partition or a marker the partition refuses (an older epoch):
-                    # nothing to write there, as Kafka's marker channel treats it.
-                    logger.warning("marker for %s-%d not written: %s", topic, index, error)
                 break
             if end is not None:
                 waits.append((topic, index, end))

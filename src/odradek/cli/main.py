@@ -11,6 +11,7 @@ from odradek.cli.consume import consume
 from odradek.cli.group import group
 from odradek.cli.produce import produce
 from odradek.cli.serve import serve
+from odradek.cli.sim import sim
 from odradek.cli.topic import topic
 from odradek.cli.txn import producers, txn
 
@@ -30,6 +31,7 @@ cli.add_command(check)
 cli.add_command(group)
 cli.add_command(txn)
 cli.add_command(producers)
+cli.add_command(sim)
 
 
 def main() -> None:

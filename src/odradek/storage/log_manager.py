@@ -20,6 +20,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
+from odradek.determinism import random_uuid
 from odradek.storage._files import fsync_directory, write_file_atomically
 from odradek.storage.cleaner import CleanResult
 from odradek.storage.errors import (
@@ -372,7 +373,7 @@ class LogManager:
         if partitions < 1:
             raise InvalidPartitions("Number of partitions must be larger than 0.")
         if topic_id is None:
-            topic_id = uuid.uuid4()
+            topic_id = random_uuid()
         if topic_id.int == 0 or topic_id in self._topics_by_id:
             raise StorageError(f"topic id {topic_id} is zero or already in use")
         topic = TopicMetadata(

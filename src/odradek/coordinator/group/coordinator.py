@@ -17,7 +17,6 @@ allows. Every consumer-group change is written as Kafka's KIP-848 records.
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
@@ -82,6 +81,7 @@ from odradek.coordinator.group.results import (
     SyncGroupResponse,
 )
 from odradek.coordinator.group.state import ClassicGroupState, MemberState
+from odradek.determinism import random_uuid
 
 # An offset record's metadata is an int16-length string (OffsetCommitValue).
 _MAX_RECORD_STRING_BYTES = 0x7FFF
@@ -155,7 +155,7 @@ class ListedGroup:
 
 
 def _uuid_id() -> str:
-    return str(uuid.uuid4())
+    return str(random_uuid())
 
 
 class GroupCoordinator:

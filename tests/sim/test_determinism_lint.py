@@ -1,0 +1,93 @@
+"""The deterministic-core rule as a lint: core code reaches no clock, randomness or thread.
+
+protocol, storage and coordinator (and the broker's decision code) take `now` as an argument
+and draw random ids from `odradek.determinism`, the seam the simulator swaps. This test walks
+their syntax trees and fails on any import of `time`, `random`, `secrets` or `threading` (except
+`threading.Lock`/`RLock`, which storage uses to guard state shared with the fdatasync executor,
+and the broker's sync embedding, which starts a thread on purpose), and any call of
+`uuid.uuid1`/`uuid4`, `os.urandom` or `datetime.now`.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import odradek
+
+SOURCE = Path(odradek.__file__).parent
+CORE_PACKAGES = ("protocol", "storage", "coordinator", "broker")
+
+FORBIDDEN_MODULES = {"time", "random", "secrets", "threading"}
+FORBIDDEN_CALLS = {
+    ("uuid", "uuid1"),
+    ("uuid", "uuid4"),
+    ("os", "urandom"),
+    ("datetime", "now"),
+    ("datetime", "utcnow"),
+    ("time", "time"),
+    ("time", "monotonic"),
+}
+ALLOWED_THREADING = {"Lock", "RLock"}
+# module (relative to odradek/) -> forbidden imports it may still use, and why.
+EXCEPTIONS = {
+    # `Broker.__enter__`: the sync embedding runs the broker's loop on a thread of its own.
+    "broker/server.py": {"threading"},
+}
+
+
+def _violations(path: Path) -> list[str]:
+    return _violations_in(path.read_text(), path.relative_to(SOURCE).as_posix())
+
+
+def _violations_in(source: str, relative: str) -> list[str]:
+    allowed = EXCEPTIONS.get(relative, set())
+    tree = ast.parse(source, filename=relative)
+    found = []
+    threading_aliases: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                root = alias.name.split(".")[0]
+                if root == "threading" and "threading" not in allowed:
+                    threading_aliases.add(alias.asname or alias.name)
+                elif root in FORBIDDEN_MODULES and root not in allowed:
+                    found.append(f"{relative}:{node.lineno} imports {alias.name}")
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            root = node.module.split(".")[0]
+            if root in FORBIDDEN_MODULES and root not in allowed:
+                names = {alias.name for alias in node.names}
+                if root != "threading" or not names <= ALLOWED_THREADING:
+                    found.append(f"{relative}:{node.lineno} imports from {node.module}")
+            if node.module == "uuid" and {"uuid1", "uuid4"} & {a.name for a in node.names}:
+                found.append(f"{relative}:{node.lineno} imports a uuid generator")
+        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+            pair = (node.value.id, node.attr)
+            if pair in FORBIDDEN_CALLS and pair[0] not in allowed:
+                found.append(f"{relative}:{node.lineno} uses {pair[0]}.{pair[1]}")
+            if node.value.id in threading_aliases and node.attr not in ALLOWED_THREADING:
+                found.append(f"{relative}:{node.lineno} uses threading.{node.attr}")
+    return found
+
+
+def test_core_layers_reach_no_clock_randomness_or_thread() -> None:
+    files = [path for package in CORE_PACKAGES for path in (SOURCE / package).rglob("*.py")]
+    assert len(files) > 50
+    problems = [problem for path in sorted(files) for problem in _violations(path)]
+    assert problems == [], "\n".join(problems)
+
+
+def test_the_lint_catches_what_it_forbids() -> None:
+    # The lint itself must see each forbidden pattern (it is no use if it passes everything).
+    samples = {
+        "import time\n": "imports time",
+        "import random\n": "imports random",
+        "import uuid\nx = uuid.uuid4()\n": "uses uuid.uuid4",
+        "import threading\nthreading.Thread(target=print)\n": "uses threading.Thread",
+        "from threading import Thread\n": "imports from threading",
+        "from uuid import uuid4\n": "imports a uuid generator",
+    }
+    for source, expected in samples.items():
+        problems = _violations_in(source, "storage/sample.py")
+        assert any(expected in problem for problem in problems), (source, problems)
+    assert _violations_in("import threading\nlock = threading.Lock()\n", "storage/x.py") == []
