@@ -4,29 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from kio.schema.errors import ErrorCode
-
 from odradek.broker import dispatcher
 from odradek.broker.context import BrokerContext
-from odradek.broker.handlers.describe_acls import NO_AUTHORIZER
+from odradek.broker.handlers.describe_acls import security_disabled_response
 from odradek.protocol.api_keys import ApiKey
-from odradek.protocol.codec import RequestHeader, make, nested, response_module, response_type
+from odradek.protocol.codec import RequestHeader
 
 
 @dispatcher.register(ApiKey.DELETE_ACLS, 1, 3)
 async def handle(context: BrokerContext, header: RequestHeader, request: Any) -> Any:
-    version = header.api_version
-    result_type = nested(response_module(ApiKey.DELETE_ACLS, version), "DeleteAclsFilterResult")
-    return make(
-        response_type(ApiKey.DELETE_ACLS, version),
-        throttle_time=0,
-        filter_results=tuple(
-            make(
-                result_type,
-                error_code=ErrorCode.security_disabled,
-                error_message=NO_AUTHORIZER,
-                matching_acls=(),
-            )
-            for _filter in request.filters
-        ),
+    return security_disabled_response(
+        ApiKey.DELETE_ACLS,
+        header.api_version,
+        "filter_results",
+        "DeleteAclsFilterResult",
+        len(request.filters),
+        matching_acls=(),
     )
