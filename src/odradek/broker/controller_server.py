@@ -23,7 +23,7 @@ import contextlib
 import logging
 import struct
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 from kio.schema.errors import ErrorCode
@@ -84,6 +84,21 @@ CONTROLLER_APIS: dict[int, tuple[int, int]] = {
 def _supported(api_key: int, api_version: int) -> bool:
     low, high = CONTROLLER_APIS.get(api_key, (1, 0))
     return low <= api_version <= high
+
+
+def _results_response(
+    api_key: ApiKey, version: int, field: str, entry: str, rows: Iterable[dict[str, Any]]
+) -> Any:
+    """Response `api_key` v`version` with throttle_time 0 and, in `field`, one nested `entry`
+    per row (a row maps the entry's field names to values): the shape of the controller's
+    answers to forwarded admin requests (CreateTopics, DeleteTopics, CreatePartitions,
+    IncrementalAlterConfigs), as Kafka's ControllerApis builds them."""
+    result_type = nested(response_module(api_key, version), entry)
+    return make(
+        response_type(api_key, version),
+        throttle_time=0,
+        **{field: tuple(make(result_type, **row) for row in rows)},
+    )
 
 
 class MetadataLogFailedError(RuntimeError):
@@ -326,9 +341,6 @@ class ControllerServer:
         return kio_adapter.allocate_producer_ids_response(result.response, header.api_version)
 
     async def _create_topics(self, header: RequestHeader, request: Any) -> Any:
-        version = header.api_version
-        module = response_module(ApiKey.CREATE_TOPICS, version)
-        result_type = nested(module, "CreatableTopicResult")
         controller = self._require()
         topics = [
             CreatableTopic(
@@ -343,87 +355,76 @@ class ControllerServer:
             )
             for topic in request.topics
         ]
-        results: list[Any] = []
+        rows: list[dict[str, Any]] = []
         if request.validate_only:
             for topic in topics:
                 exists = topic.name in controller.replication.topics_by_name
-                results.append(
-                    make(
-                        result_type,
-                        name=topic.name,
-                        error_code=ErrorCode.topic_already_exists if exists else ErrorCode.none,
-                        error_message=f"Topic '{topic.name}' already exists." if exists else None,
-                        topic_id=uuid.UUID(int=0),
-                        num_partitions=topic.num_partitions,
-                        replication_factor=topic.replication_factor,
-                        configs=None,
-                    )
+                rows.append(
+                    {
+                        "name": topic.name,
+                        "error_code": ErrorCode.topic_already_exists if exists else ErrorCode.none,
+                        "error_message": f"Topic '{topic.name}' already exists."
+                        if exists
+                        else None,
+                        "topic_id": uuid.UUID(int=0),
+                        "num_partitions": topic.num_partitions,
+                        "replication_factor": topic.replication_factor,
+                        "configs": None,
+                    }
                 )
         else:
             result = controller.handle_create_topics(topics, now_ms())
             self._commit(result.records)
             for created in result.response:
-                results.append(
-                    make(
-                        result_type,
-                        name=created.name,
-                        error_code=created.error_code,
-                        error_message=created.error_message,
-                        topic_id=created.topic_id or uuid.UUID(int=0),
-                        num_partitions=created.num_partitions,
-                        replication_factor=created.replication_factor,
-                        configs=None if created.error_code is not ErrorCode.none else (),
-                    )
+                rows.append(
+                    {
+                        "name": created.name,
+                        "error_code": created.error_code,
+                        "error_message": created.error_message,
+                        "topic_id": created.topic_id or uuid.UUID(int=0),
+                        "num_partitions": created.num_partitions,
+                        "replication_factor": created.replication_factor,
+                        "configs": None if created.error_code is not ErrorCode.none else (),
+                    }
                 )
-        return make(
-            response_type(ApiKey.CREATE_TOPICS, version), throttle_time=0, topics=tuple(results)
+        return _results_response(
+            ApiKey.CREATE_TOPICS, header.api_version, "topics", "CreatableTopicResult", rows
         )
 
     async def _delete_topics(self, header: RequestHeader, request: Any) -> Any:
         version = header.api_version
-        result_type = nested(response_module(ApiKey.DELETE_TOPICS, version), "DeletableTopicResult")
         if version >= 6:
             names = [t.name for t in request.topics if t.name is not None]
             topic_ids = [t.topic_id for t in request.topics if t.name is None]
         else:
             names, topic_ids = list(request.topic_names), []
         if not self.config.delete_topic_enable:
-            return make(
-                response_type(ApiKey.DELETE_TOPICS, version),
-                throttle_time=0,
-                responses=tuple(
-                    make(
-                        result_type,
-                        name=name,
-                        topic_id=uuid.UUID(int=0),
-                        error_code=ErrorCode.topic_deletion_disabled,
-                        error_message="Topic deletion is disabled (delete.topic.enable=false).",
-                    )
-                    for name in names
-                ),
-            )
-        result = self._require().handle_delete_topics(names, topic_ids, now_ms())
-        self._commit(result.records)
-        return make(
-            response_type(ApiKey.DELETE_TOPICS, version),
-            throttle_time=0,
-            responses=tuple(
-                make(
-                    result_type,
-                    name=deleted.name,
-                    topic_id=deleted.topic_id or uuid.UUID(int=0),
-                    error_code=deleted.error_code,
-                    error_message=deleted.error_message,
-                )
+            rows = [
+                {
+                    "name": name,
+                    "topic_id": uuid.UUID(int=0),
+                    "error_code": ErrorCode.topic_deletion_disabled,
+                    "error_message": "Topic deletion is disabled (delete.topic.enable=false).",
+                }
+                for name in names
+            ]
+        else:
+            result = self._require().handle_delete_topics(names, topic_ids, now_ms())
+            self._commit(result.records)
+            rows = [
+                {
+                    "name": deleted.name,
+                    "topic_id": deleted.topic_id or uuid.UUID(int=0),
+                    "error_code": deleted.error_code,
+                    "error_message": deleted.error_message,
+                }
                 for deleted in result.response
-            ),
+            ]
+        return _results_response(
+            ApiKey.DELETE_TOPICS, version, "responses", "DeletableTopicResult", rows
         )
 
     async def _create_partitions(self, header: RequestHeader, request: Any) -> Any:
-        version = header.api_version
-        result_type = nested(
-            response_module(ApiKey.CREATE_PARTITIONS, version), "CreatePartitionsTopicResult"
-        )
         topics = [
             CreatePartitionsTopic(
                 name=topic.name,
@@ -435,36 +436,32 @@ class ControllerServer:
             for topic in request.topics
         ]
         if request.validate_only:
-            results = [
-                make(result_type, name=t.name, error_code=ErrorCode.none, error_message=None)
+            rows = [
+                {"name": t.name, "error_code": ErrorCode.none, "error_message": None}
                 for t in topics
             ]
         else:
             result = self._require().handle_create_partitions(topics, now_ms())
             self._commit(result.records)
-            results = [
-                make(
-                    result_type,
-                    name=created.name,
-                    error_code=created.error_code,
-                    error_message=created.error_message,
-                )
+            rows = [
+                {
+                    "name": created.name,
+                    "error_code": created.error_code,
+                    "error_message": created.error_message,
+                }
                 for created in result.response
             ]
-        return make(
-            response_type(ApiKey.CREATE_PARTITIONS, version),
-            throttle_time=0,
-            results=tuple(results),
+        return _results_response(
+            ApiKey.CREATE_PARTITIONS,
+            header.api_version,
+            "results",
+            "CreatePartitionsTopicResult",
+            rows,
         )
 
     async def _incremental_alter_configs(self, header: RequestHeader, request: Any) -> Any:
         """IncrementalAlterConfigs forwarded by a broker (which checked the values against its
         own rules first): the changes become ConfigRecords that every broker replays."""
-        version = header.api_version
-        result_type = nested(
-            response_module(ApiKey.INCREMENTAL_ALTER_CONFIGS, version),
-            "AlterConfigsResourceResponse",
-        )
         resources = [
             AlterConfigsResource(
                 int(resource.resource_type),
@@ -486,17 +483,18 @@ class ControllerServer:
             result = controller.handle_incremental_alter_configs(resources, now_ms())
             self._commit(result.records)
             responses = result.response
-        return make(
-            response_type(ApiKey.INCREMENTAL_ALTER_CONFIGS, version),
-            throttle_time=0,
-            responses=tuple(
-                make(
-                    result_type,
-                    error_code=answer.error_code,
-                    error_message=answer.error_message,
-                    resource_type=answer.resource_type,
-                    resource_name=answer.resource_name,
-                )
+        return _results_response(
+            ApiKey.INCREMENTAL_ALTER_CONFIGS,
+            header.api_version,
+            "responses",
+            "AlterConfigsResourceResponse",
+            (
+                {
+                    "error_code": answer.error_code,
+                    "error_message": answer.error_message,
+                    "resource_type": answer.resource_type,
+                    "resource_name": answer.resource_name,
+                }
                 for answer in responses
             ),
         )
