@@ -5,11 +5,11 @@ restart (replay of the metadata log) and producer-id blocks (KIP-730)."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from cluster_helpers import describe_topic as describe
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from odradek.cli.wire import WireClient
@@ -39,29 +39,6 @@ def admin(cluster: Cluster) -> AdminClient:
 def partitions(cluster: Cluster, topic: str, via: int | None = None) -> dict[int, Any]:
     """Metadata v12 of `topic` from one running broker: partition index -> partition."""
     return {int(p.partition_index): p for p in describe(cluster, topic, via).partitions}
-
-
-def describe(cluster: Cluster, topic: str, via: int | None = None) -> Any:
-    """Metadata v12's description of `topic` from one running broker."""
-    node = via if via is not None else next(n for n in cluster.node_ids if cluster.is_running(n))
-    with WireClient(cluster.broker_address(node), timeout=5) as client:
-        topic_type = client.build(3, 12, "MetadataRequestTopic", name=topic, topic_id=None)
-        response = client.request(
-            3,
-            12,
-            topics=(topic_type,),
-            allow_auto_topic_creation=False,
-            include_topic_authorized_operations=False,
-        )
-    (described,) = response.topics
-    return described
-
-
-def wait_until(condition: Any, timeout_s: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.1)
 
 
 def create_topic(cluster: Cluster, name: str, count: int, replication_factor: int) -> None:

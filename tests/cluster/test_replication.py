@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from cluster_helpers import describe_topic, wait_until
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -40,13 +41,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         yield running
 
 
-def wait_until(condition: Any, timeout_s: float = 20.0, message: str = "condition") -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"{message} not met in {timeout_s} s"
-        time.sleep(0.1)
-
-
 def create_topic(cluster: Cluster, name: str, partitions: int = 1) -> None:
     admin = AdminClient({"bootstrap.servers": cluster.bootstrap_servers, "log_level": 0})
     futures = admin.create_topics(
@@ -67,18 +61,7 @@ def create_topic(cluster: Cluster, name: str, partitions: int = 1) -> None:
 
 def describe(cluster: Cluster, topic: str, via: int | None = None) -> dict[int, Any]:
     """Metadata v12 of `topic` from one running broker: partition index -> partition."""
-    node = via if via is not None else next(n for n in cluster.node_ids if cluster.is_running(n))
-    with WireClient(cluster.broker_address(node), timeout=5) as client:
-        topic_type = client.build(3, 12, "MetadataRequestTopic", name=topic, topic_id=None)
-        response = client.request(
-            3,
-            12,
-            topics=(topic_type,),
-            allow_auto_topic_creation=False,
-            include_topic_authorized_operations=False,
-        )
-    (described,) = response.topics
-    return {int(p.partition_index): p for p in described.partitions}
+    return {int(p.partition_index): p for p in describe_topic(cluster, topic, via).partitions}
 
 
 def leader_of(cluster: Cluster, topic: str, partition: int = 0) -> int:

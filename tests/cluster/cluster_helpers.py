@@ -1,0 +1,36 @@
+"""Helpers shared by the cluster tests (imported by name, as tests/broker/raw_client.py is):
+waiting for a condition and reading a topic's metadata from one running broker."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from odradek.cli.wire import WireClient
+from odradek.cluster import Cluster
+
+
+def wait_until(condition: Any, timeout_s: float = 20.0, message: str = "condition") -> None:
+    """Poll `condition()` every 0.1 s until it is true; fail naming `message` after
+    `timeout_s` seconds."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"{message} not met in {timeout_s} s"
+        time.sleep(0.1)
+
+
+def describe_topic(cluster: Cluster, topic: str, via: int | None = None) -> Any:
+    """Metadata v12's description of `topic` from broker `via` (default: the first running
+    broker)."""
+    node = via if via is not None else next(n for n in cluster.node_ids if cluster.is_running(n))
+    with WireClient(cluster.broker_address(node), timeout=5) as client:
+        topic_type = client.build(3, 12, "MetadataRequestTopic", name=topic, topic_id=None)
+        response = client.request(
+            3,
+            12,
+            topics=(topic_type,),
+            allow_auto_topic_creation=False,
+            include_topic_authorized_operations=False,
+        )
+    (described,) = response.topics
+    return described
