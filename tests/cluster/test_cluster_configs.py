@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 import pytest
+from cluster_helpers import wait_until
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -153,13 +154,6 @@ def alter(
         )
     (answer,) = response.responses
     return answer.error_code.value, answer.error_message
-
-
-def wait_until(condition: Any, timeout_s: float = 20.0, message: str = "condition") -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"{message} not met in {timeout_s} s"
-        time.sleep(0.1)
 
 
 def running(cluster: Cluster) -> list[int]:

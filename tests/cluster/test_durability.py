@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cluster_helpers import describe_topic, wait_until
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -167,13 +168,6 @@ def all_brokers_back(cluster: ProxiedCluster) -> Iterator[None]:
 # -- helpers --------------------------------------------------------------------------------
 
 
-def wait_until(condition: Any, timeout_s: float = 20.0, message: str = "condition") -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"{message} not met in {timeout_s} s"
-        time.sleep(0.1)
-
-
 def create_topic(
     cluster: Cluster,
     name: str,
@@ -201,16 +195,7 @@ def describe(cluster: Cluster, topic: str, via: int | None = None) -> Any:
         if via is not None
         else [n for n in cluster.node_ids if cluster.is_running(n) and not cluster.is_paused(n)]
     )
-    with WireClient(cluster.broker_address(nodes[0]), timeout=5) as client:
-        topic_type = client.build(3, 12, "MetadataRequestTopic", name=topic, topic_id=None)
-        response = client.request(
-            3,
-            12,
-            topics=(topic_type,),
-            allow_auto_topic_creation=False,
-            include_topic_authorized_operations=False,
-        )
-    (described,) = response.topics
+    described = describe_topic(cluster, topic, nodes[0])
     return described.partitions[0] if described.partitions else None
 
 
