@@ -1,10 +1,13 @@
 """Helpers shared by the cluster tests (imported by name, as tests/broker/raw_client.py is):
-waiting for a condition and reading a topic's metadata from one running broker."""
+waiting for a condition, creating a replicated topic and reading a topic's metadata from one
+running broker."""
 
 from __future__ import annotations
 
 import time
 from typing import Any
+
+from confluent_kafka.admin import AdminClient, NewTopic
 
 from odradek.cli.wire import WireClient
 from odradek.cluster import Cluster
@@ -34,3 +37,21 @@ def describe_topic(cluster: Cluster, topic: str, via: int | None = None) -> Any:
         )
     (described,) = response.topics
     return described
+
+
+def create_replicated_topic(cluster: Cluster, name: str, partitions: int) -> None:
+    """Create `name` through confluent-kafka's AdminClient with `partitions` partitions,
+    replication factor 3 and min.insync.replicas=2; waits up to 15 s for the controller's
+    answer (raises KafkaException on an error), not for the ISR."""
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap_servers, "log_level": 0})
+    futures = admin.create_topics(
+        [
+            NewTopic(
+                name,
+                num_partitions=partitions,
+                replication_factor=3,
+                config={"min.insync.replicas": "2"},
+            )
+        ]
+    )
+    futures[name].result(15)

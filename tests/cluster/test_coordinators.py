@@ -33,6 +33,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from cluster_helpers import create_replicated_topic as create_topic
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from kio.schema.errors import ErrorCode
@@ -88,21 +89,6 @@ def find_coordinator(cluster: Cluster, key: str, key_type: int) -> int | None:
     with WireClient(cluster.broker_address(running_broker(cluster)), timeout=10) as client:
         response = client.request(FIND_COORDINATOR, 3, key=key, key_type=key_type)
     return int(response.node_id) if response.error_code == ErrorCode.none else None
-
-
-def create_topic(cluster: Cluster, name: str, partitions: int) -> None:
-    admin = AdminClient({"bootstrap.servers": cluster.bootstrap_servers, "log_level": 0})
-    futures = admin.create_topics(
-        [
-            NewTopic(
-                name,
-                num_partitions=partitions,
-                replication_factor=3,
-                config={"min.insync.replicas": "2"},
-            )
-        ]
-    )
-    futures[name].result(15)
 
 
 def restart(cluster: Cluster, node_id: int) -> None:

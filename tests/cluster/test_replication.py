@@ -16,9 +16,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from cluster_helpers import describe_topic, wait_until
+from cluster_helpers import create_replicated_topic, describe_topic, wait_until
 from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
 
 from odradek.cli.wire import WireClient
 from odradek.cluster import Cluster
@@ -42,18 +41,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 
 def create_topic(cluster: Cluster, name: str, partitions: int = 1) -> None:
-    admin = AdminClient({"bootstrap.servers": cluster.bootstrap_servers, "log_level": 0})
-    futures = admin.create_topics(
-        [
-            NewTopic(
-                name,
-                num_partitions=partitions,
-                replication_factor=3,
-                config={"min.insync.replicas": "2"},
-            )
-        ]
-    )
-    futures[name].result(15)
+    create_replicated_topic(cluster, name, partitions)
     wait_until(
         lambda: all(p.isr_nodes and len(p.isr_nodes) == 3 for p in describe(cluster, name).values())
     )
@@ -316,17 +304,7 @@ def test_non_leader_answers_not_leader_or_follower_with_the_leader(cluster: Clus
 
 
 def partition_topic_id(cluster: Cluster, topic: str) -> Any:
-    node = next(n for n in cluster.node_ids if cluster.is_running(n))
-    with WireClient(cluster.broker_address(node), timeout=5) as client:
-        topic_type = client.build(3, 12, "MetadataRequestTopic", name=topic, topic_id=None)
-        response = client.request(
-            3,
-            12,
-            topics=(topic_type,),
-            allow_auto_topic_creation=False,
-            include_topic_authorized_operations=False,
-        )
-    return response.topics[0].topic_id
+    return describe_topic(cluster, topic).topic_id
 
 
 def list_offsets(cluster: Cluster, node: int, topic: str, current_leader_epoch: int) -> Any:
