@@ -1,12 +1,14 @@
 """Helpers shared by the cluster tests (imported by name, as tests/broker/raw_client.py is):
-waiting for a condition, creating a replicated topic and reading a topic's metadata from one
-running broker."""
+waiting for a condition, creating a replicated topic, reading a topic's metadata from one
+running broker and reading partition 0 from offset 0."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
+from confluent_kafka import Consumer, Message, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from odradek.cli.wire import WireClient
@@ -55,3 +57,37 @@ def create_replicated_topic(cluster: Cluster, name: str, partitions: int) -> Non
         ]
     )
     futures[name].result(15)
+
+
+def consume_messages(
+    cluster: Cluster,
+    topic: str,
+    until: Callable[[list[Message]], bool],
+    timeout_s: float,
+    poll_s: float,
+    **extra: Any,
+) -> list[Message]:
+    """Messages of partition 0 of `topic` read from offset 0 by a confluent-kafka consumer
+    (no group commits; `extra` adds settings) until `until(messages)` holds or `timeout_s`
+    passes; polls `poll_s` seconds at a time and skips error events."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": cluster.bootstrap_servers,
+            "group.id": f"reader-{topic}-{time.monotonic_ns()}",
+            "enable.auto.commit": False,
+            "log_level": 0,
+            **extra,
+        }
+    )
+    consumer.assign([TopicPartition(topic, 0, 0)])
+    messages: list[Message] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while not until(messages) and time.monotonic() < deadline:
+            message = consumer.poll(poll_s)
+            if message is None or message.error() is not None:
+                continue
+            messages.append(message)
+    finally:
+        consumer.close()
+    return messages

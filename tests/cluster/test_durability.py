@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cluster_helpers import describe_topic, wait_until
+from cluster_helpers import consume_messages, describe_topic, wait_until
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -278,27 +278,15 @@ def consume_values(
 ) -> list[bytes]:
     """Values read from offset 0 by a confluent-kafka consumer until `until(values)` holds or
     `timeout_s` passes."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": cluster.bootstrap_servers,
-            "group.id": f"reader-{topic}-{time.monotonic_ns()}",
-            "enable.auto.commit": False,
-            "log_level": 0,
-            **extra,
-        }
+    messages = consume_messages(
+        cluster,
+        topic,
+        lambda read: bool(until([m.value() for m in read])),
+        timeout_s,
+        poll_s=0.2,
+        **extra,
     )
-    consumer.assign([TopicPartition(topic, 0, 0)])
-    values: list[bytes] = []
-    deadline = time.monotonic() + timeout_s
-    try:
-        while not until(values) and time.monotonic() < deadline:
-            message = consumer.poll(0.2)
-            if message is None or message.error() is not None:
-                continue
-            values.append(message.value())
-    finally:
-        consumer.close()
-    return values
+    return [m.value() for m in messages]
 
 
 def plain_producer(cluster: Cluster, acks: str, **extra: Any) -> Producer:

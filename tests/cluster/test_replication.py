@@ -16,8 +16,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from cluster_helpers import create_replicated_topic, describe_topic, wait_until
-from confluent_kafka import Consumer, Producer, TopicPartition
+from cluster_helpers import (
+    consume_messages,
+    create_replicated_topic,
+    describe_topic,
+    wait_until,
+)
+from confluent_kafka import Producer
 
 from odradek.cli.wire import WireClient
 from odradek.cluster import Cluster
@@ -75,26 +80,9 @@ def producer(cluster: Cluster, **extra: Any) -> Producer:
 
 
 def consume_all(cluster: Cluster, topic: str, expected: int, timeout_s: float = 30.0) -> list[Any]:
-    consumer = Consumer(
-        {
-            "bootstrap.servers": cluster.bootstrap_servers,
-            "group.id": f"reader-{topic}-{time.monotonic_ns()}",
-            "enable.auto.commit": False,
-            "log_level": 0,
-        }
+    return consume_messages(
+        cluster, topic, lambda messages: len(messages) >= expected, timeout_s, poll_s=0.5
     )
-    consumer.assign([TopicPartition(topic, 0, 0)])
-    messages: list[Any] = []
-    deadline = time.monotonic() + timeout_s
-    try:
-        while len(messages) < expected and time.monotonic() < deadline:
-            message = consumer.poll(0.5)
-            if message is None or message.error() is not None:
-                continue
-            messages.append(message)
-    finally:
-        consumer.close()
-    return messages
 
 
 def test_acks_all_round_trip_on_three_replicas(cluster: Cluster) -> None:
