@@ -215,8 +215,15 @@ def effective_config(static: BrokerConfig, image: ConfigImage) -> BrokerConfig:
         **image.configs(RESOURCE_BROKER, str(static.node_id)),
     }
     config = BrokerConfig.from_properties(merged)
-    # Sources are judged against what was given statically, not the dynamic layers.
-    return dataclasses.replace(config, unknown_or_set=static.unknown_or_set, unknown=static.unknown)
+    # Sources are judged against what was given statically, not the dynamic layers. log.dirs
+    # is read-only (never dynamic): the static config's directory object is kept as given
+    # (the simulator's is a path on its in-memory file system).
+    return dataclasses.replace(
+        config,
+        unknown_or_set=static.unknown_or_set,
+        unknown=static.unknown,
+        log_dir=static.log_dir,
+    )
 
 
 def open_dynamic_configs(static: BrokerConfig) -> tuple[ConfigStore, BrokerConfig]:
