@@ -59,6 +59,7 @@ from odradek.protocol.codec import (
 )
 from odradek.protocol.tolerant_reader import RemoteProtocolError
 from odradek.storage.errors import OffsetOutOfRange
+from odradek.storage.lazy_files import OS_FILES, SegmentFiles
 from odradek.storage.metadata_log import METADATA_PARTITION, METADATA_TOPIC, MetadataLog
 
 logger = logging.getLogger(__name__)
@@ -108,7 +109,9 @@ class MetadataLogFailedError(RuntimeError):
 class ControllerServer:
     """One controller voter: its state machine, its metadata log, its listener."""
 
-    def __init__(self, config: BrokerConfig, cluster_id: str) -> None:
+    def __init__(
+        self, config: BrokerConfig, cluster_id: str, files: SegmentFiles = OS_FILES
+    ) -> None:
         kraft = config.kraft
         if kraft is None or not kraft.is_controller:
             raise ValueError("ControllerServer needs process.roles to include controller")
@@ -118,6 +121,8 @@ class ControllerServer:
         self.listener = listener
         self.cluster_id = cluster_id
         self.node_id = config.node_id
+        # The metadata log's file layer (the simulator passes its simulated disk).
+        self.files = files
         self.controller_config = ControllerConfig(
             cluster_id=cluster_id,
             node_id=config.node_id,
@@ -154,7 +159,7 @@ class ControllerServer:
     def load(self) -> None:
         """Open the metadata log and replay it into a fresh QuorumController."""
         self.config.log_dir.mkdir(parents=True, exist_ok=True)
-        self.metadata_log = MetadataLog.open(self.config.log_dir, now_ms())
+        self.metadata_log = MetadataLog.open(self.config.log_dir, now_ms(), self.files)
         self.controller = QuorumController(self.controller_config, new_random())
         replayed = 0
         for offset, value in self.metadata_log.entries():

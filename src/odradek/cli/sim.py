@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -56,6 +57,14 @@ def _replay_with_fixed_string_hashing() -> None:
     help="odradek.acks.all.fsync: without it a power loss may lose acknowledged writes.",
 )
 @click.option("--rate", type=float, help="Produced messages per simulated second (all producers).")
+@click.option(
+    "--brokers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="1: one broker alone; more: a controller and this many brokers, a topic of "
+    "replication factor 3 (faults: crash only, so far).",
+)
 @click.option("--trace-lines", type=int, default=60, show_default=True)
 @click.option("--trace-file", type=click.Path(dir_okay=False, path_type=Path))
 def sim(
@@ -66,6 +75,7 @@ def sim(
     faults: str | None,
     fsync: bool,
     rate: float | None,
+    brokers: int,
     trace_lines: int,
     trace_file: Path | None,
 ) -> None:
@@ -85,17 +95,33 @@ def sim(
             f"the simulator needs aiokafka ({error}); install odradek[sim]"
         ) from None
     chosen = _parse_faults(faults)
-    load = Load() if rate is None else Load(messages_per_second=rate)
+    if brokers == 1:
+        load = Load() if rate is None else Load(messages_per_second=rate)
+        default_faults: tuple[str, ...] = DEFAULT_FAULTS
+    else:
+        from odradek.sim.cluster import CLUSTER_FAULTS, CLUSTER_LOAD, REPLICATION_FACTOR
+
+        if brokers < REPLICATION_FACTOR:
+            raise click.UsageError(f"--brokers: a cluster needs {REPLICATION_FACTOR} or more")
+        load = CLUSTER_LOAD
+        if rate is not None:
+            load = dataclasses.replace(load, messages_per_second=rate)
+        default_faults = CLUSTER_FAULTS
+        unsupported = sorted(set(chosen or ()) - set(CLUSTER_FAULTS))
+        if unsupported:
+            raise click.UsageError(
+                f"--faults: a cluster run knows only {', '.join(CLUSTER_FAULTS)} so far, "
+                f"not {', '.join(unsupported)}"
+            )
     template = SimOptions(
         seed=first_seed,
         seconds=seconds,
-        faults=DEFAULT_FAULTS if chosen is None else chosen,
+        faults=default_faults if chosen is None else chosen,
         load=load,
         acks_all_fsync=fsync,
+        brokers=brokers,
     )
     if seed is not None:
-        import dataclasses
-
         result = run_seed(dataclasses.replace(template, seed=seed))
         if trace_file is not None:
             trace_file.write_text("\n".join(result.trace) + "\n")

@@ -394,6 +394,12 @@ class SimNetwork:
             if node in (connection.client_node, connection.server_node):
                 self.reset(connection, f"{node} crashed")
 
+    def close_all(self) -> None:
+        """The run is over: every transport still open counts as closing (a stream writer
+        freed after the loop closed would otherwise warn that it was never closed)."""
+        for connection in self.connections.values():
+            connection.client.closing = connection.server.closing = True
+
     def node_up(self, node: str) -> None:
         self.down.discard(node)
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from odradek.broker import dispatcher
 from odradek.broker.context import BrokerContext
+from odradek.sim.cluster import CLUSTER_FAULTS, CLUSTER_LOAD, ClusterWorld
 from odradek.sim.invariants import Checker, InvariantBrokenError, Violation
 from odradek.sim.loop import DeadlockError, SimLoop, run_in_node
 from odradek.sim.memfs import MemoryFileSystem
@@ -63,15 +64,22 @@ class SimOptions:
     load: Load = field(default_factory=Load)
     acks_all_fsync: bool = True
     broker_config: tuple[tuple[str, str], ...] = ()
+    # 1: one broker alone; more: a controller and this many brokers (odradek.sim.cluster).
+    brokers: int = 1
 
     def command(self) -> str:
         """The command line that replays this run."""
         parts = [f"odradek sim --seed {self.seed}", f"--seconds {self.seconds:g}"]
-        if self.faults != DEFAULT_FAULTS:
+        if self.brokers != 1:
+            parts.append(f"--brokers {self.brokers}")
+        default_faults, default_load = (
+            (DEFAULT_FAULTS, Load()) if self.brokers == 1 else (CLUSTER_FAULTS, CLUSTER_LOAD)
+        )
+        if self.faults != default_faults:
             parts.append(f"--faults {','.join(self.faults) or 'none'}")
         if not self.acks_all_fsync:
             parts.append("--no-fsync")
-        if self.load.messages_per_second != Load().messages_per_second:
+        if self.load.messages_per_second != default_load.messages_per_second:
             parts.append(f"--rate {self.load.messages_per_second:g}")
         return " ".join(parts)
 
@@ -124,6 +132,10 @@ class _World:
         )
         self.fault_counts: dict[str, int] = {}
         self.disk_errors = False
+
+    @property
+    def restarts(self) -> int:
+        return self.broker.incarnation - 1
 
     def _spawn(self, node: str, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         return run_in_node(node, self._guard(coroutine))
@@ -337,7 +349,7 @@ def run_seed(options: SimOptions) -> SimResult:
 def _run_seed(options: SimOptions) -> SimResult:
     started = time.perf_counter()
     loop = SimLoop(random.Random(f"{options.seed}:loop"))
-    world: _World | None = None
+    world: _World | ClusterWorld | None = None
     errors = _ErrorLog()
     root = logging.getLogger()
     previous_level = root.level
@@ -346,7 +358,11 @@ def _run_seed(options: SimOptions) -> SimResult:
     try:
         fs = MemoryFileSystem()
         with simulated_process(loop.time, options.seed, fs):
-            world = _World(options, loop, fs)
+            world = (
+                _World(options, loop, fs)
+                if options.brokers == 1
+                else ClusterWorld(options, loop, fs)
+            )
             try:
                 loop.run_until_complete(world.main())
             except DeadlockError as error:
@@ -356,6 +372,7 @@ def _run_seed(options: SimOptions) -> SimResult:
                     task.cancel()
                 with contextlib.suppress(Exception):
                     loop.run_until_complete(asyncio.sleep(0))
+                world.network.close_all()
                 gc.collect()
                 loop.close()
     finally:
@@ -372,7 +389,7 @@ def _run_seed(options: SimOptions) -> SimResult:
         "transactions": world.clients.transactions,
         "reads": world.checker.reads,
         "bytes_delivered": world.network.bytes_delivered,
-        "restarts": world.broker.incarnation - 1,
+        "restarts": world.restarts,
         **{f"fault_{kind}": count for kind, count in sorted(world.fault_counts.items())},
     }
     return SimResult(

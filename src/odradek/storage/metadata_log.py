@@ -14,6 +14,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from odradek.protocol.record_batch import Record, decode_batches, encode_batch, validate_batches
+from odradek.storage.lazy_files import OS_FILES, SegmentFiles
 from odradek.storage.log import LogConfig, PartitionLog
 
 #: Kafka's name for the metadata topic.
@@ -29,11 +30,12 @@ class MetadataLog:
         self._log = log
 
     @classmethod
-    def open(cls, log_dir: Path, now_ms: int) -> MetadataLog:
-        """Open (or create and recover) `<log_dir>/__cluster_metadata-0`."""
+    def open(cls, log_dir: Path, now_ms: int, files: SegmentFiles = OS_FILES) -> MetadataLog:
+        """Open (or create and recover) `<log_dir>/__cluster_metadata-0`; `files` is the file
+        layer its segments go through (the simulator passes its simulated disk)."""
         directory = log_dir / f"{METADATA_TOPIC}-{METADATA_PARTITION}"
         config = LogConfig(max_message_bytes=_MAX_BATCH_BYTES)
-        log = PartitionLog.open(directory, config, now_ms)
+        log = PartitionLog.open(directory, config, now_ms, files)
         log.high_watermark = log.log_end_offset
         return cls(log)
 
