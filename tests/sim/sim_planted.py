@@ -17,6 +17,7 @@ from odradek.broker.handlers import produce
 from odradek.coordinator.group.coordinator import GroupCoordinator
 from odradek.storage import producer_state
 from odradek.storage.log import AppendOrigin, PartitionLog
+from odradek.storage.log_append import measure
 from odradek.storage.producer_state import BatchMetadata
 
 
@@ -43,8 +44,11 @@ def state_before_append() -> Iterator[None]:
         partition_leader_epoch: int | None = None,
         origin: AppendOrigin = AppendOrigin.CLIENT,
     ) -> Any:
+        # PartitionLog.append as it is, with the state applied before the write.
         self._check_open()
-        total_size, offset_count, message_count = self._measure(records, headers)
+        total_size, offset_count, message_count = measure(
+            records, headers, self._config.max_message_bytes
+        )
         first_offset = self._log_end_offset
         log_append_time_ms = self._log_append_time(now_ms)
         pending = self._producer_state.prepare_append(
@@ -52,6 +56,8 @@ def state_before_append() -> Iterator[None]:
         )
         if isinstance(pending, BatchMetadata):
             return self._duplicate_info(pending)
+        epoch = self.leader_epoch if partition_leader_epoch is None else partition_leader_epoch
+        self._assign_epoch(epoch, first_offset)
         self._producer_state.apply(pending)  # the bug: before the write
         self._write(
             records,
@@ -61,7 +67,7 @@ def state_before_append() -> Iterator[None]:
             offset_count,
             message_count,
             now_ms,
-            partition_leader_epoch,
+            epoch,
             log_append_time_ms,
         )
         return self._finish_append(headers, first_offset, offset_count, now_ms, log_append_time_ms)
