@@ -60,7 +60,7 @@ DEFAULTS: dict[str, str] = {
     "log.segment.delete.delay.ms": "60000",
     "unclean.leader.election.enable": "false",
     "log.message.timestamp.before.max.ms": str(2**63 - 1),
-    "log.message.timestamp.after.max.ms": str(2**63 - 1),
+    "log.message.timestamp.after.max.ms": "3600000",  # Kafka 4 (KIP-1030): one hour
     "log.preallocate": "false",
     "min.insync.replicas": "1",
     "offsets.topic.replication.factor": "1",
@@ -492,11 +492,8 @@ class BrokerConfig:
         for name in ("num.partitions", "default.replication.factor", "message.max.bytes"):
             if _int(properties, name) < 1:
                 raise ConfigError(f"{name} must be at least 1")
-        try:  # compression.type and its levels: the topic configs' own validators
-            log_config_from_overrides(
-                LogConfig(),
-                {name: properties[name] for name in properties if name.startswith("compression.")},
-            )
+        try:  # compression.*, the timestamp bounds: the topic configs' own validators
+            log_config_from_overrides(LogConfig(), topic_defaults_from_broker(properties))
         except InvalidConfig as error:
             raise ConfigError(str(error)) from None
         config.group_config()  # checks the group settings now, not on first use
@@ -585,3 +582,28 @@ class BrokerConfig:
 
     def with_overrides(self, overrides: Mapping[str, str]) -> BrokerConfig:
         return BrokerConfig.from_properties({**self.properties, **overrides})
+
+
+# Broker properties that are also the topic defaults under the same name (KIP-390).
+_COMPRESSION_PROPERTIES = (
+    "compression.type",
+    "compression.gzip.level",
+    "compression.lz4.level",
+    "compression.zstd.level",
+)
+# Broker properties that are the topic defaults without their `log.` prefix (KIP-937).
+_TIMESTAMP_BOUND_PROPERTIES = (
+    "log.message.timestamp.before.max.ms",
+    "log.message.timestamp.after.max.ms",
+)
+
+
+def topic_defaults_from_broker(properties: Mapping[str, str]) -> dict[str, str]:
+    """The broker properties that are topic configs' defaults under the topic config's name
+    (`compression.*` as is; `log.message.timestamp.{before,after}.max.ms` without `log.`), for
+    `log_config_from_overrides` to parse with the topic configs' own validators."""
+    defaults = {name: properties[name] for name in _COMPRESSION_PROPERTIES if name in properties}
+    for name in _TIMESTAMP_BOUND_PROPERTIES:
+        if name in properties:
+            defaults[name.removeprefix("log.")] = properties[name]
+    return defaults

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from odradek.broker.clock import now_ms
-from odradek.broker.config import DEFAULTS, BrokerConfig
+from odradek.broker.config import DEFAULTS, BrokerConfig, topic_defaults_from_broker
 from odradek.broker.group_runtime import GroupRuntime
 from odradek.broker.purgatory import DataArrived, GroupCommit
 from odradek.broker.txn_runtime import TxnRuntime
@@ -20,13 +20,6 @@ from odradek.storage.log_manager import LogManager, log_config_from_overrides
 if TYPE_CHECKING:
     from odradek.broker.cluster_member import ClusterMember
 
-# Broker properties that are also the topic defaults under the same name (KIP-390).
-_COMPRESSION_PROPERTIES = (
-    "compression.type",
-    "compression.gzip.level",
-    "compression.lz4.level",
-    "compression.zstd.level",
-)
 
 logger = logging.getLogger(__name__)
 
@@ -52,12 +45,7 @@ def default_log_config(config: BrokerConfig) -> LogConfig:
         message_timestamp_type=config.log_message_timestamp_type,
         cleanup_policy=config.log_cleanup_policy,
     )
-    compression = {
-        name: config.properties[name]
-        for name in _COMPRESSION_PROPERTIES
-        if name in config.properties
-    }
-    return log_config_from_overrides(default, compression)
+    return log_config_from_overrides(default, topic_defaults_from_broker(config.properties))
 
 
 #: The listener name of the connection whose request is being handled (None: not set, e.g. a

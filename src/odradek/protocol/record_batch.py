@@ -75,6 +75,7 @@ TIMESTAMP_LOG_APPEND_TIME: Final = 1
 
 _COMPRESSION_MASK: Final = 0x07
 _TIMESTAMP_TYPE_FLAG: Final = 0x08
+_LONG_MAX: Final = 2**63 - 1
 _TRANSACTIONAL_FLAG: Final = 0x10
 _CONTROL_FLAG: Final = 0x20
 
@@ -876,13 +877,83 @@ def validate_keys_for_compaction(
             if not summary.has_key:
                 record_errors.append((index, message))
     if record_errors:
-        shown = ", ".join(
-            f"RecordError(batchIndex={index}, message='{text}')"
-            for index, text in record_errors[:3]
-        )
-        raise InvalidRecords(
-            ErrorCode.invalid_record,
-            f"One or more records have been rejected due to {len(record_errors)} record errors "
-            f"in total, and only showing the first three errors at most: [{shown}]",
-            record_errors,
-        )
+        raise _records_rejected(ErrorCode.invalid_record, record_errors)
+
+
+def _records_rejected(
+    error_code: ErrorCode, record_errors: list[tuple[int, str | None]]
+) -> InvalidRecords:
+    """Kafka's RecordValidationException for records at fault: its summary message (the
+    first three record errors) and every record error for Produce v8+ `record_errors`."""
+    shown = ", ".join(
+        f"RecordError(batchIndex={index}, message='{text}')" for index, text in record_errors[:3]
+    )
+    return InvalidRecords(
+        error_code,
+        f"One or more records have been rejected due to {len(record_errors)} record errors "
+        f"in total, and only showing the first three errors at most: [{shown}]",
+        record_errors,
+    )
+
+
+#: No timestamp: a record or batch with this timestamp is never out of range (Kafka's
+#: RecordBatch.NO_TIMESTAMP).
+NO_TIMESTAMP: Final = -1
+
+
+def validate_timestamps(
+    records: bytes | memoryview,
+    headers: Sequence[BatchHeader],
+    now_ms: int,
+    before_max_ms: int,
+    after_max_ms: int,
+) -> None:
+    """Kafka's LogValidator.validateTimestamp for a CreateTime topic (KIP-937's bounds).
+
+    Every record's timestamp must lie within [now_ms - before_max_ms, now_ms + after_max_ms]
+    (`message.timestamp.before.max.ms`, `message.timestamp.after.max.ms`; Kafka 4's default for
+    the latter is one hour); NO_TIMESTAMP (-1) is always accepted; a producer may not mark its
+    batch LogAppendTime. The common case reads only batch headers: the base timestamp and the
+    max timestamp bound the records when before_max_ms does not restrict (its default is
+    Long.MAX); records are decoded only when a header is outside the range, to name every record
+    at fault, or when a finite before_max_ms must be checked record by record.
+
+    Raises InvalidRecords with INVALID_TIMESTAMP and one record error (index of the record in its
+    batch, Kafka's message) per record at fault; CORRUPT_MESSAGE when records do not parse.
+    """
+    lower = now_ms - before_max_ms
+    upper = now_ms + after_max_ms
+    view = memoryview(records)
+    record_errors: list[tuple[int, str | None]] = []
+    position = 0
+    for header in headers:
+        batch = view[position : position + header.size]
+        position += header.size
+        if header.attributes & _TIMESTAMP_TYPE_FLAG:
+            record_errors.extend(
+                (
+                    index,
+                    f"Invalid timestamp type in message with offset {summary.offset}. "
+                    "Producer should not set timestamp type to LogAppendTime.",
+                )
+                for index, summary in enumerate(record_summaries(batch))
+            )
+            continue
+        if (
+            before_max_ms >= _LONG_MAX
+            and header.max_timestamp <= upper
+            and (header.base_timestamp == NO_TIMESTAMP or header.base_timestamp >= lower)
+        ):
+            continue
+        for index, summary in enumerate(record_summaries(batch)):
+            timestamp = summary.timestamp
+            if timestamp != NO_TIMESTAMP and not lower <= timestamp <= upper:
+                record_errors.append(
+                    (
+                        index,
+                        f"Timestamp {timestamp} of message with offset {summary.offset} is out "
+                        f"of range. The timestamp should be within [{lower}, {upper}]",
+                    )
+                )
+    if record_errors:
+        raise _records_rejected(ErrorCode.invalid_timestamp, record_errors)

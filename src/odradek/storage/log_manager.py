@@ -194,6 +194,8 @@ _TOPIC_CONFIGS: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "flush.ms": ("flush_ms", _int_parser(0)),
     "max.message.bytes": ("max_message_bytes", _int_parser(0, _INT32_MAX)),
     "message.timestamp.type": ("message_timestamp_type", _parse_timestamp_type),
+    "message.timestamp.before.max.ms": ("message_timestamp_before_max_ms", _int_parser(0)),
+    "message.timestamp.after.max.ms": ("message_timestamp_after_max_ms", _int_parser(0)),
     "cleanup.policy": ("cleanup_policy", _parse_cleanup_policy),
     "min.insync.replicas": ("min_insync_replicas", _int_parser(1, _INT32_MAX)),
     "delete.retention.ms": ("delete_retention_ms", _int_parser(0)),

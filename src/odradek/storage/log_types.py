@@ -27,6 +27,10 @@ class LogConfig:
     flush_ms: int = NEVER
     max_message_bytes: int = 1048588
     message_timestamp_type: str = "CreateTime"  # or "LogAppendTime"
+    # How far a CreateTime record's timestamp may be behind / ahead of the broker's clock
+    # (KIP-937; Kafka 4 bounds the future to one hour, the past not at all).
+    message_timestamp_before_max_ms: int = NEVER
+    message_timestamp_after_max_ms: int = 60 * 60 * 1000
     cleanup_policy: str = "delete"  # "compact", "delete", both, or "" (neither)
     min_insync_replicas: int = 1
     delete_retention_ms: int = 24 * 60 * 60 * 1000  # how long compaction keeps tombstones
@@ -38,6 +42,15 @@ class LogConfig:
     compression_gzip_level: int = -1
     compression_lz4_level: int = 9
     compression_zstd_level: int = 3
+
+    @property
+    def timestamp_bounds_ms(self) -> tuple[int, int]:
+        """(before, after): how many ms a produced record's timestamp may lie behind and ahead
+        of the broker's clock — the message.timestamp.*.max.ms bounds with CreateTime, no bound
+        with LogAppendTime (the broker stamps the batch; Kafka's LogValidator)."""
+        if self.message_timestamp_type == "CreateTime":
+            return self.message_timestamp_before_max_ms, self.message_timestamp_after_max_ms
+        return NEVER, NEVER
 
     @property
     def deletes(self) -> bool:

@@ -60,6 +60,7 @@ from odradek.protocol.record_batch import (
     recompress_batches,
     validate_batches,
     validate_keys_for_compaction,
+    validate_timestamps,
 )
 from odradek.storage.errors import (
     InvalidProducerEpoch,
@@ -194,6 +195,7 @@ async def handle(
                 continue
             try:
                 headers = validate_batches(records, log.config.max_message_bytes)
+                validate_timestamps(records, headers, now, *log.config.timestamp_bounds_ms)
                 if log.config.compacts:
                     # Not the zero-decode hot path: only compacted topics look inside.
                     validate_keys_for_compaction(records, headers, f"{name}-{index}")
