@@ -192,7 +192,11 @@ def matrix(results: Sequence[RunResult]) -> list[MatrixRow]:
         rows["Typical setting"].append(
             (MEASURED_SETTINGS[result.guarantee], claims["Typical setting"], None)
         )
-        found = [f"{name} {len(cases):,}" for name, cases in analysis.anomalies.items() if cases]
+        found = [
+            f"{name} {len(cases):,}" + (" (allowed)" if all(case.allowed for case in cases) else "")
+            for name, cases in analysis.anomalies.items()
+            if cases
+        ]
         rows["Anomalies"].append((", ".join(found) or "none", "", None))
     return [MatrixRow(name, cells) for name, cells in rows.items()]
 

@@ -210,13 +210,8 @@ class RunResult:
                 "fault_free": self.fault_free.as_json(),
                 "faults": self.fault_phase.as_json(),
             },
-            "anomalies": {
-                name: {
-                    "count": len(cases),
-                    "examples": [case.as_dict() for case in cases[:5]],
-                }
-                for name, cases in analysis.anomalies.items()
-            },
+            "anomalies": analysis.anomalies_json(),
+            "bad_anomalies": analysis.bad_anomalies,
             "produced": analysis.produced,
             "delivered": analysis.delivered,
             "unacknowledged": analysis.indeterminate + analysis.failed,
