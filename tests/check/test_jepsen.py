@@ -131,7 +131,8 @@ def test_g1a_an_aborted_transactions_write_was_read() -> None:
     history += txn("txn-1", poll((0, 0, 1)))
     found = analyse_queue(history)
     (case,) = found[G1A]
-    assert case.value == 1 and not case.allowed
+    assert case.value == 1
+    assert not case.allowed
     assert anomalies_json(found)[ABORTED_READ]["count"] == 1
     assert anomalies_json(found)[ABORTED_READ]["alias_of"] == G1A
 
@@ -155,14 +156,16 @@ def test_g1c_write_read_cycle_is_bad_and_one_with_a_ww_edge_is_allowed() -> None
     history += txn("txn-1", send(1, 0, 2), poll((0, 0, 1)))
     found = analyse_queue(history)
     (cycle,) = found[G1C]
-    assert cycle.details["ww_edges"] == 0 and not cycle.allowed
+    assert cycle.details["ww_edges"] == 0
+    assert not cycle.allowed
     assert bad_anomalies(found) == [G1C]
     # T0 -ww-> T1 on partition 0, T1 -wr-> T0 on partition 1: Kafka's interleaving
     mixed = [*txn("txn-0", send(0, 0, 1), poll((1, 0, 3)))]
     mixed += txn("txn-1", send(0, 1, 2), send(1, 0, 3))
     found = analyse_queue(mixed)
     (cycle,) = found[G1C]
-    assert cycle.details["ww_edges"] == 1 and cycle.allowed
+    assert cycle.details["ww_edges"] == 1
+    assert cycle.allowed
 
 
 def test_poll_skip_and_nonmonotonic_poll_between_a_processes_polls() -> None:
@@ -181,9 +184,9 @@ def test_poll_skip_and_nonmonotonic_poll_between_a_processes_polls() -> None:
     subscribed = analyse_queue(history, subscribe=True)
     assert bad_anomalies(subscribed) == []
     # an assign that drops the partition forgets the position; one that keeps it does not
-    kept = history[:4] + [_op("txn-1", "ok", "assign", [0, 1])] + history[4:6]
+    kept = [*history[:4], _op("txn-1", "ok", "assign", [0, 1]), *history[4:6]]
     assert len(analyse_queue(kept)[POLL_SKIP]) == 1
-    dropped = history[:4] + [_op("txn-1", "ok", "assign", [1])] + history[4:6]
+    dropped = [*history[:4], _op("txn-1", "ok", "assign", [1]), *history[4:6]]
     assert analyse_queue(dropped)[POLL_SKIP] == []
     # a new process (a crashed client's successor) starts afresh
     fresh = history[:4] + txn("txn-2", poll((0, 3, 3)))
@@ -222,9 +225,11 @@ def test_int_send_skip_is_allowed_and_int_nonmonotonic_send_is_not() -> None:
     history.append(drain((0, 0, 1), (0, 1, 2), (0, 2, 3), (1, 0, 5), (1, 1, 4)))
     found = analyse_queue(history)
     (skip,) = found[INT_SEND_SKIP]
-    assert skip.details["skipped"] == [2] and skip.allowed
+    assert skip.details["skipped"] == [2]
+    assert skip.allowed
     (back,) = found[INT_NONMONOTONIC_SEND]
-    assert back.details["values"] == [4, 5] and not back.allowed
+    assert back.details["values"] == [4, 5]
+    assert not back.allowed
     assert bad_anomalies(found) == [INT_NONMONOTONIC_SEND]
 
 
@@ -232,7 +237,8 @@ def test_the_json_lists_every_analyser() -> None:
     history = [*txn("txn-0", send(0, 0, 1), type_="fail"), *txn("txn-1", poll((0, 0, 1)))]
     report = anomalies_json(analyse_queue(history))
     assert set(report) == {*ANOMALIES, ABORTED_READ}
-    assert report[G1A]["count"] == 1 and report[G1A]["bad"]
+    assert report[G1A]["count"] == 1
+    assert report[G1A]["bad"]
     assert report[G1A]["examples"][0]["ops"][0]["type"] == "fail"
     assert all(report[name]["count"] == 0 for name in ANOMALIES if name != G1A)
 
@@ -251,9 +257,7 @@ def test_the_sink_workloads_history_gets_the_new_analysers_too() -> None:
     history.append(Op("drain", "ok", "final-poll", [0, 2], [[0, 0], [0, 1]], _time[0] + 2))
     history.append(Op("drain", "ok", "final-sink", [0, 1], None, _time[0] + 3))
     analysis = analyse(history)
-    assert [case.details["values"] for case in analysis.anomalies[INCONSISTENT_OFFSETS]] == [
-        [1, 2]
-    ]
+    assert [case.details["values"] for case in analysis.anomalies[INCONSISTENT_OFFSETS]] == [[1, 2]]
     # 2 and 3 never reached the sink; 3 was never visible at all (2 is in the log)
     assert [case.value for case in analysis.anomalies[LOST_WRITE]] == [2, 3]
     assert [case.value for case in analysis.anomalies[UNSEEN]] == [3]
