@@ -262,3 +262,30 @@ def test_the_sink_workloads_history_gets_the_new_analysers_too() -> None:
     assert [case.value for case in analysis.anomalies[LOST_WRITE]] == [2, 3]
     assert [case.value for case in analysis.anomalies[UNSEEN]] == [3]
     assert analysis.anomalies[UNSEEN][0].details["partition"] == 0
+
+
+def test_sequence_diagrams_name_the_leader_when_given_a_lookup() -> None:
+    from odradek.check.report import leader_function, mermaid, sequence, sequence_svg
+
+    history = [*txn("txn-0", send(0, 0, 1), type_="fail"), *txn("txn-1", poll((0, 0, 1)))]
+    (case,) = analyse_queue(history)[G1A]
+    calls: list[tuple[str, int, float]] = []
+
+    def leader(topic: str, partition: int, time_ms: float) -> int | None:
+        calls.append((topic, partition, time_ms))
+        return 2 if time_ms < case.ops[1].time / 1e6 else 3
+
+    text = mermaid(sequence(case, leader=leader, topic="t"))
+    assert "txn-0 aborts" in text
+    assert "txn-1 polls 1 @ 0/0" in text
+    assert "leader 0: broker 2" in text
+    assert "leader 0: broker 3" in text
+    assert {(topic, partition) for topic, partition, _ in calls} == {("t", 0)}
+    assert "leader" not in mermaid(sequence(case))  # without a lookup, no leader notes
+    # a mapping works too: the latest entry at or before the moment
+    lookup = leader_function({("t", 0, 0.0): 1, ("t", 0, case.ops[1].time / 1e6): 4})
+    assert lookup is not None
+    steps = sequence(case, leader=lookup, topic="t")
+    assert "leader 0: broker 1" in mermaid(steps)
+    assert "leader 0: broker 4" in mermaid(steps)
+    assert sequence_svg(steps).startswith("<svg")
