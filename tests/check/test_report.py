@@ -127,4 +127,4 @@ def test_anomaly_counts_have_thousands_separators() -> None:
     history = [op(1 * S, "producer", "invoke", "send", value) for value in range(1200)]
     history += [op(1 * S + 1, "producer", "ok", "send", value, [0, value]) for value in range(1200)]
     history.append(op(2 * S, "drain", "ok", "final-sink", []))
-    assert cell([result(history)], "Anomalies")[0] == "lost-write 1,200"
+    assert cell([result(history)], "Anomalies")[0] == "lost-write 1,200, unseen 1,200"

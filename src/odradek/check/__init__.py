@@ -2,13 +2,15 @@
 trade-off matrix (speed, duplication, loss) — on Odradek or on any Kafka cluster.
 
     history.py      the JSON-lines history (Jepsen's op shape)
-    analysis.py     lost-write, duplicate, aborted-read, nonmonotonic-poll, poll-skip; numbers
+    analysis.py     the run's numbers; the sink workload's lost-write, duplicate, G1a, poll order
+    jepsen.py       Jepsen's Kafka analysers under Jepsen's names, with its allowed types
     wire.py         just enough Kafka wire format to rewrite advertised addresses
     proxy.py        the fault proxy: cut after forwarding a request, delay, drop
     local_broker.py `odradek serve` as a child process (kill -9, SIGSTOP)
     faults.py       fault names, the seeded schedule, the injector
     worker.py       the processor process (odradek.client.Processor into SQLite)
-    workload.py     producer, processor supervisor, final drain
+    workload.py     producer, processor supervisor, final drain; the transactional workload
+    txn.py          a run of the transactional workload (`--workload txn`)
     measures.py     per phase: speed, latency, batch costs, recovery after each fault
     speed_order.py  each guarantee's settings; why the measured speed order differs from the seed
     runner.py       one run per guarantee: a fault-free phase, then a fault phase

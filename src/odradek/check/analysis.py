@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from odradek.check import jepsen
 from odradek.check.history import (
     ASSIGN,
     FAIL,
@@ -38,38 +39,32 @@ from odradek.check.history import (
     OK,
     POLL,
     SEND,
+    TXN,
     Op,
 )
-
-LOST_WRITE = "lost-write"
-DUPLICATE = "duplicate"
-ABORTED_READ = "aborted-read"
-NONMONOTONIC_POLL = "nonmonotonic-poll"
-POLL_SKIP = "poll-skip"
-ANOMALIES = (LOST_WRITE, DUPLICATE, ABORTED_READ, NONMONOTONIC_POLL, POLL_SKIP)
+from odradek.check.jepsen import (
+    ABORTED_READ,
+    ANOMALIES,
+    DUPLICATE,
+    G0,
+    G1A,
+    G1C,
+    INCONSISTENT_OFFSETS,
+    INT_NONMONOTONIC_POLL,
+    INT_NONMONOTONIC_SEND,
+    INT_POLL_SKIP,
+    INT_SEND_SKIP,
+    LOST_WRITE,
+    NONMONOTONIC_POLL,
+    NONMONOTONIC_SEND,
+    POLL_SKIP,
+    UNSEEN,
+    Case,
+)
 
 Partition = int
 _NEARBY_NS = 3_000_000_000
 Offset = int
-
-
-@dataclass(slots=True)
-class Case:
-    """One instance of an anomaly: what was seen, and the operations that show it."""
-
-    anomaly: str
-    value: int | None
-    description: str
-    ops: list[Op] = field(default_factory=list)
-    details: dict[str, Any] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "value": self.value,
-            "description": self.description,
-            **self.details,
-            "ops": [op.as_dict() for op in self.ops],
-        }
 
 
 @dataclass(slots=True)
@@ -87,6 +82,16 @@ class Analysis:
     throughput_msgs_per_s: float
     fault_counts: dict[str, int]
     anomalies: dict[str, list[Case]]
+    workload: str = "sink"  # "sink" (the SQLite-sink workload) or "txn" (transactional)
+
+    @property
+    def bad_anomalies(self) -> list[str]:
+        """Anomalies with a case Jepsen does not allow (its `bad-error-types`)."""
+        return jepsen.bad_anomalies(self.anomalies)
+
+    def anomalies_json(self) -> dict[str, Any]:
+        """Every analyser's count, allowed count and first examples (`aborted-read` = `G1a`)."""
+        return jepsen.anomalies_json(self.anomalies)
 
     @property
     def latency_p50(self) -> float:
@@ -336,8 +341,11 @@ def analyse(history: Sequence[Op], workload_seconds: float | None = None) -> Ana
     """All analysers and the run's numbers.
 
     `workload_seconds` is how long the workload ran (the drain excluded); throughput is the
-    values that reached the sink during it, per second.
+    values that reached the sink during it, per second. A history with `txn` ops is the
+    transactional workload's (`analyse_txn`).
     """
+    if any(op.f == TXN for op in history):
+        return analyse_txn(history, workload_seconds)
     index = _index(history)
     delivered = _delivered(index)
     completions = index.send_completions
@@ -362,16 +370,19 @@ def analyse(history: Sequence[Op], workload_seconds: float | None = None) -> Ana
     in_window = sum(1 for moment in first_commit.values() if moment <= window_end)
     throughput = in_window / workload_seconds if workload_seconds else 0.0
     nonmonotonic, skips = poll_order(history)
+    queue = jepsen.analyse_queue(history, subscribe=True)
+    # The sink workload's own lost-write, duplicate (sink and log), G1a and poll order; the rest
+    # is Jepsen's, over the same history.
     anomalies = {
+        **queue,
         LOST_WRITE: lost_writes(history),
         DUPLICATE: duplicates(history),
-        ABORTED_READ: aborted_reads(history),
+        G1A: aborted_reads(history),
         NONMONOTONIC_POLL: nonmonotonic,
         POLL_SKIP: skips,
     }
-    fault_counts: Counter[str] = Counter(
-        op.f for op in index.nemesis if op.type in (INFO, OK) and not op.extra.get("end")
-    )
+    jepsen.mark_allowed(anomalies, subscribe=True)  # the processor subscribes (rebalances)
+    fault_counts = _fault_counts(index.nemesis)
     return Analysis(
         produced=len(index.send_invokes),
         acked=acked,
@@ -382,6 +393,100 @@ def analyse(history: Sequence[Op], workload_seconds: float | None = None) -> Ana
         duplicated=sum(1 for count in delivered.values() if count > 1),
         latencies_ms=latencies,
         throughput_msgs_per_s=throughput,
-        fault_counts=dict(sorted(fault_counts.items())),
+        fault_counts=fault_counts,
         anomalies=anomalies,
     )
+
+
+def _fault_counts(nemesis: Sequence[Op]) -> dict[str, int]:
+    counts: Counter[str] = Counter(
+        op.f for op in nemesis if op.type in (INFO, OK) and not op.extra.get("end")
+    )
+    return dict(sorted(counts.items()))
+
+
+def analyse_txn(history: Sequence[Op], workload_seconds: float | None = None) -> Analysis:
+    """The transactional workload's numbers and Jepsen's analysers (`jepsen.analyse_queue`).
+
+    Counted per value sent: `acked` in committed transactions, `failed` in aborted ones,
+    `indeterminate` the rest; `delivered` the distinct values an ok poll read (the final drain
+    included); `lost` = lost-write + unseen; `duplicated` = values at two offsets or more.
+    Latency: from the invoke of the transaction that sent a value to the completion of the first
+    committed operation that read it (the drain excluded), ms. The consumers subscribe when the
+    history has `subscribe` ops (then rebalances excuse poll-skip and nonmonotonic-poll)."""
+    queue = jepsen.build(history)
+    subscribe = any(item.subscribe for item in queue.ops)
+    anomalies = jepsen.analyse_queue(history, subscribe=subscribe, queue=queue)
+    invoked: dict[int, int] = {}
+    for op in history:
+        if op.f == TXN and op.type == INVOKE:
+            for mop in op.value or []:
+                if mop and mop[0] == SEND:
+                    invoked[int(mop[2])] = op.time
+    acked = failed = 0
+    for item in queue.ops:
+        if item.op.f == TXN:
+            acked += len(item.sends) if item.type == OK else 0
+            failed += len(item.sends) if item.type == FAIL else 0
+    first_read: dict[int, int] = {}
+    for item in queue.ops:
+        if item.type == OK and item.process != "drain" and item.op.f == TXN:
+            for _, _, value in item.reads:
+                first_read.setdefault(value, item.op.time)
+    delivered = {value for value, readers in queue.readers_of.items() if readers}
+    latencies = [
+        (first_read[value] - moment) / 1e6
+        for value, moment in invoked.items()
+        if value in first_read
+    ]
+    if workload_seconds is None:
+        moments = list(invoked.values())
+        workload_seconds = (max(moments) - min(moments)) / 1e9 if len(moments) > 1 else 0.0
+    start = min(invoked.values(), default=0)
+    window_end = start + int(workload_seconds * 1e9)
+    in_window = sum(1 for moment in first_read.values() if moment <= window_end)
+    nemesis = [op for op in history if op.process == NEMESIS]
+    return Analysis(
+        produced=len(invoked),
+        acked=acked,
+        failed=failed,
+        indeterminate=max(0, len(invoked) - acked - failed),
+        delivered=len(delivered),
+        lost=len(anomalies[LOST_WRITE]) + len(anomalies[UNSEEN]),
+        duplicated=len(anomalies[DUPLICATE]),
+        latencies_ms=latencies,
+        throughput_msgs_per_s=in_window / workload_seconds if workload_seconds else 0.0,
+        fault_counts=_fault_counts(nemesis),
+        anomalies=anomalies,
+        workload="txn",
+    )
+
+
+__all__ = [
+    "ABORTED_READ",
+    "ANOMALIES",
+    "DUPLICATE",
+    "G0",
+    "G1A",
+    "G1C",
+    "INCONSISTENT_OFFSETS",
+    "INT_NONMONOTONIC_POLL",
+    "INT_NONMONOTONIC_SEND",
+    "INT_POLL_SKIP",
+    "INT_SEND_SKIP",
+    "LOST_WRITE",
+    "NONMONOTONIC_POLL",
+    "NONMONOTONIC_SEND",
+    "POLL_SKIP",
+    "UNSEEN",
+    "Analysis",
+    "Case",
+    "aborted_reads",
+    "analyse",
+    "analyse_txn",
+    "duplicates",
+    "lost_writes",
+    "percentile",
+    "poll_order",
+    "version_orders",
+]

@@ -10,6 +10,21 @@ a completion when it ends — `ok` (it happened), `fail` (it certainly did not h
     {"process": "processor-1", "type": "ok", "f": "poll", "value": [17, 20],
      "offsets": [[2, 5], [2, 6]], "time": ...}
 
+The transactional workload (Jepsen's "queue" workload with transactions) writes `txn` ops whose
+`value` is a list of micro-operations, in Jepsen's shape; the key is the partition (one topic):
+
+    {"process": "txn-0", "type": "invoke", "f": "txn",
+     "value": [["send", 2, 17], ["poll"], ["send", 0, 18]], ...}
+    {"process": "txn-0", "type": "ok", "f": "txn",
+     "value": [["send", 2, [5, 17]], ["poll", [[1, 7, 12], [1, 8, 13]]], ["send", 0, [3, 18]]]}
+
+A completed send is `["send", partition, [offset, value]]` (offset null when unknown); a completed
+poll is `["poll", [[partition, offset, value], ...]]` in the order the consumer returned them.
+The transaction's completion says what happened to all of it: `ok` it committed, `fail` it aborted
+(none of its sends is visible to read_committed), `info` unknown (its producer is closed and the
+process starts afresh under a new name, as a crashed Jepsen client does). `assign` ops give the
+partitions a consumer was assigned; the final drain is an ok `poll` op of process `drain`.
+
 `time` is nanoseconds since the run started, on the host's monotonic clock (shared by every
 process of the run). `offsets` is `[partition, offset]` for a send and a list of them, aligned with
 `value`, for a poll. Each process writes its own file (a killed process loses nothing it had
@@ -44,6 +59,10 @@ NEMESIS = "nemesis"  # the process name of the fault injector
 # transaction), `commit_ms` (a synchronous Kafka offset commit, 0 if none), `total_ms` (the batch
 # after poll returned it)
 BATCH = "batch"
+TXN = "txn"  # transactional workload: value = micro-operations (see above)
+SUBSCRIBE = "subscribe"  # a consumer subscribed to the topic (forgets every position it had)
+MOP_SEND = "send"
+MOP_POLL = "poll"
 PHASE = "phase"  # checker: value = the phase's name, `end: true` on its end
 CHECKER = "checker"  # the process name of the runner itself
 

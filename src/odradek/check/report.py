@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import html
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,11 +30,39 @@ from odradek.check.history import (
     OK,
     POLL,
     SEND,
+    TXN,
     Op,
 )
 from odradek.check.runner import RunResult
 from odradek.check.speed_order import SEED_ORDER, Measured, measured_order, reasons
 from odradek.client import Guarantee
+
+# Who led a partition at a moment: (topic, partition, time_ms on the run's history clock) -> the
+# leader's node id, or None when unknown. The cluster timeline provides it (Metadata polled
+# every 250 ms); a mapping {(topic, partition, time_ms): node} serves too (the latest entry at or
+# before the time counts).
+LeaderLookup = Callable[[str, int, float], int | None]
+
+
+def leader_function(
+    leaders: LeaderLookup | Mapping[tuple[str, int, float], int] | None,
+) -> LeaderLookup | None:
+    """`leaders` as a function: a mapping answers with its latest entry at or before the time."""
+    if leaders is None or callable(leaders):
+        return leaders
+    table = sorted(leaders.items(), key=lambda item: item[0][2])
+
+    def lookup(topic: str, partition: int, time_ms: float) -> int | None:
+        found = None
+        for (entry_topic, entry_partition, at), node in table:
+            if at > time_ms:
+                break
+            if entry_topic == topic and entry_partition == partition:
+                found = node
+        return found
+
+    return lookup
+
 
 # The seed's trade-off matrix: what each guarantee claims.
 SEED_CLAIMS = {
@@ -192,7 +220,11 @@ def matrix(results: Sequence[RunResult]) -> list[MatrixRow]:
         rows["Typical setting"].append(
             (MEASURED_SETTINGS[result.guarantee], claims["Typical setting"], None)
         )
-        found = [f"{name} {len(cases):,}" for name, cases in analysis.anomalies.items() if cases]
+        found = [
+            f"{name} {len(cases):,}" + (" (allowed)" if all(case.allowed for case in cases) else "")
+            for name, cases in analysis.anomalies.items()
+            if cases
+        ]
         rows["Anomalies"].append((", ".join(found) or "none", "", None))
     return [MatrixRow(name, cells) for name, cells in rows.items()]
 
@@ -278,12 +310,43 @@ def _short(values: Sequence[Any], limit: int = 4) -> str:
     return shown + (f", … ({len(values)} values)" if len(values) > limit else "")
 
 
-def sequence(case: Case, limit: int = 16) -> list[Step]:
-    """The steps of a case's operations, in the seed's participants."""
+def _partitions(op: Op, case: Case) -> list[int]:
+    """The partitions an op of `case` touched that matter to the case."""
+    if "partition" in case.details and case.details["partition"] is not None:
+        return [int(case.details["partition"])]
+    if op.f == SEND and op.offsets:
+        return [int(op.offsets[0])]
+    if op.f == POLL and op.offsets:
+        return sorted({int(partition) for partition, _ in op.offsets})
+    if op.f == TXN:
+        found: set[int] = set()
+        for mop in op.value or []:
+            if mop and mop[0] == "send":
+                found.add(int(mop[1]))
+            elif mop and mop[0] == "poll" and len(mop) > 1:
+                found.update(int(read[0]) for read in mop[1])
+        return sorted(found)
+    return []
+
+
+def sequence(
+    case: Case, limit: int = 16, *, leader: LeaderLookup | None = None, topic: str = ""
+) -> list[Step]:
+    """The steps of a case's operations, in the seed's participants. With `leader` (see
+    `LeaderLookup`), each send, poll or transaction is annotated with the broker that led each
+    partition it touched at that moment."""
     steps: list[Step] = []
     value = case.value
     for op in case.ops[: limit * 2]:
         steps.extend(_op_steps(op, value))
+        if leader is not None and op.process != NEMESIS:
+            led = []
+            for partition in _partitions(op, case):
+                node = leader(topic, partition, op.time / 1e6)
+                if node is not None:
+                    led.append(f"{partition}: broker {node}")
+            if led:
+                steps.append(Step("note", "K", "K", "leader " + ", ".join(led)))
     if len(steps) > limit:
         steps = [*steps[: limit - 1], Step("note", "K", "C", "…")]
     steps.append(Step("note", "P", "S", case.description))
@@ -321,6 +384,8 @@ def _op_steps(op: Op, value: int | None) -> list[Step]:
         return [Step("message", "C", "S", f"{op.process} rolled back {_at(op, value)}", "--x")]
     if op.f == ASSIGN:
         return [Step("note", "C", "C", f"{op.process} assigned {op.value}")]
+    if op.f == TXN:
+        return _txn_steps(op)
     if op.f == FINAL_SINK:
         count = op.value.count(value) if value is not None else 0
         return [Step("note", "S", "S", f"final drain: {value} is in the sink {count} time(s)")]
@@ -329,6 +394,29 @@ def _op_steps(op: Op, value: int | None) -> list[Step]:
     if op.type in (FAIL, INFO):
         return [Step("note", "C", "C", f"{op.process} {op.f} {op.type}")]
     return []
+
+
+def _txn_steps(op: Op) -> list[Step]:
+    """A transaction: its sends (producer -> Kafka), its polls (Kafka -> consumer), its end."""
+    if op.type == INVOKE:
+        return [Step("message", "P", "K", f"{op.process} begins a transaction")]
+    steps = []
+    for mop in op.value or []:
+        if mop and mop[0] == "send":
+            payload = mop[2]
+            if isinstance(payload, list):
+                where = f"{mop[1]}/{payload[0]}" if payload[0] is not None else f"{mop[1]}/?"
+                steps.append(
+                    Step("message", "P", "K", f"{op.process} sends {payload[1]} @ {where}")
+                )
+        elif mop and mop[0] == "poll" and len(mop) > 1 and mop[1]:
+            reads = ", ".join(f"{v} @ {p}/{o}" for p, o, v in mop[1][:4])
+            more = f", … ({len(mop[1])})" if len(mop[1]) > 4 else ""
+            steps.append(Step("message", "K", "C", f"{op.process} polls {reads}{more}", "-->>"))
+    outcome = {OK: "commits", FAIL: "aborts"}.get(op.type, "ends unknown (info)")
+    arrow = "-->>" if op.type == OK else "--x"
+    steps.append(Step("message", "K", "P", f"{op.process} {outcome}", arrow))
+    return steps
 
 
 def mermaid(steps: Sequence[Step]) -> str:
@@ -527,7 +615,13 @@ padding-left:1rem;margin:1rem 0}section{margin-bottom:2.5rem}
 """
 
 
-def render_html(results: Sequence[RunResult]) -> str:
+def render_html(
+    results: Sequence[RunResult],
+    leaders: LeaderLookup | Mapping[tuple[str, int, float], int] | None = None,
+) -> str:
+    """The self-contained HTML report. `leaders` (optional, see `LeaderLookup`) names the
+    broker that led each partition in the anomalies' sequence diagrams."""
+    lookup = leader_function(leaders)
     first = results[0] if results else None
     body = ["<h1>Odradek guarantee check</h1>"]
     if first is not None:
@@ -584,7 +678,7 @@ def render_html(results: Sequence[RunResult]) -> str:
     )
     body.append("</div>")
     for result in results:
-        body.append(_run_html(result))
+        body.append(_run_html(result, lookup))
     return (
         "<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
         "<title>Odradek guarantee check</title>"
@@ -609,7 +703,7 @@ def _matrix_html(results: Sequence[RunResult]) -> str:
     return f"<table><tr><th>Dimension</th>{head}</tr>{''.join(rows)}</table>"
 
 
-def _run_html(result: RunResult) -> str:
+def _run_html(result: RunResult, leader: LeaderLookup | None = None) -> str:
     analysis = result.analysis
     parts = [f'<section id="{_e(result.guarantee.value)}"><h2>{_e(result.guarantee.value)}</h2>']
     parts.append(
@@ -646,9 +740,11 @@ def _run_html(result: RunResult) -> str:
         if not cases:
             continue
         case = cases[0]
-        steps = sequence(case)
+        steps = sequence(case, leader=leader, topic=result.topic)
+        allowed = " (allowed by Jepsen for Kafka)" if all(c.allowed for c in cases) else ""
         parts.append(
-            f'<div class="anomaly"><h4>{_e(name)} — {len(cases):,} case(s); the first:</h4>'
+            f'<div class="anomaly"><h4>{_e(name)} — {len(cases):,} case(s){allowed}; '
+            "the first:</h4>"
             f"<p>{_e(case.description)}</p>{sequence_svg(steps)}"
             '<p class="seed">The same diagram in mermaid, the seed\'s notation (drawn by '
             "mermaid.js where it is loaded; this file loads no scripts):</p>"
@@ -698,5 +794,9 @@ def _recovery_html(result: RunResult) -> str:
     )
 
 
-def write_html(results: Sequence[RunResult], path: Path) -> None:
-    path.write_text(render_html(results))
+def write_html(
+    results: Sequence[RunResult],
+    path: Path,
+    leaders: LeaderLookup | Mapping[tuple[str, int, float], int] | None = None,
+) -> None:
+    path.write_text(render_html(results, leaders))

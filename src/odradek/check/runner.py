@@ -106,6 +106,7 @@ class CheckOptions:
     workdir: Path = Path("odradek-check")
     partitions: int = 3
     window: int = 2000
+    workload: str = "sink"  # "sink" (per guarantee) or "txn" (check/txn.py)
     drain_timeout: float = 60.0
     fault_free: float = 10.0
     assignment_timeout: float = 60.0
@@ -184,12 +185,15 @@ class RunResult:
     notes: list[str]
     seed: int
     drained: bool = True  # the processor read the topic to its end: loss is judged
+    workload: str = "sink"  # "sink" (SQLite sink per guarantee) or "txn" (transactional)
+    topic: str = ""  # the input topic (the report's leader lookup takes it)
 
     def as_json(self) -> dict[str, Any]:
         analysis = self.analysis
         calm = self.fault_free.speed
         return {
             "guarantee": self.guarantee.value,
+            "workload": self.workload,
             "settings": {
                 "acks": self.settings.acks,
                 "commit": self.settings.commit,
@@ -210,13 +214,8 @@ class RunResult:
                 "fault_free": self.fault_free.as_json(),
                 "faults": self.fault_phase.as_json(),
             },
-            "anomalies": {
-                name: {
-                    "count": len(cases),
-                    "examples": [case.as_dict() for case in cases[:5]],
-                }
-                for name, cases in analysis.anomalies.items()
-            },
+            "anomalies": analysis.anomalies_json(),
+            "bad_anomalies": analysis.bad_anomalies,
             "produced": analysis.produced,
             "delivered": analysis.delivered,
             "unacknowledged": analysis.indeterminate + analysis.failed,
@@ -622,6 +621,7 @@ def _result(run: _Run) -> RunResult:
         notes=run.notes,
         seed=run.options.seed,
         drained=run.drained,
+        topic=run.topic,
     )
 
 
@@ -633,6 +633,10 @@ def run_check(
         invalid = [fault for fault in options.faults if fault in BROKER_FAULTS]
         if invalid:
             raise ValueError(f"{', '.join(invalid)} need the checker's own broker")
+    if options.workload == "txn":
+        from odradek.check.txn import run_txn  # txn.py builds on this module
+
+        return [run_txn(options, on_progress)]
     return [run_guarantee(options, guarantee, on_progress) for guarantee in options.guarantees]
 
 

@@ -1,4 +1,5 @@
-"""The workload of one guarantee: producer -> input topic -> processor -> SQLite sink.
+"""The workloads: per guarantee, producer -> input topic -> processor -> SQLite sink; and the
+transactional workload (`TxnWorkload`, Jepsen's queue workload with transactions).
 
 Configured through `odradek.client`: the producer is a `GuaranteeProducer`, the processor an
 `odradek.client.Processor` (in its own process, see `worker.py`), both with the guarantee's
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import sqlite3
 import subprocess
 import sys
@@ -19,13 +21,30 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import (  # type: ignore[attr-defined]  # re-exported, not in __all__
     AdminClient,
     NewTopic,
 )
 
-from odradek.check.history import FINAL_POLL, FINAL_SINK, INFO, INVOKE, OK, SEND, HistoryWriter
+from odradek.check.history import (
+    ASSIGN,
+    FAIL,
+    FINAL_POLL,
+    FINAL_SINK,
+    INFO,
+    INVOKE,
+    OK,
+    SEND,
+    TXN,
+    HistoryWriter,
+)
 from odradek.check.worker import SINK_SCHEMA, SINK_TABLE, WorkerSpec
 from odradek.client import Guarantee, GuaranteeProducer
 
@@ -329,3 +348,256 @@ def final_poll(bootstrap: str, topic: str, partitions: int, history: HistoryWrit
 
 def final_sink(reader: SinkReader, history: HistoryWriter) -> None:
     history.write("drain", OK, FINAL_SINK, reader.values(), None)
+
+
+# -- the transactional workload (Jepsen's "queue" workload with transactions) --------------------
+TXN_PRODUCER_OVERRIDES: dict[str, str | int | bool] = {
+    **PRODUCER_OVERRIDES,
+    "transaction.timeout.ms": 10000,
+    "delivery.timeout.ms": 10000,  # librdkafka: at most transaction.timeout.ms
+}
+TXN_CONSUMER_CONFIG: dict[str, str | int | bool] = {
+    "log_level": 0,
+    "isolation.level": "read_committed",
+    "enable.auto.commit": False,
+    "auto.offset.reset": "earliest",
+    "session.timeout.ms": 6000,
+    "fetch.wait.max.ms": 50,
+    "socket.timeout.ms": 5000,
+    "reconnect.backoff.ms": 50,
+    "reconnect.backoff.max.ms": 500,
+}
+TXN_TIMEOUT_SECONDS = 10.0  # commit and abort calls give up after this; the outcome is then info
+MAX_MOPS = 4  # Jepsen's max-txn-length with transactions
+
+
+class TxnWorkload:
+    """Jepsen's transactional queue workload: `processes` client threads, each with its own
+    transactional producer (a `transactional.id` per thread, kept across restarts so a restart
+    fences the previous producer) and a read_committed consumer assigned every partition from
+    the start. Each operation is one Kafka transaction of 1 to `MAX_MOPS` micro-operations,
+    each a send of a unique value to a random partition or a poll, written to the history as a
+    `txn` op (history.py): `ok` when the commit returned, `fail` when it was aborted, `info`
+    when the outcome is unknown. After `fail` or `info` the thread closes both clients and starts
+    again as a new process (`txn-N.K`), as a crashed Jepsen client does.
+
+    `send`, `flush`, `stop`, `sent` and `acked` mirror `ProducerWorkload`; `delivered` counts
+    the distinct values some committed transaction read."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        partitions: int,
+        history: HistoryWriter,
+        *,
+        processes: int = 2,
+        seed: int = 0,
+    ) -> None:
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.partitions = partitions
+        self.history = history
+        self.processes = processes
+        self.random = random.Random(seed)
+        self.sent = 0
+        self.acked = 0
+        self.failed = 0
+        self.unknown = 0
+        self._seen: set[int] = set()
+        self._next_value = 0
+        self._incarnations = [0] * processes
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self.run_id = f"{topic}-{os.getpid()}"
+
+    @property
+    def delivered(self) -> int:
+        return len(self._seen)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def flush(self) -> None:
+        """Nothing is left in flight: each thread ends on a completed transaction."""
+
+    def send(self, deadline: float, messages: int | None) -> None:
+        """Run every client until `deadline` (monotonic s) or until `messages` more values were
+        sent; each finishes the transaction in hand."""
+        limit = None if messages is None else self.sent + messages
+        threads = [
+            threading.Thread(
+                target=self._client, args=(number, deadline, limit), name=f"odradek-txn-{number}"
+            )
+            for number in range(self.processes)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    def _values(self, count: int) -> list[int]:
+        with self._lock:
+            first = self._next_value
+            self._next_value += count
+            self.sent += count
+        return list(range(first, first + count))
+
+    def _plan(self) -> list[tuple[str, int]]:
+        """Micro-operations: ("send", partition) or ("poll", 0)."""
+        with self._lock:
+            length = self.random.randint(1, MAX_MOPS)
+            return [
+                ("send", self.random.randrange(self.partitions))
+                if self.random.random() < 0.5
+                else ("poll", 0)
+                for _ in range(length)
+            ]
+
+    def _open(self, number: int) -> tuple[str, Producer, Consumer]:
+        self._incarnations[number] += 1
+        incarnation = self._incarnations[number]
+        process = f"txn-{number}" if incarnation == 1 else f"txn-{number}.{incarnation - 1}"
+        producer = self._producer(number)
+        consumer = Consumer(
+            {
+                "bootstrap.servers": self.bootstrap,
+                "group.id": f"{self.run_id}-{process}",
+                **TXN_CONSUMER_CONFIG,
+            }
+        )
+        assigned = [
+            TopicPartition(self.topic, partition, OFFSET_BEGINNING)
+            for partition in range(self.partitions)
+        ]
+        consumer.assign(assigned)
+        self.history.write(process, OK, ASSIGN, list(range(self.partitions)))
+        return process, producer, consumer
+
+    def _producer(self, number: int) -> Producer:
+        """The thread's transactional producer; `init_transactions` fences (and aborts what is
+        left open by) the thread's previous producer."""
+        producer = Producer(
+            {
+                "bootstrap.servers": self.bootstrap,
+                "transactional.id": f"{self.run_id}-{number}",
+                "enable.idempotence": True,
+                "acks": "all",
+                **TXN_PRODUCER_OVERRIDES,
+            }
+        )
+        producer.init_transactions(30)
+        return producer
+
+    def _client(self, number: int, deadline: float, limit: int | None) -> None:
+        clients: tuple[str, Producer, Consumer] | None = None
+        clean = True
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            if limit is not None and self.sent >= limit:
+                break
+            if clients is None:
+                try:
+                    clients = self._open(number)
+                except KafkaException:
+                    time.sleep(0.2)  # the broker may be down: try again
+                    continue
+            clean = self._transaction(*clients)
+            if not clean:
+                with contextlib.suppress(Exception):
+                    clients[2].close()
+                clients = None
+        if clients is not None:
+            with contextlib.suppress(Exception):
+                clients[2].close()
+        if not clean:
+            # The last transaction's outcome is unknown: fence it, so it cannot hold the last
+            # stable offset (and the final drain) until its timeout.
+            with contextlib.suppress(KafkaException):
+                self._producer(number)
+
+    def _transaction(self, process: str, producer: Producer, consumer: Consumer) -> bool:
+        """One transaction; False when the client must start afresh (aborted or unknown)."""
+        plan = self._plan()
+        values = iter(self._values(sum(1 for kind, _ in plan if kind == "send")))
+        invoked: list[list[Any]] = []
+        planned: list[tuple[str, int, int]] = []
+        for kind, partition in plan:
+            if kind == "send":
+                value = next(values)
+                invoked.append(["send", partition, value])
+                planned.append((kind, partition, value))
+            else:
+                invoked.append(["poll"])
+                planned.append((kind, 0, 0))
+        self.history.write(process, INVOKE, TXN, invoked)
+        offsets: dict[int, int | None] = {}
+        completed: list[list[Any]] = []
+
+        def delivered(value: int) -> Callable[[Any, Any], None]:
+            def report(error: Any, message: Any) -> None:
+                offsets[value] = None if error is not None else message.offset()
+
+            return report
+
+        try:
+            producer.begin_transaction()
+            for kind, partition, value in planned:
+                if kind == "send":
+                    producer.produce(
+                        self.topic,
+                        str(value).encode(),
+                        partition=partition,
+                        on_delivery=delivered(value),
+                    )
+                    completed.append(["send", partition, value])
+                else:
+                    reads = []
+                    for message in consumer.consume(100, 0.05):
+                        if message.error() is None:
+                            reads.append(
+                                [message.partition(), message.offset(), int(message.value() or 0)]
+                            )
+                    completed.append(["poll", reads])
+            producer.flush(TXN_TIMEOUT_SECONDS)
+            producer.commit_transaction(TXN_TIMEOUT_SECONDS)
+        except KafkaException as error:
+            return self._abort(process, producer, invoked, completed, offsets, error)
+        result = [
+            ["send", mop[1], [offsets.get(mop[2]), mop[2]]] if mop[0] == "send" else mop
+            for mop in completed
+        ]
+        self.history.write(process, OK, TXN, result)
+        with self._lock:
+            self.acked += sum(1 for mop in completed if mop[0] == "send")
+            self._seen.update(read[2] for mop in completed if mop[0] == "poll" for read in mop[1])
+        return True
+
+    def _abort(
+        self,
+        process: str,
+        producer: Producer,
+        invoked: list[list[Any]],
+        completed: list[list[Any]],
+        offsets: dict[int, int | None],
+        error: KafkaException,
+    ) -> bool:
+        """Abort after `error`: `fail` when the abort went through (nothing of it is visible),
+        else `info`. The polls' reads are not recorded (Jepsen's failed ops carry none)."""
+        sends = [
+            ["send", mop[1], [offsets.get(mop[2]), mop[2]]] if mop[0] == "send" else ["poll"]
+            for mop in completed
+        ]
+        sends += invoked[len(completed) :]
+        outcome = INFO
+        try:
+            producer.abort_transaction(TXN_TIMEOUT_SECONDS)
+            outcome = FAIL
+        except KafkaException:
+            pass
+        self.history.write(process, outcome, TXN, sends, error=str(error.args[0]))
+        with self._lock:
+            if outcome == FAIL:
+                self.failed += sum(1 for mop in invoked if mop[0] == "send")
+            else:
+                self.unknown += sum(1 for mop in invoked if mop[0] == "send")
+        return False

@@ -81,6 +81,15 @@ def _progress_table(progress: Progress) -> Table:
     help="Which guarantee's workload to run.",
 )
 @click.option(
+    "--workload",
+    type=click.Choice(["sink", "txn"]),
+    default="sink",
+    show_default=True,
+    help="sink: each guarantee's producer -> processor -> SQLite sink; txn: Jepsen's "
+    "transactional queue workload (transactions over several partitions, read_committed "
+    "consumers; --guarantee does not apply).",
+)
+@click.option(
     "--faults",
     default="all",
     show_default=True,
@@ -127,6 +136,7 @@ def _progress_table(progress: Progress) -> Table:
 )
 def check(
     guarantee: str,
+    workload: str,
     faults: str,
     duration: float,
     fault_free: float,
@@ -149,6 +159,7 @@ def check(
     directory = workdir or Path(tempfile.mkdtemp(prefix="odradek-check-"))
     options = CheckOptions(
         guarantees=guarantees,
+        workload=workload,
         faults=chosen_faults,
         duration=duration,
         fault_free=fault_free,
@@ -159,8 +170,9 @@ def check(
     )
     _stop_on_sigterm()
     console = Console(stderr=True)
+    running = "txn workload" if workload == "txn" else ", ".join(g.value for g in guarantees)
     console.print(
-        f"odradek check: {', '.join(g.value for g in guarantees)}; faults: "
+        f"odradek check: {running}; faults: "
         f"{', '.join(chosen_faults) or 'none'}; {fault_free:g} s fault-free then {duration:g} s "
         f"of faults each; work in {directory}"
     )
