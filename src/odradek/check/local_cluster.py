@@ -233,6 +233,19 @@ class LocalCluster:
         process.wait(timeout=30)
         self.paused.discard(node)
 
+    def kill_all(self) -> None:
+        """SIGKILL every broker at the same instant (the controller stays up), then reap them."""
+        for node in self.node_ids:
+            process = self.processes.get(node)
+            if process is not None and process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    process.send_signal(signal.SIGKILL)
+        for node in self.node_ids:
+            process = self.processes.get(node)
+            if process is not None:
+                process.wait(timeout=30)
+            self.paused.discard(node)
+
     def pause(self, node: int) -> None:
         process = self.processes.get(node)
         if process is not None and process.poll() is None and node not in self.paused:
