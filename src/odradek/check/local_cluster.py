@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from odradek.check.local_broker import BROKER_OVERRIDES, BrokerStartError, free_port
+from odradek.check.local_broker import BROKER_OVERRIDES, BrokerStartError
 from odradek.check.proxy import LinkProxy
 
 CONTROLLER_ID = 0
@@ -54,6 +54,29 @@ PAUSED = "paused"
 ISOLATED = "isolated"
 
 
+class PortReservation:
+    """Ports held for a cluster's lifetime by bound, never-listening sockets with SO_REUSEADDR:
+    a node (asyncio binds with SO_REUSEADDR) can still listen on one, but no `bind(0)` or
+    outgoing connection elsewhere picks it meanwhile — not even while its node is down between
+    a kill and a restart. (Asking for a free port and closing it at once lets the kernel hand
+    the same port to the next `bind(0)`, which a cluster of a dozen listeners does meet.)"""
+
+    def __init__(self) -> None:
+        self._sockets: list[socket.socket] = []
+
+    def take(self) -> int:
+        holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        holder.bind(("127.0.0.1", 0))
+        self._sockets.append(holder)
+        return int(holder.getsockname()[1])
+
+    def close(self) -> None:
+        for holder in self._sockets:
+            holder.close()
+        self._sockets.clear()
+
+
 @dataclass(frozen=True, slots=True)
 class PartitionView:
     """One partition as a Metadata v12 response states it; `leader` -1 when it has none."""
@@ -66,8 +89,9 @@ class PartitionView:
 
 
 class LocalCluster:
-    """A controller (node 0) and brokers 1..`brokers` under `directory`, each broker advertising
-    its CLIENT listener at `advertised[node]` (the fault proxy's port for it).
+    """A controller (node 0) and brokers 1..`brokers` under `directory`, each broker listening
+    for clients on `client_ports[node]` and advertising that listener at `advertised[node]` (the
+    fault proxy's port for it; set before `start`).
 
     `overrides` go to every node on top of the checker's short timers. Raises `BrokerStartError`
     when a node exits or the brokers do not all register within the start timeout.
@@ -78,16 +102,15 @@ class LocalCluster:
         directory: Path,
         brokers: int,
         *,
-        client_ports: Mapping[int, int],
-        advertised: Mapping[int, int],
         overrides: Mapping[str, str] | None = None,
     ) -> None:
         self.directory = directory
         self.node_ids = list(range(1, brokers + 1))
         self.cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        self.controller_port = free_port()
-        self.client_ports = dict(client_ports)
-        self.advertised = dict(advertised)
+        self.ports = PortReservation()
+        self.controller_port = self.ports.take()
+        self.client_ports = {node: self.ports.take() for node in self.node_ids}
+        self.advertised = dict(self.client_ports)
         copies = min(3, brokers)
         self.overrides = {
             **BROKER_OVERRIDES,
@@ -99,7 +122,9 @@ class LocalCluster:
         }
         # Broker b's listener REPL<a> (what broker a fetches from) and its proxy a -> b.
         self.replication_ports = {
-            (source, target): free_port() for source in self.node_ids for target in self.node_ids
+            (source, target): self.ports.take()
+            for source in self.node_ids
+            for target in self.node_ids
         }
         self.links = {
             (source, target): LinkProxy(("127.0.0.1", self.replication_ports[(source, target)]))
@@ -311,6 +336,7 @@ class LocalCluster:
         for log in self._logs.values():
             log.close()
         self._logs.clear()
+        self.ports.close()
 
     # -- metadata --------------------------------------------------------------------------
 

@@ -439,20 +439,14 @@ def _broker_overrides(run: _Run) -> dict[str, str]:
 def _start_cluster(run: _Run) -> None:
     """A controller and `brokers` brokers, each advertising its fault-proxy port to clients."""
     options = run.options
-    client_ports = {node: free_port() for node in range(1, options.brokers + 1)}
-    run.proxy = FaultProxy([("127.0.0.1", port) for port in client_ports.values()])
-    run.bootstrap = run.proxy.start()
-    assert run.proxy is not None
-    proxy = run.proxy
-    run.cluster = LocalCluster(
-        run.directory / "cluster",
-        options.brokers,
-        client_ports=client_ports,
-        advertised={
-            node: proxy.port_for(("127.0.0.1", port)) for node, port in client_ports.items()
-        },
-        overrides=_broker_overrides(run),
+    run.cluster = cluster = LocalCluster(
+        run.directory / "cluster", options.brokers, overrides=_broker_overrides(run)
     )
+    run.proxy = proxy = FaultProxy([("127.0.0.1", port) for port in cluster.client_ports.values()])
+    run.bootstrap = proxy.start()
+    cluster.advertised = {
+        node: proxy.port_for(("127.0.0.1", port)) for node, port in cluster.client_ports.items()
+    }
     run.report(f"starting a cluster of {options.brokers} brokers")
     run.cluster.start()
 
