@@ -269,6 +269,7 @@ class RunResult:
     min_insync: int = 1
     cluster_timeline: ClusterTimeline | None = None  # times: ns on the history clock
     phase_origin_ns: int = 0  # history-clock ns when the fault-free phase started
+    injected: int = 0  # faults the injector carried out (a late one may not fit the phase)
 
     def as_json(self) -> dict[str, Any]:
         analysis = self.analysis
@@ -289,6 +290,7 @@ class RunResult:
                 "transactions": self.settings.transactions,
             },
             "faults": self.faults,
+            "faults_injected": self.injected,
             "acked": analysis.acked,
             "lost": analysis.lost,
             "duplicated": analysis.duplicated,
@@ -823,6 +825,7 @@ def _result(run: _Run) -> RunResult:
         min_insync=options.insync if options.brokers else 1,
         cluster_timeline=run.cluster_timeline,
         phase_origin_ns=origin,
+        injected=len(run.injector.done) if run.injector is not None else 0,
     )
 
 
