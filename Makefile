@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: run cluster test lint typecheck contracts unit bench clean system-deps
+.PHONY: run cluster test lint typecheck contracts unit bench clean system-deps soak-cluster
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,12 @@ run: $(STAMP)
 ## cluster: a controller and three brokers on 127.0.0.1 (free ports), data in ./cluster-data
 cluster: $(STAMP)
 	$(BIN)/odradek cluster up --brokers 3 --data-dir ./cluster-data
+
+## soak-cluster: the checker on a 3-broker cluster, 10 minutes of faults per run (see README)
+soak-cluster: $(STAMP)
+	$(BIN)/odradek check --brokers 3 --guarantee at-least-once --acks 1,all --fsync on \
+		--duration 600 --fault-free 10 --seed 5 --json soak-cluster.json \
+		--html soak-cluster.html --workdir ./soak-cluster
 
 ## system-deps: Debian packages the tests use (kcat, PostgreSQL); needs root, skipped otherwise
 system-deps:

@@ -6,6 +6,7 @@ connections the broker processes hold (Linux /proc)."""
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -112,3 +113,25 @@ def test_clients_see_their_listener_and_replication_uses_its_own(cluster: Cluste
         others = {cluster.listener_ports[n]["REPLICATION"] for n in cluster.node_ids if n != node}
         assert others <= set(remote), (node, remote)
         assert not client_ports & set(remote), (node, remote)
+
+
+def test_find_coordinator_names_the_listener_the_client_came_in_on(cluster: Cluster) -> None:
+    """Kafka answers FindCoordinator with the coordinator's endpoint on the listener the
+    request arrived on (as Metadata does): a client on CLIENT must not be sent to REPLICATION,
+    or its group traffic would ride the replication listener."""
+    client_ports = {cluster.listener_ports[node]["CLIENT"] for node in cluster.node_ids}
+    replication_ports = {cluster.listener_ports[node]["REPLICATION"] for node in cluster.node_ids}
+    first = cluster.node_ids[0]
+    for address, expected in (
+        (cluster.broker_address(first), client_ports),
+        (f"127.0.0.1:{cluster.listener_ports[first]['REPLICATION']}", replication_ports),
+    ):
+        deadline = time.monotonic() + 20
+        while True:
+            with WireClient(address, timeout=10) as client:
+                response = client.request(10, 3, key="listener-group", key_type=0)
+            if response.error_code == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)  # __consumer_offsets is being created
+        assert response.error_code == 0, response
+        assert int(response.port) in expected, (address, response)

@@ -195,13 +195,15 @@ async def find_coordinator(
     index = 0 if transactional else context.groups.coordinator.partition_for(key)
     if member.image.topic(name) is None:
         await _create_internal_topic(context, member, name)
-    state = member.image.partition_metadata(name, index, member.listener_name)
+    # The coordinator's endpoint on the listener the request came in on, as Metadata answers.
+    listener = member.client_listener_name()
+    state = member.image.partition_metadata(name, index, listener)
     if state is None or state.leader_id == NO_LEADER:
         return ErrorCode.coordinator_not_available, -1, "", -1
     registration = member.image.brokers.get(state.leader_id)
     endpoint = None
     if registration is not None and not registration.fenced:
-        endpoint = next((e for e in registration.listeners if e.name == member.listener_name), None)
+        endpoint = next((e for e in registration.listeners if e.name == listener), None)
     if endpoint is None:
         return ErrorCode.coordinator_not_available, -1, "", -1
     return ErrorCode.none, state.leader_id, endpoint.host, endpoint.port

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import struct
 import threading
 from collections.abc import Iterable
@@ -296,3 +297,86 @@ async def _read_frame(reader: asyncio.StreamReader) -> bytes:
     if size < 4 or size > _MAX_FRAME:
         raise WireError(f"frame size {size}")
     return await reader.readexactly(size)
+
+
+class LinkProxy:
+    """A plain TCP forwarder from its own port on 127.0.0.1 to `target` (one link between two
+    nodes of the checker's cluster). `cut()` closes every connection and refuses new ones until
+    `heal()`: the two ends stay up, only the link between them is gone, as in a network partition
+    (a refused connection rather than a silent drop, so both sides notice within their
+    timeouts as they would a partition's reset connections)."""
+
+    def __init__(self, target: Address) -> None:
+        self.target = target
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.5)  # so `stop` ends the accept loop
+        self.port: int = self._listener.getsockname()[1]
+        self._cut = threading.Event()
+        self._closed = threading.Event()
+        self._lock = threading.Lock()
+        self._open: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._accept, name="odradek-link", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while not self._closed.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            if self._cut.is_set():
+                client.close()
+                continue
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            with self._lock:
+                self._open += [client, upstream]
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(
+                    target=self._pump, args=(source, sink), name="odradek-link-pump", daemon=True
+                ).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while chunk := source.recv(65536):
+                if self._cut.is_set():
+                    break
+                sink.sendall(chunk)
+        for end in (source, sink):
+            with contextlib.suppress(OSError):
+                end.shutdown(socket.SHUT_RDWR)
+        with self._lock:
+            for end in (source, sink):
+                if end in self._open:
+                    self._open.remove(end)
+                    end.close()
+
+    @property
+    def is_cut(self) -> bool:
+        return self._cut.is_set()
+
+    def cut(self) -> None:
+        self._cut.set()
+        with self._lock:
+            connections, self._open = self._open, []
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+            connection.close()
+
+    def heal(self) -> None:
+        self._cut.clear()
+
+    def stop(self) -> None:
+        self._closed.set()
+        self.cut()
+        with contextlib.suppress(OSError):
+            self._listener.close()

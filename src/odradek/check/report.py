@@ -277,10 +277,14 @@ def print_table(results: Sequence[RunResult], console: Console | None = None) ->
 
 # -- JSON ----------------------------------------------------------------------------------------
 def to_json(results: Sequence[RunResult]) -> dict[str, Any]:
-    return {
+    document = {
         "runs": [result.as_json() for result in results],
-        "speed_order": speed_order(results),
+        "speed_order": speed_order(main_runs(results)),
     }
+    rows = comparison_rows(results)
+    if rows:
+        document["comparison"] = rows
+    return document
 
 
 def write_json(results: Sequence[RunResult], path: Path) -> None:
@@ -799,4 +803,220 @@ def write_html(
     path: Path,
     leaders: LeaderLookup | Mapping[tuple[str, int, float], int] | None = None,
 ) -> None:
-    path.write_text(render_html(results, leaders))
+    """Write the HTML report: the plain runs, then the comparisons and cluster timelines.
+    Without `leaders`, runs on the checker's own cluster name each partition's leader from
+    their polled timeline (keyed by the run's topic)."""
+    if leaders is None:
+        leaders = timeline_leaders(results)
+    html = render_html(main_runs(results), leaders)
+    path.write_text(html.replace("</body>", cluster_html(results) + "</body>", 1))
+
+
+def timeline_leaders(results: Sequence[RunResult]) -> LeaderLookup | None:
+    """(topic, partition, time_ms) -> the leader each run's cluster timeline recorded then;
+    None when no run had a timeline."""
+    timelines = {
+        result.topic: result.cluster_timeline
+        for result in results
+        if result.cluster_timeline is not None and result.topic
+    }
+    if not timelines:
+        return None
+
+    def lookup(topic: str, partition: int, time_ms: float) -> int | None:
+        timeline = timelines.get(topic)
+        return None if timeline is None else timeline.leader_at(topic, partition, time_ms)
+
+    return lookup
+
+
+# -- comparisons and the cluster timeline (runs on the checker's own cluster) --------------------
+def main_runs(results: Sequence[RunResult]) -> list[RunResult]:
+    """The plain run of each guarantee (the matrix's columns), without the comparison runs."""
+    return [result for result in results if not result.comparison]
+
+
+def comparison_rows(results: Sequence[RunResult]) -> list[dict[str, Any]]:
+    """The at-least-once runs side by side (the plain one and each acks / fsync comparison),
+    when there are comparison runs; [] otherwise."""
+    if not any(result.comparison for result in results):
+        return []
+    rows = []
+    for result in results:
+        if result.guarantee is not Guarantee.AT_LEAST_ONCE:
+            continue
+        analysis = result.analysis
+        rows.append(
+            {
+                "run": result.name or result.guarantee.value,
+                "acks": result.acks,
+                "idempotence": result.idempotence,
+                "fsync": result.fsync if result.brokers else None,
+                "faults": sorted(set(result.faults)),
+                "acked": analysis.acked,
+                "lost": analysis.lost,
+                "duplicated": analysis.duplicated,
+                "unacknowledged": analysis.indeterminate + analysis.failed,
+                "judged": result.drained,
+            }
+        )
+    return rows
+
+
+COMPARISON_NOTE = (
+    "Each row ran the at-least-once workload on the same seeded fault schedule. Idempotence is "
+    "off in every row: librdkafka forces acks=all on an idempotent producer, so acks=1 needs it "
+    "off. fsync is the brokers' odradek.acks.all.fsync: on, acks=all waits until every ISR member "
+    "has fsynced the batch; off (Kafka's behaviour), it is acknowledged from memory."
+)
+
+
+def print_comparison(results: Sequence[RunResult], console: Console | None = None) -> None:
+    """The comparison table (acks, fsync) when comparison runs were made."""
+    rows = comparison_rows(results)
+    if not rows:
+        return
+    console = console or Console()
+    table = Table(title="acks and fsync, side by side (at-least-once)", show_lines=False)
+    table.add_column("run", no_wrap=True)
+    for column in ("acks", "idempotence", "fsync", "acked", "lost", "duplicated", "unacked"):
+        table.add_column(column)
+    for row in rows:
+        lost = f"[red]{row['lost']:,}[/red]" if row["lost"] else "[green]0[/green]"
+        if not row["judged"]:
+            lost += " (not judged: drain incomplete)"
+        table.add_row(
+            row["run"],
+            row["acks"],
+            "on" if row["idempotence"] else "off",
+            "-" if row["fsync"] is None else ("on" if row["fsync"] else "off"),
+            f"{row['acked']:,}",
+            lost,
+            f"{row['duplicated']:,}",
+            f"{row['unacknowledged']:,}",
+        )
+    console.print(table)
+    console.print(COMPARISON_NOTE, style="dim", highlight=False)
+
+
+_BROKER_COLOURS = {"up": "#2a9d8f", "paused": "#e9c46a", "isolated": "#f4a261", "down": "#d33"}
+
+
+def cluster_timeline_chart(result: RunResult) -> str:
+    """The cluster over time: one lane per node (up / paused / isolated / down), then per
+    workload partition its leader (the lane's text) and ISR size (the bar's height), with the
+    fault windows shaded; from Metadata polled every 250 ms. '' when the run had no cluster."""
+    timeline = result.cluster_timeline
+    if timeline is None or not timeline.samples or not result.fault_windows:
+        return ""
+    times = [sample.time / 1e9 for sample in timeline.samples]
+    # Seconds since the fault-free phase started, as the fault windows are.
+    points = [at - result.phase_origin_ns / 1e9 for at in times]
+    nodes = sorted(timeline.samples[0].brokers)
+    partitions = sorted({index for sample in timeline.samples for index in sample.partitions})
+    end = max([*points, result.workload_seconds, 1.0])
+    start = min(0.0, points[0])
+    width, left, right, lane = 760, 90, 20, 18
+    height = 30 + lane * (len(nodes) + len(partitions)) + 30
+
+    def x(at: float) -> float:
+        return left + (width - left - right) * (at - start) / (end - start)
+
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" font-size="11">',
+        f'<text x="{left}" y="15" font-weight="bold">{_e(result.name)}: the cluster over time '
+        "(s); Metadata every 250 ms; red: faults</text>",
+    ]
+    top = 25
+    for name, begin, stop in result.fault_windows:
+        x1, x2 = x(max(start, begin)), x(max(begin, stop))
+        parts.append(
+            f'<rect x="{x1:.1f}" y="{top}" width="{max(2.0, x2 - x1):.1f}" '
+            f'height="{lane * (len(nodes) + len(partitions))}" fill="#d33" opacity="0.12">'
+            f"<title>{_e(name)}</title></rect>"
+        )
+    for row, node in enumerate(nodes):
+        y = top + row * lane
+        label = "controller" if node == 0 else f"broker {node}"
+        parts.append(f'<text x="{left - 5}" y="{y + 12}" text-anchor="end">{label}</text>')
+        for index, sample in enumerate(timeline.samples):
+            x1 = x(points[index])
+            x2 = x(points[index + 1]) if index + 1 < len(points) else x1 + 2
+            state = sample.brokers.get(node, "up")
+            parts.append(
+                f'<rect x="{x1:.1f}" y="{y + 2}" width="{max(1.0, x2 - x1):.1f}" '
+                f'height="{lane - 4}" fill="{_BROKER_COLOURS.get(state, "#999")}">'
+                f"<title>{label}: {state}</title></rect>"
+            )
+    for row, partition in enumerate(partitions):
+        y = top + (len(nodes) + row) * lane
+        parts.append(
+            f'<text x="{left - 5}" y="{y + 12}" text-anchor="end">partition {partition}</text>'
+        )
+        previous: int | None = None
+        for index, sample in enumerate(timeline.samples):
+            held = sample.partitions.get(partition)
+            if held is None:
+                continue
+            x1 = x(points[index])
+            x2 = x(points[index + 1]) if index + 1 < len(points) else x1 + 2
+            full = max(1, len(sample.brokers) - 1)
+            bar = (lane - 4) * len(held.isr) / full
+            colour = "#264653" if held.leader >= 0 else "#d33"
+            parts.append(
+                f'<rect x="{x1:.1f}" y="{y + lane - 2 - bar:.1f}" '
+                f'width="{max(1.0, x2 - x1):.1f}" height="{bar:.1f}" fill="{colour}" '
+                f'opacity="0.35"><title>partition {partition}: leader {held.leader}, ISR '
+                f"{list(held.isr)}, leader epoch {held.leader_epoch}</title></rect>"
+            )
+            if held.leader != previous:
+                text = "no leader" if held.leader < 0 else f"L{held.leader}"
+                parts.append(f'<text x="{x1 + 1:.1f}" y="{y + 12}" fill="#111">{text}</text>')
+                previous = held.leader
+    axis = top + lane * (len(nodes) + len(partitions))
+    parts.append(f'<line x1="{left}" y1="{axis}" x2="{width - right}" y2="{axis}" stroke="#333"/>')
+    for tick in range(int(start), int(end) + 1):
+        if tick % 5 == 0:
+            parts.append(
+                f'<text x="{x(tick):.1f}" y="{axis + 14}" text-anchor="middle">{tick}</text>'
+            )
+    legend = " ".join(f"{state}: {colour}" for state, colour in _BROKER_COLOURS.items())
+    parts.append(
+        f'<text x="{left}" y="{height - 4}">lanes: {_e(legend)}; partition bars: ISR size '
+        "(full height: every broker), Ln: leader n</text></svg>"
+    )
+    return "".join(parts)
+
+
+def cluster_html(results: Sequence[RunResult]) -> str:
+    """The comparison table and each run's cluster timeline ('' for runs without either)."""
+    parts = []
+    rows = comparison_rows(results)
+    if rows:
+        head = "".join(
+            f"<th>{name}</th>"
+            for name in ("run", "acks", "idempotence", "fsync", "acked", "lost", "duplicated")
+        )
+        body = "".join(
+            "<tr>"
+            f"<td>{_e(row['run'])}</td><td>{_e(row['acks'])}</td>"
+            f"<td>{'on' if row['idempotence'] else 'off'}</td>"
+            f"<td>{'-' if row['fsync'] is None else ('on' if row['fsync'] else 'off')}</td>"
+            f"<td>{row['acked']:,}</td>"
+            f'<td class="{"bad" if row["lost"] else "ok"}">{row["lost"]:,}</td>'
+            f"<td>{row['duplicated']:,}</td></tr>"
+            for row in rows
+        )
+        parts.append(
+            "<section id=comparison><h2>acks and fsync, side by side</h2>"
+            f"<table><tr>{head}</tr>{body}</table><p>{_e(COMPARISON_NOTE)}</p></section>"
+        )
+    charts = [(result, cluster_timeline_chart(result)) for result in results]
+    charts = [(result, chart) for result, chart in charts if chart]
+    if charts:
+        parts.append("<section id=cluster-timeline><h2>The cluster over time</h2>")
+        for _, chart in charts:
+            parts.append(f'<div class="charts">{chart}</div>')
+        parts.append("</section>")
+    return "".join(parts)

@@ -5,7 +5,14 @@
 
 The local broker advertises the proxy, so every client connection goes through it. With
 `bootstrap`, the proxy fronts the external cluster instead and rewrites the addresses it
-advertises; only client-side faults apply.
+advertises; only client-side faults apply. With `brokers` N, a local cluster (a controller and N
+brokers, `local_cluster.py`) stands behind the proxy instead of the one broker; the workload topic
+gets `replication_factor` copies and `min_insync` (3 and 2 by default), the cluster faults apply,
+and a poller records the cluster timeline (`cluster_timeline.py`).
+
+Comparisons (`acks`, `fsync`) run the at-least-once workload once more per setting, each on the
+same seeded fault schedule: acks=1 (idempotence off, as at-least-once has it: librdkafka forces
+acks=all with idempotence) against acks=all, and `odradek.acks.all.fsync` off against on.
 
 A run is a sequence of small phase functions over one `_Run`, each of which a new kind of run can
 replace or extend (a cluster instead of one broker, new faults):
@@ -32,9 +39,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from confluent_kafka.admin import (  # type: ignore[attr-defined]  # re-exported, not in __all__
+    AdminClient,
+    NewTopic,
+)
+
 from odradek.check.analysis import Analysis, analyse
+from odradek.check.cluster_timeline import ClusterTimeline, TimelinePoller
 from odradek.check.faults import (
+    ALL_POWER_LOSS,
     BROKER_FAULTS,
+    CLUSTER_FAULTS,
     DESCRIPTIONS,
     POWER_LOSS,
     FaultInjector,
@@ -54,6 +69,7 @@ from odradek.check.history import (
     write_history,
 )
 from odradek.check.local_broker import LocalBroker, free_port
+from odradek.check.local_cluster import LocalCluster
 from odradek.check.measures import (
     BatchCosts,
     Recovery,
@@ -69,6 +85,7 @@ from odradek.check.speed_order import Settings, settings
 from odradek.check.worker import WorkerSpec, read_positions
 from odradek.check.workload import (
     PROCESSOR_OVERRIDES,
+    PRODUCER_OVERRIDES,
     ProcessorSupervisor,
     ProducerWorkload,
     SinkReader,
@@ -78,7 +95,7 @@ from odradek.check.workload import (
     final_poll,
     final_sink,
 )
-from odradek.client import Guarantee
+from odradek.client import Guarantee, GuaranteeProducer
 
 logger = logging.getLogger("odradek.check")
 
@@ -111,10 +128,68 @@ class CheckOptions:
     fault_free: float = 10.0
     assignment_timeout: float = 60.0
     settle_timeout: float = 15.0
+    brokers: int = 0  # 0: one local broker; N: a local cluster of N brokers
+    replication_factor: int | None = None  # the workload topic's, on a cluster (default 3)
+    min_insync: int | None = None  # its min.insync.replicas (default 2)
+    acks: tuple[str, ...] = ()  # at-least-once once per acks setting ("0", "1", "all")
+    fsync: tuple[bool, ...] = ()  # at-least-once once per odradek.acks.all.fsync setting
 
     @property
     def local(self) -> bool:
         return self.bootstrap is None
+
+    @property
+    def copies(self) -> int:
+        """The workload topic's replication factor."""
+        if self.brokers <= 0:
+            return 1
+        return self.replication_factor or min(3, self.brokers)
+
+    @property
+    def insync(self) -> int:
+        """The workload topic's min.insync.replicas."""
+        return self.min_insync or min(2, self.copies)
+
+
+@dataclass(frozen=True, slots=True)
+class RunSpec:
+    """One run: a guarantee's workload, with its producer's `acks` and the brokers'
+    `odradek.acks.all.fsync` overridden for a comparison (None: as the guarantee/broker has it)."""
+
+    guarantee: Guarantee
+    acks: str | None = None
+    fsync: bool | None = None
+
+    @property
+    def name(self) -> str:
+        """The run's label and directory: the guarantee, plus what the comparison changed."""
+        parts = [self.guarantee.value]
+        if self.acks is not None:
+            parts.append(f"acks-{self.acks}")
+        if self.fsync is not None:
+            parts.append(f"fsync-{'on' if self.fsync else 'off'}")
+        return "-".join(parts)
+
+    @property
+    def comparison(self) -> bool:
+        return self.acks is not None or self.fsync is not None
+
+
+def run_specs(options: CheckOptions) -> list[RunSpec]:
+    """Each guarantee once, then the comparisons: the at-least-once workload once per `acks`
+    and per `fsync` value (a value equal to the plain run's is that run: acks=all, fsync on)."""
+    specs = [RunSpec(guarantee) for guarantee in options.guarantees]
+    alo = Guarantee.AT_LEAST_ONCE
+    plain = alo in options.guarantees
+    for acks in options.acks:
+        if acks != "all" or not plain:
+            specs.append(RunSpec(alo, acks=acks))
+            plain = plain or acks == "all"
+    for fsync in options.fsync:
+        if not fsync or not plain:
+            specs.append(RunSpec(alo, fsync=fsync))
+            plain = plain or fsync
+    return specs
 
 
 @dataclass(slots=True)
@@ -187,6 +262,17 @@ class RunResult:
     drained: bool = True  # the processor read the topic to its end: loss is judged
     workload: str = "sink"  # "sink" (SQLite sink per guarantee) or "txn" (transactional)
     topic: str = ""  # the input topic (the report's leader lookup takes it)
+    name: str = ""  # the guarantee, plus a comparison's setting ("at-least-once-acks-1")
+    comparison: bool = False  # a comparison run (the matrix shows the plain runs)
+    acks: str = "all"  # the producer's acks
+    idempotence: bool = False  # the producer's enable.idempotence
+    fsync: bool = True  # the brokers' odradek.acks.all.fsync (unknown against --bootstrap)
+    brokers: int = 1  # 0: an external cluster
+    replication_factor: int = 1
+    min_insync: int = 1
+    cluster_timeline: ClusterTimeline | None = None  # times: ns on the history clock
+    phase_origin_ns: int = 0  # history-clock ns when the fault-free phase started
+    injected: int = 0  # faults the injector carried out (a late one may not fit the phase)
 
     def as_json(self) -> dict[str, Any]:
         analysis = self.analysis
@@ -194,12 +280,21 @@ class RunResult:
         return {
             "guarantee": self.guarantee.value,
             "workload": self.workload,
+            "run": self.name or self.guarantee.value,
+            "comparison": self.comparison,
+            "acks": self.acks,
+            "idempotence": self.idempotence,
+            "fsync": self.fsync if self.brokers else None,
+            "brokers": self.brokers or None,
+            "replication_factor": self.replication_factor if self.brokers else None,
+            "min_insync_replicas": self.min_insync if self.brokers else None,
             "settings": {
                 "acks": self.settings.acks,
                 "commit": self.settings.commit,
                 "transactions": self.settings.transactions,
             },
             "faults": self.faults,
+            "faults_injected": self.injected,
             "acked": analysis.acked,
             "lost": analysis.lost,
             "duplicated": analysis.duplicated,
@@ -239,6 +334,7 @@ class _Run:
 
     options: CheckOptions
     guarantee: Guarantee
+    spec: RunSpec
     directory: Path
     clock: Clock
     history: HistoryWriter
@@ -249,6 +345,9 @@ class _Run:
     kill_flag: Path
     notes: list[str] = field(default_factory=list)
     broker: LocalBroker | None = None
+    cluster: LocalCluster | None = None
+    poller: TimelinePoller | None = None
+    cluster_timeline: ClusterTimeline | None = None
     proxy: FaultProxy | None = None
     bootstrap: str = ""
     reader: SinkReader | None = None
@@ -282,12 +381,17 @@ def _addresses(bootstrap: str) -> list[tuple[str, int]]:
 
 
 def run_guarantee(
-    options: CheckOptions, guarantee: Guarantee, on_progress: ProgressCallback | None = None
+    options: CheckOptions,
+    guarantee: Guarantee | RunSpec,
+    on_progress: ProgressCallback | None = None,
 ) -> RunResult:
-    """One guarantee's run: a fault-free phase, then a fault phase, on one broker and workload."""
-    run = _new_run(options, guarantee, on_progress)
+    """One guarantee's run: a fault-free phase, then a fault phase, on one broker (or cluster)
+    and workload."""
+    spec = guarantee if isinstance(guarantee, RunSpec) else RunSpec(guarantee)
+    run = _new_run(options, spec, on_progress)
     try:
         _start_brokers(run)
+        _create_replicated_topic(run)
         _start_workload(run)
         _await_assignment(run)
         _start_monitor(run)
@@ -300,10 +404,9 @@ def run_guarantee(
     return _result(run)
 
 
-def _new_run(
-    options: CheckOptions, guarantee: Guarantee, on_progress: ProgressCallback | None
-) -> _Run:
-    directory = options.workdir / guarantee.value
+def _new_run(options: CheckOptions, spec: RunSpec, on_progress: ProgressCallback | None) -> _Run:
+    guarantee = spec.guarantee
+    directory = options.workdir / spec.name
     directory.mkdir(parents=True, exist_ok=True)
     for stale in directory.glob("history*.jsonl"):
         stale.unlink()
@@ -312,10 +415,11 @@ def _new_run(
     return _Run(
         options=options,
         guarantee=guarantee,
+        spec=spec,
         directory=directory,
         clock=clock,
         history=HistoryWriter(directory / "history-checker.jsonl", clock),
-        progress=Progress(guarantee.value, duration=options.fault_free + options.duration),
+        progress=Progress(spec.name, duration=options.fault_free + options.duration),
         on_progress=on_progress,
         topic=f"odradek-check-{guarantee.value}-{run_id}",
         group=f"odradek-check-{guarantee.value}-{run_id}",
@@ -323,14 +427,67 @@ def _new_run(
     )
 
 
-def _start_brokers(run: _Run) -> None:
-    """The local broker behind the proxy, or the proxy in front of `--bootstrap`."""
+def _broker_overrides(run: _Run) -> dict[str, str]:
+    """Lazy storage when a power-loss fault is scheduled; the comparison's fsync setting."""
+    overrides: dict[str, str] = {}
+    if POWER_LOSS in run.options.faults or ALL_POWER_LOSS in run.options.faults:
+        overrides |= LAZY_STORAGE
+    if run.spec.fsync is not None:
+        overrides["odradek.acks.all.fsync"] = "true" if run.spec.fsync else "false"
+    return overrides
+
+
+def _start_cluster(run: _Run) -> None:
+    """A controller and `brokers` brokers, each advertising its fault-proxy port to clients."""
     options = run.options
-    if options.local:
+    run.cluster = cluster = LocalCluster(
+        run.directory / "cluster", options.brokers, overrides=_broker_overrides(run)
+    )
+    run.proxy = proxy = FaultProxy([("127.0.0.1", port) for port in cluster.client_ports.values()])
+    run.bootstrap = proxy.start()
+    cluster.advertised = {
+        node: proxy.port_for(("127.0.0.1", port)) for node, port in cluster.client_ports.items()
+    }
+    run.report(f"starting a cluster of {options.brokers} brokers")
+    run.cluster.start()
+
+
+def _create_replicated_topic(run: _Run) -> None:
+    """On a cluster: the workload topic with its replication factor and min.insync.replicas,
+    created before the workload's own (replication factor 1) call, which then finds it; waits
+    until every partition has a leader and a full ISR."""
+    if run.cluster is None:
+        return
+    options = run.options
+    admin = AdminClient({"bootstrap.servers": run.bootstrap, "log_level": 0})
+    topic = NewTopic(
+        run.topic,
+        options.partitions,
+        options.copies,
+        config={"min.insync.replicas": str(options.insync)},
+    )
+    admin.create_topics([topic], operation_timeout=20)[run.topic].result(30)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        views = run.cluster.partitions(run.topic)
+        if len(views) == options.partitions and all(
+            view.leader >= 0 and len(view.isr) == options.copies for view in views.values()
+        ):
+            return
+        time.sleep(0.1)
+    run.notes.append("the workload topic's ISR was not full within 30 s of its creation")
+
+
+def _start_brokers(run: _Run) -> None:
+    """The local broker (or cluster) behind the proxy, or the proxy in front of `--bootstrap`."""
+    options = run.options
+    if options.local and options.brokers > 0:
+        _start_cluster(run)
+    elif options.local:
         broker_port = free_port()
         run.proxy = FaultProxy([("127.0.0.1", broker_port)])
         run.bootstrap = run.proxy.start()
-        overrides = dict(LAZY_STORAGE) if POWER_LOSS in options.faults else {}
+        overrides = _broker_overrides(run)
         run.broker = LocalBroker(
             run.directory / "data",
             port=broker_port,
@@ -382,6 +539,15 @@ def _start_workload(run: _Run) -> None:
         lambda: run.delivered,
         window=options.window,
     )
+    if run.spec.acks is not None:
+        # The comparison's acks: a producer of the guarantee's settings with `acks` replaced
+        # (at-least-once has idempotence off, which acks=0/1 need: librdkafka forces acks=all
+        # on an idempotent producer).
+        run.producer.producer = GuaranteeProducer(
+            run.bootstrap,
+            run.guarantee,
+            {**PRODUCER_OVERRIDES, "acks": run.spec.acks, "enable.idempotence": False},
+        )
 
 
 def assigned_partitions(supervisor: ProcessorSupervisor) -> set[int]:
@@ -438,6 +604,9 @@ def _start_monitor(run: _Run) -> None:
 
     run.monitor_thread = threading.Thread(target=monitor, name="odradek-check-monitor", daemon=True)
     run.monitor_thread.start()
+    if run.cluster is not None:
+        run.poller = TimelinePoller(run.cluster, run.topic, run.clock)
+        run.poller.start()
 
 
 def _produce(run: _Run, phase: str, seconds: float) -> float:
@@ -482,6 +651,7 @@ def _fault_phase(run: _Run) -> None:
     """Produce for `duration` while the injector carries out the seeded schedule."""
     options = run.options
     run.planned = schedule(options.faults, options.duration, options.seed)
+    producer, supervisor = run.producer, run.supervisor
     run.injector = FaultInjector(
         run.planned,
         run.history,
@@ -490,6 +660,14 @@ def _fault_phase(run: _Run) -> None:
         kill_flag=run.kill_flag,
         started=time.monotonic(),
         on_event=run.progress.faults.append,
+        cluster=run.cluster,
+        topic=run.topic,
+        partitions=options.partitions,
+        acked=(lambda: producer.acked) if producer is not None else None,
+        processor_pid=(
+            lambda: supervisor.process.pid if supervisor and supervisor.process else None
+        ),
+        seed=options.seed,
     )
     run.injector.start()  # its schedule counts from here; the phase starts a moment later
     _produce(run, FAULTS, options.duration)
@@ -562,6 +740,9 @@ def _stop(run: _Run) -> None:
         run.monitor_thread.join(timeout=5)
     if run.injector is not None:
         run.injector.stop()
+    if run.poller is not None:
+        run.cluster_timeline = run.poller.stop()
+        run.cluster_timeline.write(run.directory / "cluster-timeline.jsonl")
     if run.supervisor is not None and run.supervisor.process is not None:
         run.supervisor.stop()
     run.kill_flag.unlink(missing_ok=True)
@@ -571,6 +752,8 @@ def _stop(run: _Run) -> None:
         run.proxy.stop()
     if run.broker is not None:
         run.broker.stop()
+    if run.cluster is not None:
+        run.cluster.stop()
 
 
 def _result(run: _Run) -> RunResult:
@@ -600,6 +783,16 @@ def _result(run: _Run) -> RunResult:
             "the broker ran in lazy storage mode (odradek.storage.mode=lazy), so every broker "
             "kill in this run also lost the bytes that were not fsynced"
         )
+    if run.cluster is not None and ALL_POWER_LOSS in run.options.faults:
+        run.notes.append(
+            "the brokers ran in lazy storage mode (odradek.storage.mode=lazy), so every broker "
+            "kill in this run also lost the bytes that were not fsynced"
+        )
+    options = run.options
+    acks = run.spec.acks or settings(run.guarantee).acks
+    idempotence = run.spec.acks is None and bool(
+        run.guarantee.producer_config().get("enable.idempotence", False)
+    )
     run.report("done")
     return RunResult(
         guarantee=run.guarantee,
@@ -622,22 +815,38 @@ def _result(run: _Run) -> RunResult:
         seed=run.options.seed,
         drained=run.drained,
         topic=run.topic,
+        name=run.spec.name,
+        comparison=run.spec.comparison,
+        acks=acks,
+        idempotence=idempotence,
+        fsync=run.spec.fsync if run.spec.fsync is not None else True,
+        brokers=options.brokers if options.local else 0,
+        replication_factor=options.copies,
+        min_insync=options.insync if options.brokers else 1,
+        cluster_timeline=run.cluster_timeline,
+        phase_origin_ns=origin,
+        injected=len(run.injector.done) if run.injector is not None else 0,
     )
 
 
 def run_check(
     options: CheckOptions, on_progress: ProgressCallback | None = None
 ) -> list[RunResult]:
-    """Run each guarantee's workload in turn, each against a fresh local broker (or the cluster)."""
+    """Run each guarantee's workload in turn, then the comparisons (`run_specs`), each against a
+    fresh local broker or cluster (or the external cluster)."""
     if not options.local:
         invalid = [fault for fault in options.faults if fault in BROKER_FAULTS]
         if invalid:
             raise ValueError(f"{', '.join(invalid)} need the checker's own broker")
+    if options.brokers <= 0:
+        invalid = [fault for fault in options.faults if fault in CLUSTER_FAULTS]
+        if invalid:
+            raise ValueError(f"{', '.join(invalid)} need the checker's own cluster (--brokers N)")
     if options.workload == "txn":
         from odradek.check.txn import run_txn  # txn.py builds on this module
 
         return [run_txn(options, on_progress)]
-    return [run_guarantee(options, guarantee, on_progress) for guarantee in options.guarantees]
+    return [run_guarantee(options, spec, on_progress) for spec in run_specs(options)]
 
 
 __all__ = [
@@ -646,7 +855,9 @@ __all__ = [
     "PhaseResult",
     "Progress",
     "RunResult",
+    "RunSpec",
     "Sample",
     "run_check",
     "run_guarantee",
+    "run_specs",
 ]

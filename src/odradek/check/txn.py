@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Sequence
 
 from odradek.check.analysis import analyse
+from odradek.check.cluster_timeline import TimelinePoller
 from odradek.check.faults import FaultInjector, schedule
 from odradek.check.history import (
     CHECKER,
@@ -47,6 +48,7 @@ from odradek.check.runner import (
     Progress,
     ProgressCallback,
     RunResult,
+    RunSpec,
     Sample,
     _Run,
     _start_brokers,
@@ -100,6 +102,7 @@ def run_txn(options: CheckOptions, on_progress: ProgressCallback | None = None) 
     run = _Run(
         options=options,
         guarantee=Guarantee.EXACTLY_ONCE,
+        spec=RunSpec(Guarantee.EXACTLY_ONCE),
         directory=directory,
         clock=clock,
         history=HistoryWriter(directory / "history-checker.jsonl", clock),
@@ -121,6 +124,9 @@ def run_txn(options: CheckOptions, on_progress: ProgressCallback | None = None) 
         run.started = time.monotonic()
         monitor = threading.Thread(target=_monitor, args=(run, workload, stop_monitor), daemon=True)
         monitor.start()
+        if run.cluster is not None:
+            run.poller = TimelinePoller(run.cluster, run.topic, run.clock)
+            run.poller.start()
         _phase(run, workload, FAULT_FREE, options.fault_free)
         run.planned = schedule(options.faults, options.duration, options.seed)
         run.injector = FaultInjector(
@@ -131,6 +137,9 @@ def run_txn(options: CheckOptions, on_progress: ProgressCallback | None = None) 
             kill_flag=run.kill_flag,
             started=time.monotonic(),
             on_event=run.progress.faults.append,
+            cluster=run.cluster,
+            topic=run.topic,
+            partitions=options.partitions,
         )
         run.injector.start()
         _phase(run, workload, FAULTS, options.duration)
@@ -221,4 +230,10 @@ def _result(run: _Run, workload: TxnWorkload | None) -> RunResult:
         drained=run.drained,
         workload=WORKLOAD,
         topic=run.topic,
+        brokers=run.options.brokers if run.options.local else 0,
+        replication_factor=run.options.copies,
+        min_insync=run.options.insync if run.options.brokers else 1,
+        cluster_timeline=run.cluster_timeline,
+        phase_origin_ns=origin,
+        injected=len(run.injector.done) if run.injector is not None else 0,
     )

@@ -15,7 +15,13 @@ from rich.live import Live
 from rich.table import Table
 
 from odradek.check.faults import FaultError, parse_faults
-from odradek.check.report import print_table, write_html, write_json
+from odradek.check.report import (
+    main_runs,
+    print_comparison,
+    print_table,
+    write_html,
+    write_json,
+)
 from odradek.check.runner import CheckOptions, Progress, run_check
 from odradek.client import Guarantee
 
@@ -42,6 +48,36 @@ def _bootstrap_servers(
                 f"{item.strip()!r} is not host:port with a numeric port (e.g. localhost:9092)"
             )
     return value
+
+
+def _acks_values(
+    context: click.Context, param: click.Parameter, value: str | None
+) -> tuple[str, ...] | None:
+    """`1,all` -> ("1", "all"); -1 is all."""
+    if value is None:
+        return None
+    chosen = []
+    for part in filter(None, (part.strip().lower() for part in value.split(","))):
+        item = "all" if part == "-1" else part
+        if item not in ("0", "1", "all"):
+            raise click.BadParameter(f"{item!r} is not an acks setting: 0, 1 or all")
+        chosen.append(item)
+    return tuple(dict.fromkeys(chosen))
+
+
+def _fsync_values(
+    context: click.Context, param: click.Parameter, value: str | None
+) -> tuple[bool, ...] | None:
+    """`on,off` -> (True, False)."""
+    if value is None:
+        return None
+    words = {"on": True, "true": True, "off": False, "false": False}
+    chosen = []
+    for item in filter(None, (part.strip().lower() for part in value.split(","))):
+        if item not in words:
+            raise click.BadParameter(f"{item!r} is not on or off")
+        chosen.append(words[item])
+    return tuple(dict.fromkeys(chosen))
 
 
 def _stop_on_sigterm() -> None:
@@ -94,7 +130,8 @@ def _progress_table(progress: Progress) -> Table:
     default="all",
     show_default=True,
     help="Comma-separated: kill, pause, power-loss, proxy-cut, proxy-delay, proxy-drop, "
-    "processor-kill; 'all' (those that apply) or 'none'.",
+    "processor-kill; with --brokers: leader-kill, follower-pause, isolate, controller-kill, "
+    "all-power-loss and the proxy/processor faults; 'all' (those that apply) or 'none'.",
 )
 @click.option(
     "--duration",
@@ -129,6 +166,42 @@ def _progress_table(progress: Progress) -> Table:
     "of a local broker.",
 )
 @click.option(
+    "--brokers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Run each workload on a local cluster of this many brokers (and a controller) "
+    "instead of one broker.",
+)
+@click.option(
+    "--replication-factor",
+    type=click.IntRange(min=1),
+    default=None,
+    help="With --brokers: the workload topic's replication factor (default min(3, brokers)).",
+)
+@click.option(
+    "--min-insync",
+    type=click.IntRange(min=1),
+    default=None,
+    help="With --brokers: the workload topic's min.insync.replicas (default min(2, RF)).",
+)
+@click.option(
+    "--acks",
+    "acks_text",
+    default=None,
+    callback=_acks_values,
+    help="Comma-separated acks settings (0, 1, all): the at-least-once workload once per "
+    "setting, on the same fault schedule (idempotence off; librdkafka forces acks=all with "
+    "it). Default with --brokers: 1,all.",
+)
+@click.option(
+    "--fsync",
+    "fsync_text",
+    default=None,
+    callback=_fsync_values,
+    help="Comma-separated on/off: the at-least-once workload once per odradek.acks.all.fsync "
+    "setting of the local brokers. Default with --brokers: on,off.",
+)
+@click.option(
     "--workdir",
     type=click.Path(path_type=Path),
     default=None,
@@ -145,14 +218,33 @@ def check(
     json_path: Path | None,
     html_path: Path | None,
     bootstrap: str | None,
+    brokers: int | None,
+    replication_factor: int | None,
+    min_insync: int | None,
+    acks_text: tuple[str, ...] | None,
+    fsync_text: tuple[bool, ...] | None,
     workdir: Path | None,
 ) -> None:
     """Run each guarantee's workload, first fault-free, then under faults, and measure the
     trade-off matrix: speed and latency from the fault-free phase; loss, duplicates, anomalies
     and recovery from the fault phase."""
     logging.basicConfig(level=logging.ERROR)
+    if brokers is not None and bootstrap is not None:
+        raise click.UsageError("--brokers starts a local cluster; --bootstrap checks another one")
+    if brokers is None and (replication_factor or min_insync):
+        raise click.UsageError("--replication-factor and --min-insync need --brokers")
+    if brokers is not None and (replication_factor or min(3, brokers)) > brokers:
+        raise click.BadParameter(
+            f"{replication_factor} copies need at least as many brokers ({brokers})",
+            param_hint="--replication-factor",
+        )
+    if fsync_text is not None and bootstrap is not None:
+        raise click.UsageError("--fsync sets the local brokers' odradek.acks.all.fsync")
+    on_cluster = brokers is not None
+    acks = acks_text if acks_text is not None else (("1", "all") if on_cluster else ())
+    fsync = fsync_text if fsync_text is not None else ((True, False) if on_cluster else ())
     try:
-        chosen_faults = parse_faults(faults, local=bootstrap is None)
+        chosen_faults = parse_faults(faults, local=bootstrap is None, brokers=brokers or 0)
     except FaultError as error:
         raise click.BadParameter(str(error), param_hint="--faults") from None
     guarantees = list(Guarantee) if guarantee == "all" else [Guarantee(guarantee)]
@@ -167,6 +259,11 @@ def check(
         seed=seed,
         bootstrap=bootstrap,
         workdir=directory,
+        brokers=brokers or 0,
+        replication_factor=replication_factor,
+        min_insync=min_insync,
+        acks=acks,
+        fsync=fsync,
     )
     _stop_on_sigterm()
     console = Console(stderr=True)
@@ -174,11 +271,16 @@ def check(
     console.print(
         f"odradek check: {running}; faults: "
         f"{', '.join(chosen_faults) or 'none'}; {fault_free:g} s fault-free then {duration:g} s "
-        f"of faults each; work in {directory}"
+        f"of faults each"
+        + (f"; {brokers} brokers" if brokers else "")
+        + (f"; acks {','.join(acks)}" if acks else "")
+        + (f"; fsync {','.join('on' if f else 'off' for f in fsync)}" if fsync else "")
+        + f"; work in {directory}"
     )
     with Live(console=console, refresh_per_second=4, transient=True) as live:
         results = run_check(options, lambda progress: live.update(_progress_table(progress)))
-    print_table(results, Console())
+    print_table(main_runs(results), Console())
+    print_comparison(results, Console())
     if json_path is not None:
         write_json(results, json_path)
         console.print(f"JSON: {json_path}")
