@@ -33,7 +33,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from odradek import Broker
 from odradek.check.history import Clock, HistoryWriter
 from odradek.check.measures import Window, speed
-from odradek.check.runner import CheckOptions, Progress, _drain, _Run
+from odradek.check.runner import CheckOptions, Progress, RunSpec, _drain, _Run
 from odradek.check.workload import SinkReader, create_sink, create_topic
 from odradek.cli.check import check
 from odradek.client import Guarantee
@@ -123,6 +123,7 @@ def test_the_drain_is_not_done_while_committed_offsets_are_past_the_log_end(
             drain_timeout=3.0,
         ),
         guarantee=Guarantee.AT_MOST_ONCE,
+        spec=RunSpec(Guarantee.AT_MOST_ONCE),
         directory=tmp_path,
         clock=clock,
         history=HistoryWriter(tmp_path / "history-checker.jsonl", clock),
