@@ -1,0 +1,444 @@
+"""Transactions across brokers, with real processes (odradek.Cluster: a controller and three
+brokers, every topic RF=3 with min.insync.replicas=2, `__transaction_state` likewise):
+
+- KIP-890 part 1 across brokers: a late transactional batch (its transaction aborted before it
+  arrived) is refused by a partition leader that is not the transaction coordinator — the
+  leader asks the coordinator with AddPartitionsToTxn `verify_only`;
+- KIP-890 part 2 across brokers: a Produce v12 batch to such a leader adds its partition to the
+  transaction (AddPartitionsToTxn v5 without `verify_only` from the leader), EndTxn v5 commits
+  it and a read_committed reader sees it;
+- markers carry the coordinator epoch: a leader refuses WriteTxnMarkers from an older
+  coordinator epoch (TRANSACTION_COORDINATOR_FENCED) and writes nothing.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from cluster_helpers import create_replicated_topic, wait_until
+from confluent_kafka import Consumer, TopicPartition
+from kio.schema.errors import ErrorCode
+
+from odradek.cli.wire import WireClient
+from odradek.cluster import Cluster
+from odradek.protocol.api_keys import ApiKey
+from odradek.protocol.record_batch import Record, encode_batch
+
+SESSION_TIMEOUT_MS = 3000
+TRANSACTION_KEY_TYPE = 1
+
+pytestmark = pytest.mark.timeout(240)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    with Cluster(
+        brokers=3,
+        data_dir=tmp_path_factory.mktemp("transactions"),
+        log_level="INFO",
+        config={
+            "broker.session.timeout.ms": str(SESSION_TIMEOUT_MS),
+            "broker.heartbeat.interval.ms": "500",
+            "replica.lag.time.max.ms": "1500",
+            "offsets.topic.num.partitions": "3",
+            "transaction.abort.timed.out.transaction.cleanup.interval.ms": "1000",
+        },
+    ) as running:
+        yield running
+
+
+# -- the raw protocol ---------------------------------------------------------------------------
+
+
+def running_broker(cluster: Cluster) -> int:
+    return next(n for n in cluster.node_ids if cluster.is_running(n))
+
+
+def transaction_coordinator(cluster: Cluster, transactional_id: str) -> int:
+    """The node FindCoordinator names for `transactional_id` (waits until there is one)."""
+
+    def ask() -> int | None:
+        with WireClient(cluster.broker_address(running_broker(cluster)), timeout=10) as client:
+            response = client.request(
+                ApiKey.FIND_COORDINATOR, 3, key=transactional_id, key_type=TRANSACTION_KEY_TYPE
+            )
+        return int(response.node_id) if response.error_code == ErrorCode.none else None
+
+    found: list[int] = []
+    wait_until(lambda: found.append(node) or True if (node := ask()) is not None else False)
+    return found[-1]
+
+
+def partition_led_elsewhere(cluster: Cluster, topic: str, partitions: int, avoid: int) -> int:
+    """A partition of `topic` whose leader is not broker `avoid` (waits for one)."""
+    found: list[int] = []
+
+    def look() -> bool:
+        for index in range(partitions):
+            if cluster.leader_of(topic, index) not in (None, avoid):
+                found.append(index)
+                return True
+        return False
+
+    wait_until(look, message=f"a partition of {topic} led by another broker than {avoid}")
+    return found[0]
+
+
+def request_retrying(
+    cluster: Cluster, node: int, api_key: int, version: int, error_of: Any, **fields: Any
+) -> Any:
+    """`api_key` to broker `node` until its answer's error (by `error_of(response)`) is not
+    retriable (CONCURRENT_TRANSACTIONS, COORDINATOR_LOAD_IN_PROGRESS, NOT_COORDINATOR ...)."""
+    retriable = {
+        ErrorCode.concurrent_transactions,
+        ErrorCode.coordinator_load_in_progress,
+        ErrorCode.coordinator_not_available,
+        ErrorCode.not_coordinator,
+        ErrorCode.not_enough_replicas,
+        ErrorCode.request_timed_out,
+    }
+    deadline = time.monotonic() + 30
+    while True:
+        with WireClient(cluster.broker_address(node), timeout=15) as client:
+            response = client.request(api_key, version, **fields)
+        if ErrorCode(error_of(response)) not in retriable or time.monotonic() > deadline:
+            return response
+        time.sleep(0.2)
+
+
+def init_producer_id(cluster: Cluster, coordinator: int, transactional_id: str) -> tuple[int, int]:
+    response = request_retrying(
+        cluster,
+        coordinator,
+        ApiKey.INIT_PRODUCER_ID,
+        4,
+        lambda r: r.error_code,
+        transactional_id=transactional_id,
+        transaction_timeout=60_000,
+        producer_id=-1,
+        producer_epoch=-1,
+    )
+    assert response.error_code == ErrorCode.none
+    return int(response.producer_id), int(response.producer_epoch)
+
+
+def add_partition(
+    cluster: Cluster,
+    coordinator: int,
+    transactional_id: str,
+    producer: tuple[int, int],
+    topic: str,
+    index: int,
+) -> None:
+    with WireClient(cluster.broker_address(coordinator), timeout=15) as client:
+        topic_entry = client.build(
+            ApiKey.ADD_PARTITIONS_TO_TXN,
+            3,
+            "AddPartitionsToTxnTopic",
+            name=topic,
+            partitions=(index,),
+        )
+        response = client.request(
+            ApiKey.ADD_PARTITIONS_TO_TXN,
+            3,
+            v3_and_below_transactional_id=transactional_id,
+            v3_and_below_producer_id=producer[0],
+            v3_and_below_producer_epoch=producer[1],
+            v3_and_below_topics=(topic_entry,),
+        )
+    (result,) = response.results_by_topic_v3_and_below
+    assert result.results_by_partition[0].partition_error_code == ErrorCode.none
+
+
+def end_txn(
+    cluster: Cluster,
+    coordinator: int,
+    transactional_id: str,
+    producer: tuple[int, int],
+    commit: bool,
+    version: int = 4,
+) -> Any:
+    return request_retrying(
+        cluster,
+        coordinator,
+        ApiKey.END_TXN,
+        version,
+        lambda r: r.error_code,
+        transactional_id=transactional_id,
+        producer_id=producer[0],
+        producer_epoch=producer[1],
+        committed=commit,
+    )
+
+
+def transactional_batch(
+    producer: tuple[int, int], base_sequence: int, values: list[bytes]
+) -> bytes:
+    return encode_batch(
+        [Record(key=None, value=value) for value in values],
+        producer_id=producer[0],
+        producer_epoch=producer[1],
+        base_sequence=base_sequence,
+        is_transactional=True,
+        base_timestamp=1_700_000_000_000,
+    )
+
+
+def produce(
+    cluster: Cluster,
+    node: int,
+    transactional_id: str,
+    topic: str,
+    index: int,
+    records: bytes,
+    version: int = 9,
+) -> Any:
+    """One Produce (acks=all) to broker `node`; the partition's response."""
+    with WireClient(cluster.broker_address(node), timeout=15) as client:
+        partition = client.build(
+            ApiKey.PRODUCE, version, "PartitionProduceData", index=index, records=records
+        )
+        topic_data = client.build(
+            ApiKey.PRODUCE, version, "TopicProduceData", name=topic, partition_data=(partition,)
+        )
+        response = client.request(
+            ApiKey.PRODUCE,
+            version,
+            transactional_id=transactional_id,
+            acks=-1,
+            timeout=10_000,
+            topic_data=(topic_data,),
+        )
+    return response.responses[0].partition_responses[0]
+
+
+def read_committed(cluster: Cluster, topic: str, index: int, until: bytes) -> list[bytes]:
+    """Values of `topic`-`index` a read_committed confluent-kafka consumer gets from offset 0
+    until it has read `until` (or 30 s pass)."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": cluster.bootstrap_servers,
+            "group.id": f"reader-{uuid.uuid4()}",
+            "isolation.level": "read_committed",
+            "enable.auto.commit": False,
+            "log_level": 0,
+        }
+    )
+    consumer.assign([TopicPartition(topic, index, 0)])
+    values: list[bytes] = []
+    deadline = time.monotonic() + 30
+    try:
+        while until not in values and time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is not None and message.error() is None:
+                values.append(message.value() or b"")
+    finally:
+        consumer.close()
+    return values
+
+
+def stable_end(cluster: Cluster, node: int, topic: str, index: int) -> int:
+    """ListOffsets latest with read_committed from `node`: the partition's LSO."""
+    with WireClient(cluster.broker_address(node), timeout=10) as client:
+        partition = client.build(
+            ApiKey.LIST_OFFSETS,
+            4,
+            "ListOffsetsPartition",
+            partition_index=index,
+            current_leader_epoch=-1,
+            timestamp=-1,
+        )
+        topic_entry = client.build(
+            ApiKey.LIST_OFFSETS, 4, "ListOffsetsTopic", name=topic, partitions=(partition,)
+        )
+        response = client.request(
+            ApiKey.LIST_OFFSETS, 4, replica_id=-1, isolation_level=1, topics=(topic_entry,)
+        )
+    (answer,) = response.topics[0].partitions
+    assert answer.error_code == ErrorCode.none
+    return int(answer.offset)
+
+
+# -- KIP-890 across brokers -----------------------------------------------------------------
+
+
+def test_late_batch_is_refused_by_a_leader_that_is_not_the_coordinator(cluster: Cluster) -> None:
+    transactional_id = f"late-{uuid.uuid4()}"
+    coordinator = transaction_coordinator(cluster, transactional_id)
+    topic = "verified"
+    create_replicated_topic(cluster, topic, 3)
+    index = partition_led_elsewhere(cluster, topic, 3, coordinator)
+    leader = cluster.leader_of(topic, index)
+    assert leader is not None
+    assert leader != coordinator
+    producer = init_producer_id(cluster, coordinator, transactional_id)
+
+    add_partition(cluster, coordinator, transactional_id, producer, topic, index)
+    first = produce(
+        cluster,
+        leader,
+        transactional_id,
+        topic,
+        index,
+        transactional_batch(producer, 0, [b"aborted-0"]),
+    )
+    assert first.error_code == ErrorCode.none
+    assert end_txn(cluster, coordinator, transactional_id, producer, commit=False).error_code == (
+        ErrorCode.none
+    )
+    # The producer's second batch of that transaction, delayed past its abort: the leader asks
+    # the coordinator, which knows no ongoing transaction with this partition.
+    late = produce(
+        cluster,
+        leader,
+        transactional_id,
+        topic,
+        index,
+        transactional_batch(producer, 1, [b"late-1"]),
+    )
+    assert late.error_code == ErrorCode.invalid_txn_state
+    # Nothing was appended and nothing hangs: the LSO is past the abort marker, and a
+    # committed transaction after it is read without the aborted or the late record.
+    wait_until(
+        lambda: stable_end(cluster, leader, topic, index) == 2,
+        message="the LSO past the abort marker, with no late record after it",
+    )
+    add_partition(cluster, coordinator, transactional_id, producer, topic, index)
+    assert (
+        produce(
+            cluster,
+            leader,
+            transactional_id,
+            topic,
+            index,
+            transactional_batch(producer, 1, [b"committed-1"]),
+        ).error_code
+        == ErrorCode.none
+    )
+    assert end_txn(cluster, coordinator, transactional_id, producer, commit=True).error_code == (
+        ErrorCode.none
+    )
+    assert read_committed(cluster, topic, index, until=b"committed-1") == [b"committed-1"]
+
+
+def test_produce_v12_adds_its_partition_through_a_coordinator_on_another_broker(
+    cluster: Cluster,
+) -> None:
+    transactional_id = f"v2-{uuid.uuid4()}"
+    coordinator = transaction_coordinator(cluster, transactional_id)
+    topic = "verified-v2"
+    create_replicated_topic(cluster, topic, 3)
+    index = partition_led_elsewhere(cluster, topic, 3, coordinator)
+    leader = cluster.leader_of(topic, index)
+    assert leader is not None
+    producer = init_producer_id(cluster, coordinator, transactional_id)
+
+    # No AddPartitionsToTxn: the batch itself adds the partition (transaction version 2).
+    answer = produce(
+        cluster,
+        leader,
+        transactional_id,
+        topic,
+        index,
+        transactional_batch(producer, 0, [b"v2-committed"]),
+        version=12,
+    )
+    assert answer.error_code == ErrorCode.none
+    ended = end_txn(cluster, coordinator, transactional_id, producer, commit=True, version=5)
+    assert ended.error_code == ErrorCode.none
+    assert int(ended.producer_epoch) == producer[1] + 1
+    assert read_committed(cluster, topic, index, until=b"v2-committed") == [b"v2-committed"]
+    # A late batch of the ended transaction (the old epoch) is refused and not appended.
+    late = produce(
+        cluster,
+        leader,
+        transactional_id,
+        topic,
+        index,
+        transactional_batch(producer, 1, [b"v2-late"]),
+        version=12,
+    )
+    assert late.error_code != ErrorCode.none
+    wait_until(
+        lambda: stable_end(cluster, leader, topic, index) == 2,
+        message="the LSO past the commit marker, with no late record after it",
+    )
+
+
+# -- markers and the coordinator epoch ------------------------------------------------------
+
+
+def write_marker(
+    cluster: Cluster,
+    node: int,
+    producer: tuple[int, int],
+    topic: str,
+    index: int,
+    commit: bool,
+    coordinator_epoch: int,
+) -> ErrorCode:
+    with WireClient(cluster.broker_address(node), timeout=15) as client:
+        marker_topic = client.build(
+            ApiKey.WRITE_TXN_MARKERS,
+            1,
+            "WritableTxnMarkerTopic",
+            name=topic,
+            partition_indexes=(index,),
+        )
+        marker = client.build(
+            ApiKey.WRITE_TXN_MARKERS,
+            1,
+            "WritableTxnMarker",
+            producer_id=producer[0],
+            producer_epoch=producer[1],
+            transaction_result=commit,
+            topics=(marker_topic,),
+            coordinator_epoch=coordinator_epoch,
+        )
+        response = client.request(ApiKey.WRITE_TXN_MARKERS, 1, markers=(marker,))
+    return ErrorCode(response.markers[0].topics[0].partitions[0].error_code)
+
+
+def coordinator_epoch(cluster: Cluster) -> int:
+    """The coordinator epoch: the leader epoch of `__transaction_state`-0."""
+    described = cluster.describe_partition("__transaction_state", 0)
+    return int(described.leader_epoch)
+
+
+def test_leader_refuses_markers_from_an_older_coordinator_epoch(cluster: Cluster) -> None:
+    transactional_id = f"fenced-markers-{uuid.uuid4()}"
+    coordinator = transaction_coordinator(cluster, transactional_id)
+    topic = "marked"
+    create_replicated_topic(cluster, topic, 3)
+    index = partition_led_elsewhere(cluster, topic, 3, coordinator)
+    leader = cluster.leader_of(topic, index)
+    assert leader is not None
+    producer = init_producer_id(cluster, coordinator, transactional_id)
+    add_partition(cluster, coordinator, transactional_id, producer, topic, index)
+    assert (
+        produce(
+            cluster,
+            leader,
+            transactional_id,
+            topic,
+            index,
+            transactional_batch(producer, 0, [b"committed"]),
+        ).error_code
+        == ErrorCode.none
+    )
+    assert end_txn(cluster, coordinator, transactional_id, producer, commit=True).error_code == (
+        ErrorCode.none
+    )
+    epoch = coordinator_epoch(cluster)
+    stable = stable_end(cluster, leader, topic, index)
+    # A zombie coordinator of an older epoch cannot write a marker (here: an ABORT that would
+    # contradict the COMMIT the current coordinator wrote).
+    assert write_marker(cluster, leader, producer, topic, index, False, epoch - 1) == (
+        ErrorCode.transaction_coordinator_fenced
+    )
+    assert stable_end(cluster, leader, topic, index) == stable
+    assert read_committed(cluster, topic, index, until=b"committed") == [b"committed"]
