@@ -69,7 +69,14 @@ def transaction_coordinator(cluster: Cluster, transactional_id: str) -> int:
         return int(response.node_id) if response.error_code == ErrorCode.none else None
 
     found: list[int] = []
-    wait_until(lambda: found.append(node) or True if (node := ask()) is not None else False)
+
+    def known() -> bool:
+        node = ask()
+        if node is not None:
+            found.append(node)
+        return node is not None
+
+    wait_until(known, message=f"a transaction coordinator for {transactional_id}")
     return found[-1]
 
 
