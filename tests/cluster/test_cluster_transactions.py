@@ -1,5 +1,7 @@
-"""Transactions across brokers, with real processes (odradek.Cluster: a controller and three
-brokers, every topic RF=3 with min.insync.replicas=2, `__transaction_state` likewise):
+"""Transactions across brokers, with real processes (odradek.Cluster: a controller and four
+brokers, every topic RF=3 with min.insync.replicas=2, `__transaction_state` likewise; the
+fourth broker lets one broker outside `__transaction_state`'s replicas be paused while another
+is killed):
 
 - KIP-890 part 1 across brokers: a late transactional batch (its transaction aborted before it
   arrived) is refused by a partition leader that is not the transaction coordinator — the
@@ -8,7 +10,12 @@ brokers, every topic RF=3 with min.insync.replicas=2, `__transaction_state` like
   transaction (AddPartitionsToTxn v5 without `verify_only` from the leader), EndTxn v5 commits
   it and a read_committed reader sees it;
 - markers carry the coordinator epoch: a leader refuses WriteTxnMarkers from an older
-  coordinator epoch (TRANSACTION_COORDINATOR_FENCED) and writes nothing.
+  coordinator epoch (TRANSACTION_COORDINATOR_FENCED) and writes nothing;
+- coordinator failover: the broker that takes over `__transaction_state` loads it, answers
+  CONCURRENT_TRANSACTIONS for an id it found in PrepareCommit while that transaction's only
+  partition is offline, serves the other ids meanwhile, aborts a transaction that timed out
+  with its periodic sweep, and completes the commit when the partition returns; the killed
+  coordinator's epoch can write no marker any more.
 """
 
 from __future__ import annotations
@@ -18,12 +25,14 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import click
 import pytest
 from cluster_helpers import create_replicated_topic, wait_until
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
 from kio.schema.errors import ErrorCode
 
-from odradek.cli.wire import WireClient
+from odradek.cli.wire import WireClient, decode_describe_transactions
 from odradek.cluster import Cluster
 from odradek.protocol.api_keys import ApiKey
 from odradek.protocol.record_batch import Record, encode_batch
@@ -37,7 +46,7 @@ pytestmark = pytest.mark.timeout(240)
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     with Cluster(
-        brokers=3,
+        brokers=4,
         data_dir=tmp_path_factory.mktemp("transactions"),
         log_level="INFO",
         config={
@@ -55,11 +64,12 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 
 def running_broker(cluster: Cluster) -> int:
-    return next(n for n in cluster.node_ids if cluster.is_running(n))
+    return next(n for n in cluster.node_ids if cluster.is_running(n) and not cluster.is_paused(n))
 
 
-def transaction_coordinator(cluster: Cluster, transactional_id: str) -> int:
-    """The node FindCoordinator names for `transactional_id` (waits until there is one)."""
+def transaction_coordinator(cluster: Cluster, transactional_id: str, avoid: int = -1) -> int:
+    """The node FindCoordinator names for `transactional_id` (waits until there is one other
+    than `avoid`)."""
 
     def ask() -> int | None:
         with WireClient(cluster.broker_address(running_broker(cluster)), timeout=10) as client:
@@ -72,9 +82,10 @@ def transaction_coordinator(cluster: Cluster, transactional_id: str) -> int:
 
     def known() -> bool:
         node = ask()
-        if node is not None:
+        if node is not None and node != avoid:
             found.append(node)
-        return node is not None
+            return True
+        return False
 
     wait_until(known, message=f"a transaction coordinator for {transactional_id}")
     return found[-1]
@@ -449,3 +460,173 @@ def test_leader_refuses_markers_from_an_older_coordinator_epoch(cluster: Cluster
     )
     assert stable_end(cluster, leader, topic, index) == stable
     assert read_committed(cluster, topic, index, until=b"committed") == [b"committed"]
+
+
+# -- coordinator failover -------------------------------------------------------------------
+
+
+def create_topic_on(cluster: Cluster, name: str, replicas: list[int], min_insync: int = 1) -> None:
+    """A one-partition topic on exactly `replicas`."""
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap_servers, "log_level": 0})
+    topic = NewTopic(
+        name,
+        num_partitions=1,
+        replica_assignment=[replicas],
+        config={"min.insync.replicas": str(min_insync)},
+    )
+    futures = admin.create_topics([topic])
+    futures[name].result(15)
+    cluster.wait_for_isr(name, 0, len(replicas), timeout_s=15)
+
+
+def transaction_state(cluster: Cluster, node: int, transactional_id: str) -> str | None:
+    """The state DescribeTransactions on `node` gives `transactional_id` (None: an error)."""
+    try:
+        with WireClient(cluster.broker_address(node), timeout=10) as client:
+            body = client.request_body(
+                ApiKey.DESCRIBE_TRANSACTIONS, 0, transactional_ids=(transactional_id,)
+            )
+    except OSError:
+        return None
+    (described,) = decode_describe_transactions(body)
+    return described.state if described.error == ErrorCode.none else None
+
+
+def init_producer_id_once(cluster: Cluster, node: int, transactional_id: str) -> Any:
+    with WireClient(cluster.broker_address(node), timeout=10) as client:
+        return client.request(
+            ApiKey.INIT_PRODUCER_ID,
+            4,
+            transactional_id=transactional_id,
+            transaction_timeout=60_000,
+            producer_id=-1,
+            producer_epoch=-1,
+        )
+
+
+def test_new_coordinator_finishes_prepared_commits_and_times_out_open_transactions(
+    cluster: Cluster,
+) -> None:
+    prepared_id = f"prepared-{uuid.uuid4()}"
+    coordinator = transaction_coordinator(cluster, prepared_id)
+    state_replicas = cluster.describe_partition("__transaction_state", 0).replicas
+    (outside,) = [node for node in cluster.node_ids if node not in state_replicas]
+    # The prepared transaction's only partition lives on the broker outside
+    # `__transaction_state`'s replicas: pausing it takes the partition offline and leaves
+    # two of the coordinator's replicas once the coordinator is killed.
+    stuck = f"stuck-{uuid.uuid4().hex[:8]}"
+    create_topic_on(cluster, stuck, [outside])
+    # The other transactions' partition: RF=3, min.insync.replicas=2 on the coordinator's
+    # replicas, so it stays writable with the coordinator killed and `outside` paused.
+    free = f"free-{uuid.uuid4().hex[:8]}"
+    create_topic_on(cluster, free, list(state_replicas), min_insync=2)
+
+    producer = init_producer_id(cluster, coordinator, prepared_id)
+    add_partition(cluster, coordinator, prepared_id, producer, stuck, 0)
+    assert (
+        produce(cluster, outside, prepared_id, stuck, 0, transactional_batch(producer, 0, [b"p"]))
+    ).error_code == ErrorCode.none
+
+    # A transaction left open with a short timeout: the sweep must abort it.
+    open_id = f"open-{uuid.uuid4()}"
+    with WireClient(cluster.broker_address(coordinator), timeout=10) as client:
+        opened = client.request(
+            ApiKey.INIT_PRODUCER_ID,
+            4,
+            transactional_id=open_id,
+            transaction_timeout=4_000,
+            producer_id=-1,
+            producer_epoch=-1,
+        )
+    assert opened.error_code == ErrorCode.none
+    open_producer = (int(opened.producer_id), int(opened.producer_epoch))
+    add_partition(cluster, coordinator, open_id, open_producer, free, 0)
+    free_leader = cluster.leader_of(free, 0)
+    assert free_leader is not None
+    assert (
+        produce(
+            cluster,
+            free_leader,
+            open_id,
+            free,
+            0,
+            transactional_batch(open_producer, 0, [b"timed-out"]),
+        )
+    ).error_code == ErrorCode.none
+
+    killed_epoch = coordinator_epoch(cluster)
+    cluster.pause(outside)
+    try:
+        # EndTxn: PrepareCommit is written, the marker cannot be (the partition is offline).
+        # Odradek answers EndTxn after the markers, so this request times out; the commit is
+        # decided all the same.
+        try:
+            with WireClient(cluster.broker_address(coordinator), timeout=3) as client:
+                client.request(
+                    ApiKey.END_TXN,
+                    3,
+                    transactional_id=prepared_id,
+                    producer_id=producer[0],
+                    producer_epoch=producer[1],
+                    committed=True,
+                )
+        except click.ClickException:
+            pass  # no answer within 3 s
+        wait_until(
+            lambda: transaction_state(cluster, coordinator, prepared_id) == "PrepareCommit",
+            message="the transaction in PrepareCommit",
+        )
+        cluster.kill(coordinator)
+        successor = transaction_coordinator(cluster, prepared_id, avoid=coordinator)
+
+        # Loaded: the prepared id waits for its markers; every other id is served.
+        answers: list[ErrorCode] = []
+
+        def concurrent() -> bool:
+            answers.append(
+                ErrorCode(init_producer_id_once(cluster, successor, prepared_id).error_code)
+            )
+            return answers[-1] == ErrorCode.concurrent_transactions
+
+        wait_until(concurrent, timeout_s=30, message="CONCURRENT_TRANSACTIONS for the id")
+        assert transaction_state(cluster, successor, prepared_id) == "PrepareCommit"
+        other = Producer(
+            {
+                "bootstrap.servers": cluster.bootstrap_servers,
+                "transactional.id": f"other-{uuid.uuid4()}",
+                "log_level": 0,
+            }
+        )
+        other.init_transactions(30)
+        other.begin_transaction()
+        other.produce(free, b"served-meanwhile", partition=0)
+        other.commit_transaction(30)
+        # The sweep of the new coordinator aborts the timed-out transaction: the LSO moves
+        # past it and a read_committed reader gets only the committed record.
+        assert read_committed(cluster, free, 0, until=b"served-meanwhile") == [b"served-meanwhile"]
+        wait_until(
+            lambda: transaction_state(cluster, successor, open_id) == "CompleteAbort",
+            message="the timed-out transaction aborted by the new coordinator",
+        )
+        assert transaction_state(cluster, successor, prepared_id) == "PrepareCommit"
+    finally:
+        cluster.resume(outside)
+    # The partition is back: the new coordinator's marker lands and the commit completes.
+    wait_until(
+        lambda: transaction_state(cluster, successor, prepared_id) == "CompleteCommit",
+        timeout_s=40,
+        message="the prepared commit completed",
+    )
+    assert read_committed(cluster, stuck, 0, until=b"p") == [b"p"]
+    bumped = init_producer_id(cluster, successor, prepared_id)
+    assert bumped == (producer[0], producer[1] + 1)
+
+    # The killed coordinator's epoch is fenced wherever its markers would go.
+    cluster.restart(coordinator)
+    assert coordinator_epoch(cluster) > killed_epoch
+    stuck_leader = cluster.leader_of(stuck, 0)
+    assert stuck_leader == outside
+    assert write_marker(cluster, outside, producer, stuck, 0, False, killed_epoch) == (
+        ErrorCode.transaction_coordinator_fenced
+    )
+    cluster.wait_for_brokers(cluster.node_ids, timeout_s=SESSION_TIMEOUT_MS / 1000 + 20)
