@@ -15,29 +15,41 @@ is killed):
   CONCURRENT_TRANSACTIONS for an id it found in PrepareCommit while that transaction's only
   partition is offline, serves the other ids meanwhile, aborts a transaction that timed out
   with its periodic sweep, and completes the commit when the partition returns; the killed
-  coordinator's epoch can write no marker any more.
+  coordinator's epoch can write no marker any more;
+- the stage-3 transactional copier (tests/transactions/copier.py, a process) copies N records
+  exactly once while the leader of its input partition, of its output partition, of
+  `__transaction_state` and of its group's `__consumer_offsets` partition are killed with
+  SIGKILL in turn, mid-transaction: a read_committed reader sees each record once.
 """
 
 from __future__ import annotations
 
+import collections
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import click
 import pytest
-from cluster_helpers import create_replicated_topic, wait_until
-from confluent_kafka import Consumer, Producer, TopicPartition
+from cluster_helpers import consume_messages, create_replicated_topic, wait_until
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from kio.schema.errors import ErrorCode
 
 from odradek.cli.wire import WireClient, decode_describe_transactions
 from odradek.cluster import Cluster
+from odradek.coordinator.group.records import partition_for
 from odradek.protocol.api_keys import ApiKey
 from odradek.protocol.record_batch import Record, encode_batch
 
 SESSION_TIMEOUT_MS = 3000
+OFFSETS_PARTITIONS = 3
+COPIER = Path(__file__).parent.parent / "transactions" / "copier.py"
 TRANSACTION_KEY_TYPE = 1
 
 pytestmark = pytest.mark.timeout(240)
@@ -53,7 +65,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             "broker.session.timeout.ms": str(SESSION_TIMEOUT_MS),
             "broker.heartbeat.interval.ms": "500",
             "replica.lag.time.max.ms": "1500",
-            "offsets.topic.num.partitions": "3",
+            "offsets.topic.num.partitions": str(OFFSETS_PARTITIONS),
+            "group.initial.rebalance.delay.ms": "0",
+            "group.min.session.timeout.ms": "1000",
             "transaction.abort.timed.out.transaction.cleanup.interval.ms": "1000",
         },
     ) as running:
@@ -630,3 +644,117 @@ def test_new_coordinator_finishes_prepared_commits_and_times_out_open_transactio
         ErrorCode.transaction_coordinator_fenced
     )
     cluster.wait_for_brokers(cluster.node_ids, timeout_s=SESSION_TIMEOUT_MS / 1000 + 20)
+
+
+# -- the transactional copier under leader kills --------------------------------------------
+
+
+def start_copier(cluster: Cluster, source: str, target: str, group: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            str(COPIER),
+            cluster.bootstrap_servers,
+            source,
+            target,
+            group,
+            f"{group}-copier",
+            "0.05",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        text=True,
+    )
+
+
+def committed_offset(cluster: Cluster, group: str, topic: str) -> int:
+    consumer = Consumer(
+        {"bootstrap.servers": cluster.bootstrap_servers, "group.id": group, "log_level": 0}
+    )
+    try:
+        (position,) = consumer.committed([TopicPartition(topic, 0)], timeout=10)
+    except KafkaException:  # a coordinator moving: ask again later
+        return -1
+    finally:
+        consumer.close()
+    return int(position.offset)
+
+
+def test_copier_copies_exactly_once_while_each_leader_is_killed(cluster: Cluster) -> None:
+    suffix = uuid.uuid4().hex[:8]
+    source, target, group = f"copy-in-{suffix}", f"copy-out-{suffix}", f"copy-{suffix}"
+    for name in (source, target):
+        create_replicated_topic(cluster, name, 1)
+        cluster.wait_for_isr(name, 0, 3)
+    count = 1500
+    inputs = [b"record-%05d" % i for i in range(count)]
+    producer = Producer(
+        {"bootstrap.servers": cluster.bootstrap_servers, "linger.ms": 5, "log_level": 0}
+    )
+    for value in inputs:
+        producer.produce(source, value=value, partition=0)
+    assert producer.flush(30) == 0
+
+    offsets_partition = partition_for(group, OFFSETS_PARTITIONS)
+    watched = [
+        (source, 0),
+        (target, 0),
+        ("__transaction_state", 0),
+        ("__consumer_offsets", offsets_partition),
+    ]
+    copier = start_copier(cluster, source, target, group)
+    killed: list[tuple[str, int]] = []
+    try:
+        for topic, index in watched:
+            # Mid-copy: wait for some progress since the last kill, then kill the leader.
+            before = committed_offset(cluster, group, source)
+            wait_until(
+                lambda before=before: committed_offset(cluster, group, source) > before + 50,
+                timeout_s=60,
+                message=f"copy progress before killing the leader of {topic}-{index}",
+            )
+            leader = cluster.leader_of(topic, index)
+            assert leader is not None
+            cluster.kill(leader)
+            killed.append((topic, leader))
+            if copier.poll() is not None:
+                copier = start_copier(cluster, source, target, group)
+            time.sleep(2)
+            cluster.restart(leader)
+            for name, partition in watched:
+                cluster.wait_for_isr(name, partition, 3, timeout_s=60)
+        assert committed_offset(cluster, group, source) < count, "the kills came after the copy"
+
+        def done() -> bool:
+            nonlocal copier
+            if copier.poll() is not None:
+                print("copier exited", copier.returncode)
+                copier = start_copier(cluster, source, target, group)
+            return committed_offset(cluster, group, source) == count
+
+        wait_until(
+            done,
+            timeout_s=120,
+            message="every input record copied and committed",
+        )
+    finally:
+        copier.kill()
+        copier.wait(timeout=10)
+    copied = [
+        message.value()
+        for message in consume_messages(
+            cluster,
+            target,
+            until=lambda messages: len(messages) > count,
+            timeout_s=15,
+            poll_s=0.5,
+            **{"isolation.level": "read_committed"},
+        )
+    ]
+    counts = collections.Counter(copied)
+    duplicates = {value: n for value, n in counts.items() if n > 1}
+    missing = set(inputs) - set(counts)
+    assert not duplicates, f"{len(duplicates)} duplicated, e.g. {list(duplicates)[:3]}: {killed}"
+    assert not missing, f"{len(missing)} missing, e.g. {sorted(missing)[:3]}: {killed}"
+    assert len(copied) == count

@@ -31,10 +31,15 @@ TRANSACTION_ABORTABLE_VERSION = 4
 
 def _verification_error(error: ErrorCode, api_version: int) -> ErrorCode:
     """The transaction coordinator's answer as this request answers it (Kafka's
-    AddPartitionsToTxnManager): PRODUCER_FENCED is INVALID_PRODUCER_EPOCH, and
-    TRANSACTION_ABORTABLE is INVALID_TXN_STATE for clients older than v4."""
+    AddPartitionsToTxnManager): PRODUCER_FENCED is INVALID_PRODUCER_EPOCH,
+    NOT_LEADER_OR_FOLLOWER NOT_COORDINATOR, and TRANSACTION_ABORTABLE is INVALID_TXN_STATE
+    for clients older than v4."""
     if error == ErrorCode.producer_fenced:
         return ErrorCode.invalid_producer_epoch
+    if error == ErrorCode.not_leader_or_follower:
+        # This broker no longer leads the group's `__consumer_offsets` partition: it is not
+        # the group coordinator, which the client looks up again on NOT_COORDINATOR only.
+        return ErrorCode.not_coordinator
     if error == ErrorCode.transaction_abortable and api_version < TRANSACTION_ABORTABLE_VERSION:
         return ErrorCode.invalid_txn_state
     return error
