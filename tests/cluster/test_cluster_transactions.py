@@ -19,7 +19,9 @@ is killed):
 - the stage-3 transactional copier (tests/transactions/copier.py, a process) copies N records
   exactly once while the leader of its input partition, of its output partition, of
   `__transaction_state` and of its group's `__consumer_offsets` partition are killed with
-  SIGKILL in turn, mid-transaction: a read_committed reader sees each record once.
+  SIGKILL in turn, mid-transaction: a read_committed reader sees each record once;
+- the toolkit's exactly-once preflight finds `__transaction_state` with 3 replicas and
+  `transaction.state.log.min.isr=2` on this cluster (nothing to report about it).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from kio.schema.errors import ErrorCode
 
 from odradek.cli.wire import WireClient, decode_describe_transactions
+from odradek.client import preflight
 from odradek.cluster import Cluster
 from odradek.coordinator.group.records import partition_for
 from odradek.protocol.api_keys import ApiKey
@@ -758,3 +761,19 @@ def test_copier_copies_exactly_once_while_each_leader_is_killed(cluster: Cluster
     assert not duplicates, f"{len(duplicates)} duplicated, e.g. {list(duplicates)[:3]}: {killed}"
     assert not missing, f"{len(missing)} missing, e.g. {sorted(missing)[:3]}: {killed}"
     assert len(copied) == count
+
+
+def test_exactly_once_preflight_accepts_the_replicated_transaction_log(cluster: Cluster) -> None:
+    transaction_coordinator(cluster, f"preflight-{uuid.uuid4()}")  # __transaction_state exists
+    topic = f"preflight-{uuid.uuid4().hex[:8]}"
+    create_replicated_topic(cluster, topic, 1)
+    cluster.wait_for_isr(topic, 0, 3)
+    report = preflight(cluster.bootstrap_servers, [topic], "exactly-once")
+    about_transactions = [
+        finding
+        for finding in report.findings
+        if "__transaction_state" in finding.subject + finding.message
+        or "transaction.state.log" in finding.message
+    ]
+    assert about_transactions == []
+    assert report.ok, report.messages
