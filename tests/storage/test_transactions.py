@@ -65,6 +65,24 @@ def test_commit_ends_the_transaction(log_dir: Path) -> None:
     log.close()
 
 
+def test_last_stable_offset_waits_until_the_marker_is_below_the_high_watermark(
+    log_dir: Path,
+) -> None:
+    """Kafka's unreplicated transactions: a marker appended on the leader but not yet below
+    the high watermark leaves its transaction unstable (its records stay hidden from
+    read_committed); the LSO moves only once the high watermark passes the marker."""
+    log = _open(log_dir)
+    append(log, make_batch(2))
+    _txn(log, P1, 0, count=3)  # offsets 2-4, below the high watermark
+    log.append_control(P1, 0, commit=True, coordinator_epoch=0, now_ms=2_000)  # offset 5
+    assert log.high_watermark == 5
+    assert log.ongoing_transactions() == []
+    assert log.last_stable_offset == 2
+    log.high_watermark = 6
+    assert log.last_stable_offset == 6
+    log.close()
+
+
 def test_last_stable_offset_with_two_interleaved_producers(log_dir: Path) -> None:
     log = _open(log_dir)
     append(log, make_batch(2))

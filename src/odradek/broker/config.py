@@ -69,6 +69,7 @@ DEFAULTS: dict[str, str] = {
     "transaction.state.log.min.isr": "1",
     "transaction.state.log.num.partitions": "50",
     "transaction.max.timeout.ms": "900000",
+    "transaction.partition.verification.enable": "true",
     "transaction.state.log.segment.bytes": "104857600",
     "transactional.id.expiration.ms": "604800000",
     "transaction.abort.timed.out.transaction.cleanup.interval.ms": "10000",

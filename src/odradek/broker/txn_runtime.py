@@ -80,6 +80,7 @@ TRANSACTION_STATE_TOPIC = "__transaction_state"
 _READ_CHUNK_BYTES = 1 << 20
 _RETRY_S = 0.5
 _WRITE_TXN_MARKERS_VERSION = 1
+_ADD_PARTITIONS_TO_TXN_VERSION = 5
 
 
 class NotLeaderError(StorageError):
@@ -110,6 +111,10 @@ class TxnRuntime:
         self.replicas: ReplicaManager | None = None
         self._loading: asyncio.Task[None] | None = None
         self._marker_channels: dict[int, KafkaChannel] = {}
+        self._verify_channels: dict[int, KafkaChannel] = {}
+        # KIP-890 verification guards by (topic, partition, producer id): a marker written
+        # there removes the guard, voiding a verification answer still in flight.
+        self._verification_guards: dict[tuple[str, int, int], object] = {}
         self._logs = logs
         self._data_arrived = data_arrived
         self._group_commit = group_commit
@@ -185,7 +190,7 @@ class TxnRuntime:
         self._timers = []
         self._tasks.clear()
         self._loading = None
-        for channel in self._marker_channels.values():
+        for channel in [*self._marker_channels.values(), *self._verify_channels.values()]:
             await channel.close()
 
     # -- a cluster: coordinating while leading __transaction_state ----------------------------
@@ -462,24 +467,142 @@ class TxnRuntime:
             return _every(wanted, error)
         return result
 
-    def verify_partition(
-        self, transactional_id: str, producer_id: int, producer_epoch: int, topic: str, index: int
+    async def verify_partition(
+        self,
+        transactional_id: str,
+        producer_id: int,
+        producer_epoch: int,
+        topic: str,
+        index: int,
+        add: bool = False,
     ) -> ErrorCode:
-        """KIP-890 part 1 for Produce: is (topic, index) in the producer's ongoing
-        transaction? Synchronous, so nothing can change between this answer and the append.
+        """KIP-890 for Produce, just before the append of a transactional batch that would
+        start the producer's transaction on `topic`-`index`: is the partition in the
+        producer's ongoing transaction? With `add` (part 2, Produce v12) the partition is
+        first added to it, as AddPartitionsToTxn would.
 
-        On a cluster whose transaction coordinator is another broker this is NONE: Kafka asks
-        that coordinator (AddPartitionsToTxn verify_only); Odradek does not yet, so a
-        transactional batch is not verified there."""
-        if self.clustered and not self._started:
+        Where this broker coordinates the transactional id (alone, always) the check is
+        synchronous, so nothing can change between this answer and the append. On a cluster
+        whose coordinator is another broker, the partition's leader asks it with
+        AddPartitionsToTxn v5 (`verify_only` unless `add`; Kafka's AddPartitionsToTxnManager)
+        under a verification guard: a marker written for the producer on this partition while
+        the question is in flight voids the answer (INVALID_TXN_STATE, Kafka's
+        VerificationGuard), so a transaction that ended meanwhile is never reopened by a late
+        batch. Off with `transaction.partition.verification.enable=false` (every batch NONE)."""
+        if self.config.properties.get("transaction.partition.verification.enable") == "false":
             return ErrorCode.none
+        if self.clustered and self._led(TRANSACTION_STATE_TOPIC, 0) is None:
+            return await self._verify_remotely(
+                transactional_id, producer_id, producer_epoch, topic, index, add
+            )
+        if add:
+            error = await self.add_partition_implicitly(
+                transactional_id, producer_id, producer_epoch, topic, index
+            )
+            if error != ErrorCode.none:
+                return error
         if not self.ensure_started():
-            return ErrorCode.coordinator_not_available
+            return self.coordinator_error() or ErrorCode.coordinator_not_available
         partition = TopicPartition(topic, index)
         result, _records = self.coordinator.add_partitions_to_txn(
             transactional_id, producer_id, producer_epoch, [partition], now_ms(), verify_only=True
         )
         return result.partition_errors.get(partition, result.error)
+
+    async def _verify_remotely(
+        self,
+        transactional_id: str,
+        producer_id: int,
+        producer_epoch: int,
+        topic: str,
+        index: int,
+        add: bool,
+    ) -> ErrorCode:
+        hosted = self._led(topic, index)
+        if hosted is None:
+            return ErrorCode.not_leader_or_follower
+        leader_epoch = hosted.state.leader_epoch
+        key = (topic, index, producer_id)
+        guard = self._verification_guards.setdefault(key, object())
+        error = await self._ask_coordinator(
+            transactional_id, producer_id, producer_epoch, topic, index, verify_only=not add
+        )
+        if error != ErrorCode.none:
+            return error
+        now_led = self._led(topic, index)
+        if now_led is not hosted or hosted.state.leader_epoch != leader_epoch:
+            return ErrorCode.not_leader_or_follower
+        if hosted.log.has_ongoing_transaction(producer_id, producer_epoch):
+            # Another batch of the same transaction started it meanwhile (Kafka checks the
+            # guard only for a batch that would start the transaction).
+            return ErrorCode.none
+        if self._verification_guards.get(key) is not guard:
+            return ErrorCode.invalid_txn_state
+        del self._verification_guards[key]
+        return ErrorCode.none
+
+    async def _ask_coordinator(
+        self,
+        transactional_id: str,
+        producer_id: int,
+        producer_epoch: int,
+        topic: str,
+        index: int,
+        verify_only: bool,
+    ) -> ErrorCode:
+        """AddPartitionsToTxn v5 for one partition to the transaction coordinator (the leader
+        of the id's `__transaction_state` partition); its error for the partition. An
+        unreachable or unknown coordinator is NOT_COORDINATOR, which a producer retries."""
+        coordinator = self._coordinator_node()
+        if coordinator is None or coordinator == self.config.node_id:
+            return ErrorCode.not_coordinator
+        channel = await self._channel_to(coordinator, self._verify_channels, "txn-verify")
+        if channel is None:
+            return ErrorCode.not_coordinator
+        module = request_module(ApiKey.ADD_PARTITIONS_TO_TXN, _ADD_PARTITIONS_TO_TXN_VERSION)
+        try:
+            response = await channel.request(
+                ApiKey.ADD_PARTITIONS_TO_TXN,
+                _ADD_PARTITIONS_TO_TXN_VERSION,
+                timeout_s=self._append_timeout_ms / 1000,
+                transactions=(
+                    make(
+                        nested(module, "AddPartitionsToTxnTransaction"),
+                        transactional_id=transactional_id,
+                        producer_id=producer_id,
+                        producer_epoch=producer_epoch,
+                        verify_only=verify_only,
+                        topics=(
+                            make(
+                                nested(module, "AddPartitionsToTxnTopic"),
+                                name=topic,
+                                partitions=(index,),
+                            ),
+                        ),
+                    ),
+                ),
+            )
+        except ChannelError as error:
+            logger.info("verifying %s-%d with broker %d: %s", topic, index, coordinator, error)
+            return ErrorCode.not_coordinator
+        if response.error_code != ErrorCode.none:
+            return ErrorCode(response.error_code)
+        for transaction in response.results_by_transaction:
+            for topic_result in transaction.topic_results:
+                for partition in topic_result.results_by_partition:
+                    return ErrorCode(partition.partition_error_code)
+        return ErrorCode.unknown_server_error
+
+    def _coordinator_node(self) -> int | None:
+        """The broker leading `__transaction_state`-0 in this broker's metadata image."""
+        if self.replicas is None:
+            return None
+        image = self.replicas.member.image
+        described = image.topic(TRANSACTION_STATE_TOPIC)
+        if described is None or 0 not in described.partitions:
+            return None
+        leader = described.partitions[0].leader
+        return leader if leader >= 0 else None
 
     async def add_offsets(
         self, transactional_id: str, producer_id: int, producer_epoch: int, group_id: str
@@ -631,23 +754,11 @@ class TxnRuntime:
             logger.warning("marker for %s-%d: no such partition", topic, index)
             return True
         leader = image.topics_by_id[topic_id].partitions[index].leader
-        registration = image.brokers.get(leader) if leader >= 0 else None
-        endpoint = None
-        if registration is not None:
-            endpoint = next(
-                (e for e in registration.listeners if e.name == replicas.member.listener_name),
-                None,
-            )
-        if endpoint is None or leader == self.config.node_id:
+        if leader == self.config.node_id:
             return False
-        channel = self._marker_channels.get(leader)
-        if channel is None or (channel.host, channel.port) != (endpoint.host, endpoint.port):
-            if channel is not None:
-                await channel.close()
-            channel = KafkaChannel(
-                endpoint.host, endpoint.port, f"odradek-txn-markers-{self.config.node_id}"
-            )
-            self._marker_channels[leader] = channel
+        channel = await self._channel_to(leader, self._marker_channels, "txn-markers")
+        if channel is None:
+            return False
         module = request_module(ApiKey.WRITE_TXN_MARKERS, _WRITE_TXN_MARKERS_VERSION)
         try:
             response = await channel.request(
@@ -686,6 +797,32 @@ class TxnRuntime:
             return True
         logger.info("marker for %s-%d: %s, retrying", topic, index, error_code.name)
         return False
+
+    async def _channel_to(
+        self, node_id: int, channels: dict[int, KafkaChannel], purpose: str
+    ) -> KafkaChannel | None:
+        """The channel in `channels` to broker `node_id` at its current endpoint (from the
+        metadata image); None while the broker is unknown, fenced or has no such listener."""
+        replicas = self.replicas
+        if replicas is None or node_id < 0:
+            return None
+        registration = replicas.member.image.brokers.get(node_id)
+        if registration is None or registration.fenced:
+            return None
+        endpoint = next(
+            (e for e in registration.listeners if e.name == replicas.member.listener_name), None
+        )
+        if endpoint is None:
+            return None
+        channel = channels.get(node_id)
+        if channel is None or (channel.host, channel.port) != (endpoint.host, endpoint.port):
+            if channel is not None:
+                await channel.close()
+            channel = KafkaChannel(
+                endpoint.host, endpoint.port, f"odradek-{purpose}-{self.config.node_id}"
+            )
+            channels[node_id] = channel
+        return channel
 
     def write_marker(
         self,
@@ -736,6 +873,7 @@ class TxnRuntime:
         hosted = self._led(topic, index)
         if hosted is None:
             raise NotLeaderError(f"not the leader of {topic}-{index}")
+        self._verification_guards.pop((topic, index, producer_id), None)
         if topic == OFFSETS_TOPIC:
             return self._groups.write_marker(
                 index, producer_id, producer_epoch, commit, coordinator_epoch, now

@@ -325,9 +325,10 @@ class PartitionLog:
 
     @property
     def last_stable_offset(self) -> int:
-        """min(first offset of every ongoing transaction, high watermark), never below the
-        log start offset: where read_committed fetches stop."""
-        first_unstable = self._producer_state.first_unstable_offset()
+        """min(first offset of every ongoing transaction or one whose marker is not yet
+        below the high watermark, high watermark), never below the log start offset: where
+        read_committed fetches stop."""
+        first_unstable = self._producer_state.first_unstable_offset(self._high_watermark)
         if first_unstable is None:
             return self._high_watermark
         return min(max(first_unstable, self._log_start_offset), self._high_watermark)
@@ -580,6 +581,7 @@ class PartitionLog:
             producer_epoch,
             coordinator_epoch,
             now_ms if log_append_time_ms is None else log_append_time_ms,
+            marker_offset,
         )
         if first_offset is not None and not commit:
             self._segments[-1].txn_index.append(

@@ -256,7 +256,7 @@ def apply_marker(
     )
     last_stable_offset = state.last_stable_offset_after(header.producer_id, header.base_offset)
     first_offset = state.complete_marker(
-        entry, header.producer_epoch, coordinator_epoch, header.max_timestamp
+        entry, header.producer_epoch, coordinator_epoch, header.max_timestamp, header.base_offset
     )
     if first_offset is not None and control_type == CONTROL_TYPE_ABORT:
         segment.txn_index.append(

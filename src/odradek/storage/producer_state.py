@@ -256,6 +256,11 @@ class ProducerStateManager:
         self._producers: dict[int, ProducerStateEntry] = {}
         # producer id -> first offset of its ongoing transaction (kept small: LSO is its min)
         self._ongoing: dict[int, int] = {}
+        # (marker offset, first offset) of transactions a marker ended that may still be at or
+        # above the high watermark: they stay unstable until it passes the marker (Kafka's
+        # ProducerStateManager.unreplicatedTxns), so the LSO never moves past a transaction
+        # because its marker was merely appended on the leader.
+        self._unreplicated: list[tuple[int, int]] = []
 
     # -- queries -----------------------------------------------------------------------------
 
@@ -265,9 +270,17 @@ class ProducerStateManager:
     def __len__(self) -> int:
         return len(self._producers)
 
-    def first_unstable_offset(self) -> int | None:
-        """First offset of the oldest ongoing transaction, None without one."""
-        return min(self._ongoing.values()) if self._ongoing else None
+    def first_unstable_offset(self, high_watermark: int | None = None) -> int | None:
+        """First offset of the oldest transaction that is ongoing or whose marker is not yet
+        below `high_watermark` (None: every ended transaction counts as stable); None without
+        one."""
+        if high_watermark is None or not self._unreplicated:
+            return min(self._ongoing.values(), default=None)
+        self._unreplicated = [
+            (marker, first) for marker, first in self._unreplicated if marker >= high_watermark
+        ]
+        unreplicated = [first for _marker, first in self._unreplicated]
+        return min([*self._ongoing.values(), *unreplicated], default=None)
 
     def has_ongoing_transaction(self, producer_id: int, producer_epoch: int) -> bool:
         """Whether this producer, at this epoch, has a transaction open here (O(1))."""
@@ -381,13 +394,17 @@ class ProducerStateManager:
         producer_epoch: int,
         coordinator_epoch: int,
         timestamp: int,
+        marker_offset: int | None = None,
     ) -> int | None:
         """Install a marker written to the log; returns the ended transaction's first offset.
 
         None when no transaction was ongoing (Kafka writes such a marker too, but it touches
-        neither the LSO nor the transaction index).
+        neither the LSO nor the transaction index). With `marker_offset` the transaction stays
+        unstable until the high watermark passes the marker.
         """
         first_offset = entry.current_txn_first_offset
+        if first_offset is not None and marker_offset is not None:
+            self._unreplicated.append((marker_offset, first_offset))
         entry.update_epoch(producer_epoch)
         entry.coordinator_epoch = coordinator_epoch
         entry.last_timestamp = timestamp

@@ -1,9 +1,10 @@
 """AddPartitionsToTxn: partitions join the producer's ongoing transaction.
 
 v0-v3 carry one transaction (clients); v4+ a batch of them, each optionally `verify_only`
-(what brokers send for KIP-890's produce check). Partitions of unknown topics get
-UNKNOWN_TOPIC_OR_PARTITION and the rest of that transaction OPERATION_NOT_ATTEMPTED, with
-nothing written, as in Kafka.
+(what a partition leader sends for KIP-890's produce check; v5 without `verify_only` is a leader
+adding the partition for a Produce v12 batch, KIP-890 part 2). Partitions of unknown topics (on
+a cluster: unknown to the metadata image) get UNKNOWN_TOPIC_OR_PARTITION and the rest of that
+transaction OPERATION_NOT_ATTEMPTED, with nothing written, as in Kafka.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from kio.schema.errors import ErrorCode
 
 from odradek.broker import dispatcher
 from odradek.broker.context import BrokerContext
-from odradek.coordinator.txn import TopicPartition, error_for_version
+from odradek.coordinator.txn import TRANSACTION_VERSION_2, TopicPartition, error_for_version
 from odradek.protocol.api_keys import ApiKey
 from odradek.protocol.codec import RequestHeader, make, nested, response_module, response_type
 
@@ -31,7 +32,7 @@ async def _add(
     partitions = [
         TopicPartition(topic.name, index) for topic in topics for index in topic.partitions
     ]
-    unknown = {tp for tp in partitions if context.logs.log(tp.topic, tp.partition) is None}
+    unknown = {tp for tp in partitions if not _exists(context, tp)}
     if unknown:
         errors = {
             tp: ErrorCode.unknown_topic_or_partition
@@ -41,7 +42,14 @@ async def _add(
         }
     else:
         result = await context.transactions.add_partitions(
-            transactional_id, producer_id, producer_epoch, partitions, verify_only
+            transactional_id,
+            producer_id,
+            producer_epoch,
+            partitions,
+            verify_only,
+            # v5 without verify_only comes from a partition leader adding the partition for
+            # a Produce v12 batch (KIP-890 part 2): transaction version 2.
+            TRANSACTION_VERSION_2 if version >= 5 and not verify_only else None,
         )
         errors = {
             tp: error_for_version(ApiKey.ADD_PARTITIONS_TO_TXN, version, error)
@@ -51,6 +59,16 @@ async def _add(
     for (topic, index), error in errors.items():
         by_topic.setdefault(topic, {})[index] = error
     return by_topic
+
+
+def _exists(context: BrokerContext, partition: TopicPartition) -> bool:
+    """Whether the partition exists: on a cluster in the metadata image (the coordinator
+    need not host a replica of it), alone in the local logs."""
+    if context.cluster is not None:
+        described = context.cluster.image.topic(partition.topic)
+        if described is not None:
+            return partition.partition in described.partitions
+    return context.logs.log(partition.topic, partition.partition) is not None
 
 
 @dispatcher.register(ApiKey.ADD_PARTITIONS_TO_TXN, 0, 5)

@@ -8,7 +8,8 @@ recompressed. Producer state lives in the log: a retry of one of the producer's 
 is acknowledged with its original offsets and not appended again; a sequence gap gets
 OUT_OF_ORDER_SEQUENCE_NUMBER and a fenced epoch INVALID_PRODUCER_EPOCH, with nothing appended.
 KIP-890 part 1: the first transactional batch of a producer on a partition is checked
-with the transaction coordinator (in-process, synchronous) and refused unless the partition is
+with the transaction coordinator (in-process and synchronous, or on a cluster with
+AddPartitionsToTxn to the coordinator's broker) and refused unless the partition is
 in the producer's ongoing transaction: TRANSACTION_ABORTABLE to v11+ clients, INVALID_TXN_STATE
 to older ones. The records' shape comes first, as Kafka's ProduceRequest.validateRecords checks
 it: one complete batch of magic 2 (INVALID_RECORD otherwise).
@@ -213,16 +214,14 @@ async def handle(
                 continue
             first = headers[0]
             if first.is_transactional and transactional_id is not None:
-                if header.api_version >= TRANSACTION_V2_VERSION:
-                    add_error = await _add_to_transaction(
-                        context, transactional_id, first, name, index, log
-                    )
-                    if add_error != ErrorCode.none:
-                        code, message = _verification_error(add_error, header.api_version)
-                        partition_results.append(_error(index, code, message=message))
-                        continue
-                verify_error = _verify_transaction(
-                    context, transactional_id, first, name, index, log
+                verify_error = await _verify_transaction(
+                    context,
+                    transactional_id,
+                    first,
+                    name,
+                    index,
+                    log,
+                    add=header.api_version >= TRANSACTION_V2_VERSION,
                 )
                 if verify_error != ErrorCode.none:
                     code, message = _verification_error(verify_error, header.api_version)
@@ -340,42 +339,25 @@ def _recompress(
     return recompress_batches(records, headers, codec, level, config.max_message_bytes)
 
 
-async def _add_to_transaction(
+async def _verify_transaction(
     context: BrokerContext,
     transactional_id: str,
     header: BatchHeader,
     topic: str,
     index: int,
     log: PartitionLog,
+    add: bool,
 ) -> ErrorCode:
-    """KIP-890 part 2 (Produce v12): the first transactional batch of a producer on a partition
-    adds the partition to its transaction (Kafka's ReplicaManager with the addPartition
-    operation). The part 1 check that follows, synchronous with the append, still runs, so a
-    transaction that ended meanwhile is not appended to."""
+    """KIP-890: a transactional batch that would start the producer's transaction on this
+    partition must belong to a partition in its ongoing transaction; with `add` (part 2,
+    Produce v12) the batch adds the partition first. Batches of a transaction already open
+    here are not asked about again (as Kafka's hasOngoingTransaction). On a cluster the
+    transaction coordinator may be another broker (TxnRuntime.verify_partition)."""
     producer_id, producer_epoch = header.producer_id, header.producer_epoch
     if log.has_ongoing_transaction(producer_id, producer_epoch):
         return ErrorCode.none
-    return await context.transactions.add_partition_implicitly(
-        transactional_id, producer_id, producer_epoch, topic, index
-    )
-
-
-def _verify_transaction(
-    context: BrokerContext,
-    transactional_id: str,
-    header: BatchHeader,
-    topic: str,
-    index: int,
-    log: PartitionLog,
-) -> ErrorCode:
-    """KIP-890 part 1: a transactional batch that would start the producer's transaction on
-    this partition must belong to a partition added to its ongoing transaction. Batches of a
-    transaction already open here are not asked about again (as Kafka's hasOngoingTransaction)."""
-    producer_id, producer_epoch = header.producer_id, header.producer_epoch
-    if log.has_ongoing_transaction(producer_id, producer_epoch):
-        return ErrorCode.none
-    return context.transactions.verify_partition(
-        transactional_id, producer_id, producer_epoch, topic, index
+    return await context.transactions.verify_partition(
+        transactional_id, producer_id, producer_epoch, topic, index, add=add
     )
 
 

@@ -31,10 +31,15 @@ TRANSACTION_ABORTABLE_VERSION = 4
 
 def _verification_error(error: ErrorCode, api_version: int) -> ErrorCode:
     """The transaction coordinator's answer as this request answers it (Kafka's
-    AddPartitionsToTxnManager): PRODUCER_FENCED is INVALID_PRODUCER_EPOCH, and
-    TRANSACTION_ABORTABLE is INVALID_TXN_STATE for clients older than v4."""
+    AddPartitionsToTxnManager): PRODUCER_FENCED is INVALID_PRODUCER_EPOCH,
+    NOT_LEADER_OR_FOLLOWER NOT_COORDINATOR, and TRANSACTION_ABORTABLE is INVALID_TXN_STATE
+    for clients older than v4."""
     if error == ErrorCode.producer_fenced:
         return ErrorCode.invalid_producer_epoch
+    if error == ErrorCode.not_leader_or_follower:
+        # This broker no longer leads the group's `__consumer_offsets` partition: it is not
+        # the group coordinator, which the client looks up again on NOT_COORDINATOR only.
+        return ErrorCode.not_coordinator
     if error == ErrorCode.transaction_abortable and api_version < TRANSACTION_ABORTABLE_VERSION:
         return ErrorCode.invalid_txn_state
     return error
@@ -46,11 +51,7 @@ async def handle(context: BrokerContext, header: RequestHeader, request: Any) ->
     errors, known = known_partitions(context, request.topics)
     valid = partition_commits(known)
     if valid:
-        error = ErrorCode.none
-        if version >= TRANSACTION_V2_VERSION:
-            error = await _add_offsets_partition(context, request)
-        if error == ErrorCode.none:
-            error = _verify(context, request)
+        error = await _verify(context, request, add=version >= TRANSACTION_V2_VERSION)
         error = _verification_error(error, version)
         if error == ErrorCode.none:
             commit = TxnCommitRequest(
@@ -89,31 +90,19 @@ async def handle(context: BrokerContext, header: RequestHeader, request: Any) ->
     )
 
 
-async def _add_offsets_partition(context: BrokerContext, request: Any) -> ErrorCode:
-    """KIP-890 part 2: the group's `__consumer_offsets` partition joins the transaction."""
+async def _verify(context: BrokerContext, request: Any, add: bool) -> ErrorCode:
+    """Is the group's `__consumer_offsets` partition in this producer's transaction? With
+    `add` (KIP-890 part 2) it joins the transaction first. On a cluster the transaction
+    coordinator may be another broker (TxnRuntime.verify_partition asks it)."""
     if not request.group_id:
         return ErrorCode.invalid_group_id
     if not context.groups.ensure_offsets_topic():
         return ErrorCode.coordinator_not_available
-    return await context.transactions.add_partition_implicitly(
+    return await context.transactions.verify_partition(
         request.transactional_id,
         request.producer_id,
         request.producer_epoch,
         OFFSETS_TOPIC,
         context.groups.coordinator.partition_for(request.group_id),
-    )
-
-
-def _verify(context: BrokerContext, request: Any) -> ErrorCode:
-    """Is the group's `__consumer_offsets` partition in this producer's transaction?"""
-    if not request.group_id:
-        return ErrorCode.invalid_group_id
-    if not context.groups.ensure_offsets_topic():
-        return ErrorCode.coordinator_not_available
-    return context.transactions.verify_partition(
-        request.transactional_id,
-        request.producer_id,
-        request.producer_epoch,
-        OFFSETS_TOPIC,
-        context.groups.coordinator.partition_for(request.group_id),
+        add=add,
     )
