@@ -39,6 +39,13 @@ TRANSACTIONAL_ID = "sim-txn"
 REQUEST_TIMEOUT_MS = 8_000
 RETRY_BACKOFF_MS = 50
 METADATA_MAX_AGE_MS = 5_000
+# Client pacing: realistic settings that keep the clients from polling for nothing (every idle
+# request costs the simulation as much as a real one). Session timeout 6 s, heartbeat 1 s (a
+# third of Kafka's rule), autocommit every second, the observer's OffsetFetch once a second.
+LINGER_MS = 5
+FETCH_MAX_WAIT_MS = 500
+HEARTBEAT_INTERVAL_MS = 1_000
+OBSERVER_INTERVAL_S = 1.0
 CLOSE_TIMEOUT_S = 10.0
 ZOMBIE_TIMEOUT_S = 5.0
 # A transaction's commit or abort that takes longer is given up on (outcome unknown).
@@ -136,7 +143,8 @@ class Clients:
             request_timeout_ms=REQUEST_TIMEOUT_MS,
             retry_backoff_ms=RETRY_BACKOFF_MS,
             metadata_max_age_ms=METADATA_MAX_AGE_MS,
-            linger_ms=0,
+            # Kafka 4.0's default (KIP-1030): sends that meet one in flight share a request.
+            linger_ms=LINGER_MS,
             **settings,
         )
 
@@ -355,12 +363,12 @@ class Clients:
                 auto_offset_reset="earliest",
                 enable_auto_commit=True,
                 auto_commit_interval_ms=1_000,
-                # Fetches wait for a batch of records (or 100 ms) rather than answer each one:
-                # the same reads in a tenth of the round trips.
+                # Fetches wait for a batch of records (or Kafka's default 500 ms) rather than
+                # answer each one; a consumer with nothing to read asks twice a second.
                 fetch_min_bytes=64 * 1024,
-                fetch_max_wait_ms=100,
+                fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
                 session_timeout_ms=6_000,
-                heartbeat_interval_ms=500,
+                heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS,
                 request_timeout_ms=REQUEST_TIMEOUT_MS,
                 retry_backoff_ms=RETRY_BACKOFF_MS,
                 metadata_max_age_ms=METADATA_MAX_AGE_MS,
@@ -375,7 +383,7 @@ class Clients:
         try:
             while self.consuming:
                 try:
-                    batches = await consumer.getmany(timeout_ms=200)
+                    batches = await consumer.getmany(timeout_ms=FETCH_MAX_WAIT_MS)
                 except KafkaError as error:
                     self.trace.event(f"{name} poll failed ({type(error).__name__})")
                     await asyncio.sleep(0.1)
@@ -411,7 +419,7 @@ class Clients:
             return
         try:
             while self.consuming:
-                await asyncio.sleep(0.2)
+                await asyncio.sleep(OBSERVER_INTERVAL_S)
                 try:
                     committed = await consumer.committed(TopicPartition(TOPIC, 0))
                 except KafkaError:
