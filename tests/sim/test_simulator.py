@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from odradek.sim import SimOptions, run_seed
+from odradek.sim import Load, SimOptions, run_seed
 
 ALL_FAULTS = ("crash", "power-loss", "reset", "cut", "disk-error")
 
@@ -137,3 +137,33 @@ def test_a_run_touches_no_real_socket_thread_or_file(real_io_audit: _Audit, tmp_
     (tmp_path / "probe").write_text("x")
     real_io_audit.active = False
     assert any("probe" in line for line in real_io_audit.seen)
+
+
+def test_a_kip848_consumer_group_keeps_one_owner_per_partition_per_epoch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Both consumers are KIP-848 members (odradek.sim.kip848): ConsumerGroupHeartbeat,
+    # reconciliation, OffsetCommit v9 with the member epoch; a consumer crashes and rejoins.
+    from odradek.sim.invariants import Checker
+
+    assignments: list[tuple[str, int, list[int]]] = []
+    original = Checker.assigned
+
+    def assigned(self: Checker, member: str, generation: int, partitions: Any) -> None:
+        assignments.append((member, generation, sorted(partitions)))
+        original(self, member, generation, partitions)
+
+    monkeypatch.setattr(Checker, "assigned", assigned)
+    options = SimOptions(
+        seed=2, seconds=12, faults=("consumer-crash", "reset"), load=Load(group_protocol="consumer")
+    )
+    result = run_seed(options)
+    assert result.ok, f"{result.violation}\n" + "\n".join(result.trace[-20:])
+    assert result.stats["reads"] > 100
+    # Both members took partitions, at a positive member epoch, and together all six.
+    assert {member.split(".")[0] for member, _epoch, _partitions in assignments} == {
+        "consumer-0",
+        "consumer-1",
+    }
+    assert all(epoch > 0 for _member, epoch, _partitions in assignments)
+    assert set().union(*(partitions for _m, _e, partitions in assignments)) == set(range(6))

@@ -6,6 +6,10 @@ real asyncio code runs unchanged) with three things replaced:
 - **time**: `loop.time()` is a virtual clock that jumps straight to the next timer when nothing
   is runnable. CPU work takes no virtual time beyond a microsecond per turn of the loop, so a
   simulated minute costs only the work done in it.
+- **the turn of the loop**: a lean `_run_once` (a heap of `(when, sequence, timer)` tuples,
+  asyncio's deque of ready handles, no selector call, no debug checks) and lean `call_soon` /
+  `call_at`: the loop's own cost per callback is a handle and a deque append. Timers due at the
+  same virtual time run in the order they were scheduled.
 - **I/O**: there is no selector. `create_connection` and `create_server` go to the simulated
   network (`odradek.sim.network`); nothing touches a real socket.
 - **executors**: `run_in_executor` runs the function on the loop after a latency drawn from the
@@ -18,8 +22,11 @@ into each task and handle), so a node's crash cancels exactly its own work.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextvars
+import heapq
 import random
+from asyncio import events
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -39,18 +46,13 @@ class DeadlockError(RuntimeError):
     """Nothing is runnable and no timer is pending: the run can never make progress."""
 
 
+# Compact the timer heap when more than this many timers are pending and over half of them are
+# cancelled (asyncio's own rule).
+_MIN_TIMERS_TO_COMPACT = 100
+
+
 class _VirtualSelector:
-    """Stands in for the selector: 'waiting' for I/O jumps the clock to the next timer."""
-
-    def __init__(self, loop: SimLoop) -> None:
-        self._loop = loop
-
-    def select(self, timeout: float | None) -> list[Any]:
-        if timeout is None:
-            raise DeadlockError("no runnable callback and no pending timer")
-        if timeout > 0:
-            self._loop.advance_to_next_timer()
-        return []
+    """What BaseEventLoop.close() closes; `_run_once` never selects."""
 
     def close(self) -> None:
         pass
@@ -66,7 +68,10 @@ class SimLoop(asyncio.BaseEventLoop):
     def __init__(self, rng: random.Random) -> None:
         super().__init__()
         self._virtual_time = 0.0
-        self._selector = _VirtualSelector(self)
+        self._selector = _VirtualSelector()
+        # (when, sequence, timer): tuples compare in C; the sequence orders equal deadlines.
+        self._timers: list[tuple[float, int, asyncio.TimerHandle]] = []
+        self._timer_sequence = 0
         self.rng = rng
         self.network: Any = None  # odradek.sim.network.SimNetwork, set by it
         self.executor_latency: Callable[[Callable[..., Any]], float] = lambda _function: 0.0
@@ -84,13 +89,73 @@ class SimLoop(asyncio.BaseEventLoop):
     def _run_once(self) -> None:
         # Every turn of the loop costs a microsecond: code that polls with a timeout computed
         # from the clock (aiokafka's autocommit does) must see time move, or it spins forever.
-        self._virtual_time += TURN_S
-        super()._run_once()  # type: ignore[misc]
+        now = self._virtual_time + TURN_S
+        timers = self._timers
+        ready: collections.deque[events.Handle] = self._ready  # type: ignore[attr-defined]
+        cancelled = self._timer_cancelled_count  # type: ignore[has-type]
+        if cancelled > _MIN_TIMERS_TO_COMPACT and cancelled * 2 > len(timers):
+            for _when, _sequence, timer in timers:
+                if timer._cancelled:
+                    timer._scheduled = False  # type: ignore[attr-defined]
+            self._timers = timers = [entry for entry in timers if not entry[2]._cancelled]
+            heapq.heapify(timers)
+            self._timer_cancelled_count = 0
+        else:
+            while timers and timers[0][2]._cancelled:
+                self._timer_cancelled_count -= 1
+                heapq.heappop(timers)[2]._scheduled = False  # type: ignore[attr-defined]
+        if not ready and not self._stopping:  # type: ignore[attr-defined]
+            if not timers:
+                self._virtual_time = now
+                raise DeadlockError("no runnable callback and no pending timer")
+            # Nothing runnable: jump to the next timer.
+            now = max(now, timers[0][0])
+        self._virtual_time = now
+        while timers and timers[0][0] <= now:
+            timer = heapq.heappop(timers)[2]
+            timer._scheduled = False  # type: ignore[attr-defined]
+            ready.append(timer)
+        for _ in range(len(ready)):
+            handle = ready.popleft()
+            if not handle._cancelled:
+                handle._run()
 
     def advance_to_next_timer(self) -> None:
-        scheduled: list[asyncio.TimerHandle] = self._scheduled  # type: ignore[attr-defined]
-        if scheduled:
-            self._virtual_time = max(self._virtual_time, scheduled[0].when())
+        if self._timers:
+            self._virtual_time = max(self._virtual_time, self._timers[0][0])
+
+    def call_soon(  # type: ignore[override]
+        self, callback: Callable[..., Any], *args: Any, context: contextvars.Context | None = None
+    ) -> events.Handle:
+        handle = events.Handle(callback, args, self, context)
+        self._ready.append(handle)  # type: ignore[attr-defined]
+        return handle
+
+    def call_at(  # type: ignore[override]
+        self,
+        when: float,
+        callback: Callable[..., Any],
+        *args: Any,
+        context: contextvars.Context | None = None,
+    ) -> asyncio.TimerHandle:
+        timer = asyncio.TimerHandle(when, callback, args, self, context)
+        self._timer_sequence += 1
+        heapq.heappush(self._timers, (when, self._timer_sequence, timer))
+        timer._scheduled = True  # type: ignore[attr-defined]
+        return timer
+
+    def call_later(  # type: ignore[override]
+        self,
+        delay: float,
+        callback: Callable[..., Any],
+        *args: Any,
+        context: contextvars.Context | None = None,
+    ) -> asyncio.TimerHandle:
+        return self.call_at(self._virtual_time + delay, callback, *args, context=context)
+
+    def close(self) -> None:
+        self._timers.clear()
+        super().close()
 
     # -- selector hooks BaseEventLoop calls ----------------------------------------------------
 
@@ -118,8 +183,7 @@ class SimLoop(asyncio.BaseEventLoop):
 
         Returns how many tasks were cancelled.
         """
-        scheduled: list[asyncio.TimerHandle] = self._scheduled  # type: ignore[attr-defined]
-        for timer in list(scheduled):
+        for _when, _sequence, timer in list(self._timers):
             context: contextvars.Context = timer._context  # type: ignore[attr-defined]
             if context.get(current_node, "sim") == node:
                 timer.cancel()

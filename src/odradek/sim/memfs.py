@@ -60,7 +60,9 @@ class MemoryFileSystem:
 
     @staticmethod
     def _parent(path: str) -> str:
-        return str(PurePosixPath(path).parent)
+        # PurePosixPath(path).parent for the normalized absolute paths SimPath gives.
+        parent = path.rpartition("/")[0]
+        return parent or "/"
 
     def _missing(self, path: str) -> OSError:
         return FileNotFoundError(errno.ENOENT, "No such file or directory", path)

@@ -89,11 +89,16 @@ class SimServer:
 
 @dataclass(slots=True)
 class _Pipe:
-    """One direction of a connection: its last scheduled delivery keeps bytes in order."""
+    """One direction of a connection: its last scheduled delivery keeps bytes in order.
+
+    `pending` is the data of the last delivery while it is still scheduled and has not
+    started: a write that would arrive no earlier joins it (one timer, one hand-over).
+    """
 
     source: str
     destination: str
     last_delivery: float = 0.0
+    pending: list[bytes] | None = None
 
 
 @dataclass(eq=False, slots=True)
@@ -138,6 +143,9 @@ class SimTransport(asyncio.Transport):
         self.reading = True
         self.inbox: list[bytes] = []
         self.eof_pending = False
+        # The context deliveries to this end run in (its node's): made once, reused.
+        self.context = contextvars.copy_context()
+        self.context.run(current_node.set, node)
 
     # -- asyncio.Transport -------------------------------------------------------------------
 
@@ -192,7 +200,7 @@ class SimTransport(asyncio.Transport):
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if self.closing or self.lost:
             return
-        self.network.send(self, bytes(data))
+        self.network.send(self, data if type(data) is bytes else bytes(data))
 
     def writelines(self, list_of_data: Any) -> None:
         self.write(b"".join(list_of_data))
@@ -280,7 +288,7 @@ class SimNetwork:
     def _delivery_time(self, pipe: _Pipe) -> float:
         now = self.loop.time()
         when = now + self.latency.draw(self.rng)
-        heal = self.cuts.get((pipe.source, pipe.destination))
+        heal = self.cuts.get((pipe.source, pipe.destination)) if self.cuts else None
         if heal is not None and heal > now:
             when = max(when, heal + self.latency.draw(self.rng))
         # Strictly after the previous delivery: equal timer deadlines pop in no fixed order.
@@ -291,16 +299,36 @@ class SimNetwork:
     def _schedule(self, transport: SimTransport, callback: Callable[[], None]) -> None:
         peer = transport.peer
         assert peer is not None
-        context = contextvars.copy_context()
-        context.run(current_node.set, peer.node)
-        self.loop.call_at(self._delivery_time(transport.pipe), callback, context=context)
+        transport.pipe.pending = None
+        self.loop.call_at(self._delivery_time(transport.pipe), callback, context=peer.context)
 
     def send(self, transport: SimTransport, data: bytes) -> None:
         if transport.connection.broken or not data:
             return
         peer = transport.peer
         assert peer is not None
-        self._schedule(transport, lambda: self._deliver(transport.connection, peer, data))
+        pipe = transport.pipe
+        previous = pipe.last_delivery
+        when = self._delivery_time(pipe)
+        pending = pipe.pending
+        if pending is not None and when - previous < 2e-7:
+            # It would land right behind the delivery still waiting: ride along with it.
+            pipe.last_delivery = previous
+            pending.append(data)
+            return
+        pending = pipe.pending = [data]
+        connection = transport.connection
+        self.loop.call_at(
+            when, self._deliver_pending, connection, peer, pipe, pending, context=peer.context
+        )
+
+    def _deliver_pending(
+        self, connection: Connection, receiver: SimTransport, pipe: _Pipe, pending: list[bytes]
+    ) -> None:
+        if pipe.pending is pending:
+            pipe.pending = None
+        data = pending[0] if len(pending) == 1 else b"".join(pending)
+        self._deliver(connection, receiver, data)
 
     def send_close(self, transport: SimTransport) -> None:
         connection = transport.connection
@@ -372,9 +400,7 @@ class SimNetwork:
         connection.broken = True
         self.trace.event(f"reset {connection.describe()} ({reason})")
         for end in (connection.client, connection.server):
-            context = contextvars.copy_context()
-            context.run(current_node.set, end.node)
-            self.loop.call_soon(self._lose, end, ConnectionResetError(reason), context=context)
+            self.loop.call_soon(self._lose, end, ConnectionResetError(reason), context=end.context)
 
     def cut(self, source: str, destination: str, seconds: float) -> None:
         """Hold back every byte from `source` to `destination` for `seconds`."""

@@ -29,7 +29,7 @@ from odradek.sim.network import LatencyModel, SimNetwork
 from odradek.sim.node import SimBroker
 from odradek.sim.patches import simulated_process, virtual_now_ms
 from odradek.sim.trace import Trace
-from odradek.sim.workload import TOPIC, Clients, Load
+from odradek.sim.workload import KIP848_GROUP_CONFIG, TOPIC, Clients, Load
 
 logger = logging.getLogger(__name__)
 
@@ -115,6 +115,7 @@ class _World:
         self.disk_rng = random.Random(f"{seed}:disk")
         loop.executor_latency = self._executor_latency
         config = {"odradek.acks.all.fsync": "true" if options.acks_all_fsync else "false"}
+        config.update(KIP848_GROUP_CONFIG)
         config.update(dict(options.broker_config))
         self.broker = SimBroker(BROKER, loop, self.network, self.trace, self.disk_rng, config, fs)
         self.stop = asyncio.Event()

@@ -26,6 +26,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import KafkaError
 
 from odradek.sim.invariants import Checker, TxnState
+from odradek.sim.kip848 import ConsumerGroupMember
 from odradek.sim.trace import Trace
 
 logger = logging.getLogger(__name__)
@@ -39,6 +40,21 @@ TRANSACTIONAL_ID = "sim-txn"
 REQUEST_TIMEOUT_MS = 8_000
 RETRY_BACKOFF_MS = 50
 METADATA_MAX_AGE_MS = 5_000
+# Client pacing: realistic settings that keep the clients from polling for nothing (every idle
+# request costs the simulation as much as a real one). Session timeout 6 s, heartbeat 1 s (a
+# third of Kafka's rule), autocommit every second, the observer's OffsetFetch once a second.
+LINGER_MS = 5
+FETCH_MAX_WAIT_MS = 500
+HEARTBEAT_INTERVAL_MS = 1_000
+OBSERVER_INTERVAL_S = 1.0
+# The broker's KIP-848 group timings, as short as the classic group's (Kafka's defaults, 45 s
+# and 5 s, would leave a crashed member's partitions unread for most of a run).
+KIP848_GROUP_CONFIG = {
+    "group.consumer.session.timeout.ms": "6000",
+    "group.consumer.min.session.timeout.ms": "6000",
+    "group.consumer.heartbeat.interval.ms": "1000",
+    "group.consumer.min.heartbeat.interval.ms": "1000",
+}
 CLOSE_TIMEOUT_S = 10.0
 ZOMBIE_TIMEOUT_S = 5.0
 # A transaction's commit or abort that takes longer is given up on (outcome unknown).
@@ -55,6 +71,9 @@ class Load:
     consumers: int = 2
     messages_per_second: float = 200.0
     zombies: bool = True
+    # The consumers' group protocol: "classic" (aiokafka's own), "consumer" (KIP-848, the
+    # member in odradek.sim.kip848), or None: a third of the seeds use "consumer".
+    group_protocol: str | None = None
 
 
 class Clients:
@@ -82,6 +101,9 @@ class Clients:
         self.tasks: list[asyncio.Task[None]] = []
         self.in_flight: dict[str, asyncio.Future[Any]] = {}
         self.consumer_incarnations: dict[int, int] = {}
+        self.group_protocol = load.group_protocol or (
+            "consumer" if random.Random(rng.getrandbits(64)).random() < 1 / 3 else "classic"
+        )
         self.sent = 0
         self.failed = 0
         self.transactions = 0
@@ -107,8 +129,9 @@ class Clients:
         """Start (or, after its node crashed, restart) consumer `index` as a new instance."""
         incarnation = self.consumer_incarnations.get(index, 0) + 1
         self.consumer_incarnations[index] = incarnation
+        consume = self._consumer if self.group_protocol == "classic" else self._kip848_consumer
         self.tasks.append(
-            self.spawn(f"consumer-{index}", self._consumer(index, index % 2 == 0, incarnation))
+            self.spawn(f"consumer-{index}", consume(index, index % 2 == 0, incarnation))
         )
 
     async def settle(self, seconds: float) -> None:
@@ -136,7 +159,8 @@ class Clients:
             request_timeout_ms=REQUEST_TIMEOUT_MS,
             retry_backoff_ms=RETRY_BACKOFF_MS,
             metadata_max_age_ms=METADATA_MAX_AGE_MS,
-            linger_ms=0,
+            # Kafka 4.0's default (KIP-1030): sends that meet one in flight share a request.
+            linger_ms=LINGER_MS,
             **settings,
         )
 
@@ -355,12 +379,12 @@ class Clients:
                 auto_offset_reset="earliest",
                 enable_auto_commit=True,
                 auto_commit_interval_ms=1_000,
-                # Fetches wait for a batch of records (or 100 ms) rather than answer each one:
-                # the same reads in a tenth of the round trips.
+                # Fetches wait for a batch of records (or Kafka's default 500 ms) rather than
+                # answer each one; a consumer with nothing to read asks twice a second.
                 fetch_min_bytes=64 * 1024,
-                fetch_max_wait_ms=100,
+                fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
                 session_timeout_ms=6_000,
-                heartbeat_interval_ms=500,
+                heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS,
                 request_timeout_ms=REQUEST_TIMEOUT_MS,
                 retry_backoff_ms=RETRY_BACKOFF_MS,
                 metadata_max_age_ms=METADATA_MAX_AGE_MS,
@@ -375,7 +399,7 @@ class Clients:
         try:
             while self.consuming:
                 try:
-                    batches = await consumer.getmany(timeout_ms=200)
+                    batches = await consumer.getmany(timeout_ms=FETCH_MAX_WAIT_MS)
                 except KafkaError as error:
                     self.trace.event(f"{name} poll failed ({type(error).__name__})")
                     await asyncio.sleep(0.1)
@@ -391,6 +415,76 @@ class Clients:
                             message.value.decode(),
                         )
         finally:
+            await _stop_quietly(consumer)
+
+    async def _kip848_consumer(self, index: int, read_committed: bool, incarnation: int) -> None:
+        """A consumer in a KIP-848 group: the member heartbeats and sets the assignment, a
+        group-less aiokafka consumer fetches, offsets are committed every second with the
+        member's epoch."""
+        name = f"consumer-{index}"
+        reader = f"{name}.{incarnation}"
+        checker = self.checker
+        session = 0
+
+        def on_assigned(epoch: int, partitions: frozenset[int]) -> None:
+            checker.assigned(reader, epoch, partitions)
+
+        consumer = await self._start(
+            name,
+            lambda: AIOKafkaConsumer(
+                bootstrap_servers=self.bootstrap_servers,
+                client_id=name,
+                isolation_level="read_committed" if read_committed else "read_uncommitted",
+                auto_offset_reset="earliest",
+                enable_auto_commit=False,
+                fetch_min_bytes=64 * 1024,
+                fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+                request_timeout_ms=REQUEST_TIMEOUT_MS,
+                retry_backoff_ms=RETRY_BACKOFF_MS,
+                metadata_max_age_ms=METADATA_MAX_AGE_MS,
+            ),
+        )
+        if consumer is None:
+            return
+        member = ConsumerGroupMember(consumer, GROUP, TOPIC, on_assigned)
+        heartbeats = asyncio.get_running_loop().create_task(member.run(lambda: self.consuming))
+        next_commit = asyncio.get_running_loop().time() + 1.0
+        try:
+            while self.consuming and not heartbeats.done():
+                if await member.reconcile():
+                    session += 1
+                if not member.owned:
+                    await asyncio.sleep(0.1)
+                    continue
+                try:
+                    batches = await consumer.getmany(timeout_ms=FETCH_MAX_WAIT_MS)
+                except (KafkaError, AssertionError) as error:
+                    self.trace.event(f"{name} poll failed ({type(error).__name__})")
+                    await asyncio.sleep(0.1)
+                    continue
+                for topic_partition, messages in batches.items():
+                    if topic_partition.partition not in member.owned:
+                        continue
+                    for message in messages:
+                        checker.read(
+                            reader,
+                            session * 1000 + checker.power_losses,
+                            read_committed,
+                            topic_partition.partition,
+                            message.offset,
+                            message.value.decode(),
+                        )
+                if asyncio.get_running_loop().time() >= next_commit:
+                    next_commit = asyncio.get_running_loop().time() + 1.0
+                    with contextlib.suppress(KafkaError, OSError):
+                        await member.commit()
+        finally:
+            with contextlib.suppress(KafkaError, OSError):
+                await asyncio.wait_for(member.commit(), CLOSE_TIMEOUT_S)
+            heartbeats.cancel()
+            await asyncio.gather(heartbeats, return_exceptions=True)
+            if member.joined:
+                await member.leave()
             await _stop_quietly(consumer)
 
     async def _txn_offsets_observer(self) -> None:
@@ -411,7 +505,7 @@ class Clients:
             return
         try:
             while self.consuming:
-                await asyncio.sleep(0.2)
+                await asyncio.sleep(OBSERVER_INTERVAL_S)
                 try:
                     committed = await consumer.committed(TopicPartition(TOPIC, 0))
                 except KafkaError:
