@@ -2,10 +2,11 @@
 
 Starts `odradek serve` in a temporary directory. For each case a fresh input topic (one
 partition) is pre-filled with N records of 100 bytes, then one `Processor` (in this process,
-default settings) drains it, copying every record into an output topic, or into a SQLite sink.
-Throughput is records drained per second, from `run()` until the last record was handled and
-committed (the processor is stopped as soon as its committed position reaches the end, so idle
-time does not count). Each case runs `--repeat` times; the table shows the median and the spread.
+default settings: poll batches of 500) drains it, copying every record into an output topic,
+or into a SQLite sink (one INSERT per message, or, with a batch handler, one `executemany` per
+poll batch). Throughput is records drained per second, from `run()` until the last record was
+handled and committed (the processor is stopped as soon as its committed position reaches the
+end, so idle time does not count). Each case runs `--repeat` times; the table shows the median and the spread.
 Prints a table; asserts nothing.
 
     .venv/bin/python benchmarks/toolkit_drain_bench.py [--messages 30000] [--repeat 3]
@@ -29,19 +30,40 @@ from confluent_kafka import Message, Producer
 from _common import BrokerProcess, create_topic, median, print_table
 from odradek.client import Processor, SqliteSink
 
-# name -> (guarantee, target, Processor keyword arguments)
-CASES: dict[str, tuple[str, str, dict[str, Any]]] = {
-    "at-most-once": ("at-most-once", "topic", {}),
-    "at-least-once": ("at-least-once", "topic", {}),
-    "exactly-once": ("exactly-once", "topic", {}),
-    "exactly-once (txn per batch)": ("exactly-once", "topic", {"commit_interval": 0.0}),
-    "at-least-once → SQLite": ("at-least-once", "sqlite", {}),
-    "exactly-once → SQLite": ("exactly-once", "sqlite", {}),
-    "at-least-once → SQLite (batch 1000)": ("at-least-once", "sqlite", {"batch_size": 1000}),
-    "exactly-once → SQLite (batch 1000)": ("exactly-once", "sqlite", {"batch_size": 1000}),
-    "at-least-once (batch 1000)": ("at-least-once", "topic", {"batch_size": 1000}),
+# name -> (guarantee, target, Processor keyword arguments, SqliteSink keyword arguments)
+BATCHES: dict[str, Any] = {"handle_batches": True}
+CASES: dict[str, tuple[str, str, dict[str, Any], dict[str, Any]]] = {
+    "at-most-once": ("at-most-once", "topic", {}, {}),
+    "at-least-once": ("at-least-once", "topic", {}, {}),
+    "exactly-once": ("exactly-once", "topic", {}, {}),
+    "exactly-once (txn per batch)": ("exactly-once", "topic", {"commit_interval": 0.0}, {}),
+    "at-least-once → SQLite": ("at-least-once", "sqlite", {}, {}),
+    "exactly-once → SQLite": ("exactly-once", "sqlite", {}, {}),
+    "at-least-once → SQLite (batch handler)": ("at-least-once", "sqlite", BATCHES, {}),
+    "exactly-once → SQLite (batch handler)": ("exactly-once", "sqlite", BATCHES, {}),
+    "exactly-once → SQLite (batch handler; synchronous=NORMAL)": (
+        "exactly-once",
+        "sqlite",
+        BATCHES,
+        {"synchronous": "NORMAL"},
+    ),
+    "at-least-once → SQLite (poll 100)": ("at-least-once", "sqlite", {"batch_size": 100}, {}),
+    "at-least-once → SQLite (batch handler; poll 2000)": (
+        "at-least-once",
+        "sqlite",
+        {**BATCHES, "batch_size": 2000},
+        {},
+    ),
+    "at-least-once (poll 100)": ("at-least-once", "topic", {"batch_size": 100}, {}),
 }
-DEFAULT_CASES = ["at-most-once", "at-least-once", "exactly-once", "at-least-once → SQLite"]
+DEFAULT_CASES = [
+    "at-most-once",
+    "at-least-once",
+    "exactly-once",
+    "at-least-once → SQLite",
+    "at-least-once → SQLite (batch handler)",
+    "exactly-once → SQLite (batch handler)",
+]
 
 
 def fill(bootstrap: str, topic: str, count: int) -> None:
@@ -59,7 +81,7 @@ def fill(bootstrap: str, topic: str, count: int) -> None:
 
 
 def run_case(bootstrap: str, name: str, count: int, run: int, directory: Path) -> float:
-    guarantee, target, options = CASES[name]
+    guarantee, target, options, sink_options = CASES[name]
     slug = f"{guarantee}-{target}-{run}-{list(CASES).index(name)}"
     source = f"drain-{slug}"
     create_topic(bootstrap, source, 1, {})
@@ -78,13 +100,25 @@ def run_case(bootstrap: str, name: str, count: int, run: int, directory: Path) -
         handled += 1
 
     if target == "sqlite":
-        sink = SqliteSink(directory / f"{slug}.db")
+        sink = SqliteSink(directory / f"{slug}.db", **sink_options)
         with sink, sink.transaction() as tx:
             tx.execute("CREATE TABLE IF NOT EXISTS copied (position BIGINT, value BLOB)")
 
-        def handler(message: Message, tx: Any) -> None:
-            count_and_check()
-            tx.execute("INSERT INTO copied VALUES (?, ?)", (message.offset(), message.value()))
+        if options.get("handle_batches"):
+
+            def handler(messages: list[Message], tx: Any) -> None:
+                nonlocal handled
+                handled += len(messages)
+                tx.executemany(
+                    "INSERT INTO copied VALUES (?, ?)",
+                    [(message.offset(), message.value()) for message in messages],
+                )
+
+        else:
+
+            def handler(message: Message, tx: Any) -> None:
+                count_and_check()
+                tx.execute("INSERT INTO copied VALUES (?, ?)", (message.offset(), message.value()))
 
     else:
 
@@ -96,7 +130,7 @@ def run_case(bootstrap: str, name: str, count: int, run: int, directory: Path) -
 
     def after_commit(batch: Any) -> None:
         # The run ends when the last record's commit is done (offsets: Kafka's, or the sink's).
-        if batch and max(m.offset() for m in batch) == count - 1:
+        if batch and batch[-1].offset() == count - 1:
             finished.set()
             processor.stop()
 
