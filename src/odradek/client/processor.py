@@ -1,10 +1,10 @@
 """The consume → process → commit loop, ordered per guarantee.
 
     at-most-once   commit the batch's offsets, then process it: a crash loses, never repeats
-    at-least-once  process the batch (a sink: one database transaction per poll batch), then,
-                   once per commit interval (`commit_interval`, 100 ms), flush the outputs and
-                   commit the offsets of every batch processed in it: a crash repeats (at most
-                   the interval), never loses; an `IdempotentConsumer` drops the repeats
+    at-least-once  process the batches of a commit interval (`commit_interval`, 100 ms), then
+                   flush their outputs (a sink: commit the one database transaction holding
+                   the interval's rows) and commit their offsets: a crash repeats (at most the
+                   interval), never loses; an `IdempotentConsumer` drops the repeats
     exactly-once   output topic: one Kafka transaction per commit interval (`commit_interval`,
                    100 ms by default as Kafka Streams' commit.interval.ms under exactly-once, or
                    `max_transaction_messages`) holding the output records of every poll batch in
@@ -369,7 +369,7 @@ class Processor:
             # that an error interrupted.
             if self._transaction is not None:
                 self._abort_transaction(None)
-            self._uncommitted = None  # delivered again to the next owner: at-least-once
+            self._drop_uncommitted()
             raise
         finally:
             self._close()
@@ -499,8 +499,10 @@ class Processor:
         # the output must not become visible.
         if self._transaction is not None and partitions:
             self._abort_transaction(None)
-        if partitions:
-            self._uncommitted = None  # the group moved on: a commit would be refused
+        if self._uncommitted is not None and partitions:
+            # The group moved on: an offset commit would be refused. The sink's rows stay (the
+            # next owner processes their messages again: at-least-once).
+            self._commit_uncommitted(offsets=False)
         self._release(consumer, partitions)
 
     def _release(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -559,12 +561,19 @@ class Processor:
             self._producer.poll(0)
 
     def _at_least_once(self, batch: Batch) -> None:
-        """Process the batch (a sink commits its database transaction here), then commit the
-        offsets of every batch processed in this commit interval (`run` does it when due)."""
-        self._handle_all(batch)
+        """Process the batch, then, when the commit interval is due (`run`), commit the
+        interval's offsets. A sink's writes of the interval share one database transaction,
+        committed before the offsets."""
         if self._uncommitted is None:
-            self._uncommitted = _Uncommitted(time.monotonic())
-        self._uncommitted.add(batch)
+            tx = self.sink.begin() if self.sink is not None else None
+            self._uncommitted = _Uncommitted(time.monotonic(), tx)
+        uncommitted = self._uncommitted
+        if uncommitted.tx is not None:
+            dead = self._handle_in_sink(batch, uncommitted.tx)
+            self._dead_letter(dead, flush=True)
+        else:
+            self._handle_all(batch)
+        uncommitted.add(batch)
 
     def _uncommitted_due(self) -> bool:
         uncommitted = self._uncommitted
@@ -574,14 +583,28 @@ class Processor:
             or time.monotonic() - uncommitted.started >= self.commit_interval
         )
 
-    def _commit_uncommitted(self) -> None:
-        """At-least-once: flush the outputs, then commit the interval's offsets to Kafka."""
+    def _commit_uncommitted(self, *, offsets: bool = True) -> None:
+        """At-least-once: flush the outputs (commit the sink's transaction), then commit the
+        interval's offsets to Kafka (unless `offsets` is False: the partitions were lost)."""
         uncommitted, self._uncommitted = self._uncommitted, None
         assert uncommitted is not None
         self._flush_outputs()
+        if uncommitted.tx is not None:
+            assert self.sink is not None
+            self.sink.commit()
+        if not offsets:
+            return
         self._hook(self.on_before_commit, uncommitted.messages)
         if self._commit_offsets(uncommitted.offsets()):
             self._hook(self.on_after_commit, uncommitted.messages)
+
+    def _drop_uncommitted(self) -> None:
+        """An error interrupted the interval: its sink writes roll back, nothing is committed
+        (the next owner gets its messages again: at-least-once)."""
+        uncommitted, self._uncommitted = self._uncommitted, None
+        if uncommitted is not None and uncommitted.tx is not None and self.sink is not None:
+            with contextlib.suppress(Exception):
+                self.sink.rollback()
 
     def _exactly_once_into_sink(self, batch: Batch) -> None:
         assert self.sink is not None
@@ -949,6 +972,7 @@ class _Uncommitted:
     whose offsets are not committed to Kafka yet; `next_offsets` is what the commit stores."""
 
     started: float  # time.monotonic() of the first batch
+    tx: Any = None  # the sink's open transaction (its connection), holding the interval's rows
     messages: list[Message] = field(default_factory=list)
     next_offsets: dict[PartitionKey, int] = field(default_factory=dict)
 

@@ -103,14 +103,26 @@ class Sink(abc.ABC):
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Any]:
         """One database transaction: committed on normal exit, rolled back on an exception."""
+        tx = self.begin()
+        try:
+            yield tx
+        except BaseException:
+            self.rollback()
+            raise
+        self.commit()
+
+    def begin(self) -> Any:
+        """Begin a transaction that outlives one call (the processor's commit interval); end it
+        with `commit()` or `rollback()`. Returns the connection (`tx`)."""
         connection = self.connection
         connection.execute(self._begin_statement())
-        try:
-            yield connection
-        except BaseException:
-            connection.execute("ROLLBACK")
-            raise
-        connection.execute("COMMIT")
+        return connection
+
+    def commit(self) -> None:
+        self.connection.execute("COMMIT")
+
+    def rollback(self) -> None:
+        self.connection.execute("ROLLBACK")
 
     @contextlib.contextmanager
     def savepoint(self, tx: Any, name: str = "odradek_message") -> Iterator[Any]:
