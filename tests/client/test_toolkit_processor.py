@@ -355,3 +355,45 @@ def test_a_batch_handler_cannot_feed_an_output_topic() -> None:
             output_topic="out",
             handle_batches=True,
         )
+
+
+def test_at_least_once_into_a_sink_commits_one_database_transaction_per_interval(
+    odradek_broker: Broker, tmp_path: Path
+) -> None:
+    bootstrap = odradek_broker.bootstrap_servers
+    topic = create_topic(bootstrap, unique("events"))
+    group = unique("group")
+    produce_values(bootstrap, topic, range(100))
+    commits: list[int] = []
+
+    class CountingSink(SqliteSink):
+        def commit(self) -> None:
+            (rows,) = self.connection.execute("SELECT count(*) FROM rows").fetchone()
+            commits.append(int(rows))
+            super().commit()
+
+    with sqlite3.connect(tmp_path / "sink.db") as connection:
+        connection.execute("CREATE TABLE rows (value INTEGER)")
+    sink = CountingSink(tmp_path / "sink.db")
+    sink.open()
+    commits.clear()  # the sink's own schema transaction
+
+    def handler(messages: list[Message], tx: Any) -> None:
+        tx.executemany("INSERT INTO rows VALUES (?)", [(int(m.value() or b"0"),) for m in messages])
+
+    stats = Processor(
+        bootstrap,
+        group,
+        [topic],
+        "at-least-once",
+        handler,
+        sink=sink,
+        handle_batches=True,
+        batch_size=10,
+        commit_interval=60.0,
+        max_transaction_messages=50,
+    ).run(idle_timeout=1)
+
+    assert commits == [50, 100], "two transactions of five poll batches each"
+    assert stats.committed_batches == 2
+    assert committed_offset(bootstrap, group, topic) == 100
