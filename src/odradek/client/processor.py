@@ -30,7 +30,7 @@ import socket
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -656,7 +656,7 @@ class Processor:
                 if records is _FAILED:
                     dead.append((message, self._last_error))
                     continue
-                self._produce_records(producer, message, records)
+                self._produce_records(producer, message, records, materialized=True)
             for message, error in dead:
                 self._produce_dead_letter(producer, message, error)
         except KafkaException as exception:
@@ -665,7 +665,7 @@ class Processor:
     def _materialized_handler(self, message: Message) -> list[OutputRecord]:
         # All of a handler's records, before any is produced: a generator that fails halfway
         # is retried (or dead-lettered) without leaving its first records in the transaction.
-        return list(_records(self.handler(message)))
+        return _records(self.handler(message))
 
     def _transaction_due(self) -> bool:
         transaction = self._transaction
@@ -832,20 +832,34 @@ class Processor:
                 dead.append((message, self._last_error))
         return dead
 
-    def _produce_records(self, producer: Any, source: Message, records: Any) -> None:
-        for index, record in enumerate(_records(records)):
+    def _produce_records(
+        self, producer: Any, source: Message, records: Any, *, materialized: bool = False
+    ) -> None:
+        """Produce a handler's result (`materialized`: already `_records(result)`)."""
+        if not materialized:
+            records = _records(records)
+        output_topic = str(self.output_topic)
+        for index, record in enumerate(records):
             headers = list(record.headers)
-            if not any(name == MESSAGE_ID_HEADER for name, _ in headers):
+            if not headers or not any(name == MESSAGE_ID_HEADER for name, _ in headers):
                 # Derived from the input's position: processing it again yields the same ids,
                 # so a downstream idempotent consumer drops at-least-once repeats.
-                identity = "{}:{}:{}".format(*position(source)) + f":{index}"
+                identity = f"{source.topic()}:{source.partition()}:{source.offset()}:{index}"
                 headers.append((MESSAGE_ID_HEADER, identity.encode()))
-            arguments: dict[str, Any] = {"value": record.value, "key": record.key}
-            arguments["headers"] = headers
-            if record.partition is not None:
-                arguments["partition"] = record.partition
-            _produce(producer, record.topic or str(self.output_topic), arguments)
-            self._stats.produced += 1
+            topic = record.topic or output_topic
+            partition = record.partition
+            while True:
+                try:
+                    if partition is None:
+                        producer.produce(topic, record.value, record.key, headers=headers)
+                    else:
+                        producer.produce(
+                            topic, record.value, record.key, partition=partition, headers=headers
+                        )
+                    break
+                except BufferError:
+                    producer.poll(0.1)
+        self._stats.produced += len(records)
 
     # -- dead letters ----------------------------------------------------------------------------
     def _dead_letter(
@@ -1013,18 +1027,17 @@ def _topic_partitions(batch: Batch) -> list[TopicPartition]:
     return [TopicPartition(t, p, o) for (t, p), o in _next_offsets(batch).items()]
 
 
-def _records(result: Any) -> Iterator[OutputRecord]:
+def _records(result: Any) -> list[OutputRecord]:
+    """A handler's result as a list of records (all of them, before any is produced)."""
     if result is None or result is SKIPPED:
-        return
+        return []
+    if isinstance(result, bytes | str):
+        return [OutputRecord(result)]
     if isinstance(result, OutputRecord):
-        yield result
-    elif isinstance(result, bytes | str):
-        yield OutputRecord(result)
-    elif isinstance(result, tuple) and len(result) == 2:
-        yield OutputRecord(result[1], key=result[0])
-    else:
-        for item in result:
-            yield from _records(item)
+        return [result]
+    if isinstance(result, tuple) and len(result) == 2:
+        return [OutputRecord(result[1], key=result[0])]
+    return [record for item in result for record in _records(item)]
 
 
 def _produce(producer: Any, topic: str, arguments: dict[str, Any]) -> None:
