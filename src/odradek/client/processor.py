@@ -565,8 +565,12 @@ class Processor:
         interval's offsets. A sink's writes of the interval share one database transaction,
         committed before the offsets."""
         if self._uncommitted is None:
-            tx = self.sink.begin() if self.sink is not None else None
-            self._uncommitted = _Uncommitted(time.monotonic(), tx)
+            uncommitted = _Uncommitted(time.monotonic())
+            if self.sink is not None:
+                # The sink's own `transaction()` (a subclass may wrap it), kept open until the
+                # interval commits.
+                uncommitted.tx = uncommitted.sink_transaction.enter_context(self.sink.transaction())
+            self._uncommitted = uncommitted
         uncommitted = self._uncommitted
         if uncommitted.tx is not None:
             dead = self._handle_in_sink(batch, uncommitted.tx)
@@ -589,22 +593,23 @@ class Processor:
         uncommitted, self._uncommitted = self._uncommitted, None
         assert uncommitted is not None
         self._flush_outputs()
-        if uncommitted.tx is not None:
-            assert self.sink is not None
-            self.sink.commit()
+        uncommitted.sink_transaction.close()  # commits the sink's transaction, if one is open
         if not offsets:
             return
         self._hook(self.on_before_commit, uncommitted.messages)
-        if self._commit_offsets(uncommitted.offsets()):
+        if self._commit_to_kafka(uncommitted.messages):
             self._hook(self.on_after_commit, uncommitted.messages)
 
     def _drop_uncommitted(self) -> None:
         """An error interrupted the interval: its sink writes roll back, nothing is committed
         (the next owner gets its messages again: at-least-once)."""
         uncommitted, self._uncommitted = self._uncommitted, None
-        if uncommitted is not None and uncommitted.tx is not None and self.sink is not None:
+        if uncommitted is not None:
+            interrupted = RuntimeError("the commit interval was interrupted")
             with contextlib.suppress(Exception):
-                self.sink.rollback()
+                uncommitted.sink_transaction.__exit__(
+                    type(interrupted), interrupted, interrupted.__traceback__
+                )
 
     def _exactly_once_into_sink(self, batch: Batch) -> None:
         assert self.sink is not None
@@ -982,20 +987,16 @@ class _OpenTransaction:
 
 @dataclass(slots=True)
 class _Uncommitted:
-    """At-least-once: the poll batches processed (outputs sent, sink transactions committed)
-    whose offsets are not committed to Kafka yet; `next_offsets` is what the commit stores."""
+    """At-least-once: the poll batches processed in the open commit interval (outputs sent, rows
+    written in the sink's open transaction) whose offsets are not committed to Kafka yet."""
 
     started: float  # time.monotonic() of the first batch
     tx: Any = None  # the sink's open transaction (its connection), holding the interval's rows
+    sink_transaction: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
     messages: list[Message] = field(default_factory=list)
-    next_offsets: dict[PartitionKey, int] = field(default_factory=dict)
 
     def add(self, batch: Batch) -> None:
         self.messages.extend(batch)
-        self.next_offsets.update(_next_offsets(batch))
-
-    def offsets(self) -> list[TopicPartition]:
-        return [TopicPartition(t, p, o) for (t, p), o in self.next_offsets.items()]
 
 
 def _next_offsets(batch: Batch) -> dict[PartitionKey, int]:
