@@ -10,7 +10,12 @@ from kio.schema.errors import ErrorCode
 from raw_client import RawClient, encode_body, encode_request
 from test_protocol_edges import create_topic, fetch_request, produce_request
 
-from odradek.broker.connection import POOLED_FRAMES, KafkaConnection, _is_unexported
+from odradek.broker.connection import (
+    MAX_LARGE_FRAMES_IN_FLIGHT,
+    POOLED_FRAMES,
+    KafkaConnection,
+    _is_unexported,
+)
 from odradek.broker.server import Broker
 from odradek.protocol.api_keys import ApiKey
 from odradek.protocol.record_batch import Record, decode_batches, encode_batch
@@ -90,3 +95,52 @@ def test_pipelined_large_produce_requests_reuse_frame_buffers_and_keep_every_byt
         assert 1 <= len(pooled) <= POOLED_FRAMES * len(connections)
         expected: list[Any] = [value for number in range(requests) for value in _values(number)]
         assert _fetch_values(client, odradek_broker, "large-frames", len(expected)) == expected
+
+
+def test_a_burst_of_large_requests_is_read_into_a_bounded_set_of_pooled_buffers(
+    odradek_broker: Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """uvloop reads a readable socket many times per loop iteration: without a bound, a client
+    with megabytes queued had a dozen frames read (each in a fresh buffer) before any ran."""
+    allocated: list[int] = []
+    in_flight: list[int] = []
+    frame_buffer = KafkaConnection._frame_buffer
+
+    def counting_frame_buffer(connection: KafkaConnection, size: int) -> bytearray:
+        in_flight.append(connection.large_frames_in_flight)
+        free = len(connection.free_buffers)
+        buffer = frame_buffer(connection, size)
+        if len(connection.free_buffers) >= free:
+            allocated.append(size)
+        return buffer
+
+    monkeypatch.setattr(KafkaConnection, "_frame_buffer", counting_frame_buffer)
+    with RawClient(odradek_broker.bootstrap_servers) as client:
+        create_topic(client, "frame-burst", max_message_bytes=str(4 << 20))
+        requests = 3 * POOLED_FRAMES
+        frames = b"".join(
+            encode_request(
+                ApiKey.PRODUCE,
+                10,
+                encode_body(
+                    produce_request(
+                        10,
+                        "frame-burst",
+                        encode_batch([Record(key=None, value=v) for v in _values(number)]),
+                        acks=1,
+                    )
+                ),
+                number,
+            )
+            for number in range(requests)
+        )
+        client.send_raw(frames)  # all at once: the socket holds megabytes when it is read
+        for number in range(requests):
+            correlation_id, response = client.read_response(ApiKey.PRODUCE, 10)
+            assert correlation_id == number
+            assert response.responses[0].partition_responses[0].error_code == ErrorCode.none
+        assert len(in_flight) == requests
+        assert max(in_flight) <= MAX_LARGE_FRAMES_IN_FLIGHT, "reading paused at the bound"
+        assert len(allocated) <= POOLED_FRAMES, "every later frame reused a pooled buffer"
+        expected: list[Any] = [value for number in range(requests) for value in _values(number)]
+        assert _fetch_values(client, odradek_broker, "frame-burst", len(expected)) == expected

@@ -16,6 +16,7 @@ from odradek.client import (
     MESSAGE_ID_HEADER,
     GuaranteeProducer,
     IdempotentConsumer,
+    IncompatibleSettingsError,
     Processor,
     SqliteSink,
     message_id,
@@ -237,3 +238,162 @@ def test_raw_producer_records_without_an_id_are_deduplicated_by_position(
     with sink, sink.transaction() as tx:
         assert not sink.mark_applied(tx, "default", f"offset:{topic}:0:0")
     assert seen == [b"x"]
+
+
+def test_a_batch_handler_writes_each_poll_batch_at_once_and_isolates_a_poison_message(
+    odradek_broker: Broker, tmp_path: Path
+) -> None:
+    bootstrap = odradek_broker.bootstrap_servers
+    topic = create_topic(bootstrap, unique("orders"))
+    group = unique("group")
+    dead_letters = create_topic(bootstrap, f"{group}.dead-letter")
+    produce_values(bootstrap, topic, range(1, 41))
+    sink = SqliteSink(tmp_path / "sink.db")
+    with sink, sink.transaction() as tx:
+        tx.execute("CREATE TABLE rows (value INTEGER)")
+    calls: list[int] = []
+
+    def handler(messages: list[Message], tx: Any) -> None:
+        calls.append(len(messages))
+        values = [int(m.value() or b"0") for m in messages]
+        tx.executemany("INSERT INTO rows (value) VALUES (?)", [(v,) for v in values])
+        if 13 in values:
+            raise ValueError("poison")  # the whole call's rows are undone
+
+    stats = Processor(
+        bootstrap, group, [topic], "at-least-once", handler, sink=sink, handle_batches=True
+    ).run(idle_timeout=1)
+
+    assert max(calls) > 1, "the handler got whole poll batches"
+    assert calls.count(1) >= 3, "the poison message alone was tried max_attempts times"
+    assert stats.processed == 39
+    assert stats.dead_lettered == 1
+    with sqlite3.connect(tmp_path / "sink.db") as connection:
+        values = sorted(v for (v,) in connection.execute("SELECT value FROM rows"))
+    assert values == [v for v in range(1, 41) if v != 13], "no partial write, nothing twice"
+    (dead,) = read_all(bootstrap, dead_letters, 1)
+    assert dead.value() == b"13"
+    assert committed_offset(bootstrap, group, topic) == 40
+
+
+def test_at_most_once_drops_a_failed_batch_call_whole_without_calling_again(
+    odradek_broker: Broker,
+) -> None:
+    bootstrap = odradek_broker.bootstrap_servers
+    topic = create_topic(bootstrap, unique("logs"))
+    group = unique("group")
+    create_topic(bootstrap, f"{group}.dead-letter")
+    produce_values(bootstrap, topic, range(1, 21))
+    seen: Counter[int] = Counter()
+
+    def handler(messages: list[Message]) -> None:
+        values = [int(m.value() or b"0") for m in messages]
+        seen.update(values)
+        if 13 in values:
+            raise ValueError("poison")
+
+    stats = Processor(
+        bootstrap, group, [topic], "at-most-once", handler, handle_batches=True, batch_size=5
+    ).run(idle_timeout=1)
+
+    assert set(seen) == set(range(1, 21))
+    assert all(count == 1 for count in seen.values()), "at-most-once never calls twice"
+    # Only the poll batch holding 13 (at most 5 messages) is dropped, and dead-lettered.
+    assert stats.dropped == stats.dead_lettered == 20 - stats.processed
+    assert 1 <= stats.dropped <= 5
+
+
+def test_at_least_once_commits_offsets_once_per_interval_not_per_poll_batch(
+    odradek_broker: Broker,
+) -> None:
+    bootstrap = odradek_broker.bootstrap_servers
+    topic = create_topic(bootstrap, unique("events"))
+    produce_values(bootstrap, topic, range(100))
+    committed: list[int] = []
+
+    def run(commit_interval: float) -> int:
+        group = unique("group")
+        stats = Processor(
+            bootstrap,
+            group,
+            [topic],
+            "at-least-once",
+            lambda message: None,
+            batch_size=10,
+            commit_interval=commit_interval,
+            max_transaction_messages=50,
+            on_after_commit=lambda batch: committed.append(len(batch)),
+        ).run(idle_timeout=1)
+        assert committed_offset(bootstrap, group, topic) == 100
+        return stats.committed_batches
+
+    assert run(60.0) == 2, "bounded by max_transaction_messages: two commits of 50"
+    assert committed[-2:] == [50, 50], "the hooks see every message of the interval"
+    assert run(0.0) == 10, "commit_interval=0: every poll batch"
+
+
+def test_at_least_once_refuses_a_sqlite_sink_whose_commits_a_power_loss_can_undo(
+    tmp_path: Path,
+) -> None:
+    lossy = SqliteSink(tmp_path / "sink.db", synchronous="NORMAL")
+    with pytest.raises(IncompatibleSettingsError, match="synchronous=FULL"):
+        Processor("127.0.0.1:1", "g", ["t"], "at-least-once", print, sink=lossy)
+    # Exactly-once rolls its offsets back with the rows: NORMAL keeps the guarantee.
+    Processor("127.0.0.1:1", "g", ["t"], "exactly-once", print, sink=lossy)
+    with pytest.raises(ValueError, match="OFF"):
+        SqliteSink(tmp_path / "sink.db", synchronous="OFF")
+
+
+def test_a_batch_handler_cannot_feed_an_output_topic() -> None:
+    with pytest.raises(IncompatibleSettingsError, match="per input"):
+        Processor(
+            "127.0.0.1:1",
+            "g",
+            ["t"],
+            "at-least-once",
+            print,
+            output_topic="out",
+            handle_batches=True,
+        )
+
+
+def test_at_least_once_into_a_sink_commits_one_database_transaction_per_interval(
+    odradek_broker: Broker, tmp_path: Path
+) -> None:
+    bootstrap = odradek_broker.bootstrap_servers
+    topic = create_topic(bootstrap, unique("events"))
+    group = unique("group")
+    produce_values(bootstrap, topic, range(100))
+    commits: list[int] = []
+
+    class CountingSink(SqliteSink):
+        def commit(self) -> None:
+            (rows,) = self.connection.execute("SELECT count(*) FROM rows").fetchone()
+            commits.append(int(rows))
+            super().commit()
+
+    with sqlite3.connect(tmp_path / "sink.db") as connection:
+        connection.execute("CREATE TABLE rows (value INTEGER)")
+    sink = CountingSink(tmp_path / "sink.db")
+    sink.open()
+    commits.clear()  # the sink's own schema transaction
+
+    def handler(messages: list[Message], tx: Any) -> None:
+        tx.executemany("INSERT INTO rows VALUES (?)", [(int(m.value() or b"0"),) for m in messages])
+
+    stats = Processor(
+        bootstrap,
+        group,
+        [topic],
+        "at-least-once",
+        handler,
+        sink=sink,
+        handle_batches=True,
+        batch_size=10,
+        commit_interval=60.0,
+        max_transaction_messages=50,
+    ).run(idle_timeout=1)
+
+    assert commits == [50, 100], "two transactions of five poll batches each"
+    assert stats.committed_batches == 2
+    assert committed_offset(bootstrap, group, topic) == 100

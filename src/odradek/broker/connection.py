@@ -47,8 +47,15 @@ READ_BUFFER_BYTES = 256 * 1024
 POOLED_FRAME_BYTES = 1024 * 1024 + 64 * 1024
 # Buffers kept per connection (requests whose answer waits, acks=all, hold theirs meanwhile),
 # and the largest kept: a rare huge request does not pin its memory to the connection.
-POOLED_FRAMES = 4
+POOLED_FRAMES = 8
 POOLED_FRAME_MAX_BYTES = 8 * 1024 * 1024
+# Large frames a connection may hold at once (read, not yet answered); at this many the socket
+# is not read until one is answered. uvloop reads a readable socket up to 32 times per loop
+# iteration, so a client with megabytes queued used to get a dozen frames read before any of
+# their requests ran: each needed a fresh buffer, and the pool was always empty when asked.
+# Bounding them keeps every large frame in a warm pooled buffer (and a connection's memory at
+# about this many frames), as Kafka bounds a channel by muting it while a request is processed.
+MAX_LARGE_FRAMES_IN_FLIGHT = POOLED_FRAMES
 
 
 def _is_unexported(buffer: bytearray) -> bool:
@@ -83,6 +90,7 @@ class KafkaConnection(asyncio.BufferedProtocol):
         self.frame_buffer: bytearray | None = None  # the buffer under `frame`
         self.frame_filled = 0
         self.free_buffers: list[bytearray] = []
+        self.large_frames_in_flight = 0  # frames with a buffer of their own, not yet answered
         self.pending: deque[asyncio.Future[list[bytes | memoryview] | None]] = deque()
         self.peer = "?"
         self.client_host = ""
@@ -152,6 +160,7 @@ class KafkaConnection(asyncio.BufferedProtocol):
                 continue
             if size > len(scratch) - start - 4:
                 # Too big for what is left of scratch: give the frame its own buffer.
+                self.large_frames_in_flight += 1
                 buffer = self._frame_buffer(size)
                 frame = memoryview(buffer)[:size]
                 frame[:available] = self.scratch_view[start + 4 : self.scratch_end]
@@ -173,6 +182,8 @@ class KafkaConnection(asyncio.BufferedProtocol):
     def _recycle(self, buffer: bytearray) -> None:
         """Keep `buffer` for a later frame once its request is answered, unless something
         still holds a view of it (then it is left to the garbage collector)."""
+        self.large_frames_in_flight -= 1
+        self._update_reading()
         if (
             len(self.free_buffers) < POOLED_FRAMES
             and len(buffer) <= POOLED_FRAME_MAX_BYTES
@@ -194,6 +205,9 @@ class KafkaConnection(asyncio.BufferedProtocol):
                 # UNSUPPORTED_VERSION answer that still lists what we support.
                 body = encode_entity(unsupported_version_response())
                 self._enqueue_ready(frame_response(header, [body]))
+                if buffer is not None:
+                    del frame
+                    self._recycle(buffer)
                 return
             self.close(
                 f"unsupported API key {header.api_key} version {header.api_version} "
@@ -211,9 +225,22 @@ class KafkaConnection(asyncio.BufferedProtocol):
         task.add_done_callback(self._on_done)
         if buffer is not None:
             task.add_done_callback(lambda _task: self._recycle(buffer))
-        if len(self.pending) >= MAX_IN_FLIGHT and not self.paused and self.transport is not None:
-            self.paused = True
-            self.transport.pause_reading()
+        self._update_reading()
+
+    def _update_reading(self) -> None:
+        """Pause reading at MAX_IN_FLIGHT requests or MAX_LARGE_FRAMES_IN_FLIGHT large frames;
+        resume below half the requests and below the frame bound."""
+        transport = self.transport
+        if transport is None or self.closing:
+            return
+        large = self.large_frames_in_flight
+        if not self.paused:
+            if len(self.pending) >= MAX_IN_FLIGHT or large >= MAX_LARGE_FRAMES_IN_FLIGHT:
+                self.paused = True
+                transport.pause_reading()
+        elif len(self.pending) < MAX_IN_FLIGHT // 2 and large < MAX_LARGE_FRAMES_IN_FLIGHT:
+            self.paused = False
+            transport.resume_reading()
 
     async def _run(
         self, handler: dispatcher.ApiHandler, header: RequestHeader, request: Any
@@ -256,6 +283,5 @@ class KafkaConnection(asyncio.BufferedProtocol):
             response = task.result()
             if response is not None and transport is not None and not self.closing:
                 transport.writelines(response)
-        if self.paused and len(pending) < MAX_IN_FLIGHT // 2 and transport is not None:
-            self.paused = False
-            transport.resume_reading()
+        if self.paused:
+            self._update_reading()

@@ -1,8 +1,10 @@
 """The consume → process → commit loop, ordered per guarantee.
 
     at-most-once   commit the batch's offsets, then process it: a crash loses, never repeats
-    at-least-once  process the batch (and flush its output), then commit: a crash repeats, never
-                   loses; an `IdempotentConsumer` drops the repeats
+    at-least-once  process the batches of a commit interval (`commit_interval`, 100 ms), then
+                   flush their outputs (a sink: commit the one database transaction holding
+                   the interval's rows) and commit their offsets: a crash repeats (at most the
+                   interval), never loses; an `IdempotentConsumer` drops the repeats
     exactly-once   output topic: one Kafka transaction per commit interval (`commit_interval`,
                    100 ms by default as Kafka Streams' commit.interval.ms under exactly-once, or
                    `max_transaction_messages`) holding the output records of every poll batch in
@@ -28,7 +30,7 @@ import socket
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -137,7 +139,19 @@ class Processor:
     (0.1, Kafka Streams' commit.interval.ms under exactly-once; 0 commits every poll batch) or
     `max_transaction_messages` messages, whichever comes first; the producer's
     `transaction.timeout.ms` must exceed the interval (`IncompatibleSettingsError`). The hooks
-    then see every message of the transaction. `batch_size` is the poll batch (messages).
+    then see every message of the transaction. At-least-once commits its Kafka offsets on the
+    same schedule (each Kafka commit is a broker round trip that waits for the offsets to be
+    durable), and its hooks see every message of the interval. `batch_size` is the poll batch
+    (messages; 500, Kafka's max.poll.records).
+
+    `handle_batches=True` calls the handler once per poll batch with the list of messages —
+    `handler(messages, tx)` with a sink, `handler(messages)` without — so it can write all rows
+    with one `executemany` instead of a statement (and a savepoint) per message. A batch call
+    that raises is undone (its savepoint) and the batch is split in halves and tried again,
+    down to single messages, which get `max_attempts` and then the dead-letter topic as usual;
+    under at-most-once a failed batch call is dropped and dead-lettered whole (a retry would
+    repeat the handler's effects, which at-most-once never does). Not with an output topic:
+    output records are derived per input message.
     """
 
     def __init__(
@@ -152,7 +166,8 @@ class Processor:
         config: Mapping[str, ConfigValue] | None = None,
         *,
         instance_id: str | None = None,
-        batch_size: int = 100,
+        batch_size: int = 500,
+        handle_batches: bool = False,
         poll_timeout: float = 0.2,
         max_attempts: int = 3,
         dead_letter_topic: str | None = None,
@@ -172,6 +187,7 @@ class Processor:
         self.output_topic = output_topic
         self.instance_id = instance_id
         self.batch_size = batch_size
+        self.handle_batches = handle_batches
         self.poll_timeout = poll_timeout
         self.max_attempts = max(1, max_attempts)
         self.dead_letter_topic = dead_letter_topic or f"{group}.dead-letter"
@@ -195,6 +211,7 @@ class Processor:
         self._instance_lock: IO[str] | None = None
         self._stats = RunStats()
         self._transaction: _OpenTransaction | None = None
+        self._uncommitted: _Uncommitted | None = None
 
     # -- configuration -----------------------------------------------------------------------
     def _validate(self) -> None:
@@ -210,6 +227,21 @@ class Processor:
                 "exactly-once needs an output topic (a Kafka transaction) or a sink (a database "
                 "transaction): a handler's other side effects cannot be made atomic with the "
                 "offset commit"
+            )
+        if (
+            self.sink is not None
+            and self.guarantee is Guarantee.AT_LEAST_ONCE
+            and not self.sink.commits_survive_power_loss
+        ):
+            raise IncompatibleSettingsError(
+                f"{self.sink!r} acknowledges commits that a power loss can undo, and "
+                "at-least-once commits its offsets to Kafka after the database commit: rows "
+                "could be lost behind committed offsets (use synchronous=FULL)"
+            )
+        if self.handle_batches and self.output_topic is not None:
+            raise IncompatibleSettingsError(
+                "handle_batches with an output topic: output records are produced per input "
+                "message (their message ids derive from its position); use a per-message handler"
             )
         if self.output_topic is not None and self.output_topic in self.topics:
             raise IncompatibleSettingsError(
@@ -305,12 +337,16 @@ class Processor:
                 if self._transaction is not None and self._transaction_due():
                     # The poll timeout ends with the interval: an idle input still commits.
                     self._commit_transaction()
+                if self._uncommitted is not None and self._uncommitted_due():
+                    self._commit_uncommitted()
                 if not batch:
                     idle = time.monotonic() - self._last_activity
                     limit = idle_timeout
                     if limit is not None and not self._assigned:
                         limit += JOIN_GRACE_SECONDS
                     if limit is not None and idle >= limit:
+                        if self._uncommitted is not None:
+                            self._commit_uncommitted()
                         if self._transaction is not None and not self._commit_transaction():
                             # Aborted and rewound: there is work again.
                             self._last_activity = time.monotonic()
@@ -322,13 +358,18 @@ class Processor:
                 self._process_batch(batch)
                 if self._transaction is not None and self._transaction_due():
                     self._commit_transaction()
+                if self._uncommitted is not None and self._uncommitted_due():
+                    self._commit_uncommitted()
             if self._transaction is not None:
                 self._commit_transaction()
+            if self._uncommitted is not None:
+                self._commit_uncommitted()
         except BaseException:
             # Never let the consumer's close (whose revocation commits) commit a transaction
             # that an error interrupted.
             if self._transaction is not None:
                 self._abort_transaction(None)
+            self._drop_uncommitted()
             raise
         finally:
             self._close()
@@ -448,6 +489,8 @@ class Processor:
         # on revocation; with one producer per instance, that is the whole transaction).
         if self._transaction is not None and partitions:
             self._commit_transaction()
+        if self._uncommitted is not None and partitions:
+            self._commit_uncommitted()
         self._release(consumer, partitions)
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -456,6 +499,10 @@ class Processor:
         # the output must not become visible.
         if self._transaction is not None and partitions:
             self._abort_transaction(None)
+        if self._uncommitted is not None and partitions:
+            # The group moved on: an offset commit would be refused. The sink's rows stay (the
+            # next owner processes their messages again: at-least-once).
+            self._commit_uncommitted(offsets=False)
         self._release(consumer, partitions)
 
     def _release(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -472,9 +519,10 @@ class Processor:
     # -- the loop ------------------------------------------------------------------------------
     def _poll_timeout(self) -> float:
         """The poll timeout (seconds), cut short where an open transaction's interval ends."""
-        if self._transaction is None:
+        interval = self._transaction or self._uncommitted
+        if interval is None:
             return self.poll_timeout
-        remaining = self._transaction.started + self.commit_interval - time.monotonic()
+        remaining = interval.started + self.commit_interval - time.monotonic()
         return max(0.0, min(self.poll_timeout, remaining))
 
     def _poll(self) -> list[Message]:
@@ -513,20 +561,65 @@ class Processor:
             self._producer.poll(0)
 
     def _at_least_once(self, batch: Batch) -> None:
-        self._handle_all(batch)
+        """Process the batch, then, when the commit interval is due (`run`), commit the
+        interval's offsets. A sink's writes of the interval share one database transaction,
+        committed before the offsets."""
+        if self._uncommitted is None:
+            uncommitted = _Uncommitted(time.monotonic())
+            if self.sink is not None:
+                # The sink's own `transaction()` (a subclass may wrap it), kept open until the
+                # interval commits.
+                uncommitted.tx = uncommitted.sink_transaction.enter_context(self.sink.transaction())
+            self._uncommitted = uncommitted
+        uncommitted = self._uncommitted
+        if uncommitted.tx is not None:
+            dead = self._handle_in_sink(batch, uncommitted.tx)
+            self._dead_letter(dead, flush=True)
+        else:
+            self._handle_all(batch)
+        uncommitted.add(batch)
+
+    def _uncommitted_due(self) -> bool:
+        uncommitted = self._uncommitted
+        assert uncommitted is not None
+        return (
+            len(uncommitted.messages) >= self.max_transaction_messages
+            or time.monotonic() - uncommitted.started >= self.commit_interval
+        )
+
+    def _commit_uncommitted(self, *, offsets: bool = True) -> None:
+        """At-least-once: flush the outputs (commit the sink's transaction), then commit the
+        interval's offsets to Kafka (unless `offsets` is False: the partitions were lost)."""
+        uncommitted, self._uncommitted = self._uncommitted, None
+        assert uncommitted is not None
         self._flush_outputs()
-        self._hook(self.on_before_commit, batch)
-        if self._commit_to_kafka(batch):
-            self._hook(self.on_after_commit, batch)
+        uncommitted.sink_transaction.close()  # commits the sink's transaction, if one is open
+        if not offsets:
+            return
+        self._hook(self.on_before_commit, uncommitted.messages)
+        if self._commit_to_kafka(uncommitted.messages):
+            self._hook(self.on_after_commit, uncommitted.messages)
+
+    def _drop_uncommitted(self) -> None:
+        """An error interrupted the interval: its sink writes roll back, nothing is committed
+        (the next owner gets its messages again: at-least-once)."""
+        uncommitted, self._uncommitted = self._uncommitted, None
+        if uncommitted is not None:
+            interrupted = RuntimeError("the commit interval was interrupted")
+            with contextlib.suppress(Exception):
+                uncommitted.sink_transaction.__exit__(
+                    type(interrupted), interrupted, interrupted.__traceback__
+                )
 
     def _exactly_once_into_sink(self, batch: Batch) -> None:
         assert self.sink is not None
+        next_offsets = _next_offsets(batch)
         try:
             with self.sink.transaction() as tx:
                 dead = self._handle_in_sink(batch, tx)
                 self._dead_letter(dead, flush=True)
                 self._hook(self.on_before_commit, batch)
-                for (topic, partition), next_offset in _next_offsets(batch).items():
+                for (topic, partition), next_offset in next_offsets.items():
                     token = self._owner_tokens.get((topic, partition))
                     if token is None:
                         raise FencedError(self.group, topic, partition, -1)
@@ -536,7 +629,7 @@ class Processor:
             logger.warning("%s", fenced)
             # The batch was rolled back. Stop fetching what we no longer own; the rebalance
             # that took it away will tell librdkafka too.
-            lost = [TopicPartition(t, p) for t, p in _next_offsets(batch)]
+            lost = [TopicPartition(t, p) for t, p in next_offsets]
             self._forget(lost)
             with contextlib.suppress(KafkaException):
                 self._consumer.pause(lost)
@@ -545,7 +638,10 @@ class Processor:
         self._hook(self.on_after_commit, batch)
         # For lag monitoring only: the database holds the offsets that count.
         with contextlib.suppress(KafkaException):
-            self._consumer.commit(offsets=_topic_partitions(batch), asynchronous=True)
+            self._consumer.commit(
+                offsets=[TopicPartition(t, p, o) for (t, p), o in next_offsets.items()],
+                asynchronous=True,
+            )
 
     def _exactly_once_into_topic(self, batch: Batch) -> None:
         """Add a poll batch to the open transaction (beginning one if none is open).
@@ -565,7 +661,7 @@ class Processor:
                 if records is _FAILED:
                     dead.append((message, self._last_error))
                     continue
-                self._produce_records(producer, message, records)
+                self._produce_records(producer, message, records, materialized=True)
             for message, error in dead:
                 self._produce_dead_letter(producer, message, error)
         except KafkaException as exception:
@@ -574,7 +670,7 @@ class Processor:
     def _materialized_handler(self, message: Message) -> list[OutputRecord]:
         # All of a handler's records, before any is produced: a generator that fails halfway
         # is retried (or dead-lettered) without leaving its first records in the transaction.
-        return list(_records(self.handler(message)))
+        return _records(self.handler(message))
 
     def _transaction_due(self) -> bool:
         transaction = self._transaction
@@ -663,11 +759,53 @@ class Processor:
             return result
         return _FAILED
 
+    def _call_batches_with_retries(
+        self, batch: Batch, call: Callable[[Batch], Any]
+    ) -> list[tuple[Message, BaseException | None]]:
+        """`call(messages)` over the batch; a failing part is split in halves (see the class).
+
+        Returns the messages that failed alone `max_attempts` times (or, under at-most-once,
+        every message of a failed call), with their last error.
+        """
+        dead: list[tuple[Message, BaseException | None]] = []
+        pending: list[Batch] = [batch]  # a stack: the first half is tried first, order is kept
+        while pending:
+            part = pending.pop()
+            if len(part) == 1 and self.guarantee is not Guarantee.AT_MOST_ONCE:
+                single = part[0]
+                if self._call_with_retries(single, lambda message: call([message])) is _FAILED:
+                    dead.append((single, self._last_error))
+                continue
+            try:
+                call(part)
+            except Exception as error:
+                first = part[0]
+                logger.warning(
+                    "handler failed on a batch of %d from %s[%d]@%d: %r",
+                    len(part),
+                    first.topic(),
+                    first.partition(),
+                    first.offset(),
+                    error,
+                )
+                if self.guarantee is Guarantee.AT_MOST_ONCE:
+                    dead.extend((message, error) for message in part)
+                    continue
+                self._stats.retries += 1
+                middle = len(part) // 2
+                pending.append(part[middle:])
+                pending.append(part[:middle])
+                continue
+            self._stats.processed += len(part)
+        return dead
+
     def _handle_all(self, batch: Batch) -> None:
         """Run the handler over a batch (at-most-once / at-least-once)."""
         if self.sink is not None:
             with self.sink.transaction() as tx:
                 dead = self._handle_in_sink(batch, tx)
+        elif self.handle_batches:
+            dead = self._call_batches_with_retries(batch, self.handler)
         else:
             dead = []
             for message in batch:
@@ -683,6 +821,12 @@ class Processor:
     def _handle_in_sink(self, batch: Batch, tx: Any) -> list[tuple[Message, BaseException | None]]:
         assert self.sink is not None
         sink = self.sink
+        if self.handle_batches:
+
+            def attempt_batch(messages: Batch) -> Any:
+                return sink.call_in_savepoint(tx, self.handler, messages, tx)
+
+            return self._call_batches_with_retries(batch, attempt_batch)
 
         def attempt(message: Message) -> Any:
             return sink.call_in_savepoint(tx, self.handler, message, tx)
@@ -693,20 +837,34 @@ class Processor:
                 dead.append((message, self._last_error))
         return dead
 
-    def _produce_records(self, producer: Any, source: Message, records: Any) -> None:
-        for index, record in enumerate(_records(records)):
+    def _produce_records(
+        self, producer: Any, source: Message, records: Any, *, materialized: bool = False
+    ) -> None:
+        """Produce a handler's result (`materialized`: already `_records(result)`)."""
+        if not materialized:
+            records = _records(records)
+        output_topic = str(self.output_topic)
+        for index, record in enumerate(records):
             headers = list(record.headers)
-            if not any(name == MESSAGE_ID_HEADER for name, _ in headers):
+            if not headers or not any(name == MESSAGE_ID_HEADER for name, _ in headers):
                 # Derived from the input's position: processing it again yields the same ids,
                 # so a downstream idempotent consumer drops at-least-once repeats.
-                identity = "{}:{}:{}".format(*position(source)) + f":{index}"
+                identity = f"{source.topic()}:{source.partition()}:{source.offset()}:{index}"
                 headers.append((MESSAGE_ID_HEADER, identity.encode()))
-            arguments: dict[str, Any] = {"value": record.value, "key": record.key}
-            arguments["headers"] = headers
-            if record.partition is not None:
-                arguments["partition"] = record.partition
-            _produce(producer, record.topic or str(self.output_topic), arguments)
-            self._stats.produced += 1
+            topic = record.topic or output_topic
+            partition = record.partition
+            while True:
+                try:
+                    if partition is None:
+                        producer.produce(topic, record.value, record.key, headers=headers)
+                    else:
+                        producer.produce(
+                            topic, record.value, record.key, partition=partition, headers=headers
+                        )
+                    break
+                except BufferError:
+                    producer.poll(0.1)
+        self._stats.produced += len(records)
 
     # -- dead letters ----------------------------------------------------------------------------
     def _dead_letter(
@@ -753,8 +911,11 @@ class Processor:
             raise RuntimeError("output records were not acknowledged within 30 s")
 
     def _commit_to_kafka(self, batch: Batch) -> bool:
+        return self._commit_offsets(_topic_partitions(batch))
+
+    def _commit_offsets(self, offsets: list[TopicPartition]) -> bool:
         try:
-            results = self._consumer.commit(offsets=_topic_partitions(batch), asynchronous=False)
+            results = self._consumer.commit(offsets=offsets, asynchronous=False)
         except KafkaException as error:
             self._stats.commit_failures += 1
             logger.warning("offset commit failed: %s", error.args[0])
@@ -813,39 +974,71 @@ class _OpenTransaction:
 
     def add(self, batch: Batch) -> None:
         self.messages.extend(batch)
+        first_offsets = self.first_offsets
         for message in batch:
-            topic, partition, offset = position(message)
-            self.first_offsets.setdefault((topic, partition), offset)
-            self.next_offsets[(topic, partition)] = offset + 1
+            key = (message.topic(), message.partition())
+            if key not in first_offsets:
+                first_offsets[key] = message.offset()  # type: ignore[index,assignment]
+        self.next_offsets.update(_next_offsets(batch))
 
     def offsets(self) -> list[TopicPartition]:
         return [TopicPartition(t, p, o) for (t, p), o in self.next_offsets.items()]
 
 
+@dataclass(slots=True)
+class _Uncommitted:
+    """At-least-once: the poll batches processed in the open commit interval (outputs sent, rows
+    written in the sink's open transaction) whose offsets are not committed to Kafka yet."""
+
+    started: float  # time.monotonic() of the first batch
+    tx: Any = None  # the sink's open transaction (its connection), holding the interval's rows
+    sink_transaction: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
+    messages: list[Message] = field(default_factory=list)
+
+    def add(self, batch: Batch) -> None:
+        self.messages.extend(batch)
+
+
 def _next_offsets(batch: Batch) -> dict[PartitionKey, int]:
-    offsets: dict[PartitionKey, int] = {}
+    """Per partition, the offset after the batch's last message of it.
+
+    librdkafka delivers each partition's messages in offset order (a batch, and the batches of
+    one interval, never go back within a partition), so the last message of a partition is its
+    highest: one dict store per message and no per-message `max`.
+    """
+    if not batch:
+        return {}
+    first, final = batch[0], batch[-1]
+    topic, partition = final.topic(), final.partition()
+    if (
+        first.partition() == partition
+        and first.topic() == topic
+        and final.offset() - first.offset() == len(batch) - 1  # type: ignore[operator]
+    ):
+        # One partition's messages have distinct, increasing offsets, so only a batch of that
+        # partition alone can span exactly len(batch) consecutive offsets: no loop needed.
+        return {(topic, partition): final.offset() + 1}  # type: ignore[dict-item,operator]
+    last: dict[PartitionKey, int] = {}
     for message in batch:
-        topic, partition, offset = position(message)
-        offsets[(topic, partition)] = max(offsets.get((topic, partition), 0), offset + 1)
-    return offsets
+        last[(message.topic(), message.partition())] = message.offset()  # type: ignore[index,assignment]
+    return {key: offset + 1 for key, offset in last.items()}
 
 
 def _topic_partitions(batch: Batch) -> list[TopicPartition]:
     return [TopicPartition(t, p, o) for (t, p), o in _next_offsets(batch).items()]
 
 
-def _records(result: Any) -> Iterator[OutputRecord]:
+def _records(result: Any) -> list[OutputRecord]:
+    """A handler's result as a list of records (all of them, before any is produced)."""
     if result is None or result is SKIPPED:
-        return
+        return []
+    if isinstance(result, bytes | str):
+        return [OutputRecord(result)]
     if isinstance(result, OutputRecord):
-        yield result
-    elif isinstance(result, bytes | str):
-        yield OutputRecord(result)
-    elif isinstance(result, tuple) and len(result) == 2:
-        yield OutputRecord(result[1], key=result[0])
-    else:
-        for item in result:
-            yield from _records(item)
+        return [result]
+    if isinstance(result, tuple) and len(result) == 2:
+        return [OutputRecord(result[1], key=result[0])]
+    return [record for item in result for record in _records(item)]
 
 
 def _produce(producer: Any, topic: str, arguments: dict[str, Any]) -> None:

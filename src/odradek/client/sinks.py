@@ -64,6 +64,12 @@ class Sink(abc.ABC):
     @abc.abstractmethod
     def _connect(self) -> Any: ...
 
+    @property
+    def commits_survive_power_loss(self) -> bool:
+        """Whether a COMMIT that returned is on stable storage (PostgreSQL's default
+        synchronous_commit=on; SQLite's synchronous=FULL)."""
+        return True
+
     def open(self) -> None:
         """Connect and create the toolkit's tables (idempotent)."""
         if self._connection is None:
@@ -97,14 +103,26 @@ class Sink(abc.ABC):
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Any]:
         """One database transaction: committed on normal exit, rolled back on an exception."""
+        tx = self.begin()
+        try:
+            yield tx
+        except BaseException:
+            self.rollback()
+            raise
+        self.commit()
+
+    def begin(self) -> Any:
+        """Begin a transaction that outlives one call (the processor's commit interval); end it
+        with `commit()` or `rollback()`. Returns the connection (`tx`)."""
         connection = self.connection
         connection.execute(self._begin_statement())
-        try:
-            yield connection
-        except BaseException:
-            connection.execute("ROLLBACK")
-            raise
-        connection.execute("COMMIT")
+        return connection
+
+    def commit(self) -> None:
+        self.connection.execute("COMMIT")
+
+    def rollback(self) -> None:
+        self.connection.execute("ROLLBACK")
 
     @contextlib.contextmanager
     def savepoint(self, tx: Any, name: str = "odradek_message") -> Iterator[Any]:
@@ -202,16 +220,38 @@ class Sink(abc.ABC):
 
 
 class SqliteSink(Sink):
-    """A SQLite database file (stdlib sqlite3), in WAL mode with synchronous=FULL.
+    """A SQLite database file (stdlib sqlite3), in WAL mode, synchronous=FULL by default.
 
     SQLite has one writer at a time: every transaction starts with BEGIN IMMEDIATE, so claims
     and offset compare-and-sets of concurrent processors are serialised.
+
+    `synchronous` (SQLite's PRAGMA synchronous in WAL mode): FULL fsyncs the WAL at every
+    commit, so a commit survives a power loss. NORMAL fsyncs only at checkpoints: a commit
+    survives a crash of the process (SIGKILL) but the last ones can roll back in a power loss
+    or OS crash — always whole transactions, the database stays consistent. Exactly-once keeps
+    its offsets in the same transactions, so a rolled-back commit takes its offsets with it and
+    the input is processed again: the guarantee holds under NORMAL (only a commit already
+    reported to someone, e.g. in `on_after_commit`, can be undone). At-least-once commits its
+    offsets to Kafka after the database commit, so it needs FULL: under NORMAL a power loss could
+    drop rows whose offsets Kafka already has (`Processor` refuses that combination).
     """
 
-    def __init__(self, path: str | Path, *, busy_timeout: float = 30.0) -> None:
+    def __init__(
+        self, path: str | Path, *, busy_timeout: float = 30.0, synchronous: str = "FULL"
+    ) -> None:
         super().__init__()
         self.path = Path(path)
         self.busy_timeout = busy_timeout
+        self.synchronous = synchronous.upper()
+        if self.synchronous not in ("FULL", "NORMAL", "EXTRA"):
+            raise ValueError(
+                f"synchronous={synchronous!r}: choose FULL, EXTRA or NORMAL (OFF loses "
+                "consistency in a power loss)"
+            )
+
+    @property
+    def commits_survive_power_loss(self) -> bool:
+        return self.synchronous != "NORMAL"
 
     def __repr__(self) -> str:
         return f"SqliteSink({str(self.path)!r})"
@@ -221,7 +261,7 @@ class SqliteSink(Sink):
             self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
         )
         connection.execute("PRAGMA journal_mode=WAL")
-        connection.execute("PRAGMA synchronous=FULL")
+        connection.execute(f"PRAGMA synchronous={self.synchronous}")
         return connection
 
     def _begin_statement(self) -> str:
