@@ -13,14 +13,15 @@ import dataclasses
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from kio.schema.errors import ErrorCode
 from sim_planted import _swapped
 
 from odradek.broker import replica_manager
+from odradek.broker.replica_manager import HostedPartition, ReplicaManager
 from odradek.controller.messages import AlterPartitionPartition
 from odradek.controller.replication_control import ReplicationControlManager
 from odradek.replication.partition_state import PartitionState
-from odradek.replication.produce_wait import ProduceWaitState, ProduceWaitStatus
-from odradek.replication.truncation import OffsetTruncationState
+from odradek.replication.truncation import FetchPosition
 from odradek.storage.log import PartitionLog
 from odradek.storage.producer_state import ProducerStateManager
 
@@ -48,28 +49,32 @@ def high_watermark_before_followers() -> Iterator[None]:
 
 @contextlib.contextmanager
 def returning_leader_keeps_its_tail() -> Iterator[None]:
-    """A returning former leader whose log diverges from the new leader's does not truncate:
-    the Fetch answer's DivergingEpoch is ignored (KIP-320's truncation skipped)."""
+    """A broker that becomes a follower (a returning former leader) starts fetching at its log
+    end without its last fetched epoch, so the leader's diverging-epoch check never runs and
+    the tail it wrote as leader is never truncated (KIP-101/320's truncation skipped)."""
 
-    def no_truncation(diverging: Any, cache: Any, log_end_offset: int, fetch_offset: int) -> Any:
-        return OffsetTruncationState(log_end_offset, True)
+    def initial_fetch_position(cache: Any, log_end_offset: int, high_watermark: int) -> Any:
+        return FetchPosition(log_end_offset, None)
 
-    with _swapped(replica_manager, "truncate_on_diverging_epoch", no_truncation):
+    with _swapped(replica_manager, "initial_fetch_position", initial_fetch_position):
         yield
 
 
 @contextlib.contextmanager
 def acks_all_before_isr_check() -> Iterator[None]:
     """An acks=all produce is answered as soon as the leader wrote it, before the check that
-    the ISR has it (Kafka's DelayedProduce without checkEnoughReplicasReachOffset)."""
+    the ISR has it (Kafka's DelayedProduce without checkEnoughReplicasReachOffset). The
+    internal topics' waits (group and transaction coordinators) keep the real code."""
 
-    def completion(self: PartitionState, batch_last_offset: int) -> ProduceWaitStatus:
-        if not self.is_leader:
-            return original(self, batch_last_offset)
-        return ProduceWaitStatus(ProduceWaitState.DONE)
+    async def wait_for_acks_all(
+        self: ReplicaManager, hosted: HostedPartition, last_offset: int, timeout_ms: int
+    ) -> ErrorCode:
+        if hosted.topic.startswith("__") or not hosted.state.is_leader:
+            return await original(self, hosted, last_offset, timeout_ms)
+        return ErrorCode.none  # the bug: no wait for the high watermark
 
-    original = PartitionState.produce_completion
-    with _swapped(PartitionState, "produce_completion", completion):
+    original = ReplicaManager.wait_for_acks_all
+    with _swapped(ReplicaManager, "wait_for_acks_all", wait_for_acks_all):
         yield
 
 

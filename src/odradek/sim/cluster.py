@@ -75,10 +75,10 @@ MIN_INSYNC_REPLICAS = 2
 CLUSTER_FAULTS = ("crash", "power-loss", "cut", "controller-crash")
 # Mean simulated seconds between two faults of a kind.
 _FAULT_MEAN_INTERVAL_S = {
-    "crash": 8.0,
-    "power-loss": 12.0,
-    "cut": 3.0,
-    "controller-crash": 12.0,
+    "crash": 5.0,
+    "power-loss": 8.0,
+    "cut": 2.0,
+    "controller-crash": 10.0,
 }
 # Failure detection short enough for a run of a few seconds to see fencing and ISR shrinks.
 CLUSTER_TIMEOUTS = {
@@ -346,6 +346,15 @@ class ClusterWorld:
 
     def _partitions(self) -> list[tuple[int, int, tuple[int, ...], tuple[int, ...]]]:
         """(partition, leader, replicas, isr) of the topic, from the controller's state."""
+        return [
+            (partition, leader, replicas, isr)
+            for topic, partition, leader, replicas, isr in self._all_partitions()
+            if topic == TOPIC
+        ]
+
+    def _all_partitions(self) -> list[tuple[str, int, int, tuple[int, ...], tuple[int, ...]]]:
+        """(topic, partition, leader, replicas, isr) of every partition (the internal topics'
+        too), from the controller's state."""
         server = self.controller.server
         if server is None or server.controller is None:
             return []
@@ -354,15 +363,15 @@ class ClusterWorld:
             if int(registration.leader_recovery_state) != 0:
                 # KIP-704's RECOVERING: this leader was elected uncleanly.
                 self.checks.unclean_election = True
-            if topic.name == TOPIC:
-                found.append(
-                    (
-                        partition_id,
-                        registration.leader,
-                        tuple(registration.replicas),
-                        tuple(registration.isr),
-                    )
+            found.append(
+                (
+                    topic.name,
+                    partition_id,
+                    registration.leader,
+                    tuple(registration.replicas),
+                    tuple(registration.isr),
                 )
+            )
         return sorted(found)
 
     async def _wait_for_full_isr(self, seconds: float) -> bool:
@@ -376,13 +385,13 @@ class ClusterWorld:
             await asyncio.sleep(0.1)
         return False
 
-    def _replica_logs(self, partition: int) -> dict[int, PartitionLog]:
+    def _replica_logs(self, partition: int, topic: str = TOPIC) -> dict[int, PartitionLog]:
         logs: dict[int, PartitionLog] = {}
         for node_id, broker in self.brokers.items():
             context = broker.context
             if context is None:
                 continue
-            log = context.logs.all_logs().get(TopicPartition(TOPIC, partition))
+            log = context.logs.all_logs().get(TopicPartition(topic, partition))
             if log is not None:
                 logs[node_id] = log
         return logs
@@ -418,10 +427,10 @@ class ClusterWorld:
                 (f"{topic}-{partition} on {broker_name(node_id)}", log)
                 for (topic, partition), log in context.logs.all_logs().items()
             )
-        for partition, leader, _replicas, isr in self._partitions():
-            name = f"{TOPIC}-{partition}"
+        for topic, partition, leader, _replicas, isr in self._all_partitions():
+            name = f"{topic}-{partition}"
             self.checks.leader_in_isr(name, leader, isr)
-            logs = self._replica_logs(partition)
+            logs = self._replica_logs(partition, topic)
             if leader in logs:
                 self.checks.high_watermark_within_isr(
                     name,

@@ -10,6 +10,7 @@ the transactional producer's transaction `<txn>`.
 
 from __future__ import annotations
 
+import bisect
 import enum
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -400,11 +401,14 @@ class ClusterChecks:
 
     def replicas_agree(self, name: str, logs: dict[str, PartitionLog]) -> None:
         """No two batches at one offset within a replica's log, nor different batches at one
-        offset across the replicas' logs (compared once they converged)."""
-        seen: dict[int, tuple[int, int, str]] = {}  # base offset -> (next offset, crc, replica)
+        offset across the replicas' logs (compared once they converged): every batch of one
+        replica is, wherever another replica holds its first offset, the very same batch
+        there (same offsets, same CRC)."""
+        listed: dict[str, list[tuple[int, int, int]]] = {}
         for replica, log in sorted(logs.items()):
+            batches = _batches(log)
             previous_end = -1
-            for base_offset, next_offset, crc in _batches(log):
+            for base_offset, next_offset, _crc in batches:
                 if base_offset < previous_end:
                     self.checker.fail(
                         "one-batch-per-offset",
@@ -412,13 +416,24 @@ class ClusterChecks:
                         f"previous one ending at {previous_end}",
                     )
                 previous_end = next_offset
-                first = seen.setdefault(base_offset, (next_offset, crc, replica))
-                if first[:2] != (next_offset, crc):
-                    self.checker.fail(
-                        "replicas-agree",
-                        f"{name} offset {base_offset}: {first[2]} has a batch to {first[0]} "
-                        f"(crc {first[1]}), {replica} one to {next_offset} (crc {crc})",
-                    )
+            listed[replica] = batches
+        for replica, batches in listed.items():
+            for other, other_batches in listed.items():
+                if other == replica:
+                    continue
+                starts = [base for base, _next, _crc in other_batches]
+                for batch in batches:
+                    index = bisect.bisect_right(starts, batch[0]) - 1
+                    if index < 0:
+                        continue
+                    there = other_batches[index]
+                    if there[1] > batch[0] and there != batch:
+                        self.checker.fail(
+                            "replicas-agree",
+                            f"{name} offset {batch[0]}: {replica} has a batch [{batch[0]}, "
+                            f"{batch[1]}) (crc {batch[2]}), {other} [{there[0]}, {there[1]}) "
+                            f"(crc {there[2]})",
+                        )
 
     def consumed_records_survive(self, logs: dict[int, PartitionLog]) -> None:
         """Every record a consumer returned is still in the final leader's log at its offset:

@@ -30,7 +30,7 @@ from odradek.sim.node import SimBroker
 from odradek.sim.patches import simulated_process, virtual_now_ms
 from odradek.sim.trace import Trace
 from odradek.sim.workload import TOPIC, Clients, Load
-from odradek.sim.world import StuckError, bounded_loop, run_phases
+from odradek.sim.world import StuckError, bounded_loop, run_phases, step_watchdog
 
 logger = logging.getLogger(__name__)
 
@@ -349,7 +349,12 @@ def _run_seed(options: SimOptions) -> SimResult:
                 else ClusterWorld(options, loop, fs)
             )
             try:
-                loop.run_until_complete(run_phases(world, options.seconds, SETTLE_S))
+                with step_watchdog(loop):
+                    loop.run_until_complete(run_phases(world, options.seconds, SETTLE_S))
+            except KeyboardInterrupt:
+                if loop.stuck_in_step is None:
+                    raise
+                world.checker.violations.append(Violation("stuck", loop.stuck_in_step, loop.time()))
             except DeadlockError as error:
                 world.checker.violations.append(Violation("progress", str(error), loop.time()))
             except StuckError as error:

@@ -8,14 +8,21 @@ sequence; each world supplies the steps (`World`).
 
 `BoundedLoop` bounds a run: a run that is still going after `max_simulated_s` simulated
 seconds or `max_steps` turns of the loop (a livelock that never lets time move far) ends with a
-`StuckError`, which the runner reports as a failed run (invariant `stuck`), never a hang.
+`StuckError`, which the runner reports as a failed run (invariant `stuck`), never a hang. Both
+bounds are deterministic. One turn that never ends (a callback looping without awaiting) cannot
+be counted; `step_watchdog` ends it after `STEP_WALL_LIMIT_S` of real time without a turn (the
+only bound that reads a real clock, and only to end a run that is failing anyway).
 """
 
 from __future__ import annotations
 
+import _thread
 import asyncio
 import contextlib
 import random
+import threading
+import time
+from collections.abc import Iterator
 from typing import Protocol
 
 from odradek.sim.invariants import Checker, InvariantBrokenError
@@ -30,6 +37,8 @@ STUCK_MARGIN_S = 180.0
 # few thousand; a livelock (tasks waking each other at no cost in virtual time) far more.
 STEPS_PER_SIMULATED_S = 10_000
 MIN_STEPS = 1_000_000
+# Real seconds one turn of the loop may take before the watchdog ends the run.
+STEP_WALL_LIMIT_S = 60.0
 
 
 class StuckError(RuntimeError):
@@ -49,6 +58,7 @@ class BoundedLoop(SimLoop):
         self.max_steps = max_steps
         self.steps = 0
         self.bounded = True
+        self.stuck_in_step: str | None = None
 
     def _run_once(self) -> None:
         super()._run_once()
@@ -65,6 +75,34 @@ class BoundedLoop(SimLoop):
             raise StuckError(
                 f"no progress to the end after {self.time():.1f} simulated s ({self.steps:,} steps)"
             )
+
+
+@contextlib.contextmanager
+def step_watchdog(loop: BoundedLoop, limit_s: float | None = None) -> Iterator[None]:
+    """Interrupt the main thread (KeyboardInterrupt) when `loop` makes no turn for `limit_s`
+    (default `STEP_WALL_LIMIT_S`) real seconds; `loop.stuck_in_step` then says so (the runner
+    reports it as `stuck`)."""
+    if limit_s is None:
+        limit_s = STEP_WALL_LIMIT_S
+    done = threading.Event()
+
+    def watch() -> None:
+        seen, since = -1, time.monotonic()
+        while not done.wait(min(1.0, limit_s / 4)):
+            if loop.steps != seen or not loop.is_running():
+                seen, since = loop.steps, time.monotonic()
+            elif time.monotonic() - since > limit_s:
+                loop.stuck_in_step = f"one step ran {limit_s:g} s without returning"
+                _thread.interrupt_main()
+                return
+
+    watcher = threading.Thread(target=watch, name="odradek-sim-watchdog", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        done.set()
+        watcher.join()
 
 
 def bounded_loop(seed: int, seconds: float) -> BoundedLoop:
@@ -117,7 +155,9 @@ async def run_phases(world: World, seconds: float, settle_s: float) -> None:
     for task in faults:
         task.cancel()
     await asyncio.gather(*faults, return_exceptions=True)
-    await world.heal()
+    if not world.stop.is_set():
+        # (After a broken invariant nothing is healed: the run ends as it stands.)
+        await world.heal()
     if not world.stop.is_set():
         world.trace.event("load stops; faults healed")
         settle = loop.create_task(world.clients.settle(settle_s))
