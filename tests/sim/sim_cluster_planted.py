@@ -21,7 +21,7 @@ from odradek.broker.replica_manager import HostedPartition, ReplicaManager
 from odradek.controller.messages import AlterPartitionPartition
 from odradek.controller.replication_control import ReplicationControlManager
 from odradek.replication.partition_state import PartitionState
-from odradek.replication.truncation import FetchPosition
+from odradek.replication.truncation import OffsetTruncationState
 from odradek.storage.log import PartitionLog
 from odradek.storage.producer_state import ProducerStateManager
 
@@ -49,14 +49,14 @@ def high_watermark_before_followers() -> Iterator[None]:
 
 @contextlib.contextmanager
 def returning_leader_keeps_its_tail() -> Iterator[None]:
-    """A broker that becomes a follower (a returning former leader) starts fetching at its log
-    end without its last fetched epoch, so the leader's diverging-epoch check never runs and
-    the tail it wrote as leader is never truncated (KIP-101/320's truncation skipped)."""
+    """A returning former leader whose log diverges from the new leader's does not truncate:
+    the Fetch answer's DivergingEpoch is taken as "nothing to cut" (KIP-101/320's truncation
+    skipped), so the tail it wrote as leader stays under the new leader's records."""
 
-    def initial_fetch_position(cache: Any, log_end_offset: int, high_watermark: int) -> Any:
-        return FetchPosition(log_end_offset, None)
+    def no_truncation(diverging: Any, cache: Any, log_end_offset: int, fetch_offset: int) -> Any:
+        return OffsetTruncationState(log_end_offset, True)
 
-    with _swapped(replica_manager, "initial_fetch_position", initial_fetch_position):
+    with _swapped(replica_manager, "truncate_on_diverging_epoch", no_truncation):
         yield
 
 

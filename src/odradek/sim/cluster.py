@@ -287,12 +287,12 @@ class ClusterWorld:
     def final(self) -> None:
         self._check_state()
         leader_logs: dict[int, PartitionLog] = {}
-        for partition, leader, _replicas, _isr in self._partitions():
-            logs = self._replica_logs(partition)
-            if leader in logs:
+        for topic, partition, leader, _replicas, _isr in self._all_partitions():
+            logs = self._replica_logs(partition, topic)
+            if leader in logs and topic == TOPIC:
                 leader_logs[partition] = logs[leader]
             self.checks.replicas_agree(
-                f"{TOPIC}-{partition}",
+                f"{topic}-{partition}",
                 {broker_name(node_id): log for node_id, log in logs.items()},
             )
         if len(leader_logs) != self.options.load.partitions:
