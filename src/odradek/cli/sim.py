@@ -10,19 +10,21 @@ from pathlib import Path
 import click
 
 FAULT_HELP = (
-    "comma-separated: crash, power-loss, reset, cut, consumer-crash, disk-error; 'none' for none"
+    "comma-separated: crash, power-loss, reset, cut, consumer-crash, disk-error (one broker), "
+    "crash, power-loss, cut, controller-crash (a cluster); 'none' for none"
 )
 
 
 def _parse_faults(value: str | None) -> tuple[str, ...] | None:
     from odradek.sim import FAULTS
+    from odradek.sim.cluster import CLUSTER_FAULTS
 
     if value is None:
         return None
     if value.strip().lower() == "none":
         return ()
     faults = tuple(part.strip() for part in value.split(",") if part.strip())
-    unknown = [fault for fault in faults if fault not in FAULTS]
+    unknown = [fault for fault in faults if fault not in (*FAULTS, *CLUSTER_FAULTS)]
     if unknown:
         raise click.BadParameter(f"unknown fault(s) {', '.join(unknown)}: {FAULT_HELP}")
     return faults
@@ -63,7 +65,7 @@ def _replay_with_fixed_string_hashing() -> None:
     default=1,
     show_default=True,
     help="1: one broker alone; more: a controller and this many brokers, a topic of "
-    "replication factor 3 (faults: crash only, so far).",
+    "replication factor 3.",
 )
 @click.option("--trace-lines", type=int, default=60, show_default=True)
 @click.option("--trace-file", type=click.Path(dir_okay=False, path_type=Path))
@@ -88,7 +90,7 @@ def sim(
         raise click.UsageError("give either --seed N or --seeds COUNT")
     _replay_with_fixed_string_hashing()
     try:
-        from odradek.sim import DEFAULT_FAULTS, Load, SimOptions, run_seed
+        from odradek.sim import DEFAULT_FAULTS, FAULTS, Load, SimOptions, run_seed
         from odradek.sim.sweep import sweep
     except ImportError as error:
         raise click.ClickException(
@@ -98,6 +100,11 @@ def sim(
     if brokers == 1:
         load = Load() if rate is None else Load(messages_per_second=rate)
         default_faults: tuple[str, ...] = DEFAULT_FAULTS
+        unknown = sorted(set(chosen or ()) - set(FAULTS))
+        if unknown:
+            raise click.UsageError(
+                f"--faults: a one-broker run knows {', '.join(FAULTS)}, not {', '.join(unknown)}"
+            )
     else:
         from odradek.sim.cluster import CLUSTER_FAULTS, CLUSTER_LOAD, REPLICATION_FACTOR
 
@@ -110,7 +117,7 @@ def sim(
         unsupported = sorted(set(chosen or ()) - set(CLUSTER_FAULTS))
         if unsupported:
             raise click.UsageError(
-                f"--faults: a cluster run knows only {', '.join(CLUSTER_FAULTS)} so far, "
+                f"--faults: a cluster run knows {', '.join(CLUSTER_FAULTS)}, "
                 f"not {', '.join(unsupported)}"
             )
     template = SimOptions(

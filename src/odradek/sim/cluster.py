@@ -3,17 +3,32 @@
 Every node runs the real code on its own simulated disk (`/sim/<node>`) and address (`<node>:
 <port>`); the broker-to-controller and broker-to-broker channels (`KafkaChannel`, asyncio
 streams) go over the simulated network exactly as the clients' connections do. The node
-properties are the ones `odradek.cluster.Cluster` gives a real cluster's processes.
+properties are the ones `odradek.cluster.Cluster` gives a real cluster's processes, with short
+failure detection (`broker.session.timeout.ms` 3 s, `replica.lag.time.max.ms` 2 s) so that a
+fault fences brokers and shrinks ISRs within a short run.
 
 The workload is an idempotent acks=all producer and a consumer on a topic of replication
-factor 3 with `min.insync.replicas=2`; the fault is a broker killed and restarted on the same
-disk (no power loss). The replication invariants (Kafka's ReplicaManager / Partition contract):
+factor 3 with `min.insync.replicas=2`. The faults (`CLUSTER_FAULTS`, a seeded schedule each):
+
+- `crash`: a broker killed (kill -9) and restarted on the same disk after a while;
+- `power-loss`: the same, and every byte the broker did not fdatasync is gone;
+- `cut`: the network between two brokers, or a broker and the controller, holds back every
+  byte one way or both ways for a while (connections stay open, as TCP's do);
+- `controller-crash`: the controller killed and restarted on its metadata log.
+
+At most one broker is down at a time (two replicas can always form the minimum ISR). The
+replication invariants (Kafka's ReplicaManager / Partition contract), from
+`odradek.sim.invariants.ClusterChecks`:
 
 - `acknowledged-writes-survive`: every acknowledged acks=all write is read back at its offset
-  (no unclean election, no power loss here);
-- `replicas-agree`: no two different batches at one offset across replicas;
-- `log-start-below-hw`, `hw-below-leo`: log start <= high watermark <= log end on every
-  replica (checked continuously);
+  from the final leader's log, unless an unclean election happened or a broker lost power with
+  `odradek.acks.all.fsync` off;
+- `consumed-records-survive`: a record a consumer returned is never truncated later: it is in
+  the final leader's log at the offset it was read at (same exceptions);
+- `one-batch-per-offset` (within each replica's log) and `replicas-agree` (across the
+  replicas): no two different batches at one offset on any replica;
+- `log-start-below-hw`, `hw-below-leo`, `hw-below-isr-leo`: log start <= high watermark <=
+  min log end offset over the ISR (checked continuously);
 - `leader-in-isr`: the leader is in the ISR, or the partition is offline (checked
   continuously on the controller's state).
 """
@@ -36,9 +51,8 @@ from aiokafka.errors import KafkaError
 from odradek.broker.config import BrokerConfig
 from odradek.broker.controller_server import ControllerServer
 from odradek.cluster import replication_defaults
-from odradek.protocol.record_batch import decode_batches
 from odradek.sim.disk import SimFiles
-from odradek.sim.invariants import Checker, InvariantBrokenError
+from odradek.sim.invariants import Checker, ClusterChecks, InvariantBrokenError
 from odradek.sim.loop import SimLoop, run_in_node
 from odradek.sim.memfs import MemoryFileSystem, SimPath
 from odradek.sim.network import LatencyModel, SimNetwork
@@ -57,10 +71,21 @@ CONTROLLER_ID = 0
 CONTROLLER_PORT = 9093
 REPLICATION_FACTOR = 3
 MIN_INSYNC_REPLICAS = 2
-# The faults cluster mode runs (kill -9 of a broker and its restart on the same disk).
-CLUSTER_FAULTS = ("crash",)
-# Mean simulated seconds between two broker kills.
-_CRASH_MEAN_INTERVAL_S = 8.0
+# The faults cluster mode runs; the default runs them all.
+CLUSTER_FAULTS = ("crash", "power-loss", "cut", "controller-crash")
+# Mean simulated seconds between two faults of a kind.
+_FAULT_MEAN_INTERVAL_S = {
+    "crash": 5.0,
+    "power-loss": 8.0,
+    "cut": 2.0,
+    "controller-crash": 10.0,
+}
+# Failure detection short enough for a run of a few seconds to see fencing and ISR shrinks.
+CLUSTER_TIMEOUTS = {
+    "broker.session.timeout.ms": "3000",
+    "broker.heartbeat.interval.ms": "500",
+    "replica.lag.time.max.ms": "2000",
+}
 SETTLE_S = 20.0
 # After the clients stop, replicas get this long to converge before the logs are compared.
 CONVERGE_S = 30.0
@@ -101,16 +126,21 @@ def _common_properties(node_id: int, cluster_id: str) -> dict[str, str]:
 
 
 class SimController:
-    """The controller process (`process.roles=controller`) on node `controller`."""
+    """The controller process (`process.roles=controller`) on node `controller`, killed and
+    restarted on its metadata log by the `controller-crash` fault."""
 
     def __init__(
         self,
+        loop: SimLoop,
+        network: SimNetwork,
         trace: Trace,
         cluster_id: str,
         config: Mapping[str, str],
         fs: MemoryFileSystem,
         rng: random.Random,
     ) -> None:
+        self.loop = loop
+        self.network = network
         self.trace = trace
         self.fs = fs
         self.rng = rng
@@ -123,13 +153,34 @@ class SimController:
             **config,
         }
         self.server: ControllerServer | None = None
+        self.files: SimFiles | None = None
+        self.incarnation = 0
+
+    @property
+    def running(self) -> bool:
+        return self.server is not None
 
     async def start(self) -> None:
+        self.incarnation += 1
+        self.network.node_up(CONTROLLER)
         config = BrokerConfig.from_properties(self.properties)
         config = dataclasses.replace(config, log_dir=cast(Path, SimPath(f"/sim/{CONTROLLER}")))
-        self.server = ControllerServer(config, self.cluster_id, SimFiles(self.fs, self.rng))
+        self.files = SimFiles(self.fs, self.rng)
+        self.server = ControllerServer(config, self.cluster_id, self.files)
         await run_in_node(CONTROLLER, self.server.start())
-        self.trace.event(f"start {CONTROLLER}")
+        self.trace.event(f"start {CONTROLLER} (incarnation {self.incarnation})")
+
+    def crash(self) -> None:
+        """kill -9: connections reset, tasks gone; the metadata log keeps what was written."""
+        if self.server is None:
+            return
+        self.network.node_down(CONTROLLER)
+        cancelled = self.loop.kill_node(CONTROLLER)
+        if self.files is not None:
+            self.files.crash(False)
+        self.trace.event(f"crash {CONTROLLER} (process crash): {cancelled} task(s) ended")
+        self.server = None
+        self.files = None
 
 
 class ClusterWorld:
@@ -141,7 +192,7 @@ class ClusterWorld:
         if unsupported:
             raise ValueError(
                 f"cluster mode runs only the faults {', '.join(CLUSTER_FAULTS)}; "
-                f"not yet: {', '.join(unsupported)}"
+                f"not: {', '.join(unsupported)}"
             )
         self.options = options
         self.loop = loop
@@ -155,10 +206,13 @@ class ClusterWorld:
         self.cluster_id = cluster_id_for(seed)
         shared = {
             **replication_defaults(options.brokers),
+            **CLUSTER_TIMEOUTS,
             "odradek.acks.all.fsync": "true" if options.acks_all_fsync else "false",
             **dict(options.broker_config),
         }
-        self.controller = SimController(self.trace, self.cluster_id, shared, fs, self.disk_rng)
+        self.controller = SimController(
+            loop, self.network, self.trace, self.cluster_id, shared, fs, self.disk_rng
+        )
         self.node_ids = list(range(CONTROLLER_ID + 1, CONTROLLER_ID + 1 + options.brokers))
         self.brokers: dict[int, SimBroker] = {}
         for node_id in self.node_ids:
@@ -174,6 +228,7 @@ class ClusterWorld:
         self.checker = Checker(
             loop.time, TOPIC, options.load.partitions, lambda _violation: self.stop.set()
         )
+        self.checks = ClusterChecks(self.checker)
         self.bootstrap_servers = ",".join(
             f"{broker_name(node_id)}:{BROKER_PORT}" for node_id in self.node_ids
         )
@@ -187,6 +242,8 @@ class ClusterWorld:
             self._spawn,
         )
         self.fault_counts: dict[str, int] = {}
+        # A broker is down (crash or power loss): no second one goes down meanwhile.
+        self._broker_down = False
 
     @property
     def restarts(self) -> int:
@@ -205,43 +262,50 @@ class ClusterWorld:
             latency += self.disk_rng.uniform(0, 0.05)
         return latency
 
-    # -- the run -----------------------------------------------------------------------------
+    # -- the run (odradek.sim.world.run_phases) ----------------------------------------------
 
-    async def main(self) -> None:
+    async def start(self) -> None:
         await self.controller.start()
         for broker in self.brokers.values():
             await broker.start()
         await self._create_topic()
-        checks = self.loop.create_task(self._check_continuously())
-        self.clients.start()
-        faults = [self.loop.create_task(self._crashes()) for _ in self.options.faults]
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.stop.wait(), self.options.seconds)
-        for task in faults:
-            task.cancel()
-        await asyncio.gather(*faults, return_exceptions=True)
+
+    def fault_tasks(self) -> list[asyncio.Task[None]]:
+        return [self.loop.create_task(self._faults(kind)) for kind in self.options.faults]
+
+    async def heal(self) -> None:
+        self.network.heal_all()
+        if not self.controller.running:
+            await self.controller.start()
         for broker in self.brokers.values():
             if not broker.running:
                 await broker.start()
-        if not self.stop.is_set():
-            self.trace.event("load stops; faults healed")
-            settle = self.loop.create_task(self.clients.settle(SETTLE_S))
-            stopped = self.loop.create_task(self.stop.wait())
-            await asyncio.wait([settle, stopped], return_when=asyncio.FIRST_COMPLETED)
-            stopped.cancel()
-            if not settle.done():
-                settle.cancel()
-        else:
-            for task in self.clients.tasks:
-                task.cancel()
-        await asyncio.gather(*self.clients.tasks, return_exceptions=True)
-        if not self.stop.is_set():
-            await self._converge()
-        checks.cancel()
-        await asyncio.gather(checks, return_exceptions=True)
-        if not self.checker.violations:
-            with contextlib.suppress(InvariantBrokenError):
-                self._final()
+
+    async def quiesce(self) -> None:
+        await self._converge()
+
+    def final(self) -> None:
+        self._check_state()
+        leader_logs: dict[int, PartitionLog] = {}
+        for topic, partition, leader, _replicas, _isr in self._all_partitions():
+            logs = self._replica_logs(partition, topic)
+            if leader in logs and topic == TOPIC:
+                leader_logs[partition] = logs[leader]
+            self.checks.replicas_agree(
+                f"{topic}-{partition}",
+                {broker_name(node_id): log for node_id, log in logs.items()},
+            )
+        if len(leader_logs) != self.options.load.partitions:
+            self.checker.fail(
+                "partitions-online",
+                f"only partitions {sorted(leader_logs)} have a leader at the end",
+            )
+        counts = self.checker.final(leader_logs)
+        self.checks.consumed_records_survive(leader_logs)
+        self.trace.event(
+            f"final: {counts['records']} record(s) in the leaders' logs, "
+            f"{counts['acknowledged']} acknowledged; replicas agree"
+        )
 
     async def _create_topic(self) -> None:
         """Create the topic through a broker (forwarded to the controller), as a client does;
@@ -282,20 +346,32 @@ class ClusterWorld:
 
     def _partitions(self) -> list[tuple[int, int, tuple[int, ...], tuple[int, ...]]]:
         """(partition, leader, replicas, isr) of the topic, from the controller's state."""
+        return [
+            (partition, leader, replicas, isr)
+            for topic, partition, leader, replicas, isr in self._all_partitions()
+            if topic == TOPIC
+        ]
+
+    def _all_partitions(self) -> list[tuple[str, int, int, tuple[int, ...], tuple[int, ...]]]:
+        """(topic, partition, leader, replicas, isr) of every partition (the internal topics'
+        too), from the controller's state."""
         server = self.controller.server
         if server is None or server.controller is None:
             return []
         found = []
         for topic, partition_id, registration in server.controller.replication.all_partitions():
-            if topic.name == TOPIC:
-                found.append(
-                    (
-                        partition_id,
-                        registration.leader,
-                        tuple(registration.replicas),
-                        tuple(registration.isr),
-                    )
+            if int(registration.leader_recovery_state) != 0:
+                # KIP-704's RECOVERING: this leader was elected uncleanly.
+                self.checks.unclean_election = True
+            found.append(
+                (
+                    topic.name,
+                    partition_id,
+                    registration.leader,
+                    tuple(registration.replicas),
+                    tuple(registration.isr),
                 )
+            )
         return sorted(found)
 
     async def _wait_for_full_isr(self, seconds: float) -> bool:
@@ -309,13 +385,13 @@ class ClusterWorld:
             await asyncio.sleep(0.1)
         return False
 
-    def _replica_logs(self, partition: int) -> dict[int, PartitionLog]:
+    def _replica_logs(self, partition: int, topic: str = TOPIC) -> dict[int, PartitionLog]:
         logs: dict[int, PartitionLog] = {}
         for node_id, broker in self.brokers.items():
             context = broker.context
             if context is None:
                 continue
-            log = context.logs.all_logs().get(TopicPartition(TOPIC, partition))
+            log = context.logs.all_logs().get(TopicPartition(topic, partition))
             if log is not None:
                 logs[node_id] = log
         return logs
@@ -334,7 +410,7 @@ class ClusterWorld:
             await asyncio.sleep(0.1)
         self.trace.event("replicas did not converge")
 
-    async def _check_continuously(self) -> None:
+    async def check_continuously(self) -> None:
         while True:
             await asyncio.sleep(CHECK_INTERVAL_S)
             try:
@@ -347,84 +423,78 @@ class ClusterWorld:
             context = broker.context
             if context is None:
                 continue
-            logs = [
+            self.checks.replica_state(
                 (f"{topic}-{partition} on {broker_name(node_id)}", log)
                 for (topic, partition), log in context.logs.all_logs().items()
-            ]
-            for name, log in logs:
-                if log.log_start_offset > log.high_watermark:
-                    self.checker.fail(
-                        "log-start-below-hw",
-                        f"{name}: log start {log.log_start_offset} > high watermark "
-                        f"{log.high_watermark}",
-                    )
-            self.checker.broker_state(logs)
-        for partition, leader, _replicas, isr in self._partitions():
-            if leader >= 0 and leader not in isr:
-                self.checker.fail(
-                    "leader-in-isr",
-                    f"{TOPIC}-{partition}: leader {leader} is not in the ISR {list(isr)}",
+            )
+        for topic, partition, leader, _replicas, isr in self._all_partitions():
+            name = f"{topic}-{partition}"
+            self.checks.leader_in_isr(name, leader, isr)
+            logs = self._replica_logs(partition, topic)
+            if leader in logs:
+                self.checks.high_watermark_within_isr(
+                    name,
+                    broker_name(leader),
+                    logs[leader],
+                    {broker_name(node): logs[node] for node in isr if node in logs},
                 )
 
-    def _final(self) -> None:
-        self._check_state()
-        leader_logs: dict[int, PartitionLog] = {}
-        for partition, leader, _replicas, _isr in self._partitions():
-            logs = self._replica_logs(partition)
-            if leader in logs:
-                leader_logs[partition] = logs[leader]
-            self._compare_replicas(partition, logs)
-        if len(leader_logs) != self.options.load.partitions:
-            self.checker.fail(
-                "partitions-online",
-                f"only partitions {sorted(leader_logs)} have a leader at the end",
-            )
-        counts = self.checker.final(leader_logs)
-        self.trace.event(
-            f"final: {counts['records']} record(s) in the leaders' logs, "
-            f"{counts['acknowledged']} acknowledged; replicas agree"
-        )
+    # -- faults ------------------------------------------------------------------------------
 
-    def _compare_replicas(self, partition: int, logs: dict[int, PartitionLog]) -> None:
-        """No two different batches at one offset across the replicas' logs."""
-        seen: dict[int, tuple[int, int, int]] = {}  # base offset -> (next offset, crc, node)
-        for node_id, log in sorted(logs.items()):
-            for base_offset, next_offset, crc in _batches(log):
-                first = seen.setdefault(base_offset, (next_offset, crc, node_id))
-                if first[:2] != (next_offset, crc):
-                    self.checker.fail(
-                        "replicas-agree",
-                        f"{TOPIC}-{partition} offset {base_offset}: {broker_name(first[2])} has "
-                        f"a batch to {first[0]} (crc {first[1]}), {broker_name(node_id)} one to "
-                        f"{next_offset} (crc {crc})",
-                    )
-
-    async def _crashes(self) -> None:
-        """Kill a running broker now and then (never the last two: min ISR 2 must be able
-        to hold) and restart it on the same disk after a while."""
+    async def _faults(self, kind: str) -> None:
         rng = random.Random(self.fault_rng.getrandbits(64))
+        mean = _FAULT_MEAN_INTERVAL_S[kind]
         while True:
-            await asyncio.sleep(rng.expovariate(1 / _CRASH_MEAN_INTERVAL_S))
-            running = [node_id for node_id, broker in self.brokers.items() if broker.running]
-            if len(running) < len(self.brokers):
-                continue
-            node_id = rng.choice(running)
-            self.fault_counts["crash"] = self.fault_counts.get("crash", 0) + 1
-            self.brokers[node_id].crash(power_loss=False)
+            await asyncio.sleep(rng.expovariate(1 / mean))
+            if kind in ("crash", "power-loss"):
+                await self._crash_broker(rng, power_loss=kind == "power-loss")
+            elif kind == "cut":
+                self._cut(rng)
+            elif kind == "controller-crash":
+                await self._crash_controller(rng)
+
+    def _count(self, kind: str) -> None:
+        self.fault_counts[kind] = self.fault_counts.get(kind, 0) + 1
+
+    async def _crash_broker(self, rng: random.Random, power_loss: bool) -> None:
+        """Kill a broker (never a second one while one is down: two replicas can always form
+        the minimum ISR) and restart it on the same disk after a while."""
+        if self._broker_down:
+            return
+        node_id = rng.choice(self.node_ids)
+        broker = self.brokers[node_id]
+        self._broker_down = True
+        try:
+            self._count("power-loss" if power_loss else "crash")
+            broker.crash(power_loss)
+            if power_loss:
+                self.checker.power_losses += 1
+                if not self.options.acks_all_fsync:
+                    self.checker.unsynced_power_loss = True
             await asyncio.sleep(rng.uniform(0.5, 6.0))
-            await self.brokers[node_id].start()
+            # Shielded: the end of the fault schedule must not leave a restart half done.
+            await asyncio.shield(self.loop.create_task(broker.start()))
+        finally:
+            self._broker_down = False
 
+    def _cut(self, rng: random.Random) -> None:
+        """Hold back the bytes between two brokers, or a broker and the controller, one way
+        or both ways, for up to a few seconds (beyond the session and lag timeouts)."""
+        first = broker_name(rng.choice(self.node_ids))
+        others = [broker_name(node) for node in self.node_ids if broker_name(node) != first]
+        second = rng.choice([*others, CONTROLLER])
+        if rng.random() < 0.5:
+            first, second = second, first
+        seconds = rng.uniform(0.1, 5.0)
+        self._count("cut")
+        self.network.cut(first, second, seconds)
+        if rng.random() < 0.5:
+            self.network.cut(second, first, seconds)
 
-def _batches(log: PartitionLog) -> list[tuple[int, int, int]]:
-    """(base offset, next offset, crc) of every batch in the log."""
-    found: list[tuple[int, int, int]] = []
-    offset = log.log_start_offset
-    end = log.log_end_offset
-    while offset < end:
-        read = log.read(offset, 1 << 20, end, True)
-        if not read.records:
-            break
-        for header, _batch in decode_batches(read.records):
-            found.append((header.base_offset, header.next_offset, header.crc))
-            offset = max(offset, header.next_offset)
-    return found
+    async def _crash_controller(self, rng: random.Random) -> None:
+        if not self.controller.running:
+            return
+        self._count("controller-crash")
+        self.controller.crash()
+        await asyncio.sleep(rng.uniform(0.2, 4.0))
+        await asyncio.shield(self.loop.create_task(self.controller.start()))

@@ -10,6 +10,7 @@ the transactional producer's transaction `<txn>`.
 
 from __future__ import annotations
 
+import bisect
 import enum
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -339,3 +340,151 @@ class Checker:
 
 def _txn_number(value: str) -> int:
     return int(value[1:].split("-", 1)[0])
+
+
+class ClusterChecks:
+    """The replication invariants of a cluster run (Kafka's Partition / ReplicaManager
+    contract), reported through `checker` (its `fail`, acknowledged writes and reads).
+
+    Loss is allowed only after an unclean election (`unclean_election`, set by the run when
+    the controller shows a RECOVERING leader) or a power loss with fsync off
+    (`checker.unsynced_power_loss`).
+    """
+
+    def __init__(self, checker: Checker) -> None:
+        self.checker = checker
+        self.unclean_election = False
+
+    @property
+    def loss_allowed(self) -> bool:
+        return self.unclean_election or self.checker.unsynced_power_loss
+
+    def replica_state(self, logs: Iterable[tuple[str, PartitionLog]]) -> None:
+        """log start <= HW <= LEO (and LSO <= HW) on every replica (checked continuously)."""
+        listed = list(logs)
+        for name, log in listed:
+            if log.log_start_offset > log.high_watermark:
+                self.checker.fail(
+                    "log-start-below-hw",
+                    f"{name}: log start {log.log_start_offset} > high watermark "
+                    f"{log.high_watermark}",
+                )
+        self.checker.broker_state(listed)
+
+    def leader_in_isr(self, name: str, leader: int, isr: Iterable[int]) -> None:
+        """The controller's leader is in the ISR, or there is none (the partition is offline)."""
+        members = list(isr)
+        if leader >= 0 and leader not in members:
+            self.checker.fail(
+                "leader-in-isr", f"{name}: leader {leader} is not in the ISR {members}"
+            )
+
+    def high_watermark_within_isr(
+        self,
+        name: str,
+        leader_name: str,
+        leader_log: PartitionLog,
+        isr_logs: dict[str, PartitionLog],
+    ) -> None:
+        """The leader's HW <= the log end offset of every running ISR member: every offset
+        below the HW is on every replica the controller may elect (checked continuously)."""
+        if self.loss_allowed:
+            return
+        high_watermark = leader_log.high_watermark
+        for member, log in sorted(isr_logs.items()):
+            if log.log_end_offset < high_watermark:
+                self.checker.fail(
+                    "hw-below-isr-leo",
+                    f"{name}: the leader {leader_name}'s high watermark {high_watermark} > "
+                    f"the log end {log.log_end_offset} of ISR member {member}",
+                )
+
+    def replicas_agree(self, name: str, logs: dict[str, PartitionLog]) -> None:
+        """No two batches at one offset within a replica's log, nor different batches at one
+        offset across the replicas' logs (compared once they converged): every batch of one
+        replica is, wherever another replica holds its first offset, the very same batch
+        there (same offsets, same CRC)."""
+        listed: dict[str, list[tuple[int, int, int]]] = {}
+        for replica, log in sorted(logs.items()):
+            batches = _batches(log)
+            previous_end = -1
+            for base_offset, next_offset, _crc in batches:
+                if base_offset < previous_end:
+                    self.checker.fail(
+                        "one-batch-per-offset",
+                        f"{name} on {replica}: a batch at offset {base_offset} overlaps the "
+                        f"previous one ending at {previous_end}",
+                    )
+                previous_end = next_offset
+            listed[replica] = batches
+        for replica, batches in listed.items():
+            for other, other_batches in listed.items():
+                if other == replica:
+                    continue
+                starts = [base for base, _next, _crc in other_batches]
+                for batch in batches:
+                    index = bisect.bisect_right(starts, batch[0]) - 1
+                    if index < 0:
+                        continue
+                    there = other_batches[index]
+                    if there[1] > batch[0] and there != batch:
+                        self.checker.fail(
+                            "replicas-agree",
+                            f"{name} offset {batch[0]}: {replica} has a batch [{batch[0]}, "
+                            f"{batch[1]}) (crc {batch[2]}), {other} [{there[0]}, {there[1]}) "
+                            f"(crc {there[2]})",
+                        )
+
+    def consumed_records_survive(self, logs: dict[int, PartitionLog]) -> None:
+        """Every record a consumer returned is still in the final leader's log at its offset:
+        nothing once visible to a consumer was truncated later."""
+        if self.loss_allowed:
+            return
+        found: dict[tuple[int, int], str] = {}
+        for partition, log in logs.items():
+            for offset, value in _values(log):
+                found[(partition, offset)] = value
+        for (partition, offset), value in sorted(self.checker.read_at.items()):
+            now = found.get((partition, offset))
+            if now != value:
+                where = "gone" if now is None else f"now {now!r}"
+                self.checker.fail(
+                    "consumed-records-survive",
+                    f"{value!r} was read at partition {partition} offset {offset}; it is {where}",
+                )
+
+
+def _batches(log: PartitionLog) -> list[tuple[int, int, int]]:
+    """(base offset, next offset, crc) of every batch in the log."""
+    found: list[tuple[int, int, int]] = []
+    offset = log.log_start_offset
+    end = log.log_end_offset
+    while offset < end:
+        read = log.read(offset, 1 << 20, end, True)
+        if not read.records:
+            break
+        for header, _batch in decode_batches(read.records):
+            found.append((header.base_offset, header.next_offset, header.crc))
+            offset = max(offset, header.next_offset)
+    return found
+
+
+def _values(log: PartitionLog) -> list[tuple[int, str]]:
+    """(offset, value) of every data record in the log."""
+    found: list[tuple[int, str]] = []
+    offset = log.log_start_offset
+    end = log.log_end_offset
+    while offset < end:
+        read = log.read(offset, 1 << 20, end, True)
+        if not read.records:
+            break
+        for header, batch in decode_batches(read.records):
+            offset = max(offset, header.next_offset)
+            if header.is_control:
+                continue
+            found.extend(
+                (item.offset, bytes(item.value).decode())
+                for item in batch
+                if item.value is not None
+            )
+    return found

@@ -30,6 +30,7 @@ from odradek.sim.node import SimBroker
 from odradek.sim.patches import simulated_process, virtual_now_ms
 from odradek.sim.trace import Trace
 from odradek.sim.workload import KIP848_GROUP_CONFIG, TOPIC, Clients, Load
+from odradek.sim.world import StuckError, bounded_loop, run_phases, step_watchdog
 
 logger = logging.getLogger(__name__)
 
@@ -154,54 +155,38 @@ class _World:
 
     # -- the run -----------------------------------------------------------------------------
 
-    async def main(self) -> None:
+    async def start(self) -> None:
         await self.broker.start()
         context = self.broker.context
         assert context is not None
         context.logs.create_topic(TOPIC, self.options.load.partitions, {})
         self.trace.event(f"topic {TOPIC} with {self.options.load.partitions} partition(s)")
-        checks = self.loop.create_task(self._check_continuously())
-        self.clients.start()
-        faults = [self.loop.create_task(self._faults(kind)) for kind in self.options.faults]
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.stop.wait(), self.options.seconds)
-        for task in faults:
-            task.cancel()
-        await asyncio.gather(*faults, return_exceptions=True)
+
+    def fault_tasks(self) -> list[asyncio.Task[None]]:
+        return [self.loop.create_task(self._faults(kind)) for kind in self.options.faults]
+
+    async def heal(self) -> None:
         self.network.heal_all()
         self.disk_errors = False
         if not self.broker.running:
             await self.broker.start()
-        if not self.stop.is_set():
-            self.trace.event("load stops; faults healed")
-            settle = self.loop.create_task(self.clients.settle(SETTLE_S))
-            stopped = self.loop.create_task(self.stop.wait())
-            await asyncio.wait([settle, stopped], return_when=asyncio.FIRST_COMPLETED)
-            stopped.cancel()
-            if not settle.done():
-                settle.cancel()
-        else:
-            for task in self.clients.tasks:
-                task.cancel()
-        await asyncio.gather(*self.clients.tasks, return_exceptions=True)
-        if not self.stop.is_set():
-            await self._transactions_settle()
-        checks.cancel()
-        await asyncio.gather(checks, return_exceptions=True)
-        if not self.checker.violations:
-            context = self.broker.context
-            assert context is not None
-            logs = {
-                partition: log
-                for (topic, partition), log in context.logs.all_logs().items()
-                if topic == TOPIC
-            }
-            with contextlib.suppress(InvariantBrokenError):
-                counts = self.checker.final(logs)
-                self.trace.event(
-                    f"final: {counts['records']} record(s) in the log, "
-                    f"{counts['acknowledged']} acknowledged"
-                )
+
+    async def quiesce(self) -> None:
+        await self._transactions_settle()
+
+    def final(self) -> None:
+        context = self.broker.context
+        assert context is not None
+        logs = {
+            partition: log
+            for (topic, partition), log in context.logs.all_logs().items()
+            if topic == TOPIC
+        }
+        counts = self.checker.final(logs)
+        self.trace.event(
+            f"final: {counts['records']} record(s) in the log, "
+            f"{counts['acknowledged']} acknowledged"
+        )
 
     async def _transactions_settle(self) -> None:
         """With the clients gone, every transaction must end: markers written, nothing left
@@ -226,7 +211,7 @@ class _World:
                     f"{QUIESCE_S:g} s after the clients stopped: {', '.join(unsettled[:4])}",
                 )
 
-    async def _check_continuously(self) -> None:
+    async def check_continuously(self) -> None:
         while True:
             await asyncio.sleep(CHECK_INTERVAL_S)
             context = self.broker.context
@@ -349,7 +334,7 @@ def run_seed(options: SimOptions) -> SimResult:
 
 def _run_seed(options: SimOptions) -> SimResult:
     started = time.perf_counter()
-    loop = SimLoop(random.Random(f"{options.seed}:loop"))
+    loop = bounded_loop(options.seed, options.seconds)
     world: _World | ClusterWorld | None = None
     errors = _ErrorLog()
     root = logging.getLogger()
@@ -365,9 +350,16 @@ def _run_seed(options: SimOptions) -> SimResult:
                 else ClusterWorld(options, loop, fs)
             )
             try:
-                loop.run_until_complete(world.main())
+                with step_watchdog(loop):
+                    loop.run_until_complete(run_phases(world, options.seconds, SETTLE_S))
+            except KeyboardInterrupt:
+                if loop.stuck_in_step is None:
+                    raise
+                world.checker.violations.append(Violation("stuck", loop.stuck_in_step, loop.time()))
             except DeadlockError as error:
                 world.checker.violations.append(Violation("progress", str(error), loop.time()))
+            except StuckError as error:
+                world.checker.violations.append(Violation("stuck", str(error), loop.time()))
             finally:
                 for task in asyncio.all_tasks(loop):
                     task.cancel()
@@ -391,6 +383,7 @@ def _run_seed(options: SimOptions) -> SimResult:
         "reads": world.checker.reads,
         "bytes_delivered": world.network.bytes_delivered,
         "restarts": world.restarts,
+        "steps": loop.steps,
         **{f"fault_{kind}": count for kind, count in sorted(world.fault_counts.items())},
     }
     return SimResult(
