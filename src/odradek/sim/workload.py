@@ -275,7 +275,12 @@ class Clients:
                     count = rng.randint(1, 4)
                     for position in range(count):
                         if zombie and position == count - 1 and position > 0:
-                            # A second instance fences this one before its last send.
+                            # A second instance fences this one before its last send, once
+                            # the earlier sends are on the broker (with linger they could
+                            # still wait in the client, and the zombie's partitions would never
+                            # join its transaction: its last send would fail at
+                            # AddPartitionsToTxn and never reach a partition).
+                            await producer.flush()
                             incarnation += 1
                             successor = await self._start(name, make)
                             if successor is None:
