@@ -3,10 +3,11 @@
 `KafkaChannel` reads through an `asyncio.StreamReader` and decodes with kio: fine for control
 requests, but a replica Fetch response carries megabytes of batches, and the StreamReader's
 buffer, `readexactly`, a slice and kio's records field would each copy them. Here a
-`BufferedProtocol` receives every response frame straight into one buffer of the frame's size
-(the kernel's copy is the only one) and `request` returns a memoryview of the body after the
-response header; the replica fetcher decodes it with `protocol.fetch_response_reader`, whose
-records are views of that buffer. A buffer is never reused, so views of it stay valid.
+`BufferedProtocol` receives every response frame straight into one reused buffer (the
+kernel's copy is the only one) and `request` returns a memoryview of the body after the
+response header, valid until the next request; the replica fetcher decodes it with
+`protocol.fetch_response_reader`, whose records are views of that buffer, and appends them
+before it sends its next Fetch.
 
 One request in flight at a time, as Kafka's replica fetcher sends them. A broken connection,
 a timeout or a reply with the wrong correlation id raises `ChannelError`; the next request
@@ -35,15 +36,21 @@ _REQUEST_HEADER = struct.Struct(">hhi")  # api key, version, correlation id
 
 
 class _FrameProtocol(asyncio.BufferedProtocol):
-    """Reads size-prefixed frames: 4 bytes of size, then the frame into a buffer of that size."""
+    """Reads size-prefixed frames: 4 bytes of size, then the frame into a reused buffer.
+
+    The buffer grows (a new one, so views of the old stay valid) and is otherwise reused: a
+    frame is valid until the next one is read, and the channel reads the next only after its
+    caller is done with the last (one request in flight). Reuse spares zero-filling and
+    faulting in megabytes of fresh memory per response.
+    """
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self._size_prefix = bytearray(4)
-        self._frame: bytearray | None = None
+        self._buffer = bytearray(64 * 1024)
+        self._frame: memoryview | None = None
         self._filled = 0
-        self._waiter: asyncio.Future[bytearray] | None = None
-        self._frames: list[bytearray] = []
+        self._waiter: asyncio.Future[memoryview] | None = None
         self._error: BaseException | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -53,7 +60,7 @@ class _FrameProtocol(asyncio.BufferedProtocol):
     def get_buffer(self, sizehint: int) -> memoryview:
         if self._frame is None:
             return memoryview(self._size_prefix)[self._filled :]
-        return memoryview(self._frame)[self._filled :]
+        return self._frame[self._filled :]
 
     def buffer_updated(self, nbytes: int) -> None:
         self._filled += nbytes
@@ -64,7 +71,9 @@ class _FrameProtocol(asyncio.BufferedProtocol):
             if size < 4:
                 self._fail(ChannelError(f"response frame of {size} bytes"))
                 return
-            self._frame = bytearray(size)
+            if size > len(self._buffer):
+                self._buffer = bytearray(size)
+            self._frame = memoryview(self._buffer)[:size]
             self._filled = 0
             return
         if self._filled == len(self._frame):
@@ -72,11 +81,11 @@ class _FrameProtocol(asyncio.BufferedProtocol):
             self._frame = None
             self._filled = 0
             waiter = self._waiter
-            if waiter is not None and not waiter.done():
-                self._waiter = None
-                waiter.set_result(frame)
+            self._waiter = None
+            if waiter is None or waiter.done():
+                self._fail(ChannelError("a response nobody waits for"))
             else:
-                self._frames.append(frame)
+                waiter.set_result(frame)
 
     def eof_received(self) -> bool | None:
         self._fail(ChannelError("connection closed by the peer"))
@@ -95,14 +104,14 @@ class _FrameProtocol(asyncio.BufferedProtocol):
         if self.transport is not None:
             self.transport.close()
 
-    async def next_frame(self) -> bytearray:
-        if self._frames:
-            return self._frames.pop(0)
+    def next_frame(self) -> asyncio.Future[memoryview]:
+        """The next frame; call right after writing a request (before any await)."""
+        waiter: asyncio.Future[memoryview] = asyncio.get_running_loop().create_future()
         if self._error is not None:
-            raise self._error
-        waiter: asyncio.Future[bytearray] = asyncio.get_running_loop().create_future()
-        self._waiter = waiter
-        return await waiter
+            waiter.set_exception(self._error)
+        else:
+            self._waiter = waiter
+        return waiter
 
 
 class FrameChannel:
@@ -121,7 +130,7 @@ class FrameChannel:
         self, api_key: int, version: int, timeout_s: float | None = None, **fields: Any
     ) -> memoryview:
         """Send a request built from `fields` (kio names); return the response body (after the
-        response header) as a view of a buffer that is never reused. Raises `ChannelError`."""
+        response header) as a view valid until the next request. Raises `ChannelError`."""
         body = encode_entity(make(request_type(api_key, version), **fields))
         async with self._lock:
             try:
@@ -156,9 +165,8 @@ class FrameChannel:
             raise ChannelError(
                 f"response correlation id {correlation_id}, expected {self._correlation_id}"
             )
-        view = memoryview(frame)
-        position = skip_tagged_fields(view, 4) if flexible else 4
-        return view[position:]
+        position = skip_tagged_fields(frame, 4) if flexible else 4
+        return frame[position:]
 
     def _close(self) -> None:
         protocol = self._protocol

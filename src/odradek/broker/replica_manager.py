@@ -82,9 +82,6 @@ logger = logging.getLogger(__name__)
 
 _FETCH_VERSION = 16
 _ALTER_PARTITION_VERSION = 3
-_REPLICA_FETCH_MAX_WAIT_MS = 500
-_REPLICA_FETCH_MAX_BYTES = 10 * 1024 * 1024
-_REPLICA_FETCH_PARTITION_MAX_BYTES = 1024 * 1024  # Kafka's replica.fetch.max.bytes
 _RETRY_BACKOFF_S = 0.2
 #: Errors after which a follower waits for the metadata to say who leads now.
 _WAIT_FOR_METADATA = frozenset(
@@ -885,6 +882,7 @@ class ReplicaFetcher:
             if flushes:
                 await asyncio.gather(*flushes)
         module = request_module(ApiKey.FETCH, _FETCH_VERSION)
+        settings = manager.member.kraft
         by_topic: dict[uuid.UUID, list[Any]] = {}
         sent: dict[tuple[uuid.UUID | None, int], tuple[_FollowerPosition, int, int | None]] = {}
         for position in ready:
@@ -899,7 +897,7 @@ class ReplicaFetcher:
                     if position.last_fetched_epoch is None
                     else position.last_fetched_epoch,
                     log_start_offset=hosted.log.log_start_offset,
-                    partition_max_bytes=_REPLICA_FETCH_PARTITION_MAX_BYTES,
+                    partition_max_bytes=settings.replica_fetch_max_bytes,
                 )
             )
             sent[(hosted.topic_id, hosted.index)] = (
@@ -910,16 +908,16 @@ class ReplicaFetcher:
         body = await self._channel.request(
             ApiKey.FETCH,
             _FETCH_VERSION,
-            timeout_s=_REPLICA_FETCH_MAX_WAIT_MS / 1000 + 10,
+            timeout_s=settings.replica_fetch_wait_max_ms / 1000 + 10,
             cluster_id=None,
             replica_state=make(
                 nested(module, "ReplicaState"),
                 replica_id=manager.node_id,
                 replica_epoch=manager.member.broker_epoch,
             ),
-            max_wait=_REPLICA_FETCH_MAX_WAIT_MS,
-            min_bytes=1,
-            max_bytes=_REPLICA_FETCH_MAX_BYTES,
+            max_wait=settings.replica_fetch_wait_max_ms,
+            min_bytes=settings.replica_fetch_min_bytes,
+            max_bytes=settings.replica_fetch_response_max_bytes,
             isolation_level=0,
             session_id=0,
             session_epoch=-1,
