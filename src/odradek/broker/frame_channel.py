@@ -22,6 +22,7 @@ import struct
 from typing import Any, cast
 
 from odradek.broker.kafka_channel import ChannelError
+from odradek.protocol.api_keys import ApiKey
 from odradek.protocol.codec import (
     encode_entity,
     is_flexible,
@@ -165,8 +166,10 @@ class FrameChannel:
             raise ChannelError(
                 f"response correlation id {correlation_id}, expected {self._correlation_id}"
             )
-        position = skip_tagged_fields(frame, 4) if flexible else 4
-        return frame[position:]
+        # ApiVersions answers with response header v0 at every version (KIP-511).
+        if flexible and api_key != ApiKey.API_VERSIONS:
+            return frame[skip_tagged_fields(frame, 4) :]
+        return frame[4:]
 
     def _close(self) -> None:
         protocol = self._protocol
