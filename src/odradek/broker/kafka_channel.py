@@ -3,7 +3,8 @@
 Requests are encoded with kio's schemas (`odradek.protocol.codec`), sent one at a time, and the
 decoded kio response returned. A broken connection raises `ChannelError`; the next request
 reconnects. Used by brokers to reach the controller (registration, heartbeats, the metadata
-fetch, forwarded admin requests); the data plane's replica fetchers will use it too.
+fetch, forwarded admin requests). The replica fetchers use `frame_channel.FrameChannel`, which
+reads responses without copying their records.
 """
 
 from __future__ import annotations

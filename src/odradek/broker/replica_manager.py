@@ -21,12 +21,9 @@ so none of this is on its produce or fetch path. It:
   `odradek.acks.all.fsync` the leader's own log counts for the high watermark only up to its
   flushed offset: every leader append schedules a group-commit fdatasync (`purgatory.GroupCommit`)
   whose completion feeds `PartitionState.on_leader_flush`;
-- on a follower: one `ReplicaFetcher` task per leader broker (Fetch v16 with ReplicaState:
-  replica id and broker epoch, LastFetchedEpoch), which truncates on a diverging epoch
-  (KIP-595's DivergingEpoch, KIP-101/279 rules in `replication.truncation`), starts over at the
-  leader's log start on OFFSET_OUT_OF_RANGE below it, appends with `append_as_follower`, takes
-  the leader's high watermark clamped to its log, and, with `odradek.acks.all.fsync`,
-  fdatasyncs what it appended before its next Fetch so the offset it reports is durable.
+- on a follower: starts and stops the `ReplicaFetcher` tasks (one per leader broker,
+  `replica_fetcher.py`: Fetch, truncation, follower appends, fsync before the next Fetch) as
+  leadership moves, each partition from the position `initial_fetch_position` gives.
 """
 
 from __future__ import annotations
@@ -36,20 +33,19 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from kio.schema.errors import ErrorCode
 
 from odradek.broker.group_runtime import OFFSETS_TOPIC
+from odradek.broker.hosted_partition import HostedPartition, TopicPartition
 from odradek.broker.kafka_channel import ChannelError, KafkaChannel
+from odradek.broker.replica_fetcher import FollowerPosition, ReplicaFetcher
 from odradek.broker.shutdown import cancel_and_wait
 from odradek.broker.txn_runtime import TRANSACTION_STATE_TOPIC
 from odradek.controller import LocalReplicaChanges, MetadataImage, kio_adapter
-from odradek.protocol.api_keys import ApiKey
 from odradek.protocol.codec import make, nested, request_module
 from odradek.protocol.hot_encoders import LeaderIdAndEpoch, NodeEndpoint
-from odradek.protocol.record_batch import BATCH_HEADER_SIZE, read_batch_header
 from odradek.replication.low_watermark import low_watermark
 from odradek.replication.partition_state import (
     AlterPartitionRequest,
@@ -59,68 +55,23 @@ from odradek.replication.partition_state import (
 )
 from odradek.replication.produce_wait import expired
 from odradek.replication.truncation import (
-    BatchPosition,
-    DivergingEpoch,
     FetchPositionCheck,
     check_fetch_position,
     initial_fetch_position,
-    plan_follower_append,
-    position_after_truncation,
-    truncate_on_diverging_epoch,
 )
 from odradek.storage.errors import StorageError
-from odradek.storage.log import PartitionLog
 
 if TYPE_CHECKING:
     from odradek.broker.cluster_member import ClusterMember
     from odradek.broker.context import BrokerContext
 
+# HostedPartition lives in hosted_partition.py; the handlers import it from here.
+__all__ = ["HostedPartition", "ReplicaManager"]
+
 logger = logging.getLogger(__name__)
 
-_FETCH_VERSION = 16
 _ALTER_PARTITION_VERSION = 3
-_REPLICA_FETCH_MAX_WAIT_MS = 500
-_REPLICA_FETCH_MAX_BYTES = 10 * 1024 * 1024
-_REPLICA_FETCH_PARTITION_MAX_BYTES = 1024 * 1024  # Kafka's replica.fetch.max.bytes
 _RETRY_BACKOFF_S = 0.2
-#: Errors after which a follower waits for the metadata to say who leads now.
-_WAIT_FOR_METADATA = frozenset(
-    {
-        ErrorCode.not_leader_or_follower,
-        ErrorCode.fenced_leader_epoch,
-        ErrorCode.unknown_leader_epoch,
-        ErrorCode.unknown_topic_or_partition,
-        ErrorCode.unknown_topic_id,
-        ErrorCode.leader_not_available,
-    }
-)
-
-TopicPartition = tuple[str, int]
-
-
-@dataclass(eq=False)
-class HostedPartition:
-    """One replicated partition on this broker: its log, its replication state, and the
-    acks=all produces waiting on its high watermark (batch last offset, future of the error)."""
-
-    topic: str
-    topic_id: uuid.UUID
-    index: int
-    log: PartitionLog
-    state: PartitionState
-    waits: list[tuple[int, asyncio.Future[ErrorCode]]] = field(default_factory=list)
-    flush_scheduled: bool = False
-
-
-@dataclass(slots=True)
-class _FollowerPosition:
-    """Where a follower fetches one partition from its leader next."""
-
-    hosted: HostedPartition
-    leader_epoch: int
-    fetch_offset: int
-    last_fetched_epoch: int | None
-    delayed_until: float = 0.0
 
 
 class ReplicaManager:
@@ -427,7 +378,7 @@ class ReplicaManager:
         if position.truncate_to is not None:
             log.truncate_to(position.truncate_to)
         fetcher.add(
-            _FollowerPosition(
+            FollowerPosition(
                 hosted,
                 registration.leader_epoch,
                 position.fetch_offset,
@@ -808,237 +759,3 @@ class ReplicaManager:
                 return
             request = outcome.retry
             await asyncio.sleep(_RETRY_BACKOFF_S)
-
-
-class ReplicaFetcher:
-    """Fetches every partition this broker follows from one leader broker (Kafka's
-    ReplicaFetcherThread), one Fetch v16 at a time over a `KafkaChannel`."""
-
-    def __init__(self, manager: ReplicaManager, leader_id: int, host: str, port: int) -> None:
-        self.manager = manager
-        self.leader_id = leader_id
-        self.host = host
-        self.port = port
-        self.positions: dict[TopicPartition, _FollowerPosition] = {}
-        self._channel = KafkaChannel(host, port, f"odradek-replica-fetcher-{manager.node_id}")
-        self._task: asyncio.Task[None] | None = None
-        self._wakeup = asyncio.Event()
-
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            await cancel_and_wait([self._task], f"the replica fetcher from broker {self.leader_id}")
-            self._task = None
-        await self._channel.close()
-
-    def add(self, position: _FollowerPosition) -> None:
-        hosted = position.hosted
-        self.positions[(hosted.topic, hosted.index)] = position
-        self._wakeup.set()
-
-    def remove(self, hosted: HostedPartition) -> None:
-        position = self.positions.get((hosted.topic, hosted.index))
-        if position is not None and position.hosted is hosted:
-            del self.positions[(hosted.topic, hosted.index)]
-
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            now = loop.time()
-            ready = [p for p in self.positions.values() if p.delayed_until <= now]
-            if not ready:
-                self._wakeup.clear()
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(_RETRY_BACKOFF_S):
-                        await self._wakeup.wait()
-                continue
-            try:
-                await self._fetch_once(ready)
-            except ChannelError as error:
-                logger.info("replica fetch from broker %d failed: %s", self.leader_id, error)
-                await asyncio.sleep(_RETRY_BACKOFF_S)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                logger.exception("replica fetcher for broker %d", self.leader_id)
-                await asyncio.sleep(_RETRY_BACKOFF_S)
-
-    async def _fetch_once(self, ready: list[_FollowerPosition]) -> None:
-        manager = self.manager
-        context = manager.context
-        if context.config.acks_all_fsync:
-            # The offset this Fetch reports is durable here (Odradek's odradek.acks.all.fsync).
-            for position in ready:
-                log = position.hosted.log
-                if log.flushed_offset < log.log_end_offset:
-                    commit = context.group_commit(position.hosted.topic, position.hosted.index)
-                    if commit is not None:
-                        await commit.wait_flushed(log.log_end_offset)
-        module = request_module(ApiKey.FETCH, _FETCH_VERSION)
-        by_topic: dict[uuid.UUID, list[Any]] = {}
-        sent: dict[tuple[uuid.UUID, int], tuple[_FollowerPosition, int, int | None]] = {}
-        for position in ready:
-            hosted = position.hosted
-            by_topic.setdefault(hosted.topic_id, []).append(
-                make(
-                    nested(module, "FetchPartition"),
-                    partition=hosted.index,
-                    current_leader_epoch=position.leader_epoch,
-                    fetch_offset=position.fetch_offset,
-                    last_fetched_epoch=-1
-                    if position.last_fetched_epoch is None
-                    else position.last_fetched_epoch,
-                    log_start_offset=hosted.log.log_start_offset,
-                    partition_max_bytes=_REPLICA_FETCH_PARTITION_MAX_BYTES,
-                )
-            )
-            sent[(hosted.topic_id, hosted.index)] = (
-                position,
-                position.fetch_offset,
-                position.last_fetched_epoch,
-            )
-        response = await self._channel.request(
-            ApiKey.FETCH,
-            _FETCH_VERSION,
-            timeout_s=_REPLICA_FETCH_MAX_WAIT_MS / 1000 + 10,
-            cluster_id=None,
-            replica_state=make(
-                nested(module, "ReplicaState"),
-                replica_id=manager.node_id,
-                replica_epoch=manager.member.broker_epoch,
-            ),
-            max_wait=_REPLICA_FETCH_MAX_WAIT_MS,
-            min_bytes=1,
-            max_bytes=_REPLICA_FETCH_MAX_BYTES,
-            isolation_level=0,
-            session_id=0,
-            session_epoch=-1,
-            topics=tuple(
-                make(nested(module, "FetchTopic"), topic_id=topic_id, partitions=tuple(parts))
-                for topic_id, parts in by_topic.items()
-            ),
-            forgotten_topics_data=(),
-            rack_id="",
-        )
-        if response.error_code != ErrorCode.none:
-            logger.warning("replica fetch from %d: %s", self.leader_id, response.error_code)
-            for position, _offset, _epoch in sent.values():
-                position.delayed_until = asyncio.get_running_loop().time() + _RETRY_BACKOFF_S
-            return
-        for topic in response.responses:
-            for data in topic.partitions:
-                entry = sent.get((topic.topic_id, int(data.partition_index)))
-                if entry is None:
-                    continue
-                position, fetch_offset, last_fetched_epoch = entry
-                hosted = position.hosted
-                current = self.positions.get((hosted.topic, hosted.index))
-                if current is not position or position.fetch_offset != fetch_offset:
-                    continue  # reassigned meanwhile
-                try:
-                    self._apply(position, data, fetch_offset, last_fetched_epoch)
-                except StorageError as error:
-                    logger.error("follower append to %s-%d: %s", hosted.topic, hosted.index, error)
-                    position.delayed_until = asyncio.get_running_loop().time() + _RETRY_BACKOFF_S
-
-    def _apply(
-        self,
-        position: _FollowerPosition,
-        data: Any,
-        fetch_offset: int,
-        last_fetched_epoch: int | None,
-    ) -> None:
-        hosted = position.hosted
-        log = hosted.log
-        error = ErrorCode(data.error_code)
-        now_ms = self.manager.context.now_ms()
-        if error is ErrorCode.offset_out_of_range:
-            leader_start = int(data.log_start_offset)
-            if fetch_offset < leader_start:
-                log.truncate_fully_and_start_at(leader_start)
-            else:
-                log.truncate_to(max(int(data.high_watermark), log.log_start_offset))
-            restart = initial_fetch_position(
-                log.leader_epoch_cache, log.log_end_offset, log.high_watermark
-            )
-            if restart.truncate_to is not None:
-                log.truncate_to(restart.truncate_to)
-            position.fetch_offset = log.log_end_offset
-            position.last_fetched_epoch = restart.last_fetched_epoch
-            logger.info(
-                "%s-%d out of range at %d: restarting at %d",
-                hosted.topic,
-                hosted.index,
-                fetch_offset,
-                position.fetch_offset,
-            )
-            return
-        if error is not ErrorCode.none:
-            if error not in _WAIT_FOR_METADATA:
-                logger.warning("replica fetch of %s-%d: %s", hosted.topic, hosted.index, error.name)
-            position.delayed_until = asyncio.get_running_loop().time() + _RETRY_BACKOFF_S
-            return
-        diverging = data.diverging_epoch
-        if diverging is not None and (diverging.epoch >= 0 or diverging.end_offset >= 0):
-            truncation = truncate_on_diverging_epoch(
-                DivergingEpoch(int(diverging.epoch), int(diverging.end_offset)),
-                log.leader_epoch_cache,
-                log.log_end_offset,
-                fetch_offset,
-            )
-            log.truncate_to(truncation.offset)
-            after = position_after_truncation(log.leader_epoch_cache, truncation)
-            position.fetch_offset = log.log_end_offset
-            position.last_fetched_epoch = after.last_fetched_epoch
-            logger.info(
-                "%s-%d diverged at epoch %d: truncated to %d",
-                hosted.topic,
-                hosted.index,
-                diverging.epoch,
-                log.log_end_offset,
-            )
-            return
-        records = data.records
-        if records:
-            batches, size = _batch_positions(records)
-            plan = plan_follower_append(
-                log.log_end_offset, batches, position.leader_epoch, last_fetched_epoch
-            )
-            if plan.error is not None:
-                position.fetch_offset = log.log_end_offset
-                position.last_fetched_epoch = log.latest_epoch
-                return
-            if plan.batch_count:
-                end = size if plan.batch_count == len(batches) else _prefix_size(records, plan)
-                log.append_as_follower(memoryview(records)[:end], now_ms)
-            position.fetch_offset = log.log_end_offset
-            position.last_fetched_epoch = plan.last_fetched_epoch
-        leader_start = int(data.log_start_offset)
-        if leader_start > log.log_start_offset:
-            log.delete_records_before(min(leader_start, log.log_end_offset))
-        log.high_watermark = int(data.high_watermark)
-
-
-def _batch_positions(records: bytes) -> tuple[list[BatchPosition], int]:
-    """The complete batches' positions in a fetched record set, and their total size."""
-    batches = []
-    position = 0
-    total = len(records)
-    while total - position >= BATCH_HEADER_SIZE:
-        header = read_batch_header(records, position)
-        if position + header.size > total:
-            break
-        batches.append(
-            BatchPosition(header.base_offset, header.last_offset, header.partition_leader_epoch)
-        )
-        position += header.size
-    return batches, position
-
-
-def _prefix_size(records: bytes, plan: Any) -> int:
-    position = 0
-    for _ in range(plan.batch_count):
-        position += read_batch_header(records, position).size
-    return position

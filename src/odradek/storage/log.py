@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import shutil
 import threading
+from bisect import bisect_right
 from pathlib import Path
 
 from odradek.protocol.record_batch import (
@@ -158,6 +159,9 @@ class PartitionLog:
         # Bumped (under `_lock`) by every truncation: a flush that started before one must not
         # advance the recovery point or the synced sizes past data that was cut.
         self._truncations = 0
+        # Base offset of the segment holding the recovery point the checkpoint file last got
+        # (-1: none written yet); `flush` rewrites the file only when that segment changes.
+        self._checkpointed_segment = -1
         self._producer_state = ProducerStateManager()
         # The cleaner checkpoint: everything below was compacted by this process.
         self._first_dirty_offset = self._log_start_offset
@@ -968,21 +972,37 @@ class PartitionLog:
             if self._flushed_messages == self._appended_messages:
                 self._oldest_unflushed_append_ms = None
             recovery_point = self._recovery_point
-        if advanced:
+            # Recovery re-checks batches from the segment holding the checkpointed recovery
+            # point on: within one segment a newer recovery point changes nothing it does, so
+            # the file (an atomic rename, as costly as the fdatasync here) is rewritten only
+            # when the recovery point enters another segment. The high watermark it carries may
+            # lag meanwhile, as Kafka's replication-offset checkpoint does between its periodic
+            # writes; truncations, deletions and close write it as before.
+            moved_segment = advanced and (
+                self._segment_holding(recovery_point) != self._checkpointed_segment
+            )
+        if moved_segment:
             # Written after the data is on disk, so the file never claims more than is there;
             # not fsynced: a stale recovery point only means a longer scan on recovery.
             self._write_checkpoint(sync=False)
         return recovery_point
 
+    def _segment_holding(self, offset: int) -> int:
+        """Base offset of the segment holding `offset` (callers hold `_lock`)."""
+        bases = self._segment_base_offsets
+        return bases[max(bisect_right(bases, offset) - 1, 0)]
+
     def _write_checkpoint(self, sync: bool) -> None:
         with self._checkpoint_lock:
             if self._deleted:
                 return
-            checkpoint = LogCheckpoint(
-                log_start_offset=self._log_start_offset,
-                recovery_point=self._recovery_point,
-                high_watermark=self._high_watermark,
-            )
+            with self._lock:
+                checkpoint = LogCheckpoint(
+                    log_start_offset=self._log_start_offset,
+                    recovery_point=self._recovery_point,
+                    high_watermark=self._high_watermark,
+                )
+                self._checkpointed_segment = self._segment_holding(checkpoint.recovery_point)
             write_checkpoint(self.directory / CHECKPOINT_FILE_NAME, checkpoint, durable=sync)
 
     # -- deletion ----------------------------------------------------------------------------

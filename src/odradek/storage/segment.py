@@ -45,6 +45,10 @@ _MINIMUM_BATCH_LENGTH = BATCH_HEADER_SIZE - LOG_OVERHEAD
 _MAX_RELATIVE_OFFSET = 2**31 - 1
 _SEEK_CHUNK_BYTES = 16 * 1024
 _RECOVERY_CHUNK_BYTES = 8 * 1024 * 1024
+# One write() of many megabytes makes the kernel fill large page-cache folios; on a VM whose
+# freed memory goes back to the host that cost ~10x per byte in system time (8 MiB writes:
+# 3.2 s/GB, 1 MiB writes: 0.3 s/GB on the dev VM), so `write` hands the kernel at most this.
+_WRITE_CHUNK_BYTES = 1024 * 1024
 
 
 def segment_file_stem(base_offset: int) -> str:
@@ -168,7 +172,9 @@ class LogSegment:
             written = 0
             try:
                 while written < len(view):
-                    written += self.files.write(self.fd, view[written:])
+                    written += self.files.write(
+                        self.fd, view[written : written + _WRITE_CHUNK_BYTES]
+                    )
             except OSError as error:
                 # Leave no torn batch behind for a reader or the next append.
                 self.files.ftruncate(self.fd, self.size)
