@@ -153,6 +153,8 @@ class Cluster:
         }
         self._processes: dict[int, subprocess.Popen[bytes]] = {}
         self._paused: set[int] = set()
+        #: Nodes stopped on purpose (kill, terminate): their exit is not a failure.
+        self._stopped: set[int] = set()
 
     def _stored_cluster_id(self) -> str | None:
         meta = self.data_dir / f"node-{self.controller_id}" / "meta.properties"
@@ -225,6 +227,7 @@ class Cluster:
             arguments += ["--override", f"{key}={value}"]
         log_path = self.data_dir / f"node-{node_id}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._stopped.discard(node_id)
         with log_path.open("ab") as log_file:
             self._processes[node_id] = subprocess.Popen(
                 arguments,
@@ -366,6 +369,19 @@ class Cluster:
             running = self._answering()
             if all(self.alive_brokers(via=n) == sorted(expected) for n in running):
                 return
+            # A broker expected alive whose process has exited (a busy port, a bad setting)
+            # will not register: say so now, naming its log, rather than at the timeout.
+            for node_id in expected:
+                process = self._processes.get(node_id)
+                if (
+                    process is not None
+                    and node_id not in self._stopped
+                    and process.poll() is not None
+                ):
+                    raise ClusterError(
+                        f"node {node_id} exited (status {process.returncode}); "
+                        f"see {self.log_path(node_id)}"
+                    )
             time.sleep(0.1)
         raise ClusterError(f"brokers {expected} were not all alive within {timeout_s} s")
 
@@ -385,6 +401,7 @@ class Cluster:
         """SIGKILL one node (a broker, or the controller), paused or not; returns once it has
         exited. Its data directory stays; `restart` brings it back."""
         process = self._process(node_id)
+        self._stopped.add(node_id)
         process.send_signal(signal.SIGKILL)
         process.wait()
         self._paused.discard(node_id)
@@ -413,6 +430,7 @@ class Cluster:
         if node_id in self._paused:
             self.resume(node_id)  # a stopped process would hold the SIGTERM until SIGCONT
         process = self._process(node_id)
+        self._stopped.add(node_id)
         process.send_signal(signal.SIGTERM)
         return process.wait(timeout=timeout_s)
 

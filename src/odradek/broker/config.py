@@ -275,19 +275,6 @@ def parse_kraft_settings(properties: Mapping[str, str], listeners: list[Listener
     names = [listener.name for listener in listeners]
     if len(set(names)) != len(names):
         raise ConfigError("listeners: each listener name may appear once")
-    protocol_map: dict[str, str] = {}
-    for item in filter(
-        None, (p.strip() for p in properties["listener.security.protocol.map"].split(","))
-    ):
-        name, _, protocol = item.partition(":")
-        protocol_map[name.strip().upper()] = protocol.strip().upper()
-    for name in names:
-        protocol = protocol_map.get(name, name)
-        if protocol not in SECURITY_PROTOCOLS:
-            raise ConfigError(
-                f"listener.security.protocol.map: listener {name} maps to {protocol}; "
-                "only PLAINTEXT is supported"
-            )
     controller_names = tuple(
         n.strip().upper() for n in properties["controller.listener.names"].split(",") if n.strip()
     )
@@ -306,11 +293,28 @@ def parse_kraft_settings(properties: Mapping[str, str], listeners: list[Listener
         raise ConfigError("controller.listener.names must be set when process.roles is")
     if "controller" in roles and not any(name in controller_names for name in names):
         raise ConfigError(
-            f"listeners: a controller needs a listener named in controller.listener.names "
-            f"({','.join(controller_names)})"
+            f"controller.listener.names ({','.join(controller_names)}) must name one of the "
+            f"listeners ({','.join(names)}) on a node with the controller role"
         )
     if "controller" not in roles and any(name in controller_names for name in names):
         raise ConfigError("listeners: a broker-only node must not listen on a controller listener")
+    protocol_map: dict[str, str] = {}
+    for item in filter(
+        None, (p.strip() for p in properties["listener.security.protocol.map"].split(","))
+    ):
+        name, _, protocol = item.partition(":")
+        protocol_map[name.strip().upper()] = protocol.strip().upper()
+    if not protocol_map:
+        # Kafka's effectiveListenerSecurityProtocolMap: with no map set, a controller listener
+        # that is not named after a security protocol is PLAINTEXT.
+        protocol_map = dict.fromkeys(controller_names, "PLAINTEXT")
+    for name in names:
+        protocol = protocol_map.get(name, name)
+        if protocol not in SECURITY_PROTOCOLS:
+            raise ConfigError(
+                f"listener.security.protocol.map: listener {name} maps to {protocol}; "
+                "only PLAINTEXT is supported"
+            )
     broker_listeners = [listener for listener in listeners if listener.name not in controller_names]
     inter_broker = properties["inter.broker.listener.name"].strip().upper()
     if "broker" in roles:

@@ -486,7 +486,10 @@ def up(
         log_level="INFO",
     )
     console = Console()
+    # SIGTERM and SIGINT both stop the cluster, even when SIGINT arrives ignored (a shell
+    # script's `odradek cluster up &` starts it with SIGINT ignored, so `kill -INT` would not).
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         running.start()
     except ClusterError as error:

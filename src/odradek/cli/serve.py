@@ -112,6 +112,8 @@ def serve(
     for signal_number in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signal_number, stop.set)
 
+    started = asyncio.Event()
+
     async def run() -> None:
         if controller is not None:
             await controller.start()
@@ -126,6 +128,7 @@ def serve(
                 f"Odradek is listening. Connect with bootstrap.servers="
                 f"{broker.bootstrap_servers}\n  e.g. kcat -b {broker.bootstrap_servers} -L"
             )
+        started.set()
         await stop.wait()
         if broker is not None:
             # A cluster member first hands its leaderships over (controlled shutdown).
@@ -148,10 +151,28 @@ def serve(
             "tasks left running at exit",
         )
 
+    async def run_or_explain() -> str | None:
+        """run(); a start that fails on a setting or a busy port becomes a message (the CLI
+        prints it, no traceback) once whatever had started is cancelled."""
+        try:
+            await run()
+        except (ConfigError, OSError) as error:
+            if started.is_set():
+                raise
+            await cancel_and_wait(
+                [task for task in asyncio.all_tasks() if task is not asyncio.current_task()],
+                "tasks left running after a failed start",
+            )
+            return str(error)
+        return None
+
     try:
-        loop.run_until_complete(run())
+        failure = loop.run_until_complete(run_or_explain())
     finally:
         loop.close()
+    if failure is not None:
+        shutdown_flusher()
+        raise click.ClickException(failure)
     _exit_when_threads_linger()
 
 

@@ -81,6 +81,11 @@ def odradek_cluster(
     from odradek.cluster import Cluster
 
     marker = request.node.get_closest_marker("odradek_cluster")
+    if marker is not None and marker.args:
+        raise pytest.UsageError(
+            "odradek_cluster marker takes keywords only: "
+            "@pytest.mark.odradek_cluster(brokers=N, config={...})"
+        )
     options = dict(marker.kwargs) if marker is not None else {}
     brokers = int(options.pop("brokers", 3))
     overrides = options.pop("config", None)
