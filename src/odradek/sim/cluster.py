@@ -18,9 +18,10 @@ The workload is an idempotent acks=all producer and a consumer (and an acks=1 pr
 - `controller-crash`: the controller killed and restarted on its metadata log;
 - `isolate-leader` (opt-in, `OPT_IN_CLUSTER_FAULTS`): the leader of a partition of the topic
   cut off, both ways, from the other brokers and the controller (not from the clients) for
-  longer than the session timeout, then healed: the controller elects a new leader while the old one, not knowing it, goes on taking
-  acks=1 writes (Kafka's zombie-leader window); when it returns its log diverges from the new
-  leader's and must be truncated to the diverging epoch (KIP-101/595).
+  longer than the session timeout, then healed: the controller elects a new leader while the
+  old one, not knowing it, goes on taking acks=1 writes (Kafka's zombie-leader window); when
+  it returns its log diverges from the new leader's and must be truncated to the diverging
+  epoch (KIP-101/595).
 
 At most one broker is down at a time (two replicas can always form the minimum ISR). The
 replication invariants (Kafka's ReplicaManager / Partition contract), from
