@@ -30,10 +30,12 @@ CAUGHT_AT: dict[str, tuple[int, set[str]]] = {
     "acks-all-before-isr-check": (2, {"acknowledged-writes-survive"}),
     "follower-skips-producer-state": (1, {"no-duplicates"}),
     "alter-partition-stale-epoch": (1, {"hw-below-isr-leo", "acknowledged-writes-survive"}),
-    # The isolated leader's acks=1 tail stays under the new leader's records.
-    "returning-leader-keeps-its-tail": (1, {"replicas-agree", "one-batch-per-offset"}),
 }
-NOT_YET_CAUGHT: set[str] = set()
+# Planted, not yet caught in a test: with ISOLATING a standalone run of seed 1 catches it
+# (replicas-agree: the isolated leader's acks=1 tail stays under the new leader's records),
+# but in the sweep seed 1 first breaks hw-below-isr-leo, which the unpatched code breaks too
+# with isolate-leader (seed 2 of ISOLATING): to be explained before this is a regression test.
+NOT_YET_CAUGHT = {"returning-leader-keeps-its-tail"}
 # Sweeps of more seeds than this run only with the slow tests.
 FAST_SEEDS = 3
 MAX_SEEDS = 1000
@@ -87,16 +89,5 @@ def test_the_unpatched_cluster_passes_every_seed_that_catches_a_bug() -> None:
     failures = [
         f"seed {result.options.seed}: {result.violation}; replay: {result.options.command()}"
         for result in sweep(dataclasses.replace(TEMPLATE), range(1, seeds + 1)).failures
-    ]
-    assert not failures, failures
-
-
-def test_the_unpatched_cluster_passes_the_isolating_seeds_that_catch_a_bug() -> None:
-    # Only the catching seeds: seed 2 of ISOLATING breaks hw-below-isr-leo on the unpatched
-    # code (found with this fault, not explained yet).
-    seeds = {CAUGHT_AT[name][0] for name, template in TEMPLATES.items() if template is ISOLATING}
-    failures = [
-        f"seed {result.options.seed}: {result.violation}; replay: {result.options.command()}"
-        for result in sweep(ISOLATING, sorted(seeds)).failures
     ]
     assert not failures, failures
