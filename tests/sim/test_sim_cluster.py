@@ -6,7 +6,6 @@ and restarted."""
 
 from __future__ import annotations
 
-import pytest
 from click.testing import CliRunner
 
 from odradek.cli.main import cli
@@ -38,13 +37,6 @@ def test_a_few_seeds_keep_every_replication_invariant_through_every_cluster_faul
     assert all(faults.values()), faults
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="found by this test, not fixed yet: with odradek.acks.all.fsync=false a power "
-    "loss leaves two replicas of sim-0 with different batches at offset 0 after they "
-    "converge (replicas-agree); `odradek sim --seed 2 --seconds 8 --brokers 3 --faults "
-    "power-loss --no-fsync`",
-)
 def test_without_fsync_a_power_loss_may_lose_writes_and_the_run_still_passes() -> None:
     result = run_seed(
         SimOptions(

@@ -14,11 +14,15 @@ import pytest
 from sim_cluster_planted import CLUSTER_PLANTED
 
 from odradek.sim import SimOptions
-from odradek.sim.cluster import CLUSTER_FAULTS, CLUSTER_LOAD
+from odradek.sim.cluster import CLUSTER_FAULTS, CLUSTER_LOAD, OPT_IN_CLUSTER_FAULTS
 from odradek.sim.sweep import sweep
 
 SECONDS = 8.0
 TEMPLATE = SimOptions(seed=1, seconds=SECONDS, faults=CLUSTER_FAULTS, load=CLUSTER_LOAD, brokers=3)
+# Bugs only a leader cut off from the cluster while clients still reach it shows: every
+# cluster fault plus `isolate-leader` (which adds an acks=1 producer to the load).
+ISOLATING = dataclasses.replace(TEMPLATE, faults=CLUSTER_FAULTS + OPT_IN_CLUSTER_FAULTS)
+TEMPLATES = {"returning-leader-keeps-its-tail": ISOLATING}
 
 # name -> (the seed the sweep from seed 1 first fails at, the invariants it may break).
 CAUGHT_AT: dict[str, tuple[int, set[str]]] = {
@@ -27,8 +31,10 @@ CAUGHT_AT: dict[str, tuple[int, set[str]]] = {
     "follower-skips-producer-state": (1, {"no-duplicates"}),
     "alter-partition-stale-epoch": (1, {"hw-below-isr-leo", "acknowledged-writes-survive"}),
 }
-# Planted, not yet caught: seeds 1-12 pass (their only divergences were a retried batch that
-# the new leader holds too, identical but for its leader epoch).
+# Planted, not yet caught in a test: with ISOLATING a standalone run of seed 1 catches it
+# (replicas-agree: the isolated leader's acks=1 tail stays under the new leader's records),
+# but in the sweep seed 1 first breaks hw-below-isr-leo, which the unpatched code breaks too
+# with isolate-leader (seed 2 of ISOLATING): to be explained before this is a regression test.
 NOT_YET_CAUGHT = {"returning-leader-keeps-its-tail"}
 # Sweeps of more seeds than this run only with the slow tests.
 FAST_SEEDS = 3
@@ -53,7 +59,7 @@ def test_a_cluster_sweep_catches_the_planted_replication_bug(
     with CLUSTER_PLANTED[name]():
         # A bound just above the measured seed: a change that makes the bug harder to catch
         # shows up here.
-        summary = sweep(TEMPLATE, range(1, caught_at + 2), stop_at_first=True)
+        summary = sweep(TEMPLATES.get(name, TEMPLATE), range(1, caught_at + 2), stop_at_first=True)
     assert summary.failures, f"{name} not caught in seeds 1..{caught_at + 1}"
     failure = summary.failures[0]
     assert failure.violation is not None
@@ -66,7 +72,12 @@ def test_a_cluster_sweep_catches_the_planted_replication_bug(
 
 
 def test_the_unpatched_cluster_passes_the_seeds_that_catch_the_fast_bugs() -> None:
-    seeds = max(seed for seed, _ in CAUGHT_AT.values() if seed <= FAST_SEEDS) + 1
+    seeds = max(
+        seed
+        for name, (seed, _) in CAUGHT_AT.items()
+        if seed <= FAST_SEEDS and name not in TEMPLATES
+    )
+    seeds += 1
     summary = sweep(TEMPLATE, range(1, seeds + 1))
     assert not summary.failures, [str(result.violation) for result in summary.failures]
 

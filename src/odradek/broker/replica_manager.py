@@ -149,7 +149,7 @@ class ReplicaManager:
         brokers = self._brokers(image)
         for key in changes.deletes:
             self._remove(key, previous)
-        for (topic_id, index), registration in changes.leaders.items():
+        for (topic_id, index), registration in self._leaderships(changes, image, previous):
             hosted = self._hosted(topic_id, index, image, brokers)
             if hosted is None:
                 continue
@@ -164,6 +164,36 @@ class ReplicaManager:
                 hosted.state.local_broker_epoch = self.member.broker_epoch
                 if hosted.state.on_metadata_update(brokers, now):
                     self._high_watermark_changed(hosted)
+
+    def _leaderships(
+        self, changes: LocalReplicaChanges, image: MetadataImage, previous: MetadataImage
+    ) -> list[tuple[tuple[uuid.UUID, int], Any]]:
+        """The leaderships to take up: none before `image` holds this process's registration.
+
+        A restarted broker replays a metadata log that may still name it leader in the epoch
+        its previous incarnation led (its session has not expired yet); the log it recovered
+        may have lost records that incarnation wrote in that epoch (a power loss), and
+        leading again in the same epoch would give those offsets new batches the followers
+        do not truncate (one epoch, two histories). Kafka's broker serves nothing before the
+        controller has its new registration (BrokerServer enables request processing once
+        unfenced), and the registration moves the old incarnation's leaderships (new epochs).
+        Once the registration is in, every partition the image says this broker leads is
+        taken up.
+        """
+
+        def registered(view: MetadataImage) -> bool:
+            own = view.brokers.get(self.node_id)
+            return own is not None and own.incarnation_id == self.member.incarnation_id
+
+        if not registered(image):
+            return []
+        leaders = dict(changes.leaders)
+        if not registered(previous):
+            for topic_id, topic in image.topics_by_id.items():
+                for index, registration in topic.partitions.items():
+                    if registration.leader == self.node_id:
+                        leaders.setdefault((topic_id, index), registration)
+        return list(leaders.items())
 
     def _hosted(
         self,

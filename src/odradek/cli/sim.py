@@ -17,14 +17,16 @@ FAULT_HELP = (
 
 def _parse_faults(value: str | None) -> tuple[str, ...] | None:
     from odradek.sim import FAULTS
-    from odradek.sim.cluster import CLUSTER_FAULTS
+    from odradek.sim.cluster import CLUSTER_FAULTS, OPT_IN_CLUSTER_FAULTS
 
     if value is None:
         return None
     if value.strip().lower() == "none":
         return ()
     faults = tuple(part.strip() for part in value.split(",") if part.strip())
-    unknown = [fault for fault in faults if fault not in (*FAULTS, *CLUSTER_FAULTS)]
+    unknown = [
+        fault for fault in faults if fault not in (*FAULTS, *CLUSTER_FAULTS, *OPT_IN_CLUSTER_FAULTS)
+    ]
     if unknown:
         raise click.BadParameter(f"unknown fault(s) {', '.join(unknown)}: {FAULT_HELP}")
     return faults
@@ -106,7 +108,12 @@ def sim(
                 f"--faults: a one-broker run knows {', '.join(FAULTS)}, not {', '.join(unknown)}"
             )
     else:
-        from odradek.sim.cluster import CLUSTER_FAULTS, CLUSTER_LOAD, REPLICATION_FACTOR
+        from odradek.sim.cluster import (
+            CLUSTER_FAULTS,
+            CLUSTER_LOAD,
+            OPT_IN_CLUSTER_FAULTS,
+            REPLICATION_FACTOR,
+        )
 
         if brokers < REPLICATION_FACTOR:
             raise click.UsageError(f"--brokers: a cluster needs {REPLICATION_FACTOR} or more")
@@ -114,7 +121,7 @@ def sim(
         if rate is not None:
             load = dataclasses.replace(load, messages_per_second=rate)
         default_faults = CLUSTER_FAULTS
-        unsupported = sorted(set(chosen or ()) - set(CLUSTER_FAULTS))
+        unsupported = sorted(set(chosen or ()) - {*CLUSTER_FAULTS, *OPT_IN_CLUSTER_FAULTS})
         if unsupported:
             raise click.UsageError(
                 f"--faults: a cluster run knows {', '.join(CLUSTER_FAULTS)}, "

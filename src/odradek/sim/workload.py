@@ -1,6 +1,9 @@
 """The simulated clients: aiokafka producers and consumers on the simulated loop.
 
 - idempotent producers (acks=all, retries), each value `i<producer>-<n>`;
+- acks=1 producers (not idempotent), each value `a<producer>-<n>`: the leader alone
+  acknowledges, so a leader cut off from its followers takes their writes until it learns it
+  was replaced (Kafka's zombie-leader window); those writes may be lost or duplicated;
 - one transactional producer: transactions of 1-4 records over random partitions, each also
   committing offset `<txn>` for a consumer group (TxnOffsetCommit), 80 % committed, 20 %
   aborted; now and then a second instance with the same transactional id fences it mid-way
@@ -71,6 +74,8 @@ class Load:
     consumers: int = 2
     messages_per_second: float = 200.0
     zombies: bool = True
+    # acks=1 producers (`a<producer>-<n>`), whose acknowledged writes may be lost.
+    acks_1_producers: int = 0
     # The consumers' group protocol: "classic" (aiokafka's own), "consumer" (KIP-848, the
     # member in odradek.sim.kip848), or None: a third of the seeds use "consumer".
     group_protocol: str | None = None
@@ -110,7 +115,7 @@ class Clients:
 
     def start(self) -> None:
         load = self.load
-        senders = load.idempotent_producers + load.transactional_producers
+        senders = load.idempotent_producers + load.transactional_producers + load.acks_1_producers
         interval = senders / load.messages_per_second if load.messages_per_second > 0 else 1.0
         for index in range(load.idempotent_producers):
             self.tasks.append(
@@ -119,6 +124,10 @@ class Clients:
         for index in range(load.transactional_producers):
             self.tasks.append(
                 self.spawn(f"txn-producer-{index}", self._transactional_producer(index, interval))
+            )
+        for index in range(load.acks_1_producers):
+            self.tasks.append(
+                self.spawn(f"acks-1-producer-{index}", self._acks_1_producer(index, interval))
             )
         for index in range(load.consumers):
             self.start_consumer(index)
@@ -225,6 +234,70 @@ class Clients:
                 await asyncio.sleep(0.05)
         finally:
             await _stop_quietly(producer)
+
+    # -- acks=1 producers ---------------------------------------------------------------------
+
+    async def _acks_1_producer(self, index: int, interval: float) -> None:
+        """Writes `a<index>-<n>` with acks=1 and no idempotence (aiokafka retries, so a
+        value may land twice); what the leader acknowledged is reported, not required to
+        survive."""
+        name = f"acks-1-producer-{index}"
+        rng = random.Random(self.rng.getrandbits(64))
+        producer = await self._start(
+            name,
+            lambda: AIOKafkaProducer(
+                bootstrap_servers=self.bootstrap_servers,
+                client_id=name,
+                acks=1,
+                enable_idempotence=False,
+                request_timeout_ms=REQUEST_TIMEOUT_MS,
+                retry_backoff_ms=RETRY_BACKOFF_MS,
+                metadata_max_age_ms=METADATA_MAX_AGE_MS,
+                linger_ms=LINGER_MS,
+            ),
+        )
+        if producer is None:
+            return
+        sequence = 0
+        try:
+            while self.producing:
+                await asyncio.sleep(rng.expovariate(1 / interval))
+                if not self.producing:
+                    break
+                value = f"a{index}-{sequence}"
+                sequence += 1
+                try:
+                    future = await producer.send(
+                        TOPIC,
+                        value.encode(),
+                        partition=rng.randrange(self.load.partitions),
+                        timestamp_ms=self.now_ms(),
+                    )
+                except KafkaError as error:
+                    self.failed += 1
+                    self.trace.event(f"{name} send {value} refused ({type(error).__name__})")
+                    continue
+                self.sent += 1
+                self.in_flight[value] = future
+                future.add_done_callback(
+                    lambda done, value=value: self._leader_acked(name, value, done)
+                )
+            while self.in_flight:
+                await asyncio.sleep(0.05)
+        finally:
+            await _stop_quietly(producer)
+
+    def _leader_acked(self, name: str, value: str, future: asyncio.Future[Any]) -> None:
+        self.in_flight.pop(value, None)
+        if future.cancelled():
+            return
+        error = future.exception()
+        if error is not None:
+            self.failed += 1
+            self.trace.event(f"{name} {value} failed ({type(error).__name__})")
+            return
+        metadata = future.result()
+        self.checker.leader_acknowledged(value, metadata.partition, metadata.offset)
 
     def _acked(
         self, name: str, producer: AIOKafkaProducer, value: str, future: asyncio.Future[Any]
