@@ -9,8 +9,8 @@ processes and real clients:
   wrong KRaft settings (controller.listener.names naming no listener) into one readable line,
   and accepts Kafka's controller config without listener.security.protocol.map;
 - the `odradek_cluster` marker refuses positional arguments instead of ignoring them;
-- (xfail, broker internals) deleting a replicated topic while followers long-poll it makes the
-  leader's Fetch handler fail on the closed log and drop the connection.
+- deleting a replicated topic while followers long-poll it made the leader's Fetch handler fail
+  on the closed log and drop the connection (now UNKNOWN_TOPIC_ID for that partition).
 """
 
 from __future__ import annotations
@@ -228,13 +228,6 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         yield running
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="broker internals (handlers/fetch.py): a replica Fetch parked in its long poll "
-    "re-reads the HostedPartition it checked before waiting; the topic's deletion closed that "
-    "log meanwhile, log.read raises StorageError and the connection is dropped with "
-    "'internal error in a handler' instead of UNKNOWN_TOPIC_OR_PARTITION / UNKNOWN_TOPIC_ID",
-)
 def test_deleting_a_replicated_topic_does_not_fail_a_parked_replica_fetch(
     cluster: Cluster,
 ) -> None:

@@ -266,10 +266,15 @@ def _replica_fetch_checks(
 
 def _read_replicas(
     context: BrokerContext,
+    replicas: ReplicaManager,
     wanted: list[_Wanted],
     checked: list[FetchPartitionResult | HostedPartition],
     max_bytes: int,
 ) -> tuple[list[FetchPartitionResult], int, bool]:
+    """Read what `_replica_fetch_checks` allowed. A partition no longer hosted as it was
+    checked (its topic deleted, or the replica dropped, while the Fetch waited) answers
+    UNKNOWN_TOPIC_ID (UNKNOWN_TOPIC_OR_PARTITION by name), as Kafka's leader does for a topic
+    it no longer has, instead of reading its closed log."""
     results = []
     total = 0
     any_error = False
@@ -277,6 +282,17 @@ def _read_replicas(
         if isinstance(entry, FetchPartitionResult):
             any_error = True
             results.append(entry)
+            continue
+        if item.name is None or replicas.partition(item.name, item.partition) is not entry:
+            any_error = True
+            results.append(
+                _empty(
+                    item,
+                    ErrorCode.unknown_topic_id
+                    if item.topic_id is not None
+                    else ErrorCode.unknown_topic_or_partition,
+                )
+            )
             continue
         log = entry.log
         result, size = _read_one(
@@ -320,7 +336,10 @@ async def handle(
                 checked = _replica_fetch_checks(replicas, wanted, replica_id, broker_epoch)
         while True:
             if checked is not None:
-                results, total, any_error = _read_replicas(context, wanted, checked, max_bytes)
+                assert replicas is not None  # checked only on a cluster member
+                results, total, any_error = _read_replicas(
+                    context, replicas, wanted, checked, max_bytes
+                )
             else:
                 results, total, any_error = _read_all(
                     context, wanted, max_bytes, read_committed, replicas, leaders
