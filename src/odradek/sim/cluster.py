@@ -45,21 +45,24 @@ from collections.abc import Coroutine, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka import TopicPartition as AIOKafkaTopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
+from aiokafka.protocol.produce import ProduceRequest
 
 from odradek.broker.config import BrokerConfig
 from odradek.broker.controller_server import ControllerServer
 from odradek.cluster import replication_defaults
 from odradek.coordinator.group.records import partition_for
+from odradek.protocol.record_batch import Record, encode_batch
 from odradek.sim.disk import SimFiles
 from odradek.sim.invariants import (
     Checker,
     ClusterChecks,
     InvariantBrokenError,
     TransactionChecks,
+    TxnState,
 )
 from odradek.sim.loop import SimLoop, run_in_node
 from odradek.sim.memfs import MemoryFileSystem, SimPath
@@ -112,12 +115,16 @@ CLUSTER_LOAD = Load(
 
 
 #: The faults a transactional cluster run adds to `CLUSTER_FAULTS`.
-TXN_FAULTS = ("coordinator-crash",)
+TXN_FAULTS = ("coordinator-crash", "late-batch")
 #: Every fault of a transactional cluster run: the broker, network and controller faults, and
 #: kills of the transaction coordinator.
 CLUSTER_TXN_FAULTS = (*CLUSTER_FAULTS, *TXN_FAULTS)
-# Mean simulated seconds between two kills of the transaction coordinator.
-_COORDINATOR_CRASH_MEAN_INTERVAL_S = 4.0
+# Mean simulated seconds between two transactional faults of a kind.
+_TXN_FAULT_MEAN_INTERVAL_S = {"coordinator-crash": 4.0, "late-batch": 2.0}
+# The late-batch producer's transactional id and its transactions' numbers (apart from the
+# transactional producers' `index * 1_000_000 + n`).
+LATE_TRANSACTIONAL_ID = "sim-late"
+_LATE_TXN_BASE = 900_000_000
 # With the clients gone, open transactions time out (the producer's 10 s) and the coordinator's
 # abort check runs every 10 s: every transaction ends within this long.
 TXN_QUIESCE_S = 30.0
@@ -279,6 +286,7 @@ class ClusterWorld:
         self.fault_counts: dict[str, int] = {}
         # A broker is down (crash or power loss): no second one goes down meanwhile.
         self._broker_down = False
+        self._late_batches = 0
 
     @property
     def restarts(self) -> int:
@@ -548,9 +556,85 @@ class ClusterWorld:
         """The transactional faults (`TXN_FAULTS`), on their own seeded schedule."""
         rng = random.Random(self.fault_rng.getrandbits(64))
         while True:
-            await asyncio.sleep(rng.expovariate(1 / _COORDINATOR_CRASH_MEAN_INTERVAL_S))
+            await asyncio.sleep(rng.expovariate(1 / _TXN_FAULT_MEAN_INTERVAL_S[kind]))
             if kind == "coordinator-crash":
                 await self._crash_coordinator(rng)
+            elif kind == "late-batch" and self.clients.producing:
+                self._late_batches += 1
+                self._count("late-batch")
+                await run_in_node(
+                    "late-producer", self._guarded_late_batch(rng, self._late_batches)
+                )
+
+    async def _guarded_late_batch(self, rng: random.Random, episode: int) -> None:
+        with contextlib.suppress(InvariantBrokenError):
+            await self._late_batch(rng, episode)
+
+    async def _late_batch(self, rng: random.Random, episode: int) -> None:
+        """A transactional batch that arrives after its transaction ended (KIP-890's hanging
+        transaction): a producer (`sim-late`) writes one record to a partition in a
+        transaction and aborts it; then its next batch for that partition (same producer id
+        and epoch, the next sequence, as a request the network held back would carry)
+        arrives. Transaction version 1 bumps no epoch at an abort, so only the partition
+        leader's verification with the coordinator stops it; were it appended, it would open
+        a transaction the coordinator never heard of."""
+        number = _LATE_TXN_BASE + episode
+        txn = self.checker.txn(number)
+        partition = rng.randrange(self.options.load.partitions)
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap_servers,
+            client_id=f"late-producer.{episode}",
+            acks="all",
+            enable_idempotence=True,
+            transactional_id=LATE_TRANSACTIONAL_ID,
+            transaction_timeout_ms=10_000,
+            request_timeout_ms=5_000,
+        )
+        try:
+            await asyncio.wait_for(producer.start(), 10)
+            await producer.begin_transaction()
+            value = f"t{number}-0"
+            txn.sent[value] = partition
+            await asyncio.wait_for(
+                await producer.send(
+                    TOPIC, value.encode(), partition=partition, timestamp_ms=self.clients.now_ms()
+                ),
+                10,
+            )
+            txn.state = TxnState.ABORTING
+            await asyncio.wait_for(producer.abort_transaction(), 10)
+            txn.state = TxnState.ABORTED
+            manager = producer._txn_manager
+            topic_partition = AIOKafkaTopicPartition(TOPIC, partition)
+            leader = producer.client.cluster.leader_for_partition(topic_partition)
+            if manager is None or leader is None or leader < 0:
+                return
+            late = f"t{number}-late"
+            txn.sent[late] = partition
+            batch = encode_batch(
+                [Record(key=None, value=late.encode())],
+                producer_id=manager.producer_id,
+                producer_epoch=manager.producer_epoch,
+                base_sequence=manager.sequence_number(topic_partition),
+                is_transactional=True,
+                base_timestamp=self.clients.now_ms(),
+            )
+            request = ProduceRequest(
+                transactional_id=LATE_TRANSACTIONAL_ID,
+                required_acks=-1,
+                timeout=5_000,
+                topics=[(TOPIC, [(partition, batch)])],
+            )
+            response = await asyncio.wait_for(producer.client.send(leader, request), 10)
+            error = response.topics[0][1][0][1]
+            self.trace.event(f"late batch {late} to {TOPIC}-{partition}: error code {error}")
+        except (KafkaError, OSError, TimeoutError) as error:
+            if txn.state is not TxnState.ABORTED:
+                txn.state = TxnState.UNKNOWN
+            self.trace.event(f"late batch {number} failed ({type(error).__name__})")
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(producer.stop(), 10)
 
     def transaction_coordinator(self, transactional_id: str) -> int | None:
         """The broker leading the `__transaction_state` partition of `transactional_id` in the
