@@ -54,21 +54,32 @@ from collections.abc import Coroutine, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import TopicPartition as AIOKafkaTopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
+from aiokafka.protocol.produce import ProduceRequest
 
 from odradek.broker.config import BrokerConfig
 from odradek.broker.controller_server import ControllerServer
 from odradek.cluster import replication_defaults
+from odradek.coordinator.group.records import partition_for
+from odradek.protocol.record_batch import Record, encode_batch
 from odradek.sim.disk import SimFiles
-from odradek.sim.invariants import Checker, ClusterChecks, InvariantBrokenError
+from odradek.sim.invariants import (
+    Checker,
+    ClusterChecks,
+    InvariantBrokenError,
+    TransactionChecks,
+    TxnState,
+)
 from odradek.sim.loop import SimLoop, run_in_node
 from odradek.sim.memfs import MemoryFileSystem, SimPath
 from odradek.sim.network import LatencyModel, SimNetwork
 from odradek.sim.node import BROKER_PORT, SimBroker
 from odradek.sim.patches import virtual_now_ms
 from odradek.sim.trace import Trace
-from odradek.sim.workload import TOPIC, Clients, Load
+from odradek.sim.workload import TOPIC, TRANSACTIONAL_ID, TXN_GROUP, Clients, Load
 from odradek.storage.log import PartitionLog
 from odradek.storage.log_manager import TopicPartition
 
@@ -119,6 +130,36 @@ CLUSTER_LOAD = Load(
     consumers=1,
     messages_per_second=100.0,
     zombies=False,
+)
+
+
+#: The faults a transactional cluster run adds to `CLUSTER_FAULTS`.
+TXN_FAULTS = ("coordinator-crash", "late-batch")
+#: Every fault of a transactional cluster run: the broker, network and controller faults, and
+#: kills of the transaction coordinator.
+CLUSTER_TXN_FAULTS = (*CLUSTER_FAULTS, *TXN_FAULTS)
+# Mean simulated seconds between two transactional faults of a kind.
+_TXN_FAULT_MEAN_INTERVAL_S = {"coordinator-crash": 4.0, "late-batch": 2.0}
+# The late-batch producer's transactional id and its transactions' numbers (apart from the
+# transactional producers' `index * 1_000_000 + n`).
+LATE_TRANSACTIONAL_ID = "sim-late"
+_LATE_TXN_BASE = 900_000_000
+# With the clients gone, open transactions time out (the producer's 10 s) and the coordinator's
+# abort check runs every 10 s: every transaction ends within this long.
+TXN_QUIESCE_S = 30.0
+TRANSACTION_STATE_TOPIC = "__transaction_state"
+
+#: The transactional cluster load: an idempotent producer, a transactional producer (records
+#: over several partitions and the offsets of a consumer group in each transaction, now and
+#: then fenced by a new instance), a read_committed and a read_uncommitted consumer.
+CLUSTER_TXN_LOAD = Load(
+    partitions=3,
+    idempotent_producers=1,
+    transactional_producers=1,
+    consumers=2,
+    messages_per_second=100.0,
+    zombies=True,
+    group_protocol="classic",
 )
 
 
@@ -207,10 +248,12 @@ class ClusterWorld:
 
     def __init__(self, options: SimOptions, loop: SimLoop, fs: MemoryFileSystem) -> None:
         seed = options.seed
-        unsupported = sorted(set(options.faults) - {*CLUSTER_FAULTS, *OPT_IN_CLUSTER_FAULTS})
+        unsupported = sorted(
+            set(options.faults) - {*CLUSTER_FAULTS, *OPT_IN_CLUSTER_FAULTS, *TXN_FAULTS}
+        )
         if unsupported:
             raise ValueError(
-                f"cluster mode runs only the faults {', '.join(CLUSTER_FAULTS)}; "
+                f"cluster mode runs only the faults {', '.join((*CLUSTER_FAULTS, *TXN_FAULTS))}; "
                 f"not: {', '.join(unsupported)}"
             )
         if "isolate-leader" in options.faults and not options.load.acks_1_producers:
@@ -252,6 +295,7 @@ class ClusterWorld:
             loop.time, TOPIC, options.load.partitions, lambda _violation: self.stop.set()
         )
         self.checks = ClusterChecks(self.checker)
+        self.transaction_checks = TransactionChecks(self.checker)
         self.bootstrap_servers = ",".join(
             f"{broker_name(node_id)}:{BROKER_PORT}" for node_id in self.node_ids
         )
@@ -267,6 +311,7 @@ class ClusterWorld:
         self.fault_counts: dict[str, int] = {}
         # A broker is down (crash or power loss): no second one goes down meanwhile.
         self._broker_down = False
+        self._late_batches = 0
 
     @property
     def restarts(self) -> int:
@@ -294,7 +339,12 @@ class ClusterWorld:
         await self._create_topic()
 
     def fault_tasks(self) -> list[asyncio.Task[None]]:
-        return [self.loop.create_task(self._faults(kind)) for kind in self.options.faults]
+        return [
+            self.loop.create_task(
+                self._txn_faults(kind) if kind in TXN_FAULTS else self._faults(kind)
+            )
+            for kind in self.options.faults
+        ]
 
     async def heal(self) -> None:
         self.network.heal_all()
@@ -306,6 +356,7 @@ class ClusterWorld:
 
     async def quiesce(self) -> None:
         await self._converge()
+        await self._transactions_settle()
 
     def _check_replicas_agree(self) -> None:
         for topic, partition, _leader, _replicas, _isr in self._all_partitions():
@@ -335,6 +386,8 @@ class ClusterWorld:
             )
         counts = self.checker.final(leader_logs)
         self.checks.consumed_records_survive(leader_logs)
+        if not self.checks.loss_allowed:
+            self.transaction_checks.read_committed_outcomes(leader_logs)
         self.trace.event(
             f"final: {counts['records']} record(s) in the leaders' logs, "
             f"{counts['acknowledged']} acknowledged; replicas agree"
@@ -565,3 +618,196 @@ class ClusterWorld:
             self.network.cut(isolated, other, seconds)
             self.network.cut(other, isolated, seconds)
         await asyncio.sleep(seconds)
+
+    # -- transactions ------------------------------------------------------------------------
+
+    async def _txn_faults(self, kind: str) -> None:
+        """The transactional faults (`TXN_FAULTS`), on their own seeded schedule."""
+        rng = random.Random(self.fault_rng.getrandbits(64))
+        while True:
+            await asyncio.sleep(rng.expovariate(1 / _TXN_FAULT_MEAN_INTERVAL_S[kind]))
+            if kind == "coordinator-crash":
+                await self._crash_coordinator(rng)
+            elif kind == "late-batch" and self.clients.producing:
+                self._late_batches += 1
+                self._count("late-batch")
+                await run_in_node(
+                    "late-producer", self._guarded_late_batch(rng, self._late_batches)
+                )
+
+    async def _guarded_late_batch(self, rng: random.Random, episode: int) -> None:
+        with contextlib.suppress(InvariantBrokenError):
+            await self._late_batch(rng, episode)
+
+    async def _late_batch(self, rng: random.Random, episode: int) -> None:
+        """A transactional batch that arrives after its transaction ended (KIP-890's hanging
+        transaction): a producer (`sim-late`) writes one record to a partition in a
+        transaction and aborts it; then its next batch for that partition (same producer id
+        and epoch, the next sequence, as a request the network held back would carry)
+        arrives. Transaction version 1 bumps no epoch at an abort, so only the partition
+        leader's verification with the coordinator stops it; were it appended, it would open
+        a transaction the coordinator never heard of."""
+        number = _LATE_TXN_BASE + episode
+        txn = self.checker.txn(number)
+        partition = rng.randrange(self.options.load.partitions)
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap_servers,
+            client_id=f"late-producer.{episode}",
+            acks="all",
+            enable_idempotence=True,
+            transactional_id=LATE_TRANSACTIONAL_ID,
+            transaction_timeout_ms=10_000,
+            request_timeout_ms=5_000,
+        )
+        try:
+            await asyncio.wait_for(producer.start(), 10)
+            await producer.begin_transaction()
+            value = f"t{number}-0"
+            txn.sent[value] = partition
+            await asyncio.wait_for(
+                await producer.send(
+                    TOPIC, value.encode(), partition=partition, timestamp_ms=self.clients.now_ms()
+                ),
+                10,
+            )
+            txn.state = TxnState.ABORTING
+            await asyncio.wait_for(producer.abort_transaction(), 10)
+            txn.state = TxnState.ABORTED
+            manager = producer._txn_manager
+            topic_partition = AIOKafkaTopicPartition(TOPIC, partition)
+            leader = producer.client.cluster.leader_for_partition(topic_partition)
+            if manager is None or leader is None or leader < 0:
+                return
+            late = f"t{number}-late"
+            txn.sent[late] = partition
+            batch = encode_batch(
+                [Record(key=None, value=late.encode())],
+                producer_id=manager.producer_id,
+                producer_epoch=manager.producer_epoch,
+                base_sequence=manager.sequence_number(topic_partition),
+                is_transactional=True,
+                base_timestamp=self.clients.now_ms(),
+            )
+            request = ProduceRequest(
+                transactional_id=LATE_TRANSACTIONAL_ID,
+                required_acks=-1,
+                timeout=5_000,
+                topics=[(TOPIC, [(partition, batch)])],
+            )
+            response = await asyncio.wait_for(producer.client.send(leader, request), 10)
+            error = response.topics[0][1][0][1]
+            self.trace.event(f"late batch {late} to {TOPIC}-{partition}: error code {error}")
+        except (KafkaError, OSError, TimeoutError) as error:
+            if txn.state is not TxnState.ABORTED:
+                txn.state = TxnState.UNKNOWN
+            self.trace.event(f"late batch {number} failed ({type(error).__name__})")
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(producer.stop(), 10)
+
+    def transaction_coordinator(self, transactional_id: str) -> int | None:
+        """The broker leading the `__transaction_state` partition of `transactional_id` in the
+        controller's state (Kafka's `abs(transactionalId.hashCode) % partitions`), or None
+        while it has no leader."""
+        leaders = {
+            partition: leader
+            for topic, partition, leader, _replicas, _isr in self._all_partitions()
+            if topic == TRANSACTION_STATE_TOPIC
+        }
+        if not leaders:
+            return None
+        leader = leaders.get(partition_for(transactional_id, len(leaders)), -1)
+        return leader if leader >= 0 else None
+
+    async def _crash_coordinator(self, rng: random.Random) -> None:
+        """kill -9 the transactional producer's transaction coordinator (the broker leading
+        its `__transaction_state` partition) and restart it after a while; skipped while
+        another broker is down."""
+        if self._broker_down:
+            return
+        node_id = self.transaction_coordinator(f"{TRANSACTIONAL_ID}-0")
+        if node_id is None:
+            return
+        broker = self.brokers[node_id]
+        self._broker_down = True
+        try:
+            self._count("coordinator-crash")
+            self.trace.event(f"coordinator-crash: {broker_name(node_id)} coordinates")
+            broker.crash(False)
+            await asyncio.sleep(rng.uniform(0.5, 6.0))
+            await asyncio.shield(self.loop.create_task(broker.start()))
+        finally:
+            self._broker_down = False
+
+    def _unsettled_transactions(self) -> list[str]:
+        """What still holds a transaction open: a transaction Ongoing or Prepare* on a running
+        broker's coordinator, or a partition whose leader's last stable offset lags its high
+        watermark."""
+        found: list[str] = []
+        for node_id, broker in sorted(self.brokers.items()):
+            context = broker.context
+            if context is None:
+                continue
+            listed = context.transactions.coordinator.list_transactions(
+                ("Ongoing", "PrepareCommit", "PrepareAbort", "PrepareEpochFence")
+            )
+            found.extend(
+                f"{item.transactional_id} is {item.transaction_state} on {broker_name(node_id)}"
+                for item in listed.transaction_states
+            )
+        for topic, partition, leader, _replicas, _isr in self._all_partitions():
+            log = self._replica_logs(partition, topic).get(leader)
+            if log is not None and log.last_stable_offset < log.high_watermark:
+                found.append(
+                    f"{topic}-{partition} on {broker_name(leader)}: last stable offset "
+                    f"{log.last_stable_offset} < high watermark {log.high_watermark}"
+                )
+        return found
+
+    async def _transactions_settle(self) -> None:
+        """After the replicas converged: every transaction ends within `TXN_QUIESCE_S` (none
+        left Ongoing or Prepare*, every leader's LSO at its HW), and the transactional group's
+        committed offset matches the transactions' outcomes (`TransactionChecks`)."""
+        deadline = self.loop.time() + TXN_QUIESCE_S
+        while True:
+            unsettled = self._unsettled_transactions()
+            if not unsettled or self.loop.time() >= deadline:
+                break
+            await asyncio.sleep(0.1)
+        with contextlib.suppress(InvariantBrokenError):
+            if unsettled and self.checks.loss_allowed:
+                # A hanging transaction after lost writes (KIP-664): the accepted trade-off.
+                self.trace.event(f"hanging after a loss: {', '.join(unsettled[:4])}")
+            elif unsettled:
+                self.transaction_checks.transactions_end(unsettled, TXN_QUIESCE_S)
+            if self.options.load.transactional_producers and not self.checks.loss_allowed:
+                committed = await self._txn_group_offset()
+                if committed is not None:
+                    self.transaction_checks.offsets_match_outcomes(committed)
+
+    async def _txn_group_offset(self) -> int | None:
+        """The transactional group's committed offset of partition 0 (OffsetFetch through a
+        client); -1 for none, None when no broker answered."""
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap_servers,
+            group_id=TXN_GROUP,
+            enable_auto_commit=False,
+            request_timeout_ms=5000,
+        )
+        try:
+            await run_in_node("admin", consumer.start())
+            for _attempt in range(20):
+                try:
+                    committed = await run_in_node(
+                        "admin", consumer.committed(AIOKafkaTopicPartition(TOPIC, 0))
+                    )
+                except KafkaError:
+                    await asyncio.sleep(0.5)
+                    continue
+                return -1 if committed is None else int(committed)
+        except KafkaError as error:
+            self.trace.event(f"final offset fetch failed ({type(error).__name__})")
+        finally:
+            with contextlib.suppress(Exception):
+                await run_in_node("admin", consumer.stop())
+        return None

@@ -98,6 +98,9 @@ class Checker:
         self.unsynced_power_loss = False
         self.violations: list[Violation] = []
         self.reads = 0
+        # value -> (partition, offset) of every transactional record a read_committed
+        # consumer returned (TransactionChecks.read_committed_outcomes)
+        self.read_committed_txn: dict[str, tuple[int, int]] = {}
 
     def fail(self, invariant: str, detail: str) -> None:
         violation = Violation(invariant, detail, self.clock())
@@ -187,6 +190,7 @@ class Checker:
                 f"partition {partition} offset {offset} read as {seen!r} and as {value!r}",
             )
         if read_committed and value.startswith("t"):
+            self.read_committed_txn.setdefault(value, (partition, offset))
             txn = self.txns.get(_txn_number(value))
             if txn is None or not txn.commit_requested:
                 state = "unknown" if txn is None else txn.state.value
@@ -460,6 +464,74 @@ class ClusterChecks:
                     "consumed-records-survive",
                     f"{value!r} was read at partition {partition} offset {offset}; it is {where}",
                 )
+
+
+class TransactionChecks:
+    """The transaction invariants of a cluster run beyond `Checker`'s (KIP-98's contract as
+    Kafka's TransactionCoordinator and read_committed Fetch keep it), reported through
+    `checker`:
+
+    - `transactions-end`: once the clients stopped and the faults healed, every transaction
+      ends within a grace period: none stays Ongoing or PrepareCommit/PrepareAbort on any
+      coordinator, and every leader's last stable offset reaches its high watermark (a hanging
+      transaction, or one a new coordinator loaded in Prepare* and never finished, breaks it);
+    - `read-committed-sees-only-committed`: every transactional record a read_committed
+      consumer returned ends committed in the final leaders' logs (not aborted, not open);
+    - `transactions-all-or-nothing` (offsets): the transactional group's final committed
+      offset is that of a committed transaction, and no older than the last transaction whose
+      commit the producer saw succeed (transaction n commits offset n).
+    """
+
+    def __init__(self, checker: Checker) -> None:
+        self.checker = checker
+
+    def transactions_end(self, unsettled: list[str], grace_s: float) -> None:
+        """Fail with what still holds transactions open `grace_s` s after the clients stopped."""
+        if unsettled:
+            self.checker.fail(
+                "transactions-end",
+                f"{grace_s:g} s after the clients stopped: {', '.join(unsettled[:4])}",
+            )
+
+    def read_committed_outcomes(self, logs: dict[int, PartitionLog]) -> None:
+        """Every record a read_committed consumer returned is committed in `logs` (partition
+        -> the final leader's log), at the offset it was read at."""
+        checker = self.checker
+        if not checker.read_committed_txn or checker.unsynced_power_loss:
+            return
+        outcomes = {
+            (record.partition, record.offset): (record.value, record.outcome)
+            for record in checker._scan(logs)
+            if record.transactional
+        }
+        for value, (partition, offset) in sorted(checker.read_committed_txn.items()):
+            found = outcomes.get((partition, offset))
+            if found is None or found[0] != value:
+                continue  # gone or replaced: consumed-records-survive's concern
+            outcome = found[1]
+            if outcome is not True:
+                ended = "open" if outcome is None else "aborted"
+                checker.fail(
+                    "read-committed-sees-only-committed",
+                    f"a read_committed consumer returned {value!r} (partition {partition} "
+                    f"offset {offset}); its transaction is {ended} in the final log",
+                )
+
+    def offsets_match_outcomes(self, committed: int) -> None:
+        """The transactional group's final committed offset (-1: none) against the
+        transactions: written by a committed one, and no older than the last one committed."""
+        checker = self.checker
+        checker.txn_offsets(committed)
+        last = max(
+            (number for number, txn in checker.txns.items() if txn.state is TxnState.COMMITTED),
+            default=-1,
+        )
+        if committed < last:
+            checker.fail(
+                "transactions-all-or-nothing",
+                f"transaction {last} committed, but the group's committed offset is "
+                f"{committed}: its offsets were lost or never committed",
+            )
 
 
 def _batches(log: PartitionLog) -> list[tuple[int, int, int]]:
