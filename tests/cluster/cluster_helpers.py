@@ -91,3 +91,61 @@ def consume_messages(
     finally:
         consumer.close()
     return messages
+
+
+GROUP_KEY_TYPE = 0
+TRANSACTION_KEY_TYPE = 1
+
+
+def find_coordinator(
+    cluster: Cluster, key: str, key_type: int, avoid: int = -1, timeout_s: float = 30.0
+) -> int:
+    """The broker FindCoordinator v3 names for `key` (`key_type` 0: a group, whose coordinator
+    leads its `__consumer_offsets` partition; 1: a transactional.id, whose coordinator leads its
+    `__transaction_state` partition), asked of the running, unpaused brokers; waits until one
+    answers with a coordinator other than `avoid`."""
+    found: list[int] = []
+
+    def ask() -> bool:
+        for node in cluster.node_ids:
+            if not cluster.is_running(node) or cluster.is_paused(node):
+                continue
+            try:
+                with WireClient(cluster.broker_address(node), timeout=5) as client:
+                    response = client.request(10, 3, key=key, key_type=key_type)
+            except Exception:  # noqa: BLE001 -- a broker going away: ask another
+                continue
+            if response.error_code == 0 and int(response.node_id) != avoid:
+                found.append(int(response.node_id))
+                return True
+        return False
+
+    wait_until(ask, timeout_s=timeout_s, message=f"a coordinator for {key!r}")
+    return found[-1]
+
+
+def produce_values(cluster: Cluster, topic: str, values: list[bytes], **extra: Any) -> None:
+    """Produce `values` to partition 0 of `topic` (idempotent, acks=all; `extra` adds
+    settings, e.g. keys through `key_of`); fails unless every one is acknowledged."""
+    from confluent_kafka import Producer
+
+    producer = Producer(
+        {
+            "bootstrap.servers": cluster.bootstrap_servers,
+            "enable.idempotence": True,
+            "linger.ms": 5,
+            "log_level": 0,
+            **extra,
+        }
+    )
+    failures: list[Any] = []
+
+    def delivered(error: Any, _message: Any) -> None:
+        if error is not None:
+            failures.append(error)
+
+    for value in values:
+        producer.produce(topic, value=value, partition=0, on_delivery=delivered)
+        producer.poll(0)
+    assert producer.flush(60) == 0
+    assert failures == [], failures[:3]
