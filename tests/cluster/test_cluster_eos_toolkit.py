@@ -51,7 +51,8 @@ def _postgres_fixture() -> Any:
     """The session's PostgreSQL server fixture of the toolkit tests (tests/client/conftest.py)."""
     path = Path(__file__).parent.parent / "client" / "conftest.py"
     spec = importlib.util.spec_from_file_location("toolkit_postgres_fixtures", path)
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.postgres_server
@@ -195,8 +196,16 @@ def test_processor_into_a_topic_copies_exactly_once_while_each_leader_is_killed(
     transactional_id = f"odradek-{group}-a"  # the processor's, with instance_id "a"
     log = tmp_path / "processor.log"
     processor = Supervised(
-        [cluster.bootstrap_servers, source, group, str(log), "--output", target]
-        + ["--delay-ms", DELAY_MS],
+        [
+            cluster.bootstrap_servers,
+            source,
+            group,
+            str(log),
+            "--output",
+            target,
+            "--delay-ms",
+            DELAY_MS,
+        ],
         tmp_path / "slots",
     )
 
@@ -252,8 +261,16 @@ def test_processor_into_postgres_copies_exactly_once_while_leaders_are_killed(
     cluster.wait_for_isr(source, 0, 3)
     log = tmp_path / "processor.log"
     processor = Supervised(
-        [cluster.bootstrap_servers, source, group, str(log), "--postgres", postgres_dsn]
-        + ["--delay-ms", DELAY_MS],
+        [
+            cluster.bootstrap_servers,
+            source,
+            group,
+            str(log),
+            "--postgres",
+            postgres_dsn,
+            "--delay-ms",
+            DELAY_MS,
+        ],
         tmp_path / "slots",
     )
     targets: list[tuple[str, Callable[[], int]]] = [
