@@ -39,6 +39,7 @@ def main() -> None:
     parser.add_argument("--output", default=None)
     parser.add_argument("--postgres", default=None)
     parser.add_argument("--delay-ms", type=float, default=0.0)
+    parser.add_argument("--debug", default="", help="librdkafka debug contexts (to stderr)")
     arguments = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     log = open(arguments.log, "a", buffering=1)  # noqa: SIM115 -- lives as long as we do
@@ -85,6 +86,7 @@ def main() -> None:
             "session.timeout.ms": 6000,
             "heartbeat.interval.ms": 500,
             "transaction.timeout.ms": 15000,
+            **({"debug": arguments.debug} if arguments.debug else {}),
         },
         instance_id="a",
         batch_size=50,

@@ -43,6 +43,8 @@ from odradek.cluster import Cluster
 PROCESSOR = Path(__file__).parent / "eos_processor.py"
 CHUNK = 250
 DELAY_MS = "4"
+# librdkafka debug contexts for the processor's stderr (diagnosis), e.g. "eos,msg,broker".
+DEBUG = os.environ.get("ODRADEK_EOS_PROCESSOR_DEBUG", "")
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -95,7 +97,7 @@ class Supervised:
     def _start(self) -> subprocess.Popen[bytes]:
         with self.stderr.open("ab") as stderr:
             return subprocess.Popen(
-                [sys.executable, str(PROCESSOR), *self.arguments],
+                [sys.executable, str(PROCESSOR), *self.arguments, "--debug", DEBUG],
                 stdout=subprocess.DEVNULL,
                 stderr=stderr,
                 env=self.env,
