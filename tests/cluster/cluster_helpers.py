@@ -5,7 +5,7 @@ running broker and reading partition 0 from offset 0."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from confluent_kafka import Consumer, Message, TopicPartition
@@ -124,9 +124,12 @@ def find_coordinator(
     return found[-1]
 
 
-def produce_values(cluster: Cluster, topic: str, values: list[bytes], **extra: Any) -> None:
-    """Produce `values` to partition 0 of `topic` (idempotent, acks=all; `extra` adds
-    settings, e.g. keys through `key_of`); fails unless every one is acknowledged."""
+def produce_values(
+    cluster: Cluster, topic: str, values: Sequence[bytes | tuple[str, bytes]], **extra: Any
+) -> None:
+    """Produce `values` (each a value, or a (key, value) pair) to partition 0 of `topic`
+    (idempotent, acks=all; `extra` adds producer settings); fails unless every one is
+    acknowledged."""
     from confluent_kafka import Producer
 
     producer = Producer(
@@ -144,8 +147,32 @@ def produce_values(cluster: Cluster, topic: str, values: list[bytes], **extra: A
         if error is not None:
             failures.append(error)
 
-    for value in values:
-        producer.produce(topic, value=value, partition=0, on_delivery=delivered)
+    for entry in values:
+        key, value = entry if isinstance(entry, tuple) else (None, entry)
+        producer.produce(topic, key=key, value=value, partition=0, on_delivery=delivered)
         producer.poll(0)
     assert producer.flush(60) == 0
     assert failures == [], failures[:3]
+
+
+def group_committed_offset(cluster: Cluster, group: str, topic: str) -> int:
+    """The offset `group` committed for partition 0 of `topic` (OffsetFetch with
+    require_stable, as a read_committed consumer asks); -1 when none is, or when the group
+    coordinator cannot answer now (ask again later)."""
+    from confluent_kafka import KafkaException
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": cluster.bootstrap_servers,
+            "group.id": group,
+            "isolation.level": "read_committed",
+            "log_level": 0,
+        }
+    )
+    try:
+        (position,) = consumer.committed([TopicPartition(topic, 0)], timeout=10)
+    except KafkaException:
+        return -1
+    finally:
+        consumer.close()
+    return int(position.offset)
