@@ -8,8 +8,8 @@ min.insync.replicas=2 everywhere), with the raw protocol so each step is exact (
   transaction's offset; after an ABORT marker the previous offset stays;
 - the same when the partition's leader changes in between: killed (SIGKILL) between
   TxnOffsetCommit and EndTxn — the new leader loads the pending offsets from the replicated log
-  and the marker makes them visible there; and killed after EndTxn started — the coordinator,
-  unable to reach the paused leader, sends the marker to the new leader.
+  and the marker makes them visible there; and (marked slow) killed after EndTxn started — the
+  coordinator, unable to reach the paused leader, sends the marker to the new leader.
 """
 
 from __future__ import annotations
@@ -268,6 +268,7 @@ def test_txn_offsets_survive_a_group_coordinator_killed_before_end_txn(
         cluster.wait_for_brokers(cluster.node_ids, timeout_s=40)
 
 
+@pytest.mark.slow
 def test_txn_offsets_reach_the_new_leader_when_the_group_coordinator_dies_during_end_txn(
     cluster: Cluster, topic: str
 ) -> None:
