@@ -186,6 +186,8 @@ def copy_with_kills(
         killed.append(f"{name}: broker {node} at offset {at_kill}")
         assert at_kill < len(inputs), f"the copy of the chunk was over before the kill: {killed}"
         processor.ensure_running()
+        # Fenced by the controller (its leaderships moved) before it comes back.
+        cluster.wait_for_brokers([n for n in cluster.node_ids if n != node], timeout_s=30)
         cluster.restart(node)
         cluster.wait_for_brokers(cluster.node_ids, timeout_s=40)
         for topic, partition in watched():
