@@ -5,7 +5,7 @@ running broker and reading partition 0 from offset 0."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from confluent_kafka import Consumer, Message, TopicPartition
@@ -91,3 +91,88 @@ def consume_messages(
     finally:
         consumer.close()
     return messages
+
+
+GROUP_KEY_TYPE = 0
+TRANSACTION_KEY_TYPE = 1
+
+
+def find_coordinator(
+    cluster: Cluster, key: str, key_type: int, avoid: int = -1, timeout_s: float = 30.0
+) -> int:
+    """The broker FindCoordinator v3 names for `key` (`key_type` 0: a group, whose coordinator
+    leads its `__consumer_offsets` partition; 1: a transactional.id, whose coordinator leads its
+    `__transaction_state` partition), asked of the running, unpaused brokers; waits until one
+    answers with a coordinator other than `avoid`."""
+    found: list[int] = []
+
+    def ask() -> bool:
+        for node in cluster.node_ids:
+            if not cluster.is_running(node) or cluster.is_paused(node):
+                continue
+            try:
+                with WireClient(cluster.broker_address(node), timeout=5) as client:
+                    response = client.request(10, 3, key=key, key_type=key_type)
+            except Exception:
+                continue
+            if response.error_code == 0 and int(response.node_id) != avoid:
+                found.append(int(response.node_id))
+                return True
+        return False
+
+    wait_until(ask, timeout_s=timeout_s, message=f"a coordinator for {key!r}")
+    return found[-1]
+
+
+def produce_values(
+    cluster: Cluster, topic: str, values: Sequence[bytes | tuple[str, bytes]], **extra: Any
+) -> None:
+    """Produce `values` (each a value, or a (key, value) pair) to partition 0 of `topic`
+    (idempotent, acks=all; `extra` adds producer settings); fails unless every one is
+    acknowledged."""
+    from confluent_kafka import Producer
+
+    producer = Producer(
+        {
+            "bootstrap.servers": cluster.bootstrap_servers,
+            "enable.idempotence": True,
+            "linger.ms": 5,
+            "log_level": 0,
+            **extra,
+        }
+    )
+    failures: list[Any] = []
+
+    def delivered(error: Any, _message: Any) -> None:
+        if error is not None:
+            failures.append(error)
+
+    for entry in values:
+        key, value = entry if isinstance(entry, tuple) else (None, entry)
+        producer.produce(topic, key=key, value=value, partition=0, on_delivery=delivered)
+        producer.poll(0)
+    assert producer.flush(60) == 0
+    assert failures == [], failures[:3]
+
+
+def group_committed_offset(cluster: Cluster, group: str, topic: str) -> int:
+    """The offset `group` committed for partition 0 of `topic` (OffsetFetch with
+    require_stable, as a read_committed consumer asks); -1 when none is, or when the group
+    coordinator cannot answer now (ask again later)."""
+    from confluent_kafka import KafkaException
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": cluster.bootstrap_servers,
+            "group.id": group,
+            "isolation.level": "read_committed",
+            "log_level": 0,
+        }
+    )
+    try:
+        (position,) = consumer.committed([TopicPartition(topic, 0)], timeout=10)
+    except KafkaException:
+        return -1
+    finally:
+        consumer.close()
+    return int(position.offset)
