@@ -8,7 +8,7 @@ TEST_STAMP := $(VENV)/.installed-test
 QUIX_VENV := .venv-quix
 QUIX_STAMP := $(QUIX_VENV)/.installed
 
-.PHONY: run cluster test lint typecheck contracts unit bench clean system-deps soak-cluster quix-venv
+.PHONY: run cluster test lint typecheck contracts unit bench clean system-deps soak soak-cluster quix-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -78,7 +78,11 @@ contracts: $(TEST_STAMP)
 	$(BIN)/lint-imports
 
 unit: $(TEST_STAMP) system-deps quix-venv
-	$(BIN)/pytest
+	$(BIN)/pytest -m "not soak"
+
+## soak: the long sweeps and kill schedules `make test` leaves out (tests marked soak)
+soak: $(TEST_STAMP) system-deps quix-venv
+	$(BIN)/pytest -m soak
 
 ## test: install what the tests need, then lint, types, import contracts and the whole suite
 test: lint typecheck contracts unit

@@ -283,7 +283,7 @@ def postgres_dsn(postgres_server: str) -> str:
 
 @pytest.mark.parametrize(
     "group_coordinator_too",
-    [False, pytest.param(True, marks=pytest.mark.slow, id="and-group-coordinator")],
+    [False, pytest.param(True, marks=pytest.mark.soak, id="and-group-coordinator")],
 )
 def test_processor_into_postgres_copies_exactly_once_while_leaders_are_killed(
     cluster: Cluster, tmp_path: Path, postgres_dsn: str, group_coordinator_too: bool

@@ -268,7 +268,7 @@ def test_txn_offsets_survive_a_group_coordinator_killed_before_end_txn(
         cluster.wait_for_brokers(cluster.node_ids, timeout_s=40)
 
 
-@pytest.mark.slow
+@pytest.mark.soak
 def test_txn_offsets_reach_the_new_leader_when_the_group_coordinator_dies_during_end_txn(
     cluster: Cluster, topic: str
 ) -> None:

@@ -43,7 +43,7 @@ MAX_SEEDS = 1000
 
 def _marked(name: str) -> object:
     seeds = CAUGHT_AT[name][0]
-    marks = [pytest.mark.slow] if seeds > FAST_SEEDS else []
+    marks = [pytest.mark.soak] if seeds > FAST_SEEDS else []
     return pytest.param(name, marks=marks, id=name)
 
 
@@ -82,7 +82,7 @@ def test_the_unpatched_cluster_passes_the_seeds_that_catch_the_fast_bugs() -> No
     assert not summary.failures, [str(result.violation) for result in summary.failures]
 
 
-@pytest.mark.slow
+@pytest.mark.soak
 @pytest.mark.timeout(3600)
 def test_the_unpatched_cluster_passes_every_seed_that_catches_a_bug() -> None:
     seeds = max(seed for seed, _ in CAUGHT_AT.values()) + 1

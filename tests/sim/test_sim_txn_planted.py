@@ -61,7 +61,7 @@ NOT_REPRODUCIBLE = {"prepare-commit-left-unfinished"}
 def _marked(name: str) -> object:
     seeds = CAUGHT_AT[name][0]
     slow = seeds > FAST_SEEDS or name in NOT_REPRODUCIBLE
-    marks = [pytest.mark.slow] if slow else []
+    marks = [pytest.mark.soak] if slow else []
     return pytest.param(name, marks=marks, id=name)
 
 
@@ -96,7 +96,7 @@ def test_the_unpatched_transactional_cluster_passes_seed_1_with_every_fault() ->
     ]
 
 
-@pytest.mark.slow
+@pytest.mark.soak
 @pytest.mark.timeout(1800)
 def test_the_unpatched_transactional_cluster_passes_the_seeds_that_catch_the_bugs() -> None:
     totals: dict[str, int] = {}
