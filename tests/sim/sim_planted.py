@@ -119,7 +119,7 @@ def zombie_produce_accepted() -> Iterator[None]:
             origin = None  # the bug: a stale epoch is recorded unchecked, as if replayed
         original(entry, current, header, first_offset, max_timestamp, origin)
 
-    async def verify(*_args: Any) -> ErrorCode:
+    async def verify(*_args: Any, **_kwargs: Any) -> ErrorCode:
         return ErrorCode.none
 
     with (
