@@ -8,6 +8,7 @@ for them. `PLANTED` names each with the faults its sweep runs under.
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -21,9 +22,37 @@ from odradek.storage.log_append import measure
 from odradek.storage.producer_state import BatchMetadata
 
 
+def _check_callable_like(original: Any, replacement: Any, where: str) -> None:
+    """Raise TypeError unless `replacement` can be called in every way `original` can: each
+    parameter by name (positional-only ones by position), and a coroutine function exactly when
+    `original` is one. A stand-in that drifted from the code it replaces would otherwise fail
+    inside the broker, where a handler's exception only closes the client's connection, and
+    the sweep would run to its limit without reaching the bug (the zombie plant's KIP-890
+    stand-in once took no `add=`)."""
+    if inspect.iscoroutinefunction(original) != inspect.iscoroutinefunction(replacement):
+        raise TypeError(f"{where}: the stand-in must be async exactly when the original is")
+    positional: list[str] = []
+    keywords: dict[str, str] = {}
+    for parameter in inspect.signature(original).parameters.values():
+        if parameter.kind is inspect.Parameter.POSITIONAL_ONLY:
+            positional.append(parameter.name)
+        elif parameter.kind in (
+            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+            inspect.Parameter.KEYWORD_ONLY,
+        ):
+            keywords[parameter.name] = parameter.name
+    try:
+        inspect.signature(replacement).bind(*positional, **keywords)
+    except TypeError as error:
+        message = f"{where}: the stand-in cannot be called as the original: {error}"
+        raise TypeError(message) from None
+
+
 @contextlib.contextmanager
 def _swapped(owner: Any, name: str, replacement: Any) -> Iterator[None]:
     original = getattr(owner, name)
+    if callable(original) and not isinstance(original, type):
+        _check_callable_like(original, replacement, f"{getattr(owner, '__name__', owner)}.{name}")
     setattr(owner, name, replacement)
     try:
         yield
@@ -119,7 +148,7 @@ def zombie_produce_accepted() -> Iterator[None]:
             origin = None  # the bug: a stale epoch is recorded unchecked, as if replayed
         original(entry, current, header, first_offset, max_timestamp, origin)
 
-    async def verify(*_args: Any) -> ErrorCode:
+    async def verify(*_args: Any, **_kwargs: Any) -> ErrorCode:
         return ErrorCode.none
 
     with (

@@ -10,6 +10,7 @@ import pytest
 from sim_planted import PLANTED
 
 from odradek.sim import SimOptions
+from odradek.sim.run import run_seed
 from odradek.sim.sweep import sweep
 
 # The invariants each planted bug may break (whichever the run reaches first).
@@ -27,6 +28,20 @@ EXPECTED = {
     },
 }
 MAX_SEEDS = 1000
+
+
+@pytest.mark.parametrize("name", sorted(PLANTED))
+def test_a_plant_leaves_the_broker_working(name: str) -> None:
+    """A plant that breaks the broker outright (a stand-in that raises) hides its bug: the
+    failing handler only closes the client's connection, the clients retry, and no invariant
+    breaks, so the sweep runs to its limit. A short run under the plant must have no failing
+    handler and must commit transactions (the zombie scenario needs them)."""
+    plant, faults = PLANTED[name]
+    with plant():
+        result = run_seed(SimOptions(seed=1, seconds=2, faults=faults))
+    failed = [line for line in result.errors if "handler failed" in line]
+    assert not failed, failed
+    assert any(line.endswith(" committed") for line in result.trace), result.trace[-20:]
 
 
 @pytest.mark.timeout(900)
