@@ -5,17 +5,31 @@ Each test states what a user expects and failed on the code as found:
 - `--min-insync 3 --replication-factor 2` was taken: every acks=all write of the run would then
   fail with NOT_ENOUGH_REPLICAS, so the run measured nothing instead of saying why;
 - `--workload txn` with `--acks` / `--fsync` silently ran without either (the txn workload has
-  no acks or fsync comparison), while the banner announced "acks 1,all; fsync on,off".
+  no acks or fsync comparison), while the banner announced "acks 1,all; fsync on,off";
+- the "acks and fsync, side by side" table printed to a file or a CI log (80 columns) cut its
+  counts short: "38,8…" acked, "idem…", "dupl…".
 """
 
 from __future__ import annotations
 
+import dataclasses
+import io
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from rich.console import Console
 
+from odradek.check.analysis import analyse
+from odradek.check.history import Op
+from odradek.check.measures import BatchCosts, Recovery, Window, speed
+from odradek.check.report import print_comparison
+from odradek.check.runner import PhaseResult, RunResult
+from odradek.check.speed_order import settings
 from odradek.cli.check import check
+from odradek.client import Guarantee
+
+S = 1_000_000_000
 
 
 @pytest.mark.parametrize(
@@ -61,3 +75,58 @@ def test_the_txn_workload_refuses_acks_and_fsync_comparisons(
     assert "txn" in result.output
     assert "Traceback" not in result.output
     assert not any(tmp_path.iterdir())
+
+
+def _acks_run(acked: int, lost: int) -> RunResult:
+    """An at-least-once comparison run over a history of `acked` acknowledged values, the last
+    `lost` of them never reaching the sink."""
+    history = [Op("producer", "invoke", "send", value, None, S, {}) for value in range(acked)]
+    history += [Op("producer", "ok", "send", v, [0, v], S + 1, {}) for v in range(acked)]
+    delivered = list(range(acked - lost))
+    history.append(Op("processor-1", "ok", "poll", delivered, [[0, v] for v in delivered], S, {}))
+    history.append(Op("drain", "ok", "final-sink", delivered, None, 3 * S, {}))
+    calm, faults = Window("fault-free", 0, S), Window("faults", S, 2 * S)
+    return RunResult(
+        guarantee=Guarantee.AT_LEAST_ONCE,
+        faults=["leader-kill"],
+        analysis=analyse(history, 2.0),
+        fault_free=PhaseResult("fault-free", 0.0, 1.0, speed(history, calm), BatchCosts()),
+        fault_phase=PhaseResult(
+            "faults", 1.0, 2.0, speed(history, faults), BatchCosts(), Recovery([], 0.0, [])
+        ),
+        settings=settings(Guarantee.AT_LEAST_ONCE),
+        workload_seconds=2.0,
+        drain_seconds=0.0,
+        timeline=[],
+        fault_windows=[],
+        history_path=Path("history.jsonl"),
+        proxy_stats={},
+        processor_restarts=0,
+        notes=[],
+        seed=7,
+        drained=True,
+    )
+
+
+def test_the_comparison_table_in_an_80_column_log_keeps_every_count_whole() -> None:
+    plain = dataclasses.replace(_acks_run(38_807, 0), brokers=3)
+    acks_1 = dataclasses.replace(
+        _acks_run(18_077, 694),
+        name="at-least-once-acks-1",
+        acks="1",
+        comparison=True,
+        brokers=3,
+    )
+    fsync_off = dataclasses.replace(
+        _acks_run(34_089, 0),
+        name="at-least-once-fsync-off",
+        fsync=False,
+        comparison=True,
+        brokers=3,
+    )
+    output = io.StringIO()
+    print_comparison([plain, acks_1, fsync_off], Console(file=output, width=80))
+    text = output.getvalue()
+    assert "…" not in text, text
+    for whole in ("38,807", "18,077", "694", "34,089", "at-least-once-fsync-off", "idempotence"):
+        assert whole in text, text

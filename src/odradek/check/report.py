@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 
 from odradek.check.analysis import ANOMALIES, Case
@@ -879,8 +880,10 @@ def print_comparison(results: Sequence[RunResult], console: Console | None = Non
     console = console or Console()
     table = Table(title="acks and fsync, side by side (at-least-once)", show_lines=False)
     table.add_column("run", no_wrap=True)
-    for column in ("acks", "idempotence", "fsync", "acked", "lost", "duplicated", "unacked"):
-        table.add_column(column)
+    for column in ("acks", "idempotence", "fsync"):
+        table.add_column(column, no_wrap=True)
+    for column in ("acked", "lost", "duplicated", "unacked"):
+        table.add_column(column, no_wrap=True, justify="right")
     for row in rows:
         lost = f"[red]{row['lost']:,}[/red]" if row["lost"] else "[green]0[/green]"
         if not row["judged"]:
@@ -895,7 +898,16 @@ def print_comparison(results: Sequence[RunResult], console: Console | None = Non
             f"{row['duplicated']:,}",
             f"{row['unacknowledged']:,}",
         )
-    console.print(table)
+    # Counts are never cut to "38,8…": when it is wider than the console (80 columns when the
+    # output is a file or a CI log), the table is printed at the width it needs.
+    width = console.width
+    console.width = max(
+        width, Measurement.get(console, console.options.update(width=500), table).maximum
+    )
+    try:
+        console.print(table)
+    finally:
+        console.width = width
     console.print(COMPARISON_NOTE, style="dim", highlight=False)
 
 
