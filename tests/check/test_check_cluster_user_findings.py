@@ -7,7 +7,9 @@ Each test states what a user expects and failed on the code as found:
 - `--workload txn` with `--acks` / `--fsync` silently ran without either (the txn workload has
   no acks or fsync comparison), while the banner announced "acks 1,all; fsync on,off";
 - the "acks and fsync, side by side" table printed to a file or a CI log (80 columns) cut its
-  counts short: "38,8…" acked, "idem…", "dupl…".
+  counts short: "38,8…" acked, "idem…", "dupl…";
+- the `--workload txn` report described the SQLite-sink exactly-once workload ("offsets in the
+  sink's SQLite transaction") instead of the transactional queue workload that ran.
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ from rich.console import Console
 from odradek.check.analysis import analyse
 from odradek.check.history import Op
 from odradek.check.measures import BatchCosts, Recovery, Window, speed
-from odradek.check.report import print_comparison
+from odradek.check.report import matrix, print_comparison
 from odradek.check.runner import PhaseResult, RunResult
 from odradek.check.speed_order import settings
+from odradek.check.txn import TXN_SETTINGS
 from odradek.cli.check import check
 from odradek.client import Guarantee
 
@@ -130,3 +133,17 @@ def test_the_comparison_table_in_an_80_column_log_keeps_every_count_whole() -> N
     assert "…" not in text, text
     for whole in ("38,807", "18,077", "694", "34,089", "at-least-once-fsync-off", "idempotence"):
         assert whole in text, text
+
+
+def test_the_txn_report_describes_the_transactional_workload_not_the_sqlite_sink() -> None:
+    run = dataclasses.replace(
+        _acks_run(40, 0),
+        guarantee=Guarantee.EXACTLY_ONCE,
+        workload="txn",
+        settings=TXN_SETTINGS,
+        brokers=3,
+    )
+    cells = [row.cells[0][0] for row in matrix([run]) if row.dimension != "Anomalies"]
+    text = "\n".join(cells)
+    assert "SQLite" not in text, text
+    assert "Kafka transaction per operation" in text, text

@@ -218,9 +218,12 @@ def matrix(results: Sequence[RunResult]) -> list[MatrixRow]:
         rows["Durability"].append((_durability_text(result), claims["Durability"], durability_ok))
         rows[RECOVERY].append((_recovery_text(result), "", None))
         rows["Complexity"].append(("", claims["Complexity"], None))
-        rows["Typical setting"].append(
-            (MEASURED_SETTINGS[result.guarantee], claims["Typical setting"], None)
+        typical = (
+            result.settings.line()
+            if result.workload == "txn"
+            else MEASURED_SETTINGS[result.guarantee]
         )
+        rows["Typical setting"].append((typical, claims["Typical setting"], None))
         found = [
             f"{name} {len(cases):,}" + (" (allowed)" if all(case.allowed for case in cases) else "")
             for name, cases in analysis.anomalies.items()
