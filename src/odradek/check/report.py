@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 
 from odradek.check.analysis import ANOMALIES, Case
@@ -217,9 +218,12 @@ def matrix(results: Sequence[RunResult]) -> list[MatrixRow]:
         rows["Durability"].append((_durability_text(result), claims["Durability"], durability_ok))
         rows[RECOVERY].append((_recovery_text(result), "", None))
         rows["Complexity"].append(("", claims["Complexity"], None))
-        rows["Typical setting"].append(
-            (MEASURED_SETTINGS[result.guarantee], claims["Typical setting"], None)
+        typical = (
+            result.settings.line()
+            if result.workload == "txn"
+            else MEASURED_SETTINGS[result.guarantee]
         )
+        rows["Typical setting"].append((typical, claims["Typical setting"], None))
         found = [
             f"{name} {len(cases):,}" + (" (allowed)" if all(case.allowed for case in cases) else "")
             for name, cases in analysis.anomalies.items()
@@ -879,8 +883,10 @@ def print_comparison(results: Sequence[RunResult], console: Console | None = Non
     console = console or Console()
     table = Table(title="acks and fsync, side by side (at-least-once)", show_lines=False)
     table.add_column("run", no_wrap=True)
-    for column in ("acks", "idempotence", "fsync", "acked", "lost", "duplicated", "unacked"):
-        table.add_column(column)
+    for column in ("acks", "idempotence", "fsync"):
+        table.add_column(column, no_wrap=True)
+    for column in ("acked", "lost", "duplicated", "unacked"):
+        table.add_column(column, no_wrap=True, justify="right")
     for row in rows:
         lost = f"[red]{row['lost']:,}[/red]" if row["lost"] else "[green]0[/green]"
         if not row["judged"]:
@@ -895,7 +901,16 @@ def print_comparison(results: Sequence[RunResult], console: Console | None = Non
             f"{row['duplicated']:,}",
             f"{row['unacknowledged']:,}",
         )
-    console.print(table)
+    # Counts are never cut to "38,8…": when it is wider than the console (80 columns when the
+    # output is a file or a CI log), the table is printed at the width it needs.
+    width = console.width
+    console.width = max(
+        width, Measurement.get(console, console.options.update(width=500), table).maximum
+    )
+    try:
+        console.print(table)
+    finally:
+        console.width = width
     console.print(COMPARISON_NOTE, style="dim", highlight=False)
 
 

@@ -54,11 +54,20 @@ from odradek.check.runner import (
     _start_brokers,
     _stop,
 )
-from odradek.check.speed_order import settings
+from odradek.check.speed_order import Settings
 from odradek.check.workload import TxnWorkload, create_topic, final_poll
 from odradek.client import Guarantee
 
 WORKLOAD = "txn"
+
+
+# What the txn workload does (not the SQLite sink's settings of exactly-once).
+TXN_SETTINGS = Settings(
+    acks="all",
+    commit="read_committed consumers assigned every partition, no offset commits",
+    transactions="a Kafka transaction per operation (1-4 sends and polls over several "
+    "partitions), transactional producer",
+)
 
 
 def measure_view(history: Sequence[Op]) -> list[Op]:
@@ -214,7 +223,7 @@ def _result(run: _Run, workload: TxnWorkload | None) -> RunResult:
         analysis=analyse(ops, workload_seconds),
         fault_free=phase(phases[FAULT_FREE], with_recovery=False),
         fault_phase=phase(phases[FAULTS], with_recovery=True),
-        settings=settings(run.guarantee),
+        settings=TXN_SETTINGS,
         workload_seconds=workload_seconds,
         drain_seconds=run.drain_seconds,
         timeline=run.timeline,

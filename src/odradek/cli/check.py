@@ -238,11 +238,24 @@ def check(
             f"{replication_factor} copies need at least as many brokers ({brokers})",
             param_hint="--replication-factor",
         )
+    if brokers is not None and min_insync is not None:
+        copies = replication_factor or min(3, brokers)
+        if min_insync > copies:
+            raise click.BadParameter(
+                f"{min_insync} in-sync replicas need at least as many copies "
+                f"(--replication-factor {copies}): every acks=all write would fail",
+                param_hint="--min-insync",
+            )
     if fsync_text is not None and bootstrap is not None:
         raise click.UsageError("--fsync sets the local brokers' odradek.acks.all.fsync")
-    on_cluster = brokers is not None
-    acks = acks_text if acks_text is not None else (("1", "all") if on_cluster else ())
-    fsync = fsync_text if fsync_text is not None else ((True, False) if on_cluster else ())
+    if workload == "txn" and (acks_text is not None or fsync_text is not None):
+        raise click.UsageError(
+            "--acks and --fsync compare the at-least-once sink workload; the txn workload's "
+            "transactional producer always uses acks=all"
+        )
+    comparing = brokers is not None and workload == "sink"
+    acks = acks_text if acks_text is not None else (("1", "all") if comparing else ())
+    fsync = fsync_text if fsync_text is not None else ((True, False) if comparing else ())
     try:
         chosen_faults = parse_faults(faults, local=bootstrap is None, brokers=brokers or 0)
     except FaultError as error:
