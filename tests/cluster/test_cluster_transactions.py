@@ -11,7 +11,8 @@ is killed):
   it and a read_committed reader sees it;
 - markers carry the coordinator epoch: a leader refuses WriteTxnMarkers from an older
   coordinator epoch (TRANSACTION_COORDINATOR_FENCED) and writes nothing;
-- coordinator failover: the broker that takes over `__transaction_state` loads it, answers
+- coordinator failover: the broker that takes over the id's `__transaction_state` partition
+  loads it, answers
   CONCURRENT_TRANSACTIONS for an id it found in PrepareCommit while that transaction's only
   partition is offline, serves the other ids meanwhile, aborts a transaction that timed out
   with its periodic sweep, and completes the commit when the partition returns; the killed
@@ -54,6 +55,22 @@ SESSION_TIMEOUT_MS = 3000
 OFFSETS_PARTITIONS = 3
 COPIER = Path(__file__).parent.parent / "transactions" / "copier.py"
 TRANSACTION_KEY_TYPE = 1
+#: `transaction.state.log.num.partitions`: Kafka's default, which this cluster keeps.
+TRANSACTION_STATE_PARTITIONS = 50
+
+
+def state_partition(transactional_id: str) -> int:
+    """The `__transaction_state` partition of `transactional_id` (Java's String.hashCode)."""
+    return partition_for(transactional_id, TRANSACTION_STATE_PARTITIONS)
+
+
+def id_in_partition(prefix: str, partition: int) -> str:
+    """A fresh transactional id starting with `prefix` in `__transaction_state`-`partition`."""
+    while True:
+        candidate = f"{prefix}-{uuid.uuid4()}"
+        if state_partition(candidate) == partition:
+            return candidate
+
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -438,9 +455,10 @@ def write_marker(
     return ErrorCode(response.markers[0].topics[0].partitions[0].error_code)
 
 
-def coordinator_epoch(cluster: Cluster) -> int:
-    """The coordinator epoch: the leader epoch of `__transaction_state`-0."""
-    described = cluster.describe_partition("__transaction_state", 0)
+def coordinator_epoch(cluster: Cluster, transactional_id: str) -> int:
+    """The coordinator epoch of `transactional_id`: the leader epoch of its
+    `__transaction_state` partition."""
+    described = cluster.describe_partition("__transaction_state", state_partition(transactional_id))
     return int(described.leader_epoch)
 
 
@@ -468,7 +486,7 @@ def test_leader_refuses_markers_from_an_older_coordinator_epoch(cluster: Cluster
     assert end_txn(cluster, coordinator, transactional_id, producer, commit=True).error_code == (
         ErrorCode.none
     )
-    epoch = coordinator_epoch(cluster)
+    epoch = coordinator_epoch(cluster, transactional_id)
     stable = stable_end(cluster, leader, topic, index)
     # A zombie coordinator of an older epoch cannot write a marker (here: an ABORT that would
     # contradict the COMMIT the current coordinator wrote).
@@ -526,7 +544,9 @@ def test_new_coordinator_finishes_prepared_commits_and_times_out_open_transactio
 ) -> None:
     prepared_id = f"prepared-{uuid.uuid4()}"
     coordinator = transaction_coordinator(cluster, prepared_id)
-    state_replicas = cluster.describe_partition("__transaction_state", 0).replicas
+    state_replicas = cluster.describe_partition(
+        "__transaction_state", state_partition(prepared_id)
+    ).replicas
     (outside,) = [node for node in cluster.node_ids if node not in state_replicas]
     # The prepared transaction's only partition lives on the broker outside
     # `__transaction_state`'s replicas: pausing it takes the partition offline and leaves
@@ -544,8 +564,9 @@ def test_new_coordinator_finishes_prepared_commits_and_times_out_open_transactio
         produce(cluster, outside, prepared_id, stuck, 0, transactional_batch(producer, 0, [b"p"]))
     ).error_code == ErrorCode.none
 
-    # A transaction left open with a short timeout: the sweep must abort it.
-    open_id = f"open-{uuid.uuid4()}"
+    # A transaction left open with a short timeout: the sweep must abort it (an id of the
+    # same `__transaction_state` partition, so the same coordinator fails over).
+    open_id = id_in_partition("open", state_partition(prepared_id))
     with WireClient(cluster.broker_address(coordinator), timeout=10) as client:
         opened = client.request(
             ApiKey.INIT_PRODUCER_ID,
@@ -571,7 +592,7 @@ def test_new_coordinator_finishes_prepared_commits_and_times_out_open_transactio
         )
     ).error_code == ErrorCode.none
 
-    killed_epoch = coordinator_epoch(cluster)
+    killed_epoch = coordinator_epoch(cluster, prepared_id)
     cluster.pause(outside)
     try:
         # EndTxn: PrepareCommit is written, the marker cannot be (the partition is offline).
@@ -610,7 +631,9 @@ def test_new_coordinator_finishes_prepared_commits_and_times_out_open_transactio
         other = Producer(
             {
                 "bootstrap.servers": cluster.bootstrap_servers,
-                "transactional.id": f"other-{uuid.uuid4()}",
+                # Of the same partition: one whose replicas include both the killed
+                # coordinator and the paused broker would be below min.insync.replicas.
+                "transactional.id": id_in_partition("other", state_partition(prepared_id)),
                 "log_level": 0,
             }
         )
@@ -640,7 +663,7 @@ def test_new_coordinator_finishes_prepared_commits_and_times_out_open_transactio
 
     # The killed coordinator's epoch is fenced wherever its markers would go.
     cluster.restart(coordinator)
-    assert coordinator_epoch(cluster) > killed_epoch
+    assert coordinator_epoch(cluster, prepared_id) > killed_epoch
     stuck_leader = cluster.leader_of(stuck, 0)
     assert stuck_leader == outside
     assert write_marker(cluster, outside, producer, stuck, 0, False, killed_epoch) == (
@@ -703,7 +726,7 @@ def test_copier_copies_exactly_once_while_each_leader_is_killed(cluster: Cluster
     watched = [
         (source, 0),
         (target, 0),
-        ("__transaction_state", 0),
+        ("__transaction_state", state_partition(f"{group}-copier")),
         ("__consumer_offsets", offsets_partition),
     ]
     copier = start_copier(cluster, source, target, group)
