@@ -17,6 +17,8 @@ is killed):
   partition is offline, serves the other ids meanwhile, aborts a transaction that timed out
   with its periodic sweep, and completes the commit when the partition returns; the killed
   coordinator's epoch can write no marker any more;
+- markers go to a transaction's partitions concurrently: a paused leader of one partition
+  holds back no other partition's COMMIT;
 - the stage-3 transactional copier (tests/transactions/copier.py, a process) copies N records
   exactly once while the leader of its input partition, of its output partition, of
   `__transaction_state` and of its group's `__consumer_offsets` partition are killed with
@@ -669,6 +671,58 @@ def test_new_coordinator_finishes_prepared_commits_and_times_out_open_transactio
     assert write_marker(cluster, outside, producer, stuck, 0, False, killed_epoch) == (
         ErrorCode.transaction_coordinator_fenced
     )
+    cluster.wait_for_brokers(cluster.node_ids, timeout_s=SESSION_TIMEOUT_MS / 1000 + 20)
+
+
+def test_a_partition_whose_leader_is_gone_holds_back_no_other_partitions_marker(
+    cluster: Cluster,
+) -> None:
+    """The coordinator writes a transaction's markers to all its partitions at once: with the
+    leader of the first (in sorted order) paused, the second still gets its COMMIT marker and
+    its record becomes readable before the first partition is back."""
+    transactional_id = f"concurrent-markers-{uuid.uuid4()}"
+    coordinator = transaction_coordinator(cluster, transactional_id)
+    state_replicas = cluster.describe_partition(
+        "__transaction_state", state_partition(transactional_id)
+    ).replicas
+    (outside,) = [node for node in cluster.node_ids if node not in state_replicas]
+    suffix = uuid.uuid4().hex[:8]
+    stuck, free = f"a-stuck-{suffix}", f"b-free-{suffix}"  # markers go in sorted order
+    create_topic_on(cluster, stuck, [outside])
+    create_topic_on(cluster, free, list(state_replicas), min_insync=2)
+    free_leader = cluster.leader_of(free, 0)
+    assert free_leader is not None
+    producer = init_producer_id(cluster, coordinator, transactional_id)
+    for topic, leader, value in ((stuck, outside, b"stuck"), (free, free_leader, b"free")):
+        add_partition(cluster, coordinator, transactional_id, producer, topic, 0)
+        batch = transactional_batch(producer, 0, [value])
+        assert produce(cluster, leader, transactional_id, topic, 0, batch).error_code == (
+            ErrorCode.none
+        )
+    cluster.pause(outside)
+    try:
+        try:
+            with WireClient(cluster.broker_address(coordinator), timeout=3) as client:
+                client.request(
+                    ApiKey.END_TXN,
+                    3,
+                    transactional_id=transactional_id,
+                    producer_id=producer[0],
+                    producer_epoch=producer[1],
+                    committed=True,
+                )
+        except click.ClickException:
+            pass  # answered after the markers: not while one partition is offline
+        assert read_committed(cluster, free, 0, until=b"free") == [b"free"]
+        assert transaction_state(cluster, coordinator, transactional_id) == "PrepareCommit"
+    finally:
+        cluster.resume(outside)
+    wait_until(
+        lambda: transaction_state(cluster, coordinator, transactional_id) == "CompleteCommit",
+        timeout_s=60,
+        message="the commit completed once the paused leader is back",
+    )
+    assert read_committed(cluster, stuck, 0, until=b"stuck") == [b"stuck"]
     cluster.wait_for_brokers(cluster.node_ids, timeout_s=SESSION_TIMEOUT_MS / 1000 + 20)
 
 

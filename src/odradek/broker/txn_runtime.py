@@ -849,36 +849,20 @@ class TxnRuntime:
         """Write the markers to every partition, then record the transaction complete with
         `coordinator` (of `__transaction_state`-`partition`) unless it was unloaded."""
         waits: list[tuple[str, int, int]] = []
-        for topic, index in markers.partitions:
+        if self.clustered:
+            # Every partition at once (Kafka's marker channel sends one WriteTxnMarkers per
+            # broker, all in flight together): a transaction's commit costs one replication
+            # round trip, not one per partition.
+            await asyncio.gather(
+                *(
+                    self._mark_on_cluster(markers, topic, index)
+                    for topic, index in markers.partitions
+                )
+            )
+        # Alone every marker is an in-process append: one after the other.
+        for topic, index in () if self.clustered else markers.partitions:
             end: int | None = None
-            while self.clustered:
-                try:
-                    end = self._write_marker(markers, topic, index, now_ms())
-                except NotLeaderError:
-                    # Another broker leads it: WriteTxnMarkers there (KIP-98's marker channel).
-                    if await self._send_marker(markers, topic, index):
-                        break
-                    await asyncio.sleep(_RETRY_S)
-                    continue
-                except (InvalidProducerEpoch, TransactionCoordinatorFenced) as error:
-                    logger.warning("marker for %s-%d not written: %s", topic, index, error)
-                    break
-                except (OSError, StorageError) as error:
-                    # Retriable (KAFKA_STORAGE_ERROR): the marker must land (see below).
-                    logger.error("marker for %s-%d failed, retrying: %s", topic, index, error)
-                    await asyncio.sleep(_RETRY_S)
-                    continue
-                if end is not None and (
-                    await self._replicated(topic, index, end) is not ErrorCode.none
-                ):
-                    # Not replicated (leadership moved, or too few replicas): write it again
-                    # where the partition is led now; a repeated marker is harmless.
-                    end = None
-                    await asyncio.sleep(_RETRY_S)
-                    continue
-                end = None
-                break
-            while not self.clustered:
+            while True:
                 try:
                     end = self._write_marker(markers, topic, index, now_ms())
                 except (InvalidProducerEpoch, TransactionCoordinatorFenced) as error:
@@ -910,6 +894,35 @@ class TxnRuntime:
             ):
                 return
             await asyncio.sleep(_RETRY_S)
+
+    async def _mark_on_cluster(self, markers: TxnMarkers, topic: str, index: int) -> None:
+        """One partition's marker on a cluster, until it is replicated where the partition is
+        led (in-process here, else WriteTxnMarkers to its leader) or can never be written."""
+        while True:
+            try:
+                end = self._write_marker(markers, topic, index, now_ms())
+            except NotLeaderError:
+                # Another broker leads it: WriteTxnMarkers there (KIP-98's marker channel).
+                if await self._send_marker(markers, topic, index):
+                    return
+                await asyncio.sleep(_RETRY_S)
+                continue
+            except (InvalidProducerEpoch, TransactionCoordinatorFenced) as error:
+                logger.warning("marker for %s-%d not written: %s", topic, index, error)
+                return
+            except (OSError, StorageError) as error:
+                # Retriable (KAFKA_STORAGE_ERROR): the marker must land.
+                logger.error("marker for %s-%d failed, retrying: %s", topic, index, error)
+                await asyncio.sleep(_RETRY_S)
+                continue
+            if end is not None and (
+                await self._replicated(topic, index, end) is not ErrorCode.none
+            ):
+                # Not replicated (leadership moved, or too few replicas): write it again
+                # where the partition is led now; a repeated marker is harmless.
+                await asyncio.sleep(_RETRY_S)
+                continue
+            return
 
     def _write_marker(self, markers: TxnMarkers, topic: str, index: int, now: int) -> int | None:
         return self.write_marker(
