@@ -789,8 +789,18 @@ def test_copier_copies_exactly_once_while_each_leader_is_killed(cluster: Cluster
         for topic, index in watched:
             # Mid-copy: wait for some progress since the last kill, then kill the leader.
             before = committed_offset(cluster, group, source)
+
+            def progressed(before: int = before) -> bool:
+                # A copier fenced meanwhile (its transaction outlived transaction.timeout.ms
+                # while a kill moved its coordinator, so the new one aborted it) exits: start
+                # it again, as after a kill.
+                nonlocal copier
+                if copier.poll() is not None:
+                    copier = start_copier(cluster, source, target, group)
+                return committed_offset(cluster, group, source) > before + 50
+
             wait_until(
-                lambda before=before: committed_offset(cluster, group, source) > before + 50,
+                progressed,
                 timeout_s=60,
                 message=f"copy progress before killing the leader of {topic}-{index}",
             )
