@@ -11,11 +11,14 @@ is killed):
   it and a read_committed reader sees it;
 - markers carry the coordinator epoch: a leader refuses WriteTxnMarkers from an older
   coordinator epoch (TRANSACTION_COORDINATOR_FENCED) and writes nothing;
-- coordinator failover: the broker that takes over `__transaction_state` loads it, answers
+- coordinator failover: the broker that takes over the id's `__transaction_state` partition
+  loads it, answers
   CONCURRENT_TRANSACTIONS for an id it found in PrepareCommit while that transaction's only
   partition is offline, serves the other ids meanwhile, aborts a transaction that timed out
   with its periodic sweep, and completes the commit when the partition returns; the killed
   coordinator's epoch can write no marker any more;
+- markers go to a transaction's partitions concurrently: a paused leader of one partition
+  holds back no other partition's COMMIT;
 - the stage-3 transactional copier (tests/transactions/copier.py, a process) copies N records
   exactly once while the leader of its input partition, of its output partition, of
   `__transaction_state` and of its group's `__consumer_offsets` partition are killed with
@@ -54,6 +57,22 @@ SESSION_TIMEOUT_MS = 3000
 OFFSETS_PARTITIONS = 3
 COPIER = Path(__file__).parent.parent / "transactions" / "copier.py"
 TRANSACTION_KEY_TYPE = 1
+#: `transaction.state.log.num.partitions`: Kafka's default, which this cluster keeps.
+TRANSACTION_STATE_PARTITIONS = 50
+
+
+def state_partition(transactional_id: str) -> int:
+    """The `__transaction_state` partition of `transactional_id` (Java's String.hashCode)."""
+    return partition_for(transactional_id, TRANSACTION_STATE_PARTITIONS)
+
+
+def id_in_partition(prefix: str, partition: int) -> str:
+    """A fresh transactional id starting with `prefix` in `__transaction_state`-`partition`."""
+    while True:
+        candidate = f"{prefix}-{uuid.uuid4()}"
+        if state_partition(candidate) == partition:
+            return candidate
+
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -438,9 +457,10 @@ def write_marker(
     return ErrorCode(response.markers[0].topics[0].partitions[0].error_code)
 
 
-def coordinator_epoch(cluster: Cluster) -> int:
-    """The coordinator epoch: the leader epoch of `__transaction_state`-0."""
-    described = cluster.describe_partition("__transaction_state", 0)
+def coordinator_epoch(cluster: Cluster, transactional_id: str) -> int:
+    """The coordinator epoch of `transactional_id`: the leader epoch of its
+    `__transaction_state` partition."""
+    described = cluster.describe_partition("__transaction_state", state_partition(transactional_id))
     return int(described.leader_epoch)
 
 
@@ -468,7 +488,7 @@ def test_leader_refuses_markers_from_an_older_coordinator_epoch(cluster: Cluster
     assert end_txn(cluster, coordinator, transactional_id, producer, commit=True).error_code == (
         ErrorCode.none
     )
-    epoch = coordinator_epoch(cluster)
+    epoch = coordinator_epoch(cluster, transactional_id)
     stable = stable_end(cluster, leader, topic, index)
     # A zombie coordinator of an older epoch cannot write a marker (here: an ABORT that would
     # contradict the COMMIT the current coordinator wrote).
@@ -526,7 +546,9 @@ def test_new_coordinator_finishes_prepared_commits_and_times_out_open_transactio
 ) -> None:
     prepared_id = f"prepared-{uuid.uuid4()}"
     coordinator = transaction_coordinator(cluster, prepared_id)
-    state_replicas = cluster.describe_partition("__transaction_state", 0).replicas
+    state_replicas = cluster.describe_partition(
+        "__transaction_state", state_partition(prepared_id)
+    ).replicas
     (outside,) = [node for node in cluster.node_ids if node not in state_replicas]
     # The prepared transaction's only partition lives on the broker outside
     # `__transaction_state`'s replicas: pausing it takes the partition offline and leaves
@@ -544,8 +566,9 @@ def test_new_coordinator_finishes_prepared_commits_and_times_out_open_transactio
         produce(cluster, outside, prepared_id, stuck, 0, transactional_batch(producer, 0, [b"p"]))
     ).error_code == ErrorCode.none
 
-    # A transaction left open with a short timeout: the sweep must abort it.
-    open_id = f"open-{uuid.uuid4()}"
+    # A transaction left open with a short timeout: the sweep must abort it (an id of the
+    # same `__transaction_state` partition, so the same coordinator fails over).
+    open_id = id_in_partition("open", state_partition(prepared_id))
     with WireClient(cluster.broker_address(coordinator), timeout=10) as client:
         opened = client.request(
             ApiKey.INIT_PRODUCER_ID,
@@ -571,7 +594,7 @@ def test_new_coordinator_finishes_prepared_commits_and_times_out_open_transactio
         )
     ).error_code == ErrorCode.none
 
-    killed_epoch = coordinator_epoch(cluster)
+    killed_epoch = coordinator_epoch(cluster, prepared_id)
     cluster.pause(outside)
     try:
         # EndTxn: PrepareCommit is written, the marker cannot be (the partition is offline).
@@ -610,7 +633,9 @@ def test_new_coordinator_finishes_prepared_commits_and_times_out_open_transactio
         other = Producer(
             {
                 "bootstrap.servers": cluster.bootstrap_servers,
-                "transactional.id": f"other-{uuid.uuid4()}",
+                # Of the same partition: one whose replicas include both the killed
+                # coordinator and the paused broker would be below min.insync.replicas.
+                "transactional.id": id_in_partition("other", state_partition(prepared_id)),
                 "log_level": 0,
             }
         )
@@ -640,12 +665,64 @@ def test_new_coordinator_finishes_prepared_commits_and_times_out_open_transactio
 
     # The killed coordinator's epoch is fenced wherever its markers would go.
     cluster.restart(coordinator)
-    assert coordinator_epoch(cluster) > killed_epoch
+    assert coordinator_epoch(cluster, prepared_id) > killed_epoch
     stuck_leader = cluster.leader_of(stuck, 0)
     assert stuck_leader == outside
     assert write_marker(cluster, outside, producer, stuck, 0, False, killed_epoch) == (
         ErrorCode.transaction_coordinator_fenced
     )
+    cluster.wait_for_brokers(cluster.node_ids, timeout_s=SESSION_TIMEOUT_MS / 1000 + 20)
+
+
+def test_a_partition_whose_leader_is_gone_holds_back_no_other_partitions_marker(
+    cluster: Cluster,
+) -> None:
+    """The coordinator writes a transaction's markers to all its partitions at once: with the
+    leader of the first (in sorted order) paused, the second still gets its COMMIT marker and
+    its record becomes readable before the first partition is back."""
+    transactional_id = f"concurrent-markers-{uuid.uuid4()}"
+    coordinator = transaction_coordinator(cluster, transactional_id)
+    state_replicas = cluster.describe_partition(
+        "__transaction_state", state_partition(transactional_id)
+    ).replicas
+    (outside,) = [node for node in cluster.node_ids if node not in state_replicas]
+    suffix = uuid.uuid4().hex[:8]
+    stuck, free = f"a-stuck-{suffix}", f"b-free-{suffix}"  # markers go in sorted order
+    create_topic_on(cluster, stuck, [outside])
+    create_topic_on(cluster, free, list(state_replicas), min_insync=2)
+    free_leader = cluster.leader_of(free, 0)
+    assert free_leader is not None
+    producer = init_producer_id(cluster, coordinator, transactional_id)
+    for topic, leader, value in ((stuck, outside, b"stuck"), (free, free_leader, b"free")):
+        add_partition(cluster, coordinator, transactional_id, producer, topic, 0)
+        batch = transactional_batch(producer, 0, [value])
+        assert produce(cluster, leader, transactional_id, topic, 0, batch).error_code == (
+            ErrorCode.none
+        )
+    cluster.pause(outside)
+    try:
+        try:
+            with WireClient(cluster.broker_address(coordinator), timeout=3) as client:
+                client.request(
+                    ApiKey.END_TXN,
+                    3,
+                    transactional_id=transactional_id,
+                    producer_id=producer[0],
+                    producer_epoch=producer[1],
+                    committed=True,
+                )
+        except click.ClickException:
+            pass  # answered after the markers: not while one partition is offline
+        assert read_committed(cluster, free, 0, until=b"free") == [b"free"]
+        assert transaction_state(cluster, coordinator, transactional_id) == "PrepareCommit"
+    finally:
+        cluster.resume(outside)
+    wait_until(
+        lambda: transaction_state(cluster, coordinator, transactional_id) == "CompleteCommit",
+        timeout_s=60,
+        message="the commit completed once the paused leader is back",
+    )
+    assert read_committed(cluster, stuck, 0, until=b"stuck") == [b"stuck"]
     cluster.wait_for_brokers(cluster.node_ids, timeout_s=SESSION_TIMEOUT_MS / 1000 + 20)
 
 
@@ -703,7 +780,7 @@ def test_copier_copies_exactly_once_while_each_leader_is_killed(cluster: Cluster
     watched = [
         (source, 0),
         (target, 0),
-        ("__transaction_state", 0),
+        ("__transaction_state", state_partition(f"{group}-copier")),
         ("__consumer_offsets", offsets_partition),
     ]
     copier = start_copier(cluster, source, target, group)
@@ -712,8 +789,18 @@ def test_copier_copies_exactly_once_while_each_leader_is_killed(cluster: Cluster
         for topic, index in watched:
             # Mid-copy: wait for some progress since the last kill, then kill the leader.
             before = committed_offset(cluster, group, source)
+
+            def progressed(before: int = before) -> bool:
+                # A copier fenced meanwhile (its transaction outlived transaction.timeout.ms
+                # while a kill moved its coordinator, so the new one aborted it) exits: start
+                # it again, as after a kill.
+                nonlocal copier
+                if copier.poll() is not None:
+                    copier = start_copier(cluster, source, target, group)
+                return committed_offset(cluster, group, source) > before + 50
+
             wait_until(
-                lambda before=before: committed_offset(cluster, group, source) > before + 50,
+                progressed,
                 timeout_s=60,
                 message=f"copy progress before killing the leader of {topic}-{index}",
             )

@@ -192,9 +192,14 @@ async def find_coordinator(
     it cannot be, and while the partition has no leader."""
     member = _member(context)
     name = TRANSACTION_STATE_TOPIC if transactional else OFFSETS_TOPIC
-    index = 0 if transactional else context.groups.coordinator.partition_for(key)
     if member.image.topic(name) is None:
         await _create_internal_topic(context, member, name)
+    # A transactional id's partition among the topic's partitions (the image's count).
+    index = (
+        context.transactions.partition_for(key)
+        if transactional
+        else context.groups.coordinator.partition_for(key)
+    )
     # The coordinator's endpoint on the listener the request came in on, as Metadata answers.
     listener = member.client_listener_name()
     state = member.image.partition_metadata(name, index, listener)
@@ -229,7 +234,7 @@ async def _send_create(context: BrokerContext, member: ClusterMember, name: str)
         replication_factor = int(properties["offsets.topic.replication.factor"])
         configs["segment.bytes"] = properties["offsets.topic.segment.bytes"]
     else:
-        partitions = 1  # one transaction coordinator, as a single broker has
+        partitions = context.transactions.configured_partitions()
         replication_factor = int(properties["transaction.state.log.replication.factor"])
         configs["segment.bytes"] = properties["transaction.state.log.segment.bytes"]
         configs["min.insync.replicas"] = properties["transaction.state.log.min.isr"]

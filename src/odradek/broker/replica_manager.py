@@ -310,9 +310,8 @@ class ReplicaManager:
             log.high_watermark,
             log.log_end_offset,
         )
-        coordinator = self.context.transactions.coordinator
         for transaction in log.ongoing_transactions():
-            listed = coordinator.list_transactions(
+            listed = self.context.transactions.list_transactions(
                 state_filters=("PrepareCommit", "CompleteCommit"),
                 producer_id_filters=(transaction.producer_id,),
             )

@@ -1,8 +1,13 @@
 """The transaction coordinator's runtime: the asyncio edge around TransactionCoordinator.
 
-It owns `__transaction_state` (one partition, compacted, created on first use), replays it and
-starts the coordinator (a new coordinator epoch) when the broker starts, and runs every
-operation as the coordinator's life cycle demands: append the records an operation returns as
+It owns `__transaction_state` (compacted, `transaction.state.log.num.partitions` partitions,
+50 by default, created on first use; a topic that already exists keeps its partition count, as
+Kafka's does). A transactional id belongs to partition `abs(hashCode(id)) % partitions`
+(Java's String.hashCode, Kafka's TransactionStateManager.partitionFor), and each partition has
+its own TransactionCoordinator with its own coordinator epoch. Alone, the partitions holding
+records are replayed and their coordinators started (each a new coordinator epoch) when the
+broker starts, an empty one on its first use; every operation runs as the coordinator's life
+cycle demands: append the records an operation returns as
 one batch, wait for the fdatasync (`odradek.acks.all.fsync`: the log is written with acks=all,
 as in Kafka), then `write_succeeded` / `write_failed`, and only then answer. Markers (COMMIT /
 ABORT control batches) are written in-process to every partition of the transaction
@@ -10,19 +15,20 @@ ABORT control batches) are written in-process to every partition of the transact
 the staged offsets), fetchers are woken, and `markers_written` records the completion.
 
 On a cluster (`process.roles` set) `__transaction_state` is a replicated topic the controller
-places (one partition, as alone), and the broker leading it is the transaction coordinator
+places, and the leader of a transactional id's partition is its transaction coordinator
 (Kafka's TransactionStateManager.loadTransactionsForTxnTopicPartition /
-removeTransactionsForTxnTopicPartition): `on_election` replays the partition into a fresh
+removeTransactionsForTxnTopicPartition): `on_election` replays that partition into a fresh
 coordinator and starts it with the partition's leader epoch as coordinator epoch (its first
 write waits for the high watermark: COORDINATOR_LOAD_IN_PROGRESS meanwhile); `on_resignation`
-drops it (NOT_COORDINATOR). Every `__transaction_state` append is the leader's and waits until
+drops it (NOT_COORDINATOR); every partition loads and unloads on its own. Every
+`__transaction_state` append is the leader's and waits until
 the high watermark passes it (acks=all). Producer ids come only from the controller's
 AllocateProducerIds blocks (`ControllerProducerIdManager`), on every broker: an idempotent
 producer's InitProducerId is answered by any broker. Markers go to partitions this broker leads
 in-process and to the others' leaders with WriteTxnMarkers (Kafka's
 TransactionMarkerChannelManager), retried until they land.
 
-Timers: transaction timeouts (`poll` at `next_deadline`, at least every
+Timers: transaction timeouts (`poll` of every coordinator at its `next_deadline`, at least every
 `transaction.abort.timed.out.transaction.cleanup.interval.ms`) and producer-id expiration in
 every partition (`producer.id.expiration.ms`, checked every
 `producer.id.expiration.check.interval.ms`).
@@ -48,13 +54,19 @@ from odradek.coordinator.txn import (
     TRANSACTION_VERSION_2,
     AddPartitionsToTxnResult,
     ControllerProducerIdManager,
+    DescribedTransaction,
     EndTxnResult,
     InitProducerIdResult,
+    ListTransactionsResult,
+    ProducerIdManager,
     ProducerIdsUnavailableError,
     TopicPartition,
     TransactionCoordinator,
     TransactionRecord,
+    TransactionState,
     TxnMarkers,
+    merge_listed,
+    transaction_partition_for,
 )
 from odradek.protocol.api_keys import ApiKey
 from odradek.protocol.codec import make, nested, request_module
@@ -104,12 +116,25 @@ class TxnRuntime:
         self.producer_ids: ControllerProducerIdManager | None = (
             ControllerProducerIdManager(config.node_id) if self.clustered else None
         )
+        # Alone: one allocator for every partition's coordinator (a block record goes to the
+        # partition whose write hands out the block's first id; loading replays them all).
+        transaction_config = config.transaction_config()
+        self._shared_producer_ids: ProducerIdManager = self.producer_ids or ProducerIdManager(
+            transaction_config.producer_id_block_size, broker_id=transaction_config.broker_id
+        )
         #: Called when the producer-id allocator wants the controller's next block.
         self.on_producer_ids_wanted: Callable[[], None] | None = None
-        self.coordinator = self._new_coordinator()
+        # One coordinator per `__transaction_state` partition this broker coordinates (alone:
+        # every partition started so far; on a cluster: those it leads, loaded or loading).
+        self._coordinators: dict[int, TransactionCoordinator] = {}
+        self._serving: set[int] = set()
+        # Alone: the partition count of the topic (None until it is known to exist).
+        self._partition_count: int | None = None
         # A cluster member's replica manager (set when it is built); None for a single broker.
         self.replicas: ReplicaManager | None = None
-        self._loading: asyncio.Task[None] | None = None
+        self._loading: dict[int, asyncio.Task[None]] = {}
+        # Marker writes and detached coordinator writes, by `__transaction_state` partition.
+        self._partition_tasks: dict[int, set[asyncio.Task[Any]]] = {}
         self._marker_channels: dict[int, KafkaChannel] = {}
         self._verify_channels: dict[int, KafkaChannel] = {}
         # KIP-890 verification guards by (topic, partition, producer id): a marker written
@@ -119,7 +144,6 @@ class TxnRuntime:
         self._data_arrived = data_arrived
         self._group_commit = group_commit
         self._groups = groups
-        self._started = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._timers: list[asyncio.Task[None]] = []
         properties = config.properties
@@ -134,8 +158,44 @@ class TxnRuntime:
         return TransactionCoordinator(
             self._groups.coordinator.partition_for,
             self.config.transaction_config(),
-            producer_ids=self.producer_ids,
+            producer_ids=self._shared_producer_ids,
         )
+
+    # -- partitions --------------------------------------------------------------------------
+
+    def partition_count(self) -> int:
+        """The number of `__transaction_state` partitions: the topic's own count where it
+        exists (alone: on disk; on a cluster: in the metadata image), else
+        `transaction.state.log.num.partitions` (the count it will be created with)."""
+        if self.replicas is not None:
+            described = self.replicas.member.image.topic(TRANSACTION_STATE_TOPIC)
+            if described is not None and described.partitions:
+                return len(described.partitions)
+        elif self._partition_count is not None:
+            return self._partition_count
+        else:
+            topic = self._logs.topics().get(TRANSACTION_STATE_TOPIC)
+            if topic is not None:
+                self._partition_count = topic.partitions
+                return topic.partitions
+        return self.configured_partitions()
+
+    def configured_partitions(self) -> int:
+        """`transaction.state.log.num.partitions` (Kafka's default 50), at least 1."""
+        return max(1, int(self.config.properties.get("transaction.state.log.num.partitions", 50)))
+
+    def partition_for(self, transactional_id: str) -> int:
+        """The `__transaction_state` partition holding `transactional_id`."""
+        return transaction_partition_for(transactional_id, self.partition_count())
+
+    def _coordinator(self, transactional_id: str) -> tuple[int, TransactionCoordinator] | ErrorCode:
+        """The serving coordinator of `transactional_id` and its partition, or the error to
+        answer (`coordinator_error`)."""
+        partition = self.partition_for(transactional_id)
+        error = self._partition_error(partition)
+        if error is not None:
+            return error
+        return partition, self._coordinators[partition]
 
     def apply_config(self, config: BrokerConfig) -> None:
         """A dynamic broker config change: `producer.id.expiration.ms` is dynamic in Kafka."""
@@ -145,18 +205,27 @@ class TxnRuntime:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def load(self, now: int) -> int:
-        """Replay `__transaction_state` and start the coordinator, if the topic exists (else
-        both happen on first use). Returns the number of records read. On a cluster nothing:
-        the coordinator loads when this broker becomes the partition's leader."""
-        log = self._state_log()
-        if log is None or self.clustered:
+        """Alone: replay every `__transaction_state` partition that holds records and start
+        its coordinator (a prepared transaction's markers are written now, not on the id's
+        next use); an empty partition starts on first use. Returns the number of records
+        read. On a cluster nothing: a partition loads when this broker becomes its leader."""
+        if self.clustered or self._logs.topics().get(TRANSACTION_STATE_TOPIC) is None:
             return 0
-        log.high_watermark = log.log_end_offset
-        count = self._replay(log, log.log_end_offset)
-        self._start(now)
+        count = 0
+        for partition in range(self.partition_count()):
+            log = self._state_log(partition)
+            if log is None or log.log_end_offset <= log.log_start_offset:
+                continue
+            log.high_watermark = log.log_end_offset
+            coordinator = self._new_coordinator()
+            self._coordinators[partition] = coordinator
+            count += self._replay(coordinator, log, log.log_end_offset)
+            self._start(partition, now)
+        if count:
+            logger.info("loaded %d record(s) from %s", count, TRANSACTION_STATE_TOPIC)
         return count
 
-    def _replay(self, log: PartitionLog, end: int) -> int:
+    def _replay(self, coordinator: TransactionCoordinator, log: PartitionLog, end: int) -> int:
         count = 0
         offset = log.log_start_offset
         while offset < end:
@@ -167,11 +236,9 @@ class TxnRuntime:
                 if not header.is_control:
                     for record in records:
                         if record.offset >= offset and record.key is not None:
-                            self.coordinator.replay(TransactionRecord(record.key, record.value))
+                            coordinator.replay(TransactionRecord(record.key, record.value))
                             count += 1
                 offset = max(offset, header.next_offset)
-        if count:
-            logger.info("loaded %d record(s) from %s", count, TRANSACTION_STATE_TOPIC)
         return count
 
     def start(self) -> None:
@@ -183,80 +250,98 @@ class TxnRuntime:
 
     async def stop(self) -> None:
         """Stop the timers, marker writes and loading, each bounded (shutdown.py)."""
-        loading = [self._loading] if self._loading is not None else []
         await cancel_and_wait(
-            [*self._timers, *self._tasks, *loading], "transaction timers, markers and loading"
+            [*self._timers, *self._tasks, *self._loading.values()],
+            "transaction timers, markers and loading",
         )
         self._timers = []
         self._tasks.clear()
-        self._loading = None
+        self._partition_tasks.clear()
+        self._loading.clear()
         for channel in [*self._marker_channels.values(), *self._verify_channels.values()]:
             await channel.close()
 
     # -- a cluster: coordinating while leading __transaction_state ----------------------------
 
-    def coordinator_error(self) -> ErrorCode | None:
-        """None when this broker's coordinator serves; else what to answer: alone
-        COORDINATOR_NOT_AVAILABLE (the topic cannot be created), on a cluster
-        COORDINATOR_LOAD_IN_PROGRESS while loading and NOT_COORDINATOR when another broker
-        leads `__transaction_state`."""
-        if self.ensure_started():
+    def coordinator_error(self, transactional_id: str) -> ErrorCode | None:
+        """None when this broker coordinates `transactional_id` (its partition's coordinator
+        serves); else what to answer: alone COORDINATOR_NOT_AVAILABLE (the topic cannot be
+        created), on a cluster COORDINATOR_LOAD_IN_PROGRESS while the partition loads and
+        NOT_COORDINATOR when another broker leads it."""
+        return self._partition_error(self.partition_for(transactional_id))
+
+    def _partition_error(self, partition: int) -> ErrorCode | None:
+        if self.ensure_started(partition):
             return None
         if not self.clustered:
             return ErrorCode.coordinator_not_available
-        if self._loading is not None:
+        if partition in self._loading:
             return ErrorCode.coordinator_load_in_progress
         return ErrorCode.not_coordinator
 
+    def serving_partitions(self) -> list[int]:
+        """The `__transaction_state` partitions whose coordinator serves here, ascending."""
+        return sorted(self._serving)
+
+    def loading_partitions(self) -> list[int]:
+        """The `__transaction_state` partitions loading here (cluster), ascending."""
+        return sorted(self._loading)
+
     def on_election(self, partition: int, leader_epoch: int) -> None:
-        """This broker leads `__transaction_state`-`partition` in `leader_epoch`: load the
+        """This broker leads `__transaction_state`-`partition` in `leader_epoch`: load its
         transactions into a fresh coordinator whose epoch is `leader_epoch`."""
-        if partition != 0:
-            return
         self.on_resignation(partition)
-        self._loading = asyncio.get_running_loop().create_task(self._load_as_leader(leader_epoch))
+        self._loading[partition] = asyncio.get_running_loop().create_task(
+            self._load_as_leader(partition, leader_epoch)
+        )
 
     def on_resignation(self, partition: int) -> None:
-        """This broker no longer leads `__transaction_state`-`partition`: drop the coordinator
+        """This broker no longer leads `__transaction_state`-`partition`: drop its coordinator
         (its pending writes fail with NOT_COORDINATOR when the replica manager fails them)."""
-        if partition != 0:
-            return
-        if self._loading is not None:
-            self._loading.cancel()
-            self._loading = None
-        if self._started:
-            logger.info("transaction coordinator unloaded")
-        for task in list(self._tasks):
+        loading = self._loading.pop(partition, None)
+        if loading is not None:
+            loading.cancel()
+        if partition in self._serving:
+            logger.info(
+                "transaction coordinator of %s-%d unloaded", TRANSACTION_STATE_TOPIC, partition
+            )
+        for task in list(self._partition_tasks.pop(partition, ())):
             task.cancel()
-        self._started = False
-        self.coordinator = self._new_coordinator()
+        self._serving.discard(partition)
+        self._coordinators.pop(partition, None)
 
-    async def _load_as_leader(self, leader_epoch: int) -> None:
+    async def _load_as_leader(self, partition: int, leader_epoch: int) -> None:
         try:
-            log = self._state_log()
+            log = self._state_log(partition)
             if log is None:
-                logger.warning("cannot load %s: no local log", TRANSACTION_STATE_TOPIC)
+                logger.warning(
+                    "cannot load %s-%d: no local log", TRANSACTION_STATE_TOPIC, partition
+                )
                 return
-            count = self._replay(log, log.log_end_offset)
+            coordinator = self._new_coordinator()
+            self._coordinators[partition] = coordinator
+            count = self._replay(coordinator, log, log.log_end_offset)
             while True:
-                start, records = self.coordinator.start(now_ms(), coordinator_epoch=leader_epoch)
-                coordinator = self.coordinator
-                if await self._write(records, start.write_id) == ErrorCode.none:
+                start, records = coordinator.start(now_ms(), coordinator_epoch=leader_epoch)
+                written = await self._write(partition, coordinator, records, start.write_id)
+                if written == ErrorCode.none:
                     break
-                if coordinator is not self.coordinator:
+                if coordinator is not self._coordinators.get(partition):
                     return
                 await asyncio.sleep(_RETRY_S)
-            self._started = True
+            self._serving.add(partition)
             logger.info(
-                "transaction coordinator loaded %d record(s), coordinator epoch %d",
+                "transaction coordinator of %s-%d loaded %d record(s), coordinator epoch %d",
+                TRANSACTION_STATE_TOPIC,
+                partition,
                 count,
                 start.coordinator_epoch,
             )
             for markers in start.markers:
-                self._spawn(self.complete(markers))
+                self._spawn(partition, self.complete(partition, coordinator, markers))
         finally:
-            if self._loading is asyncio.current_task():
-                self._loading = None
+            if self._loading.get(partition) is asyncio.current_task():
+                del self._loading[partition]
 
     def _wants_producer_ids(self) -> None:
         if (
@@ -266,18 +351,20 @@ class TxnRuntime:
         ):
             self.on_producer_ids_wanted()
 
-    def ensure_started(self) -> bool:
-        """Create `__transaction_state` and start the coordinator on first use (on a cluster:
-        whether this broker leads it and has loaded it; the controller creates the topic)."""
-        if self._started:
+    def ensure_started(self, partition: int) -> bool:
+        """Alone: create `__transaction_state` (`transaction.state.log.num.partitions`
+        partitions) and start `partition`'s coordinator on first use. On a cluster: whether
+        this broker leads `partition` and has loaded it (the controller creates the topic)."""
+        if partition in self._serving:
             return True
         if self.clustered:
             return False
-        if self._state_log() is None:
+        if self._logs.topics().get(TRANSACTION_STATE_TOPIC) is None:
+            partitions = self.configured_partitions()
             try:
                 self._logs.create_topic(
                     TRANSACTION_STATE_TOPIC,
-                    1,
+                    partitions,
                     {
                         "cleanup.policy": "compact",
                         "segment.bytes": self.config.properties[
@@ -288,47 +375,62 @@ class TxnRuntime:
             except (StorageError, OSError) as error:
                 logger.error("cannot create %s: %s", TRANSACTION_STATE_TOPIC, error)
                 return False
-            logger.info("created %s", TRANSACTION_STATE_TOPIC)
-        return self._start(now_ms())
+            self._partition_count = partitions
+            logger.info("created %s with %d partition(s)", TRANSACTION_STATE_TOPIC, partitions)
+        if partition >= self.partition_count():
+            return False
+        self._coordinators.setdefault(partition, self._new_coordinator())
+        return self._start(partition, now_ms())
 
-    def _start(self, now: int) -> bool:
-        start, records = self.coordinator.start(now)
+    def _start(self, partition: int, now: int) -> bool:
+        coordinator = self._coordinators[partition]
+        start, records = coordinator.start(now)
         assert start.write_id is not None
         try:
-            log = self._append(records, now)
+            log = self._append(partition, records, now)
             log.flush()
         except (OSError, StorageError, InvalidRecords) as error:
             logger.error("cannot start the transaction coordinator: %s", error)
-            self.coordinator.write_failed(start.write_id, ErrorCode.kafka_storage_error)
+            coordinator.write_failed(start.write_id, ErrorCode.kafka_storage_error)
             return False
-        self.coordinator.write_succeeded(start.write_id)
-        self._started = True
-        logger.info("transaction coordinator epoch %d", start.coordinator_epoch)
+        coordinator.write_succeeded(start.write_id)
+        self._serving.add(partition)
+        logger.debug(
+            "transaction coordinator of %s-%d, epoch %d",
+            TRANSACTION_STATE_TOPIC,
+            partition,
+            start.coordinator_epoch,
+        )
         for markers in start.markers:
-            self._spawn(self.complete(markers))
+            self._spawn(partition, self.complete(partition, coordinator, markers))
         return True
 
-    def _state_log(self) -> PartitionLog | None:
-        return self._logs.log(TRANSACTION_STATE_TOPIC, 0)
+    def _state_log(self, partition: int) -> PartitionLog | None:
+        return self._logs.log(TRANSACTION_STATE_TOPIC, partition)
 
-    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+    def _spawn(self, partition: int, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Run `coroutine` as `partition`'s coordinator's own work (cancelled when it unloads)."""
         task = asyncio.get_running_loop().create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        tasks = self._partition_tasks.setdefault(partition, set())
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+        return task
 
     # -- writing __transaction_state ---------------------------------------------------------
 
-    def _append(self, records: list[TransactionRecord], now: int) -> PartitionLog:
-        log = self._state_log()
+    def _append(self, partition: int, records: list[TransactionRecord], now: int) -> PartitionLog:
+        log = self._state_log(partition)
         if log is None:
             raise StorageError(f"{TRANSACTION_STATE_TOPIC} does not exist")
         batch = encode_batch(
             [Record(key=record.key, value=record.value) for record in records], base_timestamp=now
         )
         if self.clustered:
-            hosted = self._led(TRANSACTION_STATE_TOPIC, 0)
+            hosted = self._led(TRANSACTION_STATE_TOPIC, partition)
             if hosted is None:
-                raise NotLeaderError(f"not the leader of {TRANSACTION_STATE_TOPIC}-0")
+                raise NotLeaderError(f"not the leader of {TRANSACTION_STATE_TOPIC}-{partition}")
             log.append(batch, validate(batch, log.config.max_message_bytes), now)
             assert self.replicas is not None
             self.replicas.after_leader_append(hosted)
@@ -349,30 +451,39 @@ class TxnRuntime:
             return ErrorCode.not_leader_or_follower
         return await self.replicas.wait_for_acks_all(hosted, end - 1, self._append_timeout_ms)
 
-    async def _detached(self, coroutine: Coroutine[Any, Any, _T]) -> _T:
+    async def _detached(self, partition: int, coroutine: Coroutine[Any, Any, _T]) -> _T:
         """Run `coroutine` as the coordinator's own task and wait for it: a client that
         disconnects cancels its request, never the coordinator's half-done work (a write
         left unsettled blocks the transactional id; markers half written leave records open)."""
-        task = asyncio.get_running_loop().create_task(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task: asyncio.Task[_T] = self._spawn(partition, coroutine)
         return await asyncio.shield(task)
 
-    async def _write(self, records: list[TransactionRecord], write_id: int | None) -> ErrorCode:
-        """Append `records` (one batch), wait until durable (on a cluster: replicated), and
-        settle the write with the coordinator that made it."""
+    async def _write(
+        self,
+        partition: int,
+        coordinator: TransactionCoordinator,
+        records: list[TransactionRecord],
+        write_id: int | None,
+    ) -> ErrorCode:
+        """Append `records` (one batch) to `partition`, wait until durable (on a cluster:
+        replicated), and settle the write with `coordinator`, which made it."""
         if not records or write_id is None:
             return ErrorCode.none
-        return await self._detached(self._write_and_settle(records, write_id))
+        return await self._detached(
+            partition, self._write_and_settle(partition, coordinator, records, write_id)
+        )
 
     async def _write_and_settle(
-        self, records: list[TransactionRecord], write_id: int | None
+        self,
+        partition: int,
+        coordinator: TransactionCoordinator,
+        records: list[TransactionRecord],
+        write_id: int | None,
     ) -> ErrorCode:
         if not records or write_id is None:
             return ErrorCode.none
-        coordinator = self.coordinator
         try:
-            log = self._append(records, now_ms())
+            log = self._append(partition, records, now_ms())
         except InvalidRecords as error:
             # A record too large for the topic (a 32767-byte transactional id under a small
             # message.max.bytes): Kafka answers UNKNOWN_SERVER_ERROR, not a retriable error.
@@ -384,8 +495,10 @@ class TxnRuntime:
             logger.error("cannot append to %s: %s", TRANSACTION_STATE_TOPIC, error)
             return coordinator.write_failed(write_id, ErrorCode.kafka_storage_error)
         if self.clustered:
-            error_code = await self._replicated(TRANSACTION_STATE_TOPIC, 0, log.log_end_offset)
-            if coordinator is not self.coordinator:
+            error_code = await self._replicated(
+                TRANSACTION_STATE_TOPIC, partition, log.log_end_offset
+            )
+            if coordinator is not self._coordinators.get(partition):
                 # Unloaded meanwhile: the write's fate belongs to the next coordinator's load.
                 return ErrorCode.not_coordinator
             if error_code is not ErrorCode.none:
@@ -393,13 +506,13 @@ class TxnRuntime:
             coordinator.write_succeeded(write_id)
             return ErrorCode.none
         if self.config.acks_all_fsync:
-            commit = self._group_commit(TRANSACTION_STATE_TOPIC, 0)
+            commit = self._group_commit(TRANSACTION_STATE_TOPIC, partition)
             if commit is not None:
                 try:
                     await commit.wait_flushed(log.log_end_offset)
                 except OSError:
-                    return self.coordinator.write_failed(write_id, ErrorCode.kafka_storage_error)
-        self.coordinator.write_succeeded(write_id)
+                    return coordinator.write_failed(write_id, ErrorCode.kafka_storage_error)
+        coordinator.write_succeeded(write_id)
         return ErrorCode.none
 
     # -- operations --------------------------------------------------------------------------
@@ -415,10 +528,12 @@ class TxnRuntime:
             # A cluster member answers an idempotent producer itself, from the controller's
             # block: nothing to store (Kafka's handleInitProducerId without a transactional id).
             return self._idempotent_producer_id(self.producer_ids)
-        not_ready = self.coordinator_error()
-        if not_ready is not None:
-            return InitProducerIdResult(not_ready)
-        result, records = self.coordinator.init_producer_id(
+        # Alone, an idempotent producer's id (and its block record) goes through partition 0.
+        found = self._coordinator(transactional_id or "")
+        if isinstance(found, ErrorCode):
+            return InitProducerIdResult(found)
+        partition, coordinator = found
+        result, records = coordinator.init_producer_id(
             transactional_id,
             transaction_timeout_ms,
             now_ms(),
@@ -426,7 +541,9 @@ class TxnRuntime:
             expected_producer_epoch,
         )
         self._wants_producer_ids()
-        return await self._detached(self._settle_and_complete(result, records))
+        return await self._detached(
+            partition, self._settle_and_complete(partition, coordinator, result, records)
+        )
 
     def _idempotent_producer_id(
         self, producer_ids: ControllerProducerIdManager
@@ -450,10 +567,11 @@ class TxnRuntime:
         client_transaction_version: int | None = None,
     ) -> AddPartitionsToTxnResult:
         wanted = list(partitions)
-        not_ready = self.coordinator_error()
-        if not_ready is not None:
-            return _every(wanted, not_ready)
-        result, records = self.coordinator.add_partitions_to_txn(
+        found = self._coordinator(transactional_id)
+        if isinstance(found, ErrorCode):
+            return _every(wanted, found)
+        partition, coordinator = found
+        result, records = coordinator.add_partitions_to_txn(
             transactional_id,
             producer_id,
             producer_epoch,
@@ -462,7 +580,7 @@ class TxnRuntime:
             verify_only,
             client_transaction_version,
         )
-        error = await self._write(records, result.write_id)
+        error = await self._write(partition, coordinator, records, result.write_id)
         if error != ErrorCode.none:
             return _every(wanted, error)
         return result
@@ -491,7 +609,8 @@ class TxnRuntime:
         batch. Off with `transaction.partition.verification.enable=false` (every batch NONE)."""
         if self.config.properties.get("transaction.partition.verification.enable") == "false":
             return ErrorCode.none
-        if self.clustered and self._led(TRANSACTION_STATE_TOPIC, 0) is None:
+        state_partition = self.partition_for(transactional_id)
+        if self.clustered and self._led(TRANSACTION_STATE_TOPIC, state_partition) is None:
             return await self._verify_remotely(
                 transactional_id, producer_id, producer_epoch, topic, index, add
             )
@@ -501,10 +620,12 @@ class TxnRuntime:
             )
             if error != ErrorCode.none:
                 return error
-        if not self.ensure_started():
-            return self.coordinator_error() or ErrorCode.coordinator_not_available
+        found = self._coordinator(transactional_id)
+        if isinstance(found, ErrorCode):
+            return found
+        _state_partition, coordinator = found
         partition = TopicPartition(topic, index)
-        result, _records = self.coordinator.add_partitions_to_txn(
+        result, _records = coordinator.add_partitions_to_txn(
             transactional_id, producer_id, producer_epoch, [partition], now_ms(), verify_only=True
         )
         return result.partition_errors.get(partition, result.error)
@@ -553,7 +674,7 @@ class TxnRuntime:
         """AddPartitionsToTxn v5 for one partition to the transaction coordinator (the leader
         of the id's `__transaction_state` partition); its error for the partition. An
         unreachable or unknown coordinator is NOT_COORDINATOR, which a producer retries."""
-        coordinator = self._coordinator_node()
+        coordinator = self._coordinator_node(transactional_id)
         if coordinator is None or coordinator == self.config.node_id:
             return ErrorCode.not_coordinator
         channel = await self._channel_to(coordinator, self._verify_channels, "txn-verify")
@@ -593,27 +714,30 @@ class TxnRuntime:
                     return ErrorCode(partition.partition_error_code)
         return ErrorCode.unknown_server_error
 
-    def _coordinator_node(self) -> int | None:
-        """The broker leading `__transaction_state`-0 in this broker's metadata image."""
+    def _coordinator_node(self, transactional_id: str) -> int | None:
+        """The broker leading `transactional_id`'s `__transaction_state` partition in this
+        broker's metadata image."""
         if self.replicas is None:
             return None
         image = self.replicas.member.image
         described = image.topic(TRANSACTION_STATE_TOPIC)
-        if described is None or 0 not in described.partitions:
+        partition = self.partition_for(transactional_id)
+        if described is None or partition not in described.partitions:
             return None
-        leader = described.partitions[0].leader
+        leader = described.partitions[partition].leader
         return leader if leader >= 0 else None
 
     async def add_offsets(
         self, transactional_id: str, producer_id: int, producer_epoch: int, group_id: str
     ) -> ErrorCode:
-        not_ready = self.coordinator_error()
-        if not_ready is not None:
-            return not_ready
-        result, records = self.coordinator.add_offsets_to_txn(
+        found = self._coordinator(transactional_id)
+        if isinstance(found, ErrorCode):
+            return found
+        partition, coordinator = found
+        result, records = coordinator.add_offsets_to_txn(
             transactional_id, producer_id, producer_epoch, group_id, now_ms()
         )
-        error = await self._write(records, result.write_id)
+        error = await self._write(partition, coordinator, records, result.write_id)
         return error if error != ErrorCode.none else result.error
 
     async def add_partition_implicitly(
@@ -639,16 +763,23 @@ class TxnRuntime:
         commit: bool,
         transaction_version: int = 1,
     ) -> EndTxnResult:
-        not_ready = self.coordinator_error()
-        if not_ready is not None:
-            return EndTxnResult(not_ready)
-        result, records = self.coordinator.end_txn(
+        found = self._coordinator(transactional_id)
+        if isinstance(found, ErrorCode):
+            return EndTxnResult(found)
+        partition, coordinator = found
+        result, records = coordinator.end_txn(
             transactional_id, producer_id, producer_epoch, commit, now_ms(), transaction_version
         )
-        return await self._detached(self._settle_and_complete(result, records))
+        return await self._detached(
+            partition, self._settle_and_complete(partition, coordinator, result, records)
+        )
 
     async def _settle_and_complete(
-        self, result: _MarkingResult, records: list[TransactionRecord]
+        self,
+        partition: int,
+        coordinator: TransactionCoordinator,
+        result: _MarkingResult,
+        records: list[TransactionRecord],
     ) -> _MarkingResult:
         """Write `records`, then the markers `result` carries, as one piece of the
         coordinator's own work (a client that disconnects cancels neither half).
@@ -658,48 +789,80 @@ class TxnRuntime:
         answers once PrepareCommit/PrepareAbort is durable; the markers are in-process here,
         so answering after them costs little and makes the outcome visible to readers by the
         time the producer's commit returns."""
-        error = await self._write_and_settle(records, result.write_id)
+        error = await self._write_and_settle(partition, coordinator, records, result.write_id)
         if error != ErrorCode.none:
             return type(result)(error)
         if result.markers is not None:
-            await self.complete(result.markers)
+            await self.complete(partition, coordinator, result.markers)
         return result
+
+    # -- Describe / List ---------------------------------------------------------------------
+
+    def describe_transactions(self, transactional_ids: Iterable[str]) -> list[DescribedTransaction]:
+        """DescribeTransactions: each id from its partition's coordinator; NOT_COORDINATOR /
+        COORDINATOR_LOAD_IN_PROGRESS (cluster) or COORDINATOR_NOT_AVAILABLE (alone) for an id
+        this broker does not coordinate (now)."""
+        described = []
+        for transactional_id in transactional_ids:
+            found = self._coordinator(transactional_id)
+            if isinstance(found, ErrorCode):
+                described.append(DescribedTransaction(transactional_id, found))
+            else:
+                described.extend(found[1].describe_transactions([transactional_id]))
+        return described
+
+    def list_transactions(
+        self,
+        state_filters: Iterable[str] = (),
+        producer_id_filters: Iterable[int] = (),
+        duration_filter_ms: int = -1,
+        now: int = 0,
+    ) -> ListTransactionsResult:
+        """ListTransactions over every `__transaction_state` partition coordinated here
+        (Kafka's TransactionStateManager.listTransactionStates): COORDINATOR_LOAD_IN_PROGRESS
+        while one of them loads, as Kafka answers. A partition no coordinator has started
+        (alone: an empty one) holds no transaction."""
+        if self._loading:
+            return ListTransactionsResult(ErrorCode.coordinator_load_in_progress)
+        state_filters = tuple(state_filters)
+        producer_id_filters = tuple(producer_id_filters)
+        coordinators = [self._coordinators[partition] for partition in sorted(self._serving)]
+        if not coordinators:
+            unknown = tuple(
+                name
+                for name in dict.fromkeys(state_filters)
+                if TransactionState.from_kafka_name(name) is None
+            )
+            return ListTransactionsResult(ErrorCode.none, unknown)
+        return merge_listed(
+            coordinator.list_transactions(
+                state_filters, producer_id_filters, duration_filter_ms, now
+            )
+            for coordinator in coordinators
+        )
 
     # -- markers -----------------------------------------------------------------------------
 
-    async def complete(self, markers: TxnMarkers) -> None:
-        """Write the markers to every partition, then record the transaction complete."""
+    async def complete(
+        self, partition: int, coordinator: TransactionCoordinator, markers: TxnMarkers
+    ) -> None:
+        """Write the markers to every partition, then record the transaction complete with
+        `coordinator` (of `__transaction_state`-`partition`) unless it was unloaded."""
         waits: list[tuple[str, int, int]] = []
-        for topic, index in markers.partitions:
+        if self.clustered:
+            # Every partition at once (Kafka's marker channel sends one WriteTxnMarkers per
+            # broker, all in flight together): a transaction's commit costs one replication
+            # round trip, not one per partition.
+            await asyncio.gather(
+                *(
+                    self._mark_on_cluster(markers, topic, index)
+                    for topic, index in markers.partitions
+                )
+            )
+        # Alone every marker is an in-process append: one after the other.
+        for topic, index in () if self.clustered else markers.partitions:
             end: int | None = None
-            while self.clustered:
-                try:
-                    end = self._write_marker(markers, topic, index, now_ms())
-                except NotLeaderError:
-                    # Another broker leads it: WriteTxnMarkers there (KIP-98's marker channel).
-                    if await self._send_marker(markers, topic, index):
-                        break
-                    await asyncio.sleep(_RETRY_S)
-                    continue
-                except (InvalidProducerEpoch, TransactionCoordinatorFenced) as error:
-                    logger.warning("marker for %s-%d not written: %s", topic, index, error)
-                    break
-                except (OSError, StorageError) as error:
-                    # Retriable (KAFKA_STORAGE_ERROR): the marker must land (see below).
-                    logger.error("marker for %s-%d failed, retrying: %s", topic, index, error)
-                    await asyncio.sleep(_RETRY_S)
-                    continue
-                if end is not None and (
-                    await self._replicated(topic, index, end) is not ErrorCode.none
-                ):
-                    # Not replicated (leadership moved, or too few replicas): write it again
-                    # where the partition is led now; a repeated marker is harmless.
-                    end = None
-                    await asyncio.sleep(_RETRY_S)
-                    continue
-                end = None
-                break
-            while not self.clustered:
+            while True:
                 try:
                     end = self._write_marker(markers, topic, index, now_ms())
                 except (InvalidProducerEpoch, TransactionCoordinatorFenced) as error:
@@ -722,13 +885,44 @@ class TxnRuntime:
                 if commit is not None:
                     with contextlib.suppress(OSError):
                         await commit.wait_flushed(end)
-        while True:
-            result, records = self.coordinator.markers_written(markers, now_ms())
+        while coordinator is self._coordinators.get(partition):
+            result, records = coordinator.markers_written(markers, now_ms())
             if not records:
                 return
-            if await self._write(records, result.write_id) == ErrorCode.none:
+            if await self._write(partition, coordinator, records, result.write_id) == (
+                ErrorCode.none
+            ):
                 return
             await asyncio.sleep(_RETRY_S)
+
+    async def _mark_on_cluster(self, markers: TxnMarkers, topic: str, index: int) -> None:
+        """One partition's marker on a cluster, until it is replicated where the partition is
+        led (in-process here, else WriteTxnMarkers to its leader) or can never be written."""
+        while True:
+            try:
+                end = self._write_marker(markers, topic, index, now_ms())
+            except NotLeaderError:
+                # Another broker leads it: WriteTxnMarkers there (KIP-98's marker channel).
+                if await self._send_marker(markers, topic, index):
+                    return
+                await asyncio.sleep(_RETRY_S)
+                continue
+            except (InvalidProducerEpoch, TransactionCoordinatorFenced) as error:
+                logger.warning("marker for %s-%d not written: %s", topic, index, error)
+                return
+            except (OSError, StorageError) as error:
+                # Retriable (KAFKA_STORAGE_ERROR): the marker must land.
+                logger.error("marker for %s-%d failed, retrying: %s", topic, index, error)
+                await asyncio.sleep(_RETRY_S)
+                continue
+            if end is not None and (
+                await self._replicated(topic, index, end) is not ErrorCode.none
+            ):
+                # Not replicated (leadership moved, or too few replicas): write it again
+                # where the partition is led now; a repeated marker is harmless.
+                await asyncio.sleep(_RETRY_S)
+                continue
+            return
 
     def _write_marker(self, markers: TxnMarkers, topic: str, index: int, now: int) -> int | None:
         return self.write_marker(
@@ -894,24 +1088,25 @@ class TxnRuntime:
     async def _timeout_loop(self) -> None:
         while True:
             now = now_ms()
-            if self._started:
-                deadline = self.coordinator.next_deadline()
+            wait_ms = self._abort_interval_ms
+            for partition in sorted(self._serving):
+                coordinator = self._coordinators.get(partition)
+                if coordinator is None:
+                    continue
+                deadline = coordinator.next_deadline()
                 if deadline is not None and deadline <= now:
                     try:
-                        await self._poll(now)
+                        await self._poll(partition, coordinator, now)
                     except Exception:
                         logger.exception("transaction timeout check failed")
-                    deadline = self.coordinator.next_deadline()
-                wait_ms = self._abort_interval_ms
+                    deadline = coordinator.next_deadline()
                 if deadline is not None:
                     wait_ms = min(wait_ms, deadline - now_ms())
-            else:
-                wait_ms = self._abort_interval_ms
             await asyncio.sleep(max(wait_ms, 5) / 1000)
 
-    async def _poll(self, now: int) -> None:
-        result, records = self.coordinator.poll(now)
-        if await self._write(records, result.write_id) != ErrorCode.none:
+    async def _poll(self, partition: int, coordinator: TransactionCoordinator, now: int) -> None:
+        result, records = coordinator.poll(now)
+        if await self._write(partition, coordinator, records, result.write_id) != ErrorCode.none:
             return
         for markers in result.aborts:
             logger.info(
@@ -919,7 +1114,7 @@ class TxnRuntime:
                 markers.transactional_id,
                 markers.producer_id,
             )
-            self._spawn(self.complete(markers))
+            self._spawn(partition, self.complete(partition, coordinator, markers))
         for transactional_id in result.expired:
             logger.info("transactional id %s expired", transactional_id)
 

@@ -293,7 +293,7 @@ class _World:
 def _unsettled(context: BrokerContext) -> list[str]:
     """What still holds a transaction open: prepared or ongoing transactions, and partitions
     whose last stable offset lags their high watermark."""
-    listed = context.transactions.coordinator.list_transactions(
+    listed = context.transactions.list_transactions(
         ("Ongoing", "PrepareCommit", "PrepareAbort", "PrepareEpochFence")
     )
     found = [

@@ -1,7 +1,8 @@
 """DescribeTransactions: state, producer, timeout and partitions of transactional ids.
 
-Only the transactional id's coordinator describes it: on a cluster another broker answers
-NOT_COORDINATOR (COORDINATOR_LOAD_IN_PROGRESS while it loads `__transaction_state`), as Kafka's
+Only the transactional id's coordinator describes it (the leader of its `__transaction_state`
+partition): on a cluster another broker answers NOT_COORDINATOR (COORDINATOR_LOAD_IN_PROGRESS
+while it loads that partition), as Kafka's
 TransactionStateManager does, and the admin client asks the coordinator FindCoordinator names;
 alone, a broker that cannot create `__transaction_state` answers COORDINATOR_NOT_AVAILABLE."""
 
@@ -12,7 +13,6 @@ from typing import Any
 
 from odradek.broker import dispatcher
 from odradek.broker.context import BrokerContext
-from odradek.coordinator.txn import DescribedTransaction
 from odradek.protocol.api_keys import ApiKey
 from odradek.protocol.codec import RequestHeader, make, nested, response_module, response_type
 
@@ -28,15 +28,7 @@ async def handle(context: BrokerContext, header: RequestHeader, request: Any) ->
     module = response_module(ApiKey.DESCRIBE_TRANSACTIONS, version)
     state_type = nested(module, "TransactionState")
     topic_type = nested(module, "TopicData")
-    runtime = context.transactions
-    error = runtime.coordinator_error()
-    if error is None:
-        described = runtime.coordinator.describe_transactions(list(request.transactional_ids))
-    else:
-        described = [
-            DescribedTransaction(transactional_id, error)
-            for transactional_id in request.transactional_ids
-        ]
+    described = context.transactions.describe_transactions(request.transactional_ids)
     states = []
     for entry in described:
         states.append(

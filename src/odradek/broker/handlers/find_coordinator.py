@@ -1,6 +1,8 @@
-"""FindCoordinator: this node coordinates every group and every transactional id (alone); on
-a cluster the leader of the key's `__consumer_offsets` / `__transaction_state` partition does
-(`cluster_handlers.find_coordinator`).
+"""FindCoordinator: this node coordinates every group and every transactional id (alone: the
+transactional id's `__transaction_state` partition is created and loaded first); on a cluster
+the leader of the key's `__consumer_offsets` / `__transaction_state` partition does
+(`cluster_handlers.find_coordinator`; a transactional id's partition is
+`abs(hashCode(id)) % partitions`, Kafka's TransactionStateManager.partitionFor).
 
 v4+ asks for several keys at once (`coordinator_keys`) and gets one answer per key.
 """
@@ -44,7 +46,7 @@ async def handle(context: BrokerContext, header: RequestHeader, request: Any) ->
             ready = (
                 context.groups.ensure_offsets_topic()
                 if key_type == GROUP_KEY_TYPE
-                else context.transactions.ensure_started()
+                else context.transactions.coordinator_error(key) is None
             )
             if ready:
                 return {

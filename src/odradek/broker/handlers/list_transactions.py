@@ -3,9 +3,8 @@ KIP-994) and a transactional-id regular expression (v2, matched whole as Java's 
 
 Each broker lists the transactional ids it coordinates (Kafka's
 TransactionStateManager.listTransactionStates); Kafka's admin client asks every broker and merges
-the answers. On a cluster a broker that does not lead `__transaction_state` answers an empty list
-(COORDINATOR_LOAD_IN_PROGRESS while it loads the partition); alone, a broker that cannot create
-the topic answers COORDINATOR_NOT_AVAILABLE."""
+the answers: the transactional ids of every `__transaction_state` partition it leads (alone:
+every partition), an empty list if none, COORDINATOR_LOAD_IN_PROGRESS while one of them loads."""
 
 from __future__ import annotations
 
@@ -37,18 +36,7 @@ async def handle(context: BrokerContext, header: RequestHeader, request: Any) ->
             unknown_state_filters=(),
             transaction_states=(),
         )
-    runtime = context.transactions
-    error = runtime.coordinator_error()
-    if error is not None:
-        return make(
-            response,
-            throttle_time=0,
-            # Not the coordinator: nothing to list here, the coordinator lists them.
-            error_code=ErrorCode.none if error is ErrorCode.not_coordinator else error,
-            unknown_state_filters=(),
-            transaction_states=(),
-        )
-    listed = runtime.coordinator.list_transactions(
+    listed = context.transactions.list_transactions(
         request.state_filters,
         request.producer_id_filters,
         getattr(request, "duration_filter", -1),

@@ -87,6 +87,8 @@ from odradek.coordinator.txn.coordinator import (
     TransactionConfig,
     TransactionCoordinator,
     TxnMarkers,
+    merge_listed,
+    transaction_partition_for,
 )
 from odradek.coordinator.txn.errors import (
     coordinator_error_for_append_error,
@@ -176,5 +178,7 @@ __all__ = [
     "error_for_version",
     "fenced_error_for",
     "is_valid_transition",
+    "merge_listed",
     "transaction_log_record",
+    "transaction_partition_for",
 ]

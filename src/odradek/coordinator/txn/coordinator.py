@@ -18,6 +18,7 @@ from typing import TypeVar
 
 from kio.schema.errors import ErrorCode
 
+from odradek.coordinator.group.records import partition_for
 from odradek.coordinator.txn.errors import coordinator_error_for_append_error
 from odradek.coordinator.txn.producer_ids import (
     DEFAULT_BLOCK_SIZE,
@@ -862,6 +863,29 @@ class TransactionCoordinator:
             commit=source.state is TransactionState.PREPARE_COMMIT,
             partitions=tuple(sorted(source.topic_partitions)),
         )
+
+
+def transaction_partition_for(transactional_id: str, partitions: int) -> int:
+    """The ``__transaction_state`` partition of ``transactional_id`` among ``partitions``:
+    Kafka's ``Utils.abs(transactionalId.hashCode) % transactionTopicPartitionCount``
+    (TransactionStateManager.partitionFor; Java's String.hashCode over UTF-16 code units)."""
+    return partition_for(transactional_id, partitions)
+
+
+def merge_listed(results: Iterable[ListTransactionsResult]) -> ListTransactionsResult:
+    """ListTransactions over several coordinators (one per ``__transaction_state`` partition
+    led here, as Kafka's TransactionStateManager.listTransactionStates walks them): the first
+    error, the unknown state filters, every listed transaction sorted by transactional id."""
+    error = ErrorCode.none
+    unknown: tuple[str, ...] = ()
+    listed: list[ListedTransaction] = []
+    for result in results:
+        if result.error is not ErrorCode.none and error is ErrorCode.none:
+            error = result.error
+        unknown = unknown or result.unknown_state_filters
+        listed.extend(result.transaction_states)
+    listed.sort(key=lambda entry: entry.transactional_id)
+    return ListTransactionsResult(error, unknown, tuple(listed))
 
 
 def topic_partitions(pairs: Iterable[tuple[str, int]]) -> list[TopicPartition]:
