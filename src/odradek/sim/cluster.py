@@ -748,7 +748,7 @@ class ClusterWorld:
             context = broker.context
             if context is None:
                 continue
-            listed = context.transactions.coordinator.list_transactions(
+            listed = context.transactions.list_transactions(
                 ("Ongoing", "PrepareCommit", "PrepareAbort", "PrepareEpochFence")
             )
             found.extend(
