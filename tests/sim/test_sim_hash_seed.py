@@ -1,19 +1,22 @@
-"""One seed replays byte for byte in any process, whatever the caller's string hashing.
+"""One seed replays byte for byte in any process, whatever the caller's hashing.
 
-Python randomises `str` hashes per process (PYTHONHASHSEED), so iterating a set of strings (or
-of tuples holding them, like aiokafka's TopicPartition) gives a different order in each
-process. The simulator's promise — one seed, one trace — must hold across processes, not only
-within one:
+A set iterates in hash order. For strings (and tuples holding them, like aiokafka's
+TopicPartition) that order changes with the per-process PYTHONHASHSEED; for tasks and futures,
+hashed by address, it changes with whatever the process allocated before the run. aiokafka acts
+on its sets in iteration order (the sender's finished requests, the fetcher's waiters), so a
+seed's run differed between a pytest process and the `odradek sim` process replaying it. The
+simulator gives aiokafka's modules an insertion-ordered `set` for the run
+(`odradek.sim.patches.InsertionOrderedSet`), `odradek sim` and the test suite run under
+PYTHONHASHSEED=0 for aiokafka's set literals, and the cluster's own code decides nothing by
+hash order:
 
-- `odradek sim` re-runs itself under PYTHONHASHSEED=0 (aiokafka, which the simulator does not
-  own, iterates sets of partitions and topics: which broker a client connects to first, which
-  partitions a request lists), so two processes started with different hash seeds print the
-  same trace, for one broker and for a cluster;
-- the cluster's own code (controller, replication, metadata, storage) decides nothing by string
-  hashing: with the re-run switched off and no clients in the loop, two hash seeds give the
-  same trace and the same bytes on the simulated wire.
-
-Each run is a fresh `python -m odradek.cli sim` or `python -c` process.
+- two `odradek sim` processes started with different hash seeds write the same trace, for one
+  broker and for a cluster;
+- the cluster's own code (controller, replication, metadata, storage) with no client in the
+  loop and no fixed hash seed: two hash seeds give the same trace and the same bytes on the
+  simulated wire;
+- a seed run inside this pytest process (after whatever else it ran) gives the trace its
+  printed replay command gives.
 """
 
 from __future__ import annotations

@@ -52,16 +52,9 @@ FAST_SEEDS = 3
 MAX_SEEDS = 1000
 
 
-# Caught at seed 1 in some processes and not in others (seeds 1-2 pass in about half of the
-# pytest runs): the run of a seed is not the same across processes here (to be found: an
-# iteration order that depends on the process, e.g. string hashing). Slow until then.
-NOT_REPRODUCIBLE = {"prepare-commit-left-unfinished"}
-
-
 def _marked(name: str) -> object:
     seeds = CAUGHT_AT[name][0]
-    slow = seeds > FAST_SEEDS or name in NOT_REPRODUCIBLE
-    marks = [pytest.mark.soak] if slow else []
+    marks = [pytest.mark.soak] if seeds > FAST_SEEDS else []
     return pytest.param(name, marks=marks, id=name)
 
 
