@@ -37,8 +37,8 @@ CAUGHT_AT: dict[str, tuple[int, set[str]]] = {
 # with isolate-leader (seed 2 of ISOLATING): to be explained before this is a regression test.
 # The stale AlterPartition was caught at seed 1 while aiokafka's sets iterated in hash order
 # (in the process that measured it: its runs differed between processes); with the simulator's
-# insertion-ordered sets seeds 1-300 pass: to be explained (why the plant no longer shows) before it is a
-# regression test again.
+# insertion-ordered sets seeds 1-300 pass: to be explained (why the plant no longer shows)
+# before it is a regression test again.
 NOT_YET_CAUGHT = {"returning-leader-keeps-its-tail", "alter-partition-stale-epoch"}
 # Sweeps of more seeds than this run only with the slow tests.
 FAST_SEEDS = 3
