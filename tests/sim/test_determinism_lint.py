@@ -6,6 +6,12 @@ their syntax trees and fails on any import of `time`, `random`, `secrets` or `th
 `threading.Lock`/`RLock`, which storage uses to guard state shared with the fdatasync executor,
 and the broker's sync embedding, which starts a thread on purpose), and any call of
 `uuid.uuid1`/`uuid4`, `os.urandom` or `datetime.now`.
+
+A second rule: a set iterates in hash order (string hashing changes per process, object hashes
+with addresses), so core code never loops over an expression that is syntactically a set — a
+set literal or comprehension, `set(...)`/`frozenset(...)`, or `|`, `&`, `-`, `^` of one —
+except where order cannot matter: building another set, or inside `sorted`, `any`, `all`,
+`sum`, `min`, `max`, `len`. (Names holding sets are not seen; those loops sort by hand.)
 """
 
 from __future__ import annotations
@@ -17,6 +23,9 @@ import odradek
 
 SOURCE = Path(odradek.__file__).parent
 CORE_PACKAGES = ("protocol", "storage", "coordinator", "broker")
+# The set-iteration rule covers the cluster's decision code too.
+SET_ORDER_PACKAGES = (*CORE_PACKAGES, "controller", "replication")
+ORDER_FREE_CALLS = {"sorted", "any", "all", "sum", "min", "max", "len", "set", "frozenset"}
 
 FORBIDDEN_MODULES = {"time", "random", "secrets", "threading"}
 FORBIDDEN_CALLS = {
@@ -68,6 +77,76 @@ def _violations_in(source: str, relative: str) -> list[str]:
             if node.value.id in threading_aliases and node.attr not in ALLOWED_THREADING:
                 found.append(f"{relative}:{node.lineno} uses threading.{node.attr}")
     return found
+
+
+def _set_like(node: ast.expr) -> bool:
+    if isinstance(node, ast.Set | ast.SetComp):
+        return True
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+        return node.func.id in ("set", "frozenset")
+    if isinstance(node, ast.BinOp) and isinstance(
+        node.op, ast.BitOr | ast.BitAnd | ast.Sub | ast.BitXor
+    ):
+        return _set_like(node.left) or _set_like(node.right)
+    return False
+
+
+def _set_iterations_in(source: str, relative: str) -> list[str]:
+    """Loops and comprehensions over a set expression whose order could matter."""
+    tree = ast.parse(source, filename=relative)
+    order_free: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.SetComp):
+            order_free.add(id(node))
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in ORDER_FREE_CALLS
+        ):
+            order_free.update(id(argument) for argument in node.args)
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.For | ast.AsyncFor) and _set_like(node.iter):
+            found.append(f"{relative}:{node.lineno} loops over a set: {ast.unparse(node.iter)}")
+        elif (
+            isinstance(node, ast.ListComp | ast.GeneratorExp | ast.DictComp)
+            and id(node) not in order_free
+        ):
+            for generator in node.generators:
+                if _set_like(generator.iter):
+                    found.append(
+                        f"{relative}:{node.lineno} iterates a set: {ast.unparse(generator.iter)}"
+                    )
+    return found
+
+
+def test_core_layers_iterate_no_set_where_order_matters() -> None:
+    files = [path for package in SET_ORDER_PACKAGES for path in (SOURCE / package).rglob("*.py")]
+    problems = [
+        problem
+        for path in sorted(files)
+        for problem in _set_iterations_in(path.read_text(), path.relative_to(SOURCE).as_posix())
+    ]
+    assert problems == [], "\n".join(problems)
+
+
+def test_the_set_rule_sees_loops_over_sets_and_lets_order_free_uses_pass() -> None:
+    flagged = {
+        "for x in set(names):\n    pass\n": "loops over a set",
+        "for x in a | {b}:\n    pass\n": "loops over a set",
+        "y = [x for x in frozenset(names)]\n": "iterates a set",
+        "y = {x: 1 for x in {a, b}}\n": "iterates a set",
+    }
+    for source, expected in flagged.items():
+        problems = _set_iterations_in(source, "broker/sample.py")
+        assert any(expected in problem for problem in problems), (source, problems)
+    for source in (
+        "y = sorted(x for x in set(names))\n",
+        "y = {x for x in set(a) | set(b)}\n",
+        "y = sum(1 << x for x in set(operations))\n",
+        "for x in sorted(set(names)):\n    pass\n",
+    ):
+        assert _set_iterations_in(source, "broker/sample.py") == [], source
 
 
 def test_core_layers_reach_no_clock_randomness_or_thread() -> None:

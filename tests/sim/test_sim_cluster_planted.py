@@ -27,15 +27,19 @@ TEMPLATES = {"returning-leader-keeps-its-tail": ISOLATING}
 # name -> (the seed the sweep from seed 1 first fails at, the invariants it may break).
 CAUGHT_AT: dict[str, tuple[int, set[str]]] = {
     "high-watermark-before-followers": (1, {"hw-below-isr-leo"}),
-    "acks-all-before-isr-check": (2, {"acknowledged-writes-survive"}),
-    "follower-skips-producer-state": (1, {"no-duplicates"}),
+    "acks-all-before-isr-check": (3, {"acknowledged-writes-survive"}),
+    "follower-skips-producer-state": (2, {"no-duplicates"}),
     "alter-partition-stale-epoch": (1, {"hw-below-isr-leo", "acknowledged-writes-survive"}),
 }
 # Planted, not yet caught in a test: with ISOLATING a standalone run of seed 1 catches it
 # (replicas-agree: the isolated leader's acks=1 tail stays under the new leader's records),
 # but in the sweep seed 1 first breaks hw-below-isr-leo, which the unpatched code breaks too
 # with isolate-leader (seed 2 of ISOLATING): to be explained before this is a regression test.
-NOT_YET_CAUGHT = {"returning-leader-keeps-its-tail"}
+# The stale AlterPartition was caught at seed 1 while aiokafka's sets iterated in hash order
+# (in the process that measured it: its runs differed between processes); with the simulator's
+# insertion-ordered sets seeds 1-300 pass: to be explained (why the plant no longer shows)
+# before it is a regression test again.
+NOT_YET_CAUGHT = {"returning-leader-keeps-its-tail", "alter-partition-stale-epoch"}
 # Sweeps of more seeds than this run only with the slow tests.
 FAST_SEEDS = 3
 MAX_SEEDS = 1000

@@ -35,10 +35,11 @@ def _parse_faults(value: str | None) -> tuple[str, ...] | None:
 def _replay_with_fixed_string_hashing() -> None:
     """Run again under PYTHONHASHSEED=0 when started as `odradek` with another hash seed.
 
-    The broker's decisions do not depend on string hashing, but aiokafka iterates sets of
-    partitions when it builds requests (AddPartitionsToTxn), so the bytes on the simulated
-    wire would differ from process to process; a fixed hash seed makes every replay of a seed
-    identical. Only for the console script (never inside a test runner).
+    The broker's decisions do not depend on string hashing, and the simulator gives aiokafka's
+    modules an insertion-ordered `set`; aiokafka's set literals and comprehensions (of topics
+    and partitions) still iterate by string hash, so a fixed hash seed keeps every replay of a
+    seed identical (the test suite runs under the same one). Only for the console script
+    (never inside a test runner).
     """
     if os.environ.get("PYTHONHASHSEED") == "0" or os.environ.get("ODRADEK_SIM_NO_REEXEC"):
         return

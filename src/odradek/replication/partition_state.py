@@ -597,7 +597,7 @@ class PartitionState:
             return set()
         max_lag = self.replica_lag_time_max_ms if lag_time_max_ms is None else lag_time_max_ms
         out = set()
-        for replica_id in self._isr - {self.local_broker_id}:
+        for replica_id in sorted(self._isr - {self.local_broker_id}):
             state = self._remote.get(replica_id)
             if state is None or not state.is_caught_up(self.leader_log_end_offset, now_ms, max_lag):
                 out.add(replica_id)
