@@ -287,32 +287,31 @@ class Clients:
         finally:
             await _stop_quietly(producer)
 
-    def _leader_acked(self, name: str, value: str, future: asyncio.Future[Any]) -> None:
+    def _delivered(self, name: str, value: str, future: asyncio.Future[Any]) -> Any:
+        """The record metadata of a finished send, or None (cancelled, or failed: counted and
+        traced); the value is no longer in flight either way."""
         self.in_flight.pop(value, None)
         if future.cancelled():
-            return
+            return None
         error = future.exception()
         if error is not None:
             self.failed += 1
             self.trace.event(f"{name} {value} failed ({type(error).__name__})")
-            return
-        metadata = future.result()
-        self.checker.leader_acknowledged(value, metadata.partition, metadata.offset)
+            return None
+        return future.result()
+
+    def _leader_acked(self, name: str, value: str, future: asyncio.Future[Any]) -> None:
+        metadata = self._delivered(name, value, future)
+        if metadata is not None:
+            self.checker.leader_acknowledged(value, metadata.partition, metadata.offset)
 
     def _acked(
         self, name: str, producer: AIOKafkaProducer, value: str, future: asyncio.Future[Any]
     ) -> None:
-        self.in_flight.pop(value, None)
-        if future.cancelled():
-            return
-        error = future.exception()
-        if error is not None:
-            self.failed += 1
-            self.trace.event(f"{name} {value} failed ({type(error).__name__})")
-            return
-        metadata = future.result()
-        self._report_producer_id(name, producer, None)
-        self.checker.acknowledged(value, metadata.partition, metadata.offset)
+        metadata = self._delivered(name, value, future)
+        if metadata is not None:
+            self._report_producer_id(name, producer, None)
+            self.checker.acknowledged(value, metadata.partition, metadata.offset)
 
     # -- the transactional producer ----------------------------------------------------------
 
