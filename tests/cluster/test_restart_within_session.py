@@ -112,3 +112,64 @@ def test_a_leader_restarted_within_its_session_on_a_lost_log_does_not_reuse_its_
         message="replicas agree",
     )
     assert _log_bytes(cluster, leader).count(b"before-") == RECORDS
+
+
+def test_a_restarted_broker_serves_no_local_log_before_it_has_the_metadata(
+    cluster: Cluster,
+) -> None:
+    """The window the test above can fall into by chance, held open: with the controller
+    stopped (SIGSTOP), a restarted broker has its logs on disk but no metadata. It must not
+    answer a Produce or a Fetch from them as a single broker would (it did: acks=1 writes at
+    offset 0 of a log the cluster's leader does not have); NOT_LEADER_OR_FOLLOWER sends the
+    client back for metadata."""
+    topic = "restart-before-metadata"
+    create_replicated_topic(cluster, topic, 1)
+    wait_until(lambda: len(describe_topic(cluster, topic).partitions[0].isr_nodes) == 3)
+    broker = cluster.node_ids[-1]
+    cluster.kill(broker)
+    cluster.pause(cluster.controller_id)
+    try:
+        cluster.restart(broker)
+        assert (cluster.data_dir / f"node-{broker}" / f"{topic}-0").is_dir()
+        with WireClient(cluster.broker_address(broker), timeout=5) as client:
+            records = encode_batch([Record(key=None, value=b"too-early", timestamp=1)])
+            data = client.build(0, 9, "PartitionProduceData", index=0, records=records)
+            topic_data = client.build(0, 9, "TopicProduceData", name=topic, partition_data=(data,))
+            produced = client.request(
+                0, 9, transactional_id=None, acks=1, timeout=5000, topic_data=(topic_data,)
+            )
+            fetch_partition = client.build(
+                1,
+                12,
+                "FetchPartition",
+                partition=0,
+                current_leader_epoch=-1,
+                fetch_offset=0,
+                last_fetched_epoch=-1,
+                log_start_offset=-1,
+                partition_max_bytes=1 << 20,
+            )
+            fetch_topic = client.build(
+                1, 12, "FetchTopic", topic=topic, partitions=(fetch_partition,)
+            )
+            fetched = client.request(
+                1,
+                12,
+                replica_id=-1,
+                max_wait=0,
+                min_bytes=0,
+                max_bytes=1 << 20,
+                isolation_level=0,
+                session_id=0,
+                session_epoch=-1,
+                topics=(fetch_topic,),
+                forgotten_topics_data=(),
+                rack_id="",
+            )
+    finally:
+        cluster.resume(cluster.controller_id)
+    produce_answer = produced.responses[0].partition_responses[0]
+    assert int(produce_answer.error_code) == 6, produce_answer  # NOT_LEADER_OR_FOLLOWER
+    fetch_answer = fetched.responses[0].partitions[0]
+    assert int(fetch_answer.error_code) == 6, fetch_answer
+    cluster.wait_for_brokers(cluster.node_ids, timeout_s=SESSION_TIMEOUT_MS / 1000 + 30)

@@ -459,15 +459,23 @@ class ReplicaManager:
         """Where a client request for `topic`-`index` goes: the hosted partition (with NONE or
         the error `client_error` gives), or, for a replicated partition not hosted here, its
         error from the image (NOT_LEADER_OR_FOLLOWER with the leader, LEADER_NOT_AVAILABLE,
-        UNKNOWN_TOPIC_OR_PARTITION). `(None, NONE, None)`: a topic the controller does not
-        know (this broker's local internal topics), served as a single broker serves it."""
+        UNKNOWN_TOPIC_OR_PARTITION).
+
+        Every topic of a cluster is the controller's, so a local log the image does not name
+        is never served: before this broker has replayed the metadata log to its end once (a
+        restart), NOT_LEADER_OR_FOLLOWER, so the client asks again where the leader is —
+        serving the local log would let a restarted leader take writes in the epoch its
+        previous incarnation led (Kafka's broker serves no request before it has caught up
+        and is unfenced); after that, UNKNOWN_TOPIC_OR_PARTITION."""
         hosted = self.partitions.get((topic, index))
         if hosted is not None:
             error, leader = self.client_error(hosted, current_leader_epoch)
             return hosted, error, leader
         topic_id = self._image.topics_by_name.get(topic)
         if topic_id is None:
-            return None, ErrorCode.none, None
+            if not self.member.caught_up:
+                return None, ErrorCode.not_leader_or_follower, None
+            return None, ErrorCode.unknown_topic_or_partition, None
         registration = self._image.topics_by_id[topic_id].partitions.get(index)
         if registration is None:
             return None, ErrorCode.unknown_topic_or_partition, None

@@ -983,12 +983,15 @@ class TxnRuntime:
         if error_code is ErrorCode.none:
             return True
         if error_code in (
-            ErrorCode.unknown_topic_or_partition,
             ErrorCode.invalid_producer_epoch,
             ErrorCode.transaction_coordinator_fenced,
         ):
             logger.warning("marker for %s-%d refused: %s", topic, index, error_code.name)
             return True
+        # UNKNOWN_TOPIC_OR_PARTITION is retried, as Kafka's TransactionMarkerRequestCompletion-
+        # Handler retries it: a leader whose metadata lags (a restart) does not know the
+        # partition yet, and a dropped marker leaves the transaction open there for good. A
+        # partition that is really gone leaves this image first (the check above).
         logger.info("marker for %s-%d: %s, retrying", topic, index, error_code.name)
         return False
 
