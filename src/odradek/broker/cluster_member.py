@@ -225,6 +225,10 @@ class ClusterMember:
                 "broker %d is now %s", self.node_id, "fenced" if response.is_fenced else "unfenced"
             )
         self.fenced = bool(response.is_fenced)
+        serving = self.context.serving
+        if not self.fenced and serving is not None and not serving.is_set():
+            logger.info("broker %d serves requests (registered, caught up, unfenced)", self.node_id)
+            serving.set()
         if response.should_shut_down:
             self.should_shut_down.set()
 

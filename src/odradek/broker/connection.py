@@ -247,6 +247,11 @@ class KafkaConnection(asyncio.BufferedProtocol):
     ) -> list[bytes | memoryview] | None:
         if self.listener_name is not None:
             CURRENT_LISTENER.set(self.listener_name)  # this task's own context copy
+        serving = self.context.serving
+        if serving is not None and not serving.is_set():
+            # A cluster broker not yet unfenced: the request waits unanswered, in order (Kafka's
+            # broker enables request processing only once the controller has unfenced it).
+            await serving.wait()
         response = await handler.handle(self.context, header, request)
         if response is None:
             return None

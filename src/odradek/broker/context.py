@@ -75,6 +75,9 @@ class BrokerContext:
     cluster: ClusterMember | None = None
     # A cluster broker's listeners: name -> (advertised host, port), ports resolved at start.
     listener_endpoints: dict[str, tuple[str, int]] = field(default_factory=dict)
+    # A cluster broker reads no request before this is set: when the controller first unfences
+    # it (Kafka's BrokerServer enables request processing only then). None: a single broker.
+    serving: asyncio.Event | None = None
 
     def __post_init__(self) -> None:
         self.groups = GroupRuntime(self.config, self.logs, self.data_arrived, self.group_commit)

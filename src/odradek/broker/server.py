@@ -182,6 +182,8 @@ class Broker:
         context.transactions.load(now_ms())
         context.transactions.start()
         listener_name = listener.name if config.kraft is not None else None
+        if config.kraft is not None:
+            context.serving = asyncio.Event()
         self._server = await loop.create_server(
             lambda: KafkaConnection(context, self._connections, listener_name),
             host=listener.host,
