@@ -34,7 +34,7 @@ CAUGHT_AT: dict[str, tuple[int, set[str]]] = {
     # The late batch opens a transaction no coordinator knows: it hangs (the LSO stuck), or a
     # later marker settles it with another transaction's outcome.
     "remote-verification-skipped": (
-        1,
+        3,
         {
             "transactions-end",
             "transactions-all-or-nothing",
