@@ -460,13 +460,22 @@ class ReplicaManager:
         the error `client_error` gives), or, for a replicated partition not hosted here, its
         error from the image (NOT_LEADER_OR_FOLLOWER with the leader, LEADER_NOT_AVAILABLE,
         UNKNOWN_TOPIC_OR_PARTITION). `(None, NONE, None)`: a topic the controller does not
-        know (this broker's local internal topics), served as a single broker serves it."""
+        know (this broker's local internal topics), served as a single broker serves it.
+
+        Before this broker has caught up with the metadata log once (a restart while the
+        controller is unreachable: the image is empty), every topic not hosted gets
+        UNKNOWN_TOPIC_OR_PARTITION: the logs on disk are replicas whose role is not known yet,
+        and serving them alone would acknowledge writes no follower has and move the high
+        watermark past them (Kafka serves nothing before its initial metadata catch-up, and
+        answers a partition missing from its metadata cache so)."""
         hosted = self.partitions.get((topic, index))
         if hosted is not None:
             error, leader = self.client_error(hosted, current_leader_epoch)
             return hosted, error, leader
         topic_id = self._image.topics_by_name.get(topic)
         if topic_id is None:
+            if not self.member.caught_up:
+                return None, ErrorCode.unknown_topic_or_partition, None
             return None, ErrorCode.none, None
         registration = self._image.topics_by_id[topic_id].partitions.get(index)
         if registration is None:
