@@ -526,13 +526,13 @@ class ClusterWorld:
             name = f"{topic}-{partition}"
             self.checks.leader_in_isr(name, leader, isr)
             logs = self._replica_logs(partition, topic)
+            isr_logs = {broker_name(node): logs[node] for node in isr if node in logs}
             if leader in logs:
                 self.checks.high_watermark_within_isr(
-                    name,
-                    broker_name(leader),
-                    logs[leader],
-                    {broker_name(node): logs[node] for node in isr if node in logs},
+                    name, broker_name(leader), logs[leader], isr_logs
                 )
+            if topic == TOPIC:
+                self.checks.acknowledged_on_isr(name, partition, isr_logs)
 
     # -- faults ------------------------------------------------------------------------------
 
