@@ -108,7 +108,7 @@ def test_a_cluster_sweep_catches_the_planted_replication_bug(
 
 
 def _unpatched_failures(names: list[str]) -> list[str]:
-    failures = []
+    failures: list[str] = []
     for template, last in _seeds_per_template(names).values():
         failures.extend(
             f"seed {result.options.seed}: {result.violation}; replay: {result.options.command()}"

@@ -44,6 +44,8 @@ replication invariants (Kafka's ReplicaManager / Partition contract), from
   convergence wait fail at once);
 - `log-start-below-hw`, `hw-below-leo`, `hw-below-isr-leo`: log start <= high watermark <=
   min log end offset over the ISR (checked continuously);
+- `acknowledged-on-isr`: every acknowledged acks=all write is in the log of every running ISR
+  member, any of which the controller may elect (checked continuously);
 - `leader-in-isr`: the leader is in the ISR, or the partition is offline (checked
   continuously on the controller's state).
 """

@@ -403,7 +403,12 @@ class ClusterChecks:
         isr_logs: dict[str, PartitionLog],
     ) -> None:
         """The leader's HW <= the log end offset of every running ISR member: every offset
-        below the HW is on every replica the controller may elect (checked continuously)."""
+        below the HW is on every replica the controller may elect (checked continuously).
+
+        `leader_log` is the log of the broker the controller names leader, whatever that
+        broker itself knows: a leader restarted while the controller was unreachable once
+        served its replicas' logs as a single broker and moved this HW past every follower
+        (isolate-leader seed 2, a broker bug, not this check's)."""
         if self.loss_allowed:
             return
         high_watermark = leader_log.high_watermark
