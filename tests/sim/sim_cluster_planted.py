@@ -16,12 +16,13 @@ from typing import Any
 from kio.schema.errors import ErrorCode
 from sim_planted import _swapped
 
-from odradek.broker import replica_manager
+from odradek.broker import replica_fetcher
 from odradek.broker.replica_manager import HostedPartition, ReplicaManager
 from odradek.controller.messages import AlterPartitionPartition
 from odradek.controller.replication_control import ReplicationControlManager
 from odradek.replication.partition_state import PartitionState
-from odradek.replication.truncation import OffsetTruncationState
+from odradek.replication.truncation import DivergingEpoch, OffsetTruncationState
+from odradek.storage.leader_epoch import LeaderEpochFileCache
 from odradek.storage.log import PartitionLog
 from odradek.storage.producer_state import ProducerStateManager
 
@@ -50,13 +51,20 @@ def high_watermark_before_followers() -> Iterator[None]:
 @contextlib.contextmanager
 def returning_leader_keeps_its_tail() -> Iterator[None]:
     """A returning former leader whose log diverges from the new leader's does not truncate:
-    the Fetch answer's DivergingEpoch is taken as "nothing to cut" (KIP-101/320's truncation
-    skipped), so the tail it wrote as leader stays under the new leader's records."""
+    the Fetch answer's DivergingEpoch is taken as "nothing to cut" (the replica fetcher's
+    `truncate_on_diverging_epoch`, Kafka's truncateOnFetchResponse, skipped), so the tail it
+    wrote as leader stays under the new leader's records."""
 
-    def no_truncation(diverging: Any, cache: Any, log_end_offset: int, fetch_offset: int) -> Any:
-        return OffsetTruncationState(log_end_offset, True)
+    def no_truncation(
+        diverging_epoch: DivergingEpoch,
+        cache: LeaderEpochFileCache,
+        log_end_offset: int,
+        fetch_offset: int,
+    ) -> OffsetTruncationState:
+        return OffsetTruncationState(log_end_offset, True)  # the bug: nothing cut
 
-    with _swapped(replica_manager, "truncate_on_diverging_epoch", no_truncation):
+    # The replica fetcher calls the name it imported from odradek.replication.truncation.
+    with _swapped(replica_fetcher, "truncate_on_diverging_epoch", no_truncation):
         yield
 
 

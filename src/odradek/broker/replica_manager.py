@@ -462,19 +462,18 @@ class ReplicaManager:
         UNKNOWN_TOPIC_OR_PARTITION).
 
         Every topic of a cluster is the controller's, so a local log the image does not name
-        is never served: before this broker has replayed the metadata log to its end once (a
-        restart), NOT_LEADER_OR_FOLLOWER, so the client asks again where the leader is —
-        serving the local log would let a restarted leader take writes in the epoch its
-        previous incarnation led (Kafka's broker serves no request before it has caught up
-        and is unfenced); after that, UNKNOWN_TOPIC_OR_PARTITION."""
+        is never served, UNKNOWN_TOPIC_OR_PARTITION (Kafka's answer for a partition missing
+        from its metadata cache). Before the first metadata catch-up (a restart) the logs on
+        disk are replicas whose role is not known yet: serving them alone would acknowledge
+        writes no follower has and move the high watermark past them (found by the simulator,
+        isolate-leader seed 2). A cluster broker reads no request before it is unfenced
+        anyway (KafkaConnection); this holds should one reach here."""
         hosted = self.partitions.get((topic, index))
         if hosted is not None:
             error, leader = self.client_error(hosted, current_leader_epoch)
             return hosted, error, leader
         topic_id = self._image.topics_by_name.get(topic)
         if topic_id is None:
-            if not self.member.caught_up:
-                return None, ErrorCode.not_leader_or_follower, None
             return None, ErrorCode.unknown_topic_or_partition, None
         registration = self._image.topics_by_id[topic_id].partitions.get(index)
         if registration is None:

@@ -21,7 +21,13 @@ The workload is an idempotent acks=all producer and a consumer (and an acks=1 pr
   longer than the session timeout, then healed: the controller elects a new leader while the
   old one, not knowing it, goes on taking acks=1 writes (Kafka's zombie-leader window); when
   it returns its log diverges from the new leader's and must be truncated to the diverging
-  epoch (KIP-101/595).
+  epoch (KIP-101/595);
+- `late-alter-partition` (opt-in): an AlterPartition from a partition's leader that the network
+  held back arrives at the controller seconds later (a copy of the leader's state when it was
+  sent: its broker epoch, leader epoch, partition epoch and ISR), after the ISR may have moved
+  on; the controller must fence it by its epochs (FENCED_LEADER_EPOCH, INVALID_UPDATE_VERSION:
+  KIP-497's partition epoch, Kafka's zombie AlterPartition), or a stale ISR naming a replica
+  that has since fallen behind replaces the current one.
 
 At most one broker is down at a time (two replicas can always form the minimum ISR). The
 replication invariants (Kafka's ReplicaManager / Partition contract), from
@@ -38,6 +44,8 @@ replication invariants (Kafka's ReplicaManager / Partition contract), from
   convergence wait fail at once);
 - `log-start-below-hw`, `hw-below-leo`, `hw-below-isr-leo`: log start <= high watermark <=
   min log end offset over the ISR (checked continuously);
+- `acknowledged-on-isr`: every acknowledged acks=all write is in the log of every running ISR
+  member, any of which the controller may elect (checked continuously);
 - `leader-in-isr`: the leader is in the ISR, or the partition is offline (checked
   continuously on the controller's state).
 """
@@ -59,11 +67,15 @@ from aiokafka import TopicPartition as AIOKafkaTopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 from aiokafka.protocol.produce import ProduceRequest
+from kio.schema.errors import ErrorCode
 
 from odradek.broker.config import BrokerConfig
 from odradek.broker.controller_server import ControllerServer
+from odradek.broker.kafka_channel import ChannelError, KafkaChannel
 from odradek.cluster import replication_defaults
+from odradek.controller import kio_adapter
 from odradek.coordinator.group.records import partition_for
+from odradek.protocol.codec import make, nested, request_module
 from odradek.protocol.record_batch import Record, encode_batch
 from odradek.sim.disk import SimFiles
 from odradek.sim.invariants import (
@@ -93,10 +105,10 @@ REPLICATION_FACTOR = 3
 MIN_INSYNC_REPLICAS = 2
 # The faults cluster mode runs; the default runs them all.
 CLUSTER_FAULTS = ("crash", "power-loss", "cut", "controller-crash")
-# Faults a cluster run takes when named in `--faults` only. With `isolate-leader` the load
-# gains an acks=1 producer (the writes a zombie leader takes). Not in the default yet: seed 2
-# of the default faults plus it breaks hw-below-isr-leo, not explained yet.
-OPT_IN_CLUSTER_FAULTS = ("isolate-leader",)
+# Faults a cluster run takes when named in `--faults` only (adding them to the default would
+# move every seed the planted bugs are caught at). With `isolate-leader` the load gains an
+# acks=1 producer (the writes a zombie leader takes).
+OPT_IN_CLUSTER_FAULTS = ("isolate-leader", "late-alter-partition")
 # Mean simulated seconds between two faults of a kind.
 _FAULT_MEAN_INTERVAL_S = {
     "crash": 5.0,
@@ -104,7 +116,12 @@ _FAULT_MEAN_INTERVAL_S = {
     "cut": 2.0,
     "controller-crash": 10.0,
     "isolate-leader": 5.0,
+    "late-alter-partition": 2.0,
 }
+# How long the network holds a late AlterPartition back (simulated seconds): past
+# `replica.lag.time.max.ms`, so the leader may have shrunk the ISR meanwhile.
+LATE_ALTER_PARTITION_DELAY_S = (1.0, 6.0)
+_ALTER_PARTITION_VERSION = 3
 # Failure detection short enough for a run of a few seconds to see fencing and ISR shrinks.
 CLUSTER_TIMEOUTS = {
     "broker.session.timeout.ms": "3000",
@@ -526,13 +543,13 @@ class ClusterWorld:
             name = f"{topic}-{partition}"
             self.checks.leader_in_isr(name, leader, isr)
             logs = self._replica_logs(partition, topic)
+            isr_logs = {broker_name(node): logs[node] for node in isr if node in logs}
             if leader in logs:
                 self.checks.high_watermark_within_isr(
-                    name,
-                    broker_name(leader),
-                    logs[leader],
-                    {broker_name(node): logs[node] for node in isr if node in logs},
+                    name, broker_name(leader), logs[leader], isr_logs
                 )
+            if topic == TOPIC:
+                self.checks.acknowledged_on_isr(name, partition, isr_logs)
 
     # -- faults ------------------------------------------------------------------------------
 
@@ -549,6 +566,8 @@ class ClusterWorld:
                 await self._crash_controller(rng)
             elif kind == "isolate-leader":
                 await self._isolate_leader(rng)
+            elif kind == "late-alter-partition":
+                await self._late_alter_partition(rng)
 
     def _count(self, kind: str) -> None:
         self.fault_counts[kind] = self.fault_counts.get(kind, 0) + 1
@@ -618,6 +637,96 @@ class ClusterWorld:
             self.network.cut(isolated, other, seconds)
             self.network.cut(other, isolated, seconds)
         await asyncio.sleep(seconds)
+
+    async def _late_alter_partition(self, rng: random.Random) -> None:
+        """Copy the AlterPartition a leader of one of the topic's partitions sends for its
+        current view (its broker epoch, leader epoch, partition epoch, and ISR with the broker
+        epochs it knows) and deliver it to the controller, from the leader's node, after
+        `LATE_ALTER_PARTITION_DELAY_S`: a request the network held back. Dropped when the
+        leader's process ended meanwhile (its connections went with it). The answer goes
+        nowhere: the leader moved on; only what the controller commits counts."""
+        partitions = [
+            (partition, leader) for partition, leader, _r, _i in self._partitions() if leader >= 0
+        ]
+        if not partitions:
+            return
+        partition, leader = rng.choice(partitions)
+        broker = self.brokers[leader]
+        context = broker.context
+        member = None if context is None else context.cluster
+        hosted = None if member is None else member.replicas.partition(TOPIC, partition)
+        if member is None or hosted is None or not hosted.state.is_leader:
+            return
+        state = hosted.state
+        isr = []
+        for broker_id in sorted(state.isr):
+            replica = state.replica_state(broker_id)
+            epoch = state.local_broker_epoch if broker_id == leader else None
+            if replica is not None:
+                epoch = replica.broker_epoch
+            isr.append((broker_id, -1 if epoch is None else epoch))
+        incarnation = broker.incarnation
+        request = {
+            "broker_id": leader,
+            "broker_epoch": member.broker_epoch,
+            "topic_id": hosted.topic_id,
+            "partition": partition,
+            "leader_epoch": state.leader_epoch,
+            "partition_epoch": state.partition_epoch,
+            "isr": tuple(isr),
+        }
+        self._count("late-alter-partition")
+        delay = rng.uniform(*LATE_ALTER_PARTITION_DELAY_S)
+        name = broker_name(leader)
+        self.trace.event(
+            f"late AlterPartition of {TOPIC}-{partition} from {name} (leader epoch "
+            f"{state.leader_epoch}, partition epoch {state.partition_epoch}, ISR "
+            f"{[broker_id for broker_id, _ in isr]}) held back {delay:.1f} s"
+        )
+        await asyncio.sleep(delay)
+        if broker.incarnation != incarnation or not broker.running:
+            return
+        await run_in_node(name, self._send_late_alter_partition(request))
+
+    async def _send_late_alter_partition(self, request: dict[str, Any]) -> None:
+        module = request_module(kio_adapter.ALTER_PARTITION, _ALTER_PARTITION_VERSION)
+        data = make(
+            nested(module, "PartitionData"),
+            partition_index=request["partition"],
+            leader_epoch=request["leader_epoch"],
+            new_isr_with_epochs=tuple(
+                make(nested(module, "BrokerState"), broker_id=broker_id, broker_epoch=epoch)
+                for broker_id, epoch in request["isr"]
+            ),
+            leader_recovery_state=0,
+            partition_epoch=request["partition_epoch"],
+        )
+        channel = KafkaChannel(
+            CONTROLLER, CONTROLLER_PORT, f"odradek-alter-partition-{request['broker_id']}"
+        )
+        try:
+            response = await channel.request(
+                kio_adapter.ALTER_PARTITION,
+                _ALTER_PARTITION_VERSION,
+                timeout_s=5.0,
+                broker_id=request["broker_id"],
+                broker_epoch=request["broker_epoch"],
+                topics=(
+                    make(
+                        nested(module, "TopicData"),
+                        topic_id=request["topic_id"],
+                        partitions=(data,),
+                    ),
+                ),
+            )
+            error = ErrorCode(response.error_code)
+            if error is ErrorCode.none and response.topics:
+                error = ErrorCode(response.topics[0].partitions[0].error_code)
+            self.trace.event(f"late AlterPartition of {TOPIC}-{request['partition']}: {error.name}")
+        except ChannelError as error:
+            self.trace.event(f"late AlterPartition not delivered: {error}")
+        finally:
+            await channel.close()
 
     # -- transactions ------------------------------------------------------------------------
 

@@ -85,6 +85,8 @@ class Checker:
         self.topic = topic
         self.partitions = partitions
         self.acked: dict[str, tuple[int, int]] = {}
+        # partition -> the largest offset of an acknowledged acks=all write
+        self.max_acked: dict[int, int] = {}
         # acks=1 writes the leader alone acknowledged: may be lost (not checked at the end).
         self.leader_acked: dict[str, tuple[int, int]] = {}
         self.txns: dict[int, Txn] = {}
@@ -114,6 +116,8 @@ class Checker:
     def acknowledged(self, value: str, partition: int, offset: int) -> None:
         """An acks=all write the broker acknowledged at (partition, offset)."""
         self.acked[value] = (partition, offset)
+        if offset > self.max_acked.get(partition, -1):
+            self.max_acked[partition] = offset
 
     def leader_acknowledged(self, value: str, partition: int, offset: int) -> None:
         """An acks=1 write the leader acknowledged at (partition, offset): no promise that it
@@ -399,7 +403,12 @@ class ClusterChecks:
         isr_logs: dict[str, PartitionLog],
     ) -> None:
         """The leader's HW <= the log end offset of every running ISR member: every offset
-        below the HW is on every replica the controller may elect (checked continuously)."""
+        below the HW is on every replica the controller may elect (checked continuously).
+
+        `leader_log` is the log of the broker the controller names leader, whatever that
+        broker itself knows: a leader restarted while the controller was unreachable once
+        served its replicas' logs as a single broker and moved this HW past every follower
+        (isolate-leader seed 2, a broker bug, not this check's)."""
         if self.loss_allowed:
             return
         high_watermark = leader_log.high_watermark
@@ -409,6 +418,33 @@ class ClusterChecks:
                     "hw-below-isr-leo",
                     f"{name}: the leader {leader_name}'s high watermark {high_watermark} > "
                     f"the log end {log.log_end_offset} of ISR member {member}",
+                )
+
+    def acknowledged_on_isr(
+        self, name: str, partition: int, isr_logs: dict[str, PartitionLog]
+    ) -> None:
+        """Every acknowledged acks=all write of `partition` is in the log of every running
+        member of the controller's ISR (`isr_logs`): the controller may elect any of them
+        without an unclean election, so none may lack an acknowledged record (Kafka's
+        clean-election promise; checked continuously).
+
+        Sharper than `hw-below-isr-leo` after an election: a new leader's high watermark may
+        lag the one its predecessor acknowledged up to, so a replica joining the ISR must also
+        hold the leader's epoch start (Kafka's Partition.isFollowerInSync). An ISR the
+        controller took from a stale AlterPartition (an older leader or partition epoch) may
+        name a replica that never qualified: this catches it while it lacks an acknowledged
+        record, before an election loses the record."""
+        if self.loss_allowed:
+            return
+        offset = self.checker.max_acked.get(partition)
+        if offset is None:
+            return
+        for member, log in sorted(isr_logs.items()):
+            if log.log_end_offset <= offset:
+                self.checker.fail(
+                    "acknowledged-on-isr",
+                    f"{name}: ISR member {member}'s log ends at {log.log_end_offset}, below "
+                    f"the acknowledged write at offset {offset}",
                 )
 
     def replicas_agree(self, name: str, logs: dict[str, PartitionLog]) -> None:
