@@ -780,14 +780,16 @@ def cycles(queue: QueueHistory) -> tuple[list[Case], list[Case]]:
     nodes = sorted(set(graph) | {child for children in graph.values() for child in children})
     g0: list[Case] = []
     g1c: list[Case] = []
+    # Filtered once: per component it made the search quadratic in the history's size (a
+    # 10-minute soak's analysis ran for more than 15 minutes in these two lines).
+    ww = _only(graph, WW)
+    wr = _only(graph, WR)
     for component in _components(nodes, graph):
         members = set(component)
-        ww = _only(graph, WW)
         for inner in _components(component, {n: ww.get(n, {}) for n in component}):
             path = _path(inner[0], inner[0], set(inner), ww)
             if path is not None:
                 g0.append(_cycle_case(G0, queue, path[:-1], graph))
-        wr = _only(graph, WR)
         wr_cycles = _components(component, {n: wr.get(n, {}) for n in component})
         for inner in wr_cycles:
             path = _path(inner[0], inner[0], set(inner), wr)
