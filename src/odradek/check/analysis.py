@@ -20,6 +20,7 @@ process, as a crashed Jepsen process does.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import math
 from collections import Counter, defaultdict
@@ -120,7 +121,8 @@ class _Index:
     reads_by_value: dict[int, list[Op]] = field(default_factory=lambda: defaultdict(list))
     final_poll: Op | None = None
     final_sink: Op | None = None
-    nemesis: list[Op] = field(default_factory=list)
+    nemesis: list[Op] = field(default_factory=list)  # by time
+    nemesis_times: list[int] = field(default_factory=list)  # their times, for bisection
 
 
 def _index(history: Sequence[Op]) -> _Index:
@@ -142,6 +144,8 @@ def _index(history: Sequence[Op]) -> _Index:
             index.final_sink = op
         elif op.process == NEMESIS:
             index.nemesis.append(op)
+    index.nemesis.sort(key=lambda op: op.time)
+    index.nemesis_times = [op.time for op in index.nemesis]
     return index
 
 
@@ -167,7 +171,11 @@ def _delivered(index: _Index) -> Counter[int]:
 
 
 def _faults_between(index: _Index, start: int, end: int) -> list[Op]:
-    return [op for op in index.nemesis if start <= op.time <= end]
+    """The fault ops from `start` to `end` (ns, inclusive), by bisection: called once per lost
+    or duplicated value, a scan of every fault made a long soak's analysis quadratic."""
+    low = bisect.bisect_left(index.nemesis_times, start)
+    high = bisect.bisect_right(index.nemesis_times, end)
+    return index.nemesis[low:high]
 
 
 # -- the analysers -------------------------------------------------------------------------------
