@@ -5,6 +5,7 @@ callback that never returns."""
 from __future__ import annotations
 
 import asyncio
+import signal
 
 import pytest
 
@@ -56,6 +57,29 @@ def test_a_callback_that_never_returns_is_ended_by_the_watchdog(
 
     monkeypatch.setattr(world, "STEP_WALL_LIMIT_S", 2.0)
     result = run_seed(_quiesce_with(monkeypatch, busy))
+    assert result.violation is not None
+    assert result.violation.invariant == "stuck"
+    assert "without returning" in result.violation.detail
+
+
+@pytest.mark.timeout(60)
+def test_the_watchdog_ends_the_step_whatever_sigint_handler_the_process_has(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A SIGINT handler that does not raise (one an earlier test's asyncio runner or CLI left
+    installed) made the watchdog's SIGINT do nothing: the run hung until pytest's timeout (a
+    CI run). The watchdog raises in the loop's thread directly."""
+
+    async def busy(self: _World) -> None:
+        while True:  # no await: the loop never gets a turn back
+            pass
+
+    monkeypatch.setattr(world, "STEP_WALL_LIMIT_S", 2.0)
+    previous = signal.signal(signal.SIGINT, lambda _number, _frame: None)
+    try:
+        result = run_seed(_quiesce_with(monkeypatch, busy))
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert result.violation is not None
     assert result.violation.invariant == "stuck"
     assert "without returning" in result.violation.detail

@@ -16,9 +16,9 @@ only bound that reads a real clock, and only to end a run that is failing anyway
 
 from __future__ import annotations
 
-import _thread
 import asyncio
 import contextlib
+import ctypes
 import random
 import threading
 import time
@@ -79,12 +79,18 @@ class BoundedLoop(SimLoop):
 
 @contextlib.contextmanager
 def step_watchdog(loop: BoundedLoop, limit_s: float | None = None) -> Iterator[None]:
-    """Interrupt the main thread (KeyboardInterrupt) when `loop` makes no turn for `limit_s`
-    (default `STEP_WALL_LIMIT_S`) real seconds; `loop.stuck_in_step` then says so (the runner
-    reports it as `stuck`)."""
+    """Raise KeyboardInterrupt in the thread running `loop` (the one entering this context)
+    when `loop` makes no turn for `limit_s` (default `STEP_WALL_LIMIT_S`) real seconds;
+    `loop.stuck_in_step` then says so (the runner reports it as `stuck`).
+
+    The exception is set on that thread directly (PyThreadState_SetAsyncExc), not sent as
+    SIGINT (`_thread.interrupt_main`): whatever SIGINT handler the process has (one left by
+    an asyncio runner or a CLI, or none in a thread that is not the main one), the run ends.
+    """
     if limit_s is None:
         limit_s = STEP_WALL_LIMIT_S
     done = threading.Event()
+    target = threading.get_ident()
 
     def watch() -> None:
         seen, since = -1, time.monotonic()
@@ -93,7 +99,9 @@ def step_watchdog(loop: BoundedLoop, limit_s: float | None = None) -> Iterator[N
                 seen, since = loop.steps, time.monotonic()
             elif time.monotonic() - since > limit_s:
                 loop.stuck_in_step = f"one step ran {limit_s:g} s without returning"
-                _thread.interrupt_main()
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                    ctypes.c_ulong(target), ctypes.py_object(KeyboardInterrupt)
+                )
                 return
 
     watcher = threading.Thread(target=watch, name="odradek-sim-watchdog", daemon=True)
