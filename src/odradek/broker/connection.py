@@ -36,18 +36,22 @@ def _flexible_if_supported(api_key: int, api_version: int) -> bool:
     return is_flexible(api_key, api_version)
 
 
-# Reads land in this scratch buffer; a frame larger than what is left of it gets a buffer of
-# its own, and the socket is then read straight into that frame (no accumulate-and-slice).
+# Reads land in this scratch buffer; a frame larger than what is left of it, or of at least
+# LARGE_FRAME_BYTES and not yet complete, gets a buffer of its own, and the socket is then read
+# straight into that frame (no accumulate-and-slice): a small frame is copied out of scratch
+# whole, which for a producer's 100-250 KB batches was a copy of every byte.
 READ_BUFFER_BYTES = 256 * 1024
+LARGE_FRAME_BYTES = 64 * 1024
 # Large-frame buffers are reused once their request is answered and nothing still views them:
 # a fresh 1 MiB bytearray per produce request costs a zero fill plus, when the allocator has
 # given the pages back, 256 page faults, which was a fifth of a 1 KiB-record produce's CPU.
 # A pooled buffer has at least this capacity (a default-sized producer batch, with room for
 # the request around it); the frame is a view of its first `size` bytes.
 POOLED_FRAME_BYTES = 1024 * 1024 + 64 * 1024
-# Buffers kept per connection (requests whose answer waits, acks=all, hold theirs meanwhile),
-# and the largest kept: a rare huge request does not pin its memory to the connection.
-POOLED_FRAMES = 8
+# Free buffers kept by a broker for all its connections (a new connection starts with warm
+# buffers instead of allocating its own), and the largest kept: a rare huge request does not
+# pin its memory. Buffers of requests still being answered (acks=all waits) are not counted.
+POOLED_FRAMES = 16
 POOLED_FRAME_MAX_BYTES = 8 * 1024 * 1024
 # Large frames a connection may hold at once (read, not yet answered); at this many the socket
 # is not read until one is answered. uvloop reads a readable socket up to 32 times per loop
@@ -55,7 +59,7 @@ POOLED_FRAME_MAX_BYTES = 8 * 1024 * 1024
 # their requests ran: each needed a fresh buffer, and the pool was always empty when asked.
 # Bounding them keeps every large frame in a warm pooled buffer (and a connection's memory at
 # about this many frames), as Kafka bounds a channel by muting it while a request is processed.
-MAX_LARGE_FRAMES_IN_FLIGHT = POOLED_FRAMES
+MAX_LARGE_FRAMES_IN_FLIGHT = 8
 
 
 def _is_unexported(buffer: bytearray) -> bool:
@@ -72,11 +76,15 @@ def _is_unexported(buffer: bytearray) -> bool:
 
 
 class KafkaConnection(asyncio.BufferedProtocol):
+    """One client connection. `free_buffers` is the broker's pool of free large-frame
+    buffers, shared by its connections (a connection of its own makes a private pool)."""
+
     def __init__(
         self,
         context: BrokerContext,
         connections: set[KafkaConnection],
         listener_name: str | None = None,
+        free_buffers: list[bytearray] | None = None,
     ) -> None:
         self.context = context
         self.listener_name = listener_name
@@ -89,7 +97,12 @@ class KafkaConnection(asyncio.BufferedProtocol):
         self.frame: memoryview | None = None  # a large frame being read directly
         self.frame_buffer: bytearray | None = None  # the buffer under `frame`
         self.frame_filled = 0
-        self.free_buffers: list[bytearray] = []
+        self.free_buffers: list[bytearray] = [] if free_buffers is None else free_buffers
+        # After a large frame, the next read takes only the next frame's size prefix (as
+        # Kafka's NetworkReceive reads every frame), so a large frame that follows is read
+        # straight into its own buffer: read into the scratch buffer, up to 256 KiB of it had
+        # to be copied out, a fifth of the bytes of a stream of ~700 KB produce requests.
+        self.read_size_prefix_only = False
         self.large_frames_in_flight = 0  # frames with a buffer of their own, not yet answered
         self.pending: deque[asyncio.Future[list[bytes | memoryview] | None]] = deque()
         self.peer = "?"
@@ -128,6 +141,9 @@ class KafkaConnection(asyncio.BufferedProtocol):
             remaining = self.scratch_end - self.scratch_start
             self.scratch[:remaining] = self.scratch_view[self.scratch_start : self.scratch_end]
             self.scratch_start, self.scratch_end = 0, remaining
+        if self.read_size_prefix_only:
+            # Nothing unconsumed but part of a size prefix: read up to its end.
+            return self.scratch_view[self.scratch_end : self.scratch_start + 4]
         return self.scratch_view[self.scratch_end :]
 
     def buffer_updated(self, nbytes: int) -> None:
@@ -138,6 +154,7 @@ class KafkaConnection(asyncio.BufferedProtocol):
             if self.frame_filled == len(self.frame):
                 frame, buffer = self.frame, self.frame_buffer
                 self.frame = self.frame_buffer = None
+                self.read_size_prefix_only = True
                 self._submit(frame, buffer)
             return
         self.scratch_end += nbytes
@@ -153,13 +170,14 @@ class KafkaConnection(asyncio.BufferedProtocol):
                 )
                 return
             available = self.scratch_end - start - 4
+            self.read_size_prefix_only = False
             if available >= size:
                 small_frame = scratch[start + 4 : start + 4 + size]
                 self.scratch_start = start + 4 + size
                 self._submit(small_frame)
                 continue
-            if size > len(scratch) - start - 4:
-                # Too big for what is left of scratch: give the frame its own buffer.
+            if size >= LARGE_FRAME_BYTES or size > len(scratch) - start - 4:
+                # Large, or too big for what is left of scratch: give it its own buffer.
                 self.large_frames_in_flight += 1
                 buffer = self._frame_buffer(size)
                 frame = memoryview(buffer)[:size]

@@ -104,6 +104,8 @@ class Broker:
         #: A cluster broker's listeners besides `listener` (named listeners).
         self._other_servers: list[asyncio.Server] = []
         self._connections: set[KafkaConnection] = set()
+        # Free large-frame buffers shared by every connection (connection.POOLED_FRAMES).
+        self._free_frame_buffers: list[bytearray] = []
         self._background: list[asyncio.Task[None]] = []
         self._flushing: asyncio.Future[int] | None = None
         self._thread: threading.Thread | None = None
@@ -185,7 +187,9 @@ class Broker:
         if config.kraft is not None:
             context.serving = asyncio.Event()
         self._server = await loop.create_server(
-            lambda: KafkaConnection(context, self._connections, listener_name),
+            lambda: KafkaConnection(
+                context, self._connections, listener_name, self._free_frame_buffers
+            ),
             host=listener.host,
             port=listener.port,
             reuse_address=True,
@@ -234,7 +238,9 @@ class Broker:
                 continue
             name = listener.name
             server = await loop.create_server(
-                lambda name=name: KafkaConnection(context, self._connections, name),  # type: ignore[misc]
+                lambda name=name: KafkaConnection(  # type: ignore[misc]
+                    context, self._connections, name, self._free_frame_buffers
+                ),
                 host=listener.host,
                 port=listener.port,
                 reuse_address=True,
