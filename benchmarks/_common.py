@@ -89,8 +89,15 @@ class BrokerProcess:
         return command
 
     def start(self, timeout: float = 15.0) -> BrokerProcess:
+        # A session of its own, as a broker started as a service (or `make run` in another
+        # terminal) has: with the kernel's autogroup scheduling (sched_autogroup_enabled) a
+        # child in the benchmark's session shared the client's CPU share instead of competing
+        # with it as another program does.
         self.process = subprocess.Popen(
-            self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            self.command(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
         )
         # Drain stderr so a chatty broker never blocks on a full pipe; keep the tail for errors.
         threading.Thread(target=self._drain, daemon=True).start()
