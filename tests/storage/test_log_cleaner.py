@@ -357,7 +357,7 @@ def test_crash_before_the_swap_commit_keeps_the_originals(
 def test_crash_after_the_swap_commit_finishes_the_swap(
     log_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    expected = _crash_during_swap(log_dir, monkeypatch, "odradek.storage.log.PartitionLog._swap_in")
+    expected = _crash_during_swap(log_dir, monkeypatch, "odradek.storage.log_cleaning.swap_in")
     assert list(log_dir.glob("*.swap"))
     reopened = _open(log_dir)
     assert not list(log_dir.glob("*.swap"))
@@ -373,7 +373,7 @@ def test_crash_after_the_swap_commit_finishes_the_swap(
 def test_crash_after_originals_were_deleted_finishes_the_swap(
     log_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    expected = _crash_during_swap(log_dir, monkeypatch, "odradek.storage.log.finish_swap")
+    expected = _crash_during_swap(log_dir, monkeypatch, "odradek.storage.log_cleaning.finish_swap")
     assert list(log_dir.glob("*.swap"))
     reopened = _open(log_dir)
     assert _state(reopened) == expected

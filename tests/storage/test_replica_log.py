@@ -430,7 +430,10 @@ def test_power_cut_after_truncation(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "failing_step",
-    ["odradek.storage.segment.LogSegment.truncate_to", "odradek.storage.log.load_producer_state"],
+    [
+        "odradek.storage.segment.LogSegment.truncate_to",
+        "odradek.storage.log_truncation.load_producer_state",
+    ],
 )
 def test_crash_in_the_middle_of_truncation(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing_step: str

@@ -26,10 +26,8 @@ them. A single broker leads every partition in epoch 0.
 
 from __future__ import annotations
 
-import logging
 import shutil
 import threading
-from bisect import bisect_right
 from pathlib import Path
 
 from odradek.protocol.record_batch import (
@@ -38,16 +36,10 @@ from odradek.protocol.record_batch import (
     offset_patched_parts,
     read_batch_header,
 )
+from odradek.storage import log_cleaning, log_retention, log_truncation
 from odradek.storage._batch import set_log_append_time
 from odradek.storage._files import fsync_directory
-from odradek.storage.cleaner import (
-    AbortedTracker,
-    CleanResult,
-    build_offset_map,
-    finish_swap,
-    group_segments,
-    write_cleaned_group,
-)
+from odradek.storage.cleaner import CleanResult
 from odradek.storage.errors import (
     CorruptRecord,
     OffsetOutOfRange,
@@ -87,6 +79,7 @@ from odradek.storage.log_lookup import (
     max_timestamp_offset,
     offset_for_timestamp,
     read,
+    segment_holding,
 )
 from odradek.storage.log_types import AppendInfo, LogConfig, ReadResult
 from odradek.storage.producer_state import (
@@ -100,10 +93,7 @@ from odradek.storage.producer_state import (
 )
 from odradek.storage.segment import LogSegment
 
-logger = logging.getLogger(__name__)
-
 _SNAPSHOTS_TO_KEEP = 2
-_KEYLESS_OFFSETS_SHOWN = 10
 
 __all__ = [
     "CHECKPOINT_FILE_NAME",
@@ -220,7 +210,9 @@ class PartitionLog:
             min(checkpoint.high_watermark, log_end_offset), log._log_start_offset
         )
         # A crash between writing the log start checkpoint and deleting segments leaves some.
-        log._delete_segments(log._count_segments_below(log._log_start_offset))
+        log_retention.delete_segments(
+            log, log_retention.count_segments_below(log._segments, log._log_start_offset)
+        )
         log._first_dirty_offset = log._log_start_offset
         log._leader_epoch_cache = load_leader_epoch_cache(
             directory, epoch_starts, log._log_start_offset, log_end_offset
@@ -373,117 +365,18 @@ class PartitionLog:
         write_snapshot(self.directory, offset, self._producer_state, durable)
         delete_snapshots(self.directory, keep=_SNAPSHOTS_TO_KEEP)
 
-    # -- compaction --------------------------------------------------------------------------
+    # -- compaction: log_cleaning.py -------------------------------------------------------
 
     def clean(self, now_ms: int, force: bool = False) -> CleanResult:
-        """Compact the log (cleanup.policy=compact): keep only each key's latest record.
+        """Compact the log (cleanup.policy=compact): keep only each key's latest record
+        (log_cleaning.py, Kafka's LogCleaner).
 
-        Cleanable are the inactive segments wholly below the first uncleanable offset:
-        min(last stable offset, active segment base, first segment younger than
-        min.compaction.lag.ms). The key map covers the whole log below the last stable
-        offset (active segment included), without aborted data. In cleaned segments:
-        superseded records, aborted transactional data and tombstones whose batch is older
-        than delete.retention.ms go; control batches stay. Records without a key stay too
-        (Kafka's cleaner drops them silently): their offsets are logged as a warning and
-        returned in `CleanResult.keyless_offsets`. Runs only when at least
-        min.cleanable.dirty.ratio of the cleanable bytes were written since the last clean
-        by this process (the cleaner checkpoint is not persisted: the first clean after open
-        sees everything dirty), or with `force`.
+        Only inactive segments below the last stable offset and older than
+        min.compaction.lag.ms are cleaned, and only when min.cleanable.dirty.ratio of them
+        is dirty or with `force`. Records without a key are kept and reported in
+        `CleanResult.keyless_offsets`. Offsets never change.
         """
-        self._check_open()
-        config = self._config
-        if not config.compacts:
-            return CleanResult(first_dirty_offset=self._first_dirty_offset)
-        first_uncleanable = min(self.last_stable_offset, self._segments[-1].base_offset)
-        compaction_horizon = now_ms - config.min_compaction_lag_ms
-        cleanable: list[LogSegment] = []
-        for segment in self._segments[:-1]:
-            if segment.next_offset > first_uncleanable or (
-                config.min_compaction_lag_ms > 0 and segment.largest_timestamp > compaction_horizon
-            ):
-                break
-            cleanable.append(segment)
-        total_bytes = sum(segment.size for segment in cleanable)
-        dirty_bytes = sum(
-            segment.size for segment in cleanable if segment.base_offset >= self._first_dirty_offset
-        )
-        if (
-            not cleanable
-            or total_bytes == 0
-            or (
-                not force
-                and (
-                    dirty_bytes == 0 or dirty_bytes / total_bytes < config.min_cleanable_dirty_ratio
-                )
-            )
-        ):
-            return CleanResult(first_dirty_offset=self._first_dirty_offset)
-        aborted = [entry for segment in self._segments for entry in segment.txn_index.entries]
-        offset_map = build_offset_map(self._segments, aborted, self.last_stable_offset)
-        tracker = AbortedTracker(aborted)
-        producer_last_offsets = self._producer_state.last_data_offsets()
-        segments_cleaned = bytes_before = bytes_after = records_removed = 0
-        keyless_offsets: list[int] = []
-        for group in group_segments(cleanable, config.segment_bytes):
-            swap_path, stats = write_cleaned_group(
-                self.directory,
-                group,
-                offset_map,
-                tracker,
-                producer_last_offsets,
-                now_ms,
-                config.delete_retention_ms,
-            )
-            self._swap_in(group, swap_path)
-            segments_cleaned += len(group)
-            bytes_before += stats.bytes_before
-            bytes_after += stats.bytes_after
-            records_removed += stats.records_removed
-            keyless_offsets.extend(stats.keyless_offsets)
-        self._first_dirty_offset = cleanable[-1].next_offset
-        if keyless_offsets:
-            shown = ", ".join(str(offset) for offset in keyless_offsets[:_KEYLESS_OFFSETS_SHOWN])
-            more = len(keyless_offsets) - _KEYLESS_OFFSETS_SHOWN
-            logger.warning(
-                "%s: kept %d record(s) without a key at offset(s) %s%s: a compacted topic "
-                "cannot compact them",
-                self.directory.name,
-                len(keyless_offsets),
-                shown,
-                f" and {more} more" if more > 0 else "",
-            )
-        return CleanResult(
-            segments_cleaned=segments_cleaned,
-            bytes_before=bytes_before,
-            bytes_after=bytes_after,
-            records_removed=records_removed,
-            first_dirty_offset=self._first_dirty_offset,
-            keyless_offsets=tuple(keyless_offsets),
-        )
-
-    def _swap_in(self, group: list[LogSegment], swap_path: Path) -> None:
-        """Replace `group` by the committed swap file (Kafka's replaceSegments)."""
-        with self._lock:
-            index = self._segments.index(group[0])
-            del self._segments[index : index + len(group)]
-            del self._segment_base_offsets[index : index + len(group)]
-            self._directory_dirty = True
-            for segment in group:
-                segment.close_requested = True
-                if segment.pins == 0:
-                    segment.close_fd()
-        for segment in group:
-            segment.delete_files()
-        fsync_directory(self.directory)
-        finish_swap(swap_path)
-        cleaned = LogSegment.open_existing(self.directory, group[0].base_offset, self._files)
-        cleaned.recover(self._config.index_interval_bytes)
-        cleaned.write_index_files()
-        cleaned.synced_size = cleaned.size
-        cleaned.rolling_base_ms = group[-1].rolling_base_ms
-        with self._lock:
-            self._segments.insert(index, cleaned)
-            self._segment_base_offsets.insert(index, cleaned.base_offset)
+        return log_cleaning.clean(self, now_ms, force)
 
     # -- append as leader --------------------------------------------------------------------
 
@@ -772,110 +665,41 @@ class PartitionLog:
             [header.base_offset for header in headers],
         )
 
-    # -- truncation --------------------------------------------------------------------------
+    # -- truncation: log_truncation.py ---------------------------------------------------
 
     def truncate_to(self, offset: int) -> None:
-        """Cut the log so that it ends at or below `offset` (Kafka's UnifiedLog.truncateTo).
+        """Cut the log so that it ends at or below `offset` (log_truncation.py, Kafka's
+        UnifiedLog.truncateTo).
 
         A follower truncates to the end offset of the epoch where its log diverges from the
-        leader's (KIP-101/279). At or past the log end offset only the leader-epoch cache
-        loses its entries from the log end (an epoch begun with no record); at or below the
-        log start offset the log starts over empty at `offset` (`truncate_fully_and_start_at`).
-        Otherwise segments wholly at or past `offset` are deleted and the one holding it is cut
-        before the batch holding `offset` (a batch goes whole, so the log may end below
-        `offset`); then the leader-epoch cache loses the
-        entries from the new end, producer state and the transaction indexes are rebuilt from
-        the newest snapshot at or below it (later snapshots are deleted), and the high
-        watermark and recovery point are clamped to it.
-
-        Crash-safe: the recovery point goes below `offset` in a durable checkpoint first, so
-        a crash at any step reopens a log whose every segment ends where the next begins
-        (later segments go first, each deletion leaving a prefix of the log) and whose tail
-        from `offset` is recovered batch by batch; the loader trims the epoch cache and
-        snapshots to what survived. The log after such a crash may still hold data past
-        `offset`: the caller (the replica fetcher) truncates again.
+        leader's (KIP-101/279); the leader-epoch cache, producer state, high watermark and
+        recovery point follow the new end. Crash-safe; after a crash the log may still hold
+        data past `offset` and the caller (the replica fetcher) truncates again.
         """
-        self._check_open()
-        if offset >= self._log_end_offset:
-            # Kafka truncates the epoch cache even so: a broker that became leader and
-            # recorded its epoch's start offset, then lost leadership before appending, holds
-            # an entry at its log end that the new leader never had. Kept, the fetcher would
-            # send that epoch as LastFetchedEpoch for ever and be told to truncate again.
-            with self._lock:
-                self._leader_epoch_cache.truncate_from_end(self._log_end_offset)
-            return
-        if offset <= self._log_start_offset:
-            self.truncate_fully_and_start_at(offset)
-            return
-        with self._lock:
-            self._truncations += 1
-            self._recovery_point = min(self._recovery_point, offset)
-            self._high_watermark = min(self._high_watermark, offset)
-        self._write_checkpoint(sync=True)
-        keep = len(self._segments)
-        while keep > 1 and self._segments[keep - 1].base_offset >= offset:
-            keep -= 1
-        self._delete_segments_from(keep)
-        active = self._segments[-1]
-        with self._lock:
-            active.truncate_to(offset)
-            log_end_offset = active.next_offset
-            self._log_end_offset = log_end_offset
-            self._recovery_point = min(self._recovery_point, log_end_offset)
-            self._high_watermark = max(
-                min(self._high_watermark, log_end_offset), self._log_start_offset
-            )
-        self._first_dirty_offset = min(self._first_dirty_offset, log_end_offset)
-        self._leader_epoch_cache.truncate_from_end(log_end_offset)
-        self._producer_state = load_producer_state(self.directory, self._segments, log_end_offset)
-        fsync_directory(self.directory)
-        self._write_checkpoint(sync=False)
+        log_truncation.truncate_to(self, offset)
 
     def truncate_fully_and_start_at(self, offset: int) -> None:
-        """Delete everything and start an empty log at `offset` (Kafka's
+        """Delete everything and start an empty log at `offset` (log_truncation.py, Kafka's
         truncateFullyAndStartAt: a follower whose fetch offset is out of the leader's range).
 
         Log start offset, log end offset, high watermark and recovery point all become
         `offset`; the leader-epoch cache, producer state and its snapshots are cleared.
-        Crash-safe: segments are deleted newest first (each step leaves a prefix of the old
-        log), then the new segment is created and the checkpoint naming `offset` as log
-        start is written durably; a crash before that reopens the old log's remaining prefix
-        (or an empty log at the old start), after it the new empty log.
+        Crash-safe.
         """
-        self._check_open()
-        with self._lock:
-            self._truncations += 1
-        self._delete_segments_from(0)
-        self._leader_epoch_cache.clear_and_flush()
-        segment = LogSegment.create(self.directory, offset, self._files)
-        with self._lock:
-            self._segments.append(segment)
-            self._segment_base_offsets.append(offset)
-            self._log_start_offset = offset
-            self._log_end_offset = offset
-            self._high_watermark = offset
-            self._recovery_point = offset
-            self._directory_dirty = True
-        fsync_directory(self.directory)
-        self._write_checkpoint(sync=True)
-        self._first_dirty_offset = offset
-        delete_snapshots(self.directory, keep=0)
-        self._producer_state = ProducerStateManager()
+        log_truncation.truncate_fully_and_start_at(self, offset)
 
-    def _delete_segments_from(self, keep: int) -> None:
-        """Delete the segments after the first `keep`, newest first (each unlink leaves a
-        prefix of the log on disk)."""
+    def _detach_segments(self, start: int, stop: int | None) -> list[LogSegment]:
+        """Take segments [start:stop] out of the log under `_lock` and close each one no
+        flush has pinned (the flush holding a pin closes it); the caller deletes their files.
+        Shared by retention, truncation and cleaning."""
         with self._lock:
-            doomed = self._segments[keep:]
-            del self._segments[keep:]
-            del self._segment_base_offsets[keep:]
+            detached = self._segments[start:stop]
+            del self._segments[start:stop]
+            del self._segment_base_offsets[start:stop]
             self._directory_dirty = True
-            for segment in doomed:
-                segment.close_requested = True
-                if segment.pins == 0:
-                    segment.close_fd()
-        for segment in reversed(doomed):
-            segment.delete_files()
+            for segment in detached:
+                _release(segment)
+        return detached
 
     # -- read --------------------------------------------------------------------------------
 
@@ -979,18 +803,14 @@ class PartitionLog:
             # lag meanwhile, as Kafka's replication-offset checkpoint does between its periodic
             # writes; truncations, deletions and close write it as before.
             moved_segment = advanced and (
-                self._segment_holding(recovery_point) != self._checkpointed_segment
+                segment_holding(self._segment_base_offsets, recovery_point)
+                != self._checkpointed_segment
             )
         if moved_segment:
             # Written after the data is on disk, so the file never claims more than is there;
             # not fsynced: a stale recovery point only means a longer scan on recovery.
             self._write_checkpoint(sync=False)
         return recovery_point
-
-    def _segment_holding(self, offset: int) -> int:
-        """Base offset of the segment holding `offset` (callers hold `_lock`)."""
-        bases = self._segment_base_offsets
-        return bases[max(bisect_right(bases, offset) - 1, 0)]
 
     def _write_checkpoint(self, sync: bool) -> None:
         with self._checkpoint_lock:
@@ -1002,112 +822,30 @@ class PartitionLog:
                     recovery_point=self._recovery_point,
                     high_watermark=self._high_watermark,
                 )
-                self._checkpointed_segment = self._segment_holding(checkpoint.recovery_point)
+                self._checkpointed_segment = segment_holding(
+                    self._segment_base_offsets, checkpoint.recovery_point
+                )
             write_checkpoint(self.directory / CHECKPOINT_FILE_NAME, checkpoint, durable=sync)
 
-    # -- deletion ----------------------------------------------------------------------------
+    # -- deletion: log_retention.py ------------------------------------------------------
 
     def delete_records_before(self, offset: int) -> int:
-        """DeleteRecords: raise the log start offset to `offset`; returns the low watermark.
+        """DeleteRecords: raise the log start offset to `offset`; returns the low watermark
+        (log_retention.py).
 
         The caller bounds `offset` by the high watermark. Segments wholly below the new log
         start offset are deleted.
         """
-        self._check_open()
-        offset = min(offset, self._log_end_offset)
-        if offset <= self._log_start_offset:
-            return self._log_start_offset
-        active = self._segments[-1]
-        if offset >= active.next_offset and active.size > 0:
-            self._roll(self._log_end_offset)
-        self._log_start_offset = offset
-        self._high_watermark = max(self._high_watermark, offset)
-        self._write_checkpoint(sync=True)
-        self._delete_segments(self._count_segments_below(offset))
-        self._truncate_epochs_from_start(offset)
-        return self._log_start_offset
+        return log_retention.delete_records_before(self, offset)
 
     def enforce_retention(self, now_ms: int) -> int:
-        """Delete old segments by retention.bytes and retention.ms; returns bytes deleted.
+        """Delete old segments by retention.bytes and retention.ms; returns bytes deleted
+        (log_retention.py, Kafka's UnifiedLog.deleteOldSegments).
 
-        Kafka's UnifiedLog.deleteOldSegments: segments wholly below the log start offset
-        always go; with cleanup.policy containing delete, then the oldest segments while the
-        log stays over retention.bytes without them, then the oldest whose largest timestamp
-        is more than retention.ms old. A segment goes only when every offset it holds is
-        below the high watermark, and the active segment only when it is not empty: a new
-        empty segment is rolled at the log end first (a log always has one), so the log
-        start offset can reach the log end offset. An empty or a non-delete cleanup.policy
-        deletes nothing by time or size.
+        Only segments wholly below the high watermark go, and only with a cleanup.policy
+        containing delete (segments below the log start offset go regardless).
         """
-        self._check_open()
-        config = self._config
-        segments = self._segments
-        high_watermark = self._high_watermark
-        log_end_offset = self._log_end_offset
-
-        def deletable(number: int) -> bool:
-            if number >= len(segments):
-                return False
-            if number == len(segments) - 1:
-                return segments[number].size > 0 and high_watermark >= log_end_offset
-            return high_watermark >= segments[number + 1].base_offset
-
-        count = self._count_segments_below(self._log_start_offset)
-        if config.deletes and config.retention_bytes >= 0:
-            excess = (
-                self.size_in_bytes
-                - sum(segment.size for segment in segments[:count])
-                - config.retention_bytes
-            )
-            while deletable(count) and excess - segments[count].size >= 0:
-                excess -= segments[count].size
-                count += 1
-        if config.deletes and config.retention_ms >= 0:
-            while (
-                deletable(count)
-                and now_ms - segments[count].largest_timestamp > config.retention_ms
-            ):
-                count += 1
-        if not count:
-            return 0
-        if count == len(segments):
-            self._roll(log_end_offset)
-        deleted_bytes = self._delete_segments(count)
-        new_start = self._segments[0].base_offset
-        if new_start > self._log_start_offset:
-            self._log_start_offset = new_start
-            self._high_watermark = max(self._high_watermark, new_start)
-            self._write_checkpoint(sync=False)
-            self._truncate_epochs_from_start(new_start)
-        return deleted_bytes
-
-    def _truncate_epochs_from_start(self, log_start_offset: int) -> None:
-        earliest = self._leader_epoch_cache.earliest_entry
-        if earliest is not None and earliest.start_offset < log_start_offset:
-            self._leader_epoch_cache.truncate_from_start(log_start_offset)
-
-    def _count_segments_below(self, offset: int) -> int:
-        """How many leading segments hold only offsets below `offset` (never all of them)."""
-        count = 0
-        for segment in self._segments[:-1]:
-            if segment.next_offset > offset:
-                break
-            count += 1
-        return count
-
-    def _delete_segments(self, count: int) -> int:
-        with self._lock:
-            doomed = self._segments[:count]
-            del self._segments[:count]
-            del self._segment_base_offsets[:count]
-            self._directory_dirty = True
-            for segment in doomed:
-                segment.close_requested = True
-                if segment.pins == 0:
-                    segment.close_fd()
-        for segment in doomed:
-            segment.delete_files()
-        return sum(segment.size for segment in doomed)
+        return log_retention.enforce_retention(self, now_ms)
 
     # -- shutdown ----------------------------------------------------------------------------
 
@@ -1139,10 +877,16 @@ class PartitionLog:
         with self._lock:
             self._closed = True
             for segment in self._segments:
-                segment.close_requested = True
-                if segment.pins == 0:
-                    segment.close_fd()
+                _release(segment)
 
     def _check_open(self) -> None:
         if self._closed:
             raise StorageError(f"log {self.directory} is closed")
+
+
+def _release(segment: LogSegment) -> None:
+    """Mark a segment leaving the log closed; its descriptor closes now unless a flush has
+    it pinned (the flush closes it when it unpins)."""
+    segment.close_requested = True
+    if segment.pins == 0:
+        segment.close_fd()

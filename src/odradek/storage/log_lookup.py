@@ -1,5 +1,5 @@
 """Offset and time lookups over a partition's segments: Fetch reads, ListOffsets by time,
-the aborted transactions a read_committed fetch needs.
+the aborted transactions a read_committed fetch needs, the segment holding an offset.
 
 Pure reads over the segment list `PartitionLog` owns (Kafka's LocalLog.read,
 UnifiedLog.fetchOffsetByTimestamp and collectAbortedTransactions); bounds such as the log
@@ -19,7 +19,19 @@ __all__ = [
     "max_timestamp_offset",
     "offset_for_timestamp",
     "read",
+    "segment_holding",
 ]
+
+
+def _segment_index(base_offsets: Sequence[int], offset: int) -> int:
+    """Position of the segment holding `offset` (the first segment for an offset below it)."""
+    return max(bisect_right(base_offsets, offset) - 1, 0)
+
+
+def segment_holding(base_offsets: Sequence[int], offset: int) -> int:
+    """Base offset of the segment holding `offset`, from the segments' ascending base
+    offsets (the first segment's for an offset below it)."""
+    return base_offsets[_segment_index(base_offsets, offset)]
 
 
 def read(
@@ -39,7 +51,7 @@ def read(
     """
     if fetch_offset >= max_offset:
         return ReadResult(b"", None)
-    index = max(bisect_right(base_offsets, fetch_offset) - 1, 0)
+    index = _segment_index(base_offsets, fetch_offset)
     for segment in segments[index:]:
         if segment.base_offset >= max_offset:
             break
@@ -63,7 +75,7 @@ def aborted_transactions(
     """(producer id, first offset) of aborted transactions overlapping
     [fetch_offset, upper_bound_offset), Kafka's collectAbortedTransactions: searching from
     the segment holding `fetch_offset` on until an entry's LSO reaches the upper bound."""
-    index = max(bisect_right(base_offsets, fetch_offset) - 1, 0)
+    index = _segment_index(base_offsets, fetch_offset)
     found: list[tuple[int, int]] = []
     for segment in segments[index:]:
         entries, complete = segment.txn_index.collect(fetch_offset, upper_bound_offset)
