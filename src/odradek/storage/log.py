@@ -1,13 +1,15 @@
 """PartitionLog: one partition's log, the facade over its segments, offsets and epochs.
 
-Kafka's UnifiedLog. The work is split along Kafka's seams: opening and recovery are the
-LogLoader (log_loader.py), offset and time lookups are reads over the segments
-(log_lookup.py), batch checks and append results are LogValidator's and
-analyzeAndValidateRecords' pure parts (log_append.py), the value types live in log_types.py;
-this module owns the mutable state (segments, log start / end offsets, high watermark,
-recovery point, producer state, the leader-epoch cache) and every change to it: appends as
-leader and as follower, truncation, flushing, retention, compaction and shutdown. The public
-names of those modules are re-exported here.
+Kafka's UnifiedLog. The work is split along Kafka's seams, each module's functions taking the
+log: opening and recovery are the LogLoader (log_loader.py); batch checks and append results
+are LogValidator's pure parts (log_append.py); appends as follower (log_follower.py) and of
+transaction markers (log_markers.py); reads and offset/time lookups (log_lookup.py);
+truncation (log_truncation.py); retention and DeleteRecords (log_retention.py); compaction
+(log_cleaning.py over cleaner.py); flush and the checkpoint file (log_flush.py); the value
+types live in log_types.py. This module owns the mutable state (segments, log start / end
+offsets, high watermark, recovery point, producer state, the leader-epoch cache), the leader
+append and segment roll, and shutdown. The public names of those modules are re-exported
+here.
 
 Threading: `append`, `append_as_follower`, `read`, truncation, retention,
 `delete_records_before`, `update_config` and `close` run on one thread (the broker's event
@@ -34,9 +36,15 @@ from odradek.protocol.record_batch import (
     BatchHeader,
     assign_offsets,
     offset_patched_parts,
-    read_batch_header,
 )
-from odradek.storage import log_cleaning, log_retention, log_truncation
+from odradek.storage import (
+    log_cleaning,
+    log_flush,
+    log_follower,
+    log_markers,
+    log_retention,
+    log_truncation,
+)
 from odradek.storage._batch import set_log_append_time
 from odradek.storage._files import fsync_directory
 from odradek.storage.cleaner import CleanResult
@@ -47,7 +55,6 @@ from odradek.storage.errors import (
     RecordBatchTooLarge,
     StorageError,
 )
-from odradek.storage.index import AbortedTxn
 from odradek.storage.lazy_files import OS_FILES, SegmentFiles
 from odradek.storage.leader_epoch import (
     UNDEFINED_EPOCH,
@@ -58,28 +65,20 @@ from odradek.storage.log_append import (
     CONTROL_TYPE_ABORT,
     CONTROL_TYPE_COMMIT,
     append_info,
-    check_replicated_batches,
     duplicate_info,
-    encode_marker_batch,
     measure,
+    should_roll,
 )
 from odradek.storage.log_loader import (
     CHECKPOINT_FILE_NAME,
     CLEAN_SHUTDOWN_FILE_NAME,
-    LogCheckpoint,
-    apply_marker,
-    load_leader_epoch_cache,
-    load_producer_state,
-    load_segments,
-    read_checkpoint,
-    write_checkpoint,
+    open_log,
 )
 from odradek.storage.log_lookup import (
     aborted_transactions,
     max_timestamp_offset,
     offset_for_timestamp,
     read,
-    segment_holding,
 )
 from odradek.storage.log_types import AppendInfo, LogConfig, ReadResult
 from odradek.storage.producer_state import (
@@ -182,54 +181,7 @@ class PartitionLog:
         (a replica whose leadership the cluster decides) leaves the cache as loaded and the
         attribute at -1. Raises LeaderEpochCheckpointCorrupt for an unreadable checkpoint.
         """
-        directory.mkdir(parents=True, exist_ok=True)
-        checkpoint = read_checkpoint(directory / CHECKPOINT_FILE_NAME) or LogCheckpoint()
-        clean_shutdown_path = directory / CLEAN_SHUTDOWN_FILE_NAME
-        clean_shutdown = clean_shutdown_path.exists()
-        epoch_starts: list[tuple[int, int]] = []
-        segments = load_segments(directory, config, checkpoint, clean_shutdown, files, epoch_starts)
-        if not segments:
-            segments = [LogSegment.create(directory, checkpoint.log_start_offset, files)]
-        for segment in segments:
-            if segment.size > 0:
-                segment.rolling_base_ms = now_ms
-        log = cls(directory, config, segments, files)
-        log_end_offset = log._log_end_offset
-        log._log_start_offset = min(
-            max(checkpoint.log_start_offset, segments[0].base_offset), log_end_offset
-        )
-        log._recovery_point = (
-            log_end_offset
-            if clean_shutdown
-            else max(min(checkpoint.recovery_point, log_end_offset), log._log_start_offset)
-        )
-        for segment in segments:
-            if segment.next_offset <= log._recovery_point:
-                segment.synced_size = segment.size
-        log._high_watermark = max(
-            min(checkpoint.high_watermark, log_end_offset), log._log_start_offset
-        )
-        # A crash between writing the log start checkpoint and deleting segments leaves some.
-        log_retention.delete_segments(
-            log, log_retention.count_segments_below(log._segments, log._log_start_offset)
-        )
-        log._first_dirty_offset = log._log_start_offset
-        log._leader_epoch_cache = load_leader_epoch_cache(
-            directory, epoch_starts, log._log_start_offset, log_end_offset
-        )
-        if leader_epoch is None:
-            log.leader_epoch = -1
-        else:
-            log.leader_epoch = leader_epoch
-            if log._leader_epoch_cache.is_empty():
-                # Derived again on every open, so it need not be durable.
-                log._leader_epoch_cache.assign(leader_epoch, log._log_start_offset, durable=False)
-        log._producer_state = load_producer_state(directory, log._segments, log_end_offset)
-        if clean_shutdown:
-            # From here on a crash is an unclean shutdown; make the removal durable.
-            clean_shutdown_path.unlink()
-        fsync_directory(directory)
-        return log
+        return open_log(cls, directory, config, now_ms, files, leader_epoch)
 
     # -- offsets -----------------------------------------------------------------------------
 
@@ -436,55 +388,23 @@ class PartitionLog:
         now_ms: int,
         partition_leader_epoch: int | None = None,
     ) -> AppendInfo:
-        """Write a COMMIT or ABORT marker (WriteTxnMarkers) and end the producer's transaction.
+        """Write a COMMIT or ABORT marker (WriteTxnMarkers) and end the producer's
+        transaction (log_markers.py).
 
         The marker carries `partition_leader_epoch` (default: the log's `leader_epoch`).
         Raises InvalidProducerEpoch for an epoch older than the producer's and
-        TransactionCoordinatorFenced for an older coordinator epoch. A marker for a producer
-        without an ongoing transaction is written all the same (as Kafka does) but changes
-        neither the last stable offset nor the transaction index. An ABORT of an ongoing
-        transaction adds (producer id, first offset, marker offset, LSO) to the segment's
-        transaction index.
+        TransactionCoordinatorFenced for an older coordinator epoch; an ABORT of an ongoing
+        transaction adds its range to the transaction index.
         """
-        self._check_open()
-        entry = self._producer_state.prepare_marker(producer_id, producer_epoch, coordinator_epoch)
-        epoch = self.leader_epoch if partition_leader_epoch is None else partition_leader_epoch
-        batch = encode_marker_batch(
-            producer_id, producer_epoch, commit, coordinator_epoch, now_ms, epoch
-        )
-        headers = [read_batch_header(batch)]
-        total_size, offset_count, message_count = measure(
-            batch, headers, self._config.max_message_bytes
-        )
-        marker_offset = self._log_end_offset
-        log_append_time_ms = self._log_append_time(now_ms)
-        self._assign_epoch(epoch, marker_offset)
-        self._write(
-            batch,
-            headers,
-            marker_offset,
-            total_size,
-            offset_count,
-            message_count,
-            now_ms,
-            epoch,
-            log_append_time_ms,
-        )
-        last_stable_offset = self._producer_state.last_stable_offset_after(
-            producer_id, marker_offset
-        )
-        first_offset = self._producer_state.complete_marker(
-            entry,
+        return log_markers.append_control(
+            self,
+            producer_id,
             producer_epoch,
+            commit,
             coordinator_epoch,
-            now_ms if log_append_time_ms is None else log_append_time_ms,
-            marker_offset,
+            now_ms,
+            partition_leader_epoch,
         )
-        if first_offset is not None and not commit:
-            self._segments[-1].txn_index.append(
-                AbortedTxn(producer_id, first_offset, marker_offset, last_stable_offset)
-            )
-        return self._finish_append(headers, marker_offset, offset_count, now_ms, log_append_time_ms)
 
     def _assign_epoch(self, epoch: int, start_offset: int) -> None:
         # One comparison per append; the cache (and its durable checkpoint) is touched only
@@ -529,7 +449,7 @@ class PartitionLog:
         self, total_size: int, last_offset: int, first_offset: int, now_ms: int
     ) -> LogSegment:
         segment = self._segments[-1]
-        if self._should_roll(segment, total_size, last_offset, now_ms):
+        if should_roll(segment, self._config, total_size, last_offset, now_ms):
             segment = self._roll(first_offset)
         if segment.rolling_base_ms is None:
             segment.rolling_base_ms = now_ms
@@ -575,22 +495,6 @@ class PartitionLog:
         log_append_time = self._config.message_timestamp_type == "LogAppendTime"
         return duplicate_info(batch, log_append_time, self._log_start_offset)
 
-    def _should_roll(
-        self, segment: LogSegment, append_size: int, last_offset: int, now_ms: int
-    ) -> bool:
-        if segment.size == 0:
-            return False
-        config = self._config
-        return (
-            segment.size + append_size > config.segment_bytes
-            or (
-                segment.rolling_base_ms is not None
-                and now_ms - segment.rolling_base_ms > config.segment_ms
-            )
-            or len(segment.offset_index) >= max(config.segment_index_bytes // 8, 1)
-            or not segment.can_hold_offset(last_offset)
-        )
-
     def _roll(self, base_offset: int) -> LogSegment:
         """Start a new active segment at `base_offset`; the old one stays open for reads.
 
@@ -611,59 +515,15 @@ class PartitionLog:
     # -- append as follower ------------------------------------------------------------------
 
     def append_as_follower(self, records: bytes | memoryview, now_ms: int) -> AppendInfo | None:
-        """Append a replica fetch's batches exactly as the leader wrote them.
+        """Append a replica fetch's batches exactly as the leader wrote them (log_follower.py,
+        Kafka's UnifiedLog.appendAsFollower).
 
-        Kafka's UnifiedLog.appendAsFollower: offsets, leader epochs and timestamps are kept
-        (nothing is patched or assigned); every batch's length, magic and CRC are checked
-        (CorruptRecord) and its offsets must continue the log: the first batch at or after
-        the log end offset, each after the previous one (OffsetsOutOfOrder; a compacted
-        leader log may skip offsets). Nothing is written when a check fails. Trailing bytes
-        that do not make a complete batch are ignored; None when no complete batch came.
-
-        From what it writes the follower rebuilds what a leader would have: the leader-epoch
-        cache (a new epoch starts at its first batch), producer state (sequences and offsets
-        of each producer's last batches, so a retry after failover is a duplicate here; the
-        first offset of each ongoing transaction) and, for the control batches, the end of
-        each transaction: an ABORT adds the aborted range to the transaction index. Only
-        control batches are decoded (one marker record each). The high watermark does not
-        move: the caller sets it from the leader's.
+        Offsets, leader epochs and timestamps are kept; length, magic, CRC (CorruptRecord)
+        and offset order (OffsetsOutOfOrder) are checked and nothing is written when a check
+        fails; None when no complete batch came. Leader-epoch cache, producer state and
+        transaction indexes follow what was written; the high watermark does not move.
         """
-        self._check_open()
-        headers, valid_bytes = check_replicated_batches(records, self._log_end_offset)
-        if not headers:
-            return None
-        first_offset = headers[0].base_offset
-        last_offset = headers[-1].last_offset
-        message_count = sum(header.records_count for header in headers)
-        cache = self._leader_epoch_cache
-        for header in headers:
-            epoch = header.partition_leader_epoch
-            if epoch >= 0 and epoch != cache.latest_epoch:
-                cache.assign(epoch, header.base_offset)
-        segment = self._active_segment_for(valid_bytes, last_offset, first_offset, now_ms)
-        position = segment.size
-        view = memoryview(records)
-        segment.write(view[:valid_bytes])
-        segment.account_replicated_batches(headers, position, self._config.index_interval_bytes)
-        self._advance(segment, position + valid_bytes, last_offset + 1, message_count, now_ms)
-        state = self._producer_state
-        batch_position = 0
-        for header in headers:
-            if header.producer_id >= 0:
-                if header.is_control:
-                    batch = bytes(view[batch_position : batch_position + header.size])
-                    apply_marker(state, segment, header, batch)
-                else:
-                    state.replay_data_batch(header, header.max_timestamp)
-            batch_position += header.size
-        return self._finish_append(
-            headers,
-            first_offset,
-            last_offset - first_offset + 1,
-            now_ms,
-            None,
-            [header.base_offset for header in headers],
-        )
+        return log_follower.append_as_follower(self, records, now_ms)
 
     # -- truncation: log_truncation.py ---------------------------------------------------
 
@@ -754,78 +614,15 @@ class PartitionLog:
         return oldest is not None and now_ms - oldest >= self._config.flush_ms
 
     def flush(self) -> int:
-        """fdatasync everything appended so far and advance the recovery point; thread-safe.
+        """fdatasync everything appended so far and advance the recovery point; thread-safe
+        (log_flush.py).
 
         Returns the new recovery point.
         """
-        with self._lock:
-            if self._closed:
-                return self._recovery_point
-            target_offset = self._log_end_offset
-            target_messages = self._appended_messages
-            truncations = self._truncations
-            pending = [
-                (segment, segment.size)
-                for segment in self._segments
-                if segment.synced_size < segment.size
-            ]
-            for segment, _ in pending:
-                segment.pins += 1
-            sync_directory = self._directory_dirty
-            self._directory_dirty = False
-        try:
-            for segment, _ in pending:
-                segment.files.fdatasync(segment.fd)
-            if sync_directory:
-                fsync_directory(self.directory)
-        finally:
-            with self._lock:
-                truncated = truncations != self._truncations
-                for segment, size in pending:
-                    if not truncated:
-                        segment.synced_size = max(segment.synced_size, size)
-                    segment.pins -= 1
-                    if segment.close_requested and segment.pins == 0:
-                        segment.close_fd()
-        with self._lock:
-            # A truncation during the sync may have replaced what the target covered.
-            advanced = truncations == self._truncations and target_offset > self._recovery_point
-            if advanced:
-                self._recovery_point = target_offset
-            self._flushed_messages = max(self._flushed_messages, target_messages)
-            if self._flushed_messages == self._appended_messages:
-                self._oldest_unflushed_append_ms = None
-            recovery_point = self._recovery_point
-            # Recovery re-checks batches from the segment holding the checkpointed recovery
-            # point on: within one segment a newer recovery point changes nothing it does, so
-            # the file (an atomic rename, as costly as the fdatasync here) is rewritten only
-            # when the recovery point enters another segment. The high watermark it carries may
-            # lag meanwhile, as Kafka's replication-offset checkpoint does between its periodic
-            # writes; truncations, deletions and close write it as before.
-            moved_segment = advanced and (
-                segment_holding(self._segment_base_offsets, recovery_point)
-                != self._checkpointed_segment
-            )
-        if moved_segment:
-            # Written after the data is on disk, so the file never claims more than is there;
-            # not fsynced: a stale recovery point only means a longer scan on recovery.
-            self._write_checkpoint(sync=False)
-        return recovery_point
+        return log_flush.flush(self)
 
     def _write_checkpoint(self, sync: bool) -> None:
-        with self._checkpoint_lock:
-            if self._deleted:
-                return
-            with self._lock:
-                checkpoint = LogCheckpoint(
-                    log_start_offset=self._log_start_offset,
-                    recovery_point=self._recovery_point,
-                    high_watermark=self._high_watermark,
-                )
-                self._checkpointed_segment = segment_holding(
-                    self._segment_base_offsets, checkpoint.recovery_point
-                )
-            write_checkpoint(self.directory / CHECKPOINT_FILE_NAME, checkpoint, durable=sync)
+        log_flush.write_log_checkpoint(self, sync)
 
     # -- deletion: log_retention.py ------------------------------------------------------
 

@@ -27,8 +27,9 @@ from odradek.protocol.record_batch import (
 )
 from odradek.storage._batch import ATTRIBUTES_POSITION, BATCH_HEADER_SIZE, MAGIC
 from odradek.storage.errors import CorruptRecord, OffsetsOutOfOrder, RecordBatchTooLarge
-from odradek.storage.log_types import AppendInfo
+from odradek.storage.log_types import AppendInfo, LogConfig
 from odradek.storage.producer_state import BatchMetadata
+from odradek.storage.segment import LogSegment
 
 __all__ = [
     "CONTROL_TYPE_ABORT",
@@ -39,6 +40,7 @@ __all__ = [
     "encode_marker_batch",
     "measure",
     "parse_marker",
+    "should_roll",
 ]
 
 # A control record: key = version i16 (0) + type i16 (0 ABORT, 1 COMMIT);
@@ -211,4 +213,25 @@ def duplicate_info(
         log_append_time_ms=batch.max_timestamp if log_append_time else -1,
         log_start_offset=log_start_offset,
         duplicate=True,
+    )
+
+
+def should_roll(
+    segment: LogSegment, config: LogConfig, append_size: int, last_offset: int, now_ms: int
+) -> bool:
+    """Whether an append of `append_size` bytes ending at `last_offset` needs a new active
+    segment (Kafka's LogSegment.shouldRoll): never for an empty one; when the segment would
+    pass segment.bytes, is older than segment.ms (from its rolling base, ms), its offset
+    index is full (segment.index.bytes) or `last_offset` does not fit its relative offsets.
+    """
+    if segment.size == 0:
+        return False
+    return (
+        segment.size + append_size > config.segment_bytes
+        or (
+            segment.rolling_base_ms is not None
+            and now_ms - segment.rolling_base_ms > config.segment_ms
+        )
+        or len(segment.offset_index) >= max(config.segment_index_bytes // 8, 1)
+        or not segment.can_hold_offset(last_offset)
     )

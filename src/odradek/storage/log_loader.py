@@ -16,9 +16,11 @@ from __future__ import annotations
 from bisect import bisect_right
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from odradek.protocol.record_batch import BatchHeader
-from odradek.storage._files import write_file_atomically
+from odradek.storage import log_retention
+from odradek.storage._files import fsync_directory, write_file_atomically
 from odradek.storage.cleaner import complete_interrupted_swaps, iter_segment_batches, read_batch
 from odradek.storage.index import AbortedTxn
 from odradek.storage.lazy_files import OS_FILES, SegmentFiles
@@ -39,6 +41,9 @@ from odradek.storage.segment import (
     LogSegment,
 )
 
+if TYPE_CHECKING:
+    from odradek.storage.log import PartitionLog
+
 __all__ = [
     "CHECKPOINT_FILE_NAME",
     "CLEAN_SHUTDOWN_FILE_NAME",
@@ -47,6 +52,7 @@ __all__ = [
     "load_leader_epoch_cache",
     "load_producer_state",
     "load_segments",
+    "open_log",
     "read_checkpoint",
     "write_checkpoint",
 ]
@@ -262,3 +268,67 @@ def apply_marker(
         segment.txn_index.append(
             AbortedTxn(header.producer_id, first_offset, header.base_offset, last_stable_offset)
         )
+
+
+def open_log(
+    log_class: type[PartitionLog],
+    directory: Path,
+    config: LogConfig,
+    now_ms: int,
+    files: SegmentFiles,
+    leader_epoch: int | None,
+) -> PartitionLog:
+    """Create an empty log in `directory` or recover the one there: PartitionLog.open's
+    work (Kafka's LogLoader.load and UnifiedLog's construction from what it loaded).
+
+    Segments are loaded and recovered, the offsets restored from the checkpoint (the
+    recovery point is the log end after a clean shutdown), segments wholly below the log
+    start offset deleted, the leader-epoch cache and producer state loaded; then the
+    clean-shutdown marker is removed, durably.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    checkpoint = read_checkpoint(directory / CHECKPOINT_FILE_NAME) or LogCheckpoint()
+    clean_shutdown_path = directory / CLEAN_SHUTDOWN_FILE_NAME
+    clean_shutdown = clean_shutdown_path.exists()
+    epoch_starts: list[tuple[int, int]] = []
+    segments = load_segments(directory, config, checkpoint, clean_shutdown, files, epoch_starts)
+    if not segments:
+        segments = [LogSegment.create(directory, checkpoint.log_start_offset, files)]
+    for segment in segments:
+        if segment.size > 0:
+            segment.rolling_base_ms = now_ms
+    log = log_class(directory, config, segments, files)
+    log_end_offset = log._log_end_offset
+    log._log_start_offset = min(
+        max(checkpoint.log_start_offset, segments[0].base_offset), log_end_offset
+    )
+    log._recovery_point = (
+        log_end_offset
+        if clean_shutdown
+        else max(min(checkpoint.recovery_point, log_end_offset), log._log_start_offset)
+    )
+    for segment in segments:
+        if segment.next_offset <= log._recovery_point:
+            segment.synced_size = segment.size
+    log._high_watermark = max(min(checkpoint.high_watermark, log_end_offset), log._log_start_offset)
+    # A crash between writing the log start checkpoint and deleting segments leaves some.
+    log_retention.delete_segments(
+        log, log_retention.count_segments_below(log._segments, log._log_start_offset)
+    )
+    log._first_dirty_offset = log._log_start_offset
+    log._leader_epoch_cache = load_leader_epoch_cache(
+        directory, epoch_starts, log._log_start_offset, log_end_offset
+    )
+    if leader_epoch is None:
+        log.leader_epoch = -1
+    else:
+        log.leader_epoch = leader_epoch
+        if log._leader_epoch_cache.is_empty():
+            # Derived again on every open, so it need not be durable.
+            log._leader_epoch_cache.assign(leader_epoch, log._log_start_offset, durable=False)
+    log._producer_state = load_producer_state(directory, log._segments, log_end_offset)
+    if clean_shutdown:
+        # From here on a crash is an unclean shutdown; make the removal durable.
+        clean_shutdown_path.unlink()
+    fsync_directory(directory)
+    return log
