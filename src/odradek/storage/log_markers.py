@@ -50,21 +50,13 @@ def append_control(
         producer_id, producer_epoch, commit, coordinator_epoch, now_ms, epoch
     )
     headers = [read_batch_header(batch)]
-    total_size, offset_count, message_count = measure(batch, headers, log._config.max_message_bytes)
+    # (total size, offset count, message count), in `_write`'s order.
+    measured = measure(batch, headers, log._config.max_message_bytes)
+    offset_count = measured[1]
     marker_offset = log._log_end_offset
     log_append_time_ms = log._log_append_time(now_ms)
     log._assign_epoch(epoch, marker_offset)
-    log._write(
-        batch,
-        headers,
-        marker_offset,
-        total_size,
-        offset_count,
-        message_count,
-        now_ms,
-        epoch,
-        log_append_time_ms,
-    )
+    log._write(batch, headers, marker_offset, *measured, now_ms, epoch, log_append_time_ms)
     last_stable_offset = log._producer_state.last_stable_offset_after(producer_id, marker_offset)
     first_offset = log._producer_state.complete_marker(
         entry,
