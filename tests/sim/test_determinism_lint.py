@@ -17,6 +17,7 @@ except where order cannot matter: building another set, or inside `sorted`, `any
 from __future__ import annotations
 
 import ast
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import odradek
@@ -45,8 +46,17 @@ EXCEPTIONS = {
 }
 
 
-def _violations(path: Path) -> list[str]:
-    return _violations_in(path.read_text(), path.relative_to(SOURCE).as_posix())
+def _problems_in_packages(
+    packages: Iterable[str], check: Callable[[str, str], list[str]]
+) -> list[str]:
+    """`check(source, relative path)` over every module of `packages`, in path order."""
+    files = [path for package in packages for path in (SOURCE / package).rglob("*.py")]
+    assert len(files) > 50
+    return [
+        problem
+        for path in sorted(files)
+        for problem in check(path.read_text(), path.relative_to(SOURCE).as_posix())
+    ]
 
 
 def _violations_in(source: str, relative: str) -> list[str]:
@@ -121,12 +131,7 @@ def _set_iterations_in(source: str, relative: str) -> list[str]:
 
 
 def test_core_layers_iterate_no_set_where_order_matters() -> None:
-    files = [path for package in SET_ORDER_PACKAGES for path in (SOURCE / package).rglob("*.py")]
-    problems = [
-        problem
-        for path in sorted(files)
-        for problem in _set_iterations_in(path.read_text(), path.relative_to(SOURCE).as_posix())
-    ]
+    problems = _problems_in_packages(SET_ORDER_PACKAGES, _set_iterations_in)
     assert problems == [], "\n".join(problems)
 
 
@@ -150,9 +155,7 @@ def test_the_set_rule_sees_loops_over_sets_and_lets_order_free_uses_pass() -> No
 
 
 def test_core_layers_reach_no_clock_randomness_or_thread() -> None:
-    files = [path for package in CORE_PACKAGES for path in (SOURCE / package).rglob("*.py")]
-    assert len(files) > 50
-    problems = [problem for path in sorted(files) for problem in _violations(path)]
+    problems = _problems_in_packages(CORE_PACKAGES, _violations_in)
     assert problems == [], "\n".join(problems)
 
 
