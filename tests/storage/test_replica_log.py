@@ -501,3 +501,49 @@ def test_flushed_offset_is_the_durable_end(log_dir: Path) -> None:
     assert log.flushed_offset == 3
     header = read_batch_header(_raw(log))
     assert header.partition_leader_epoch == 0
+
+
+class _CountingFiles:
+    """The OS file layer, counting `pread` calls (how often a read touched the file)."""
+
+    def __init__(self) -> None:
+        from odradek.storage.lazy_files import OS_FILES
+
+        self._os = OS_FILES
+        self.mode = OS_FILES.mode
+        self.preads = 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._os, name)
+
+    def pread(self, fd: int, length: int, offset: int, /) -> bytes:
+        self.preads += 1
+        return self._os.pread(fd, length, offset)
+
+
+def test_a_shared_replica_read_is_served_once_until_the_log_changes(tmp_path: Path) -> None:
+    """Two followers asking for the same tail get one `pread`'s bytes; an append, and a
+    truncation followed by different data at the same offsets, are never served stale."""
+    files = _CountingFiles()
+    log = PartitionLog.open(tmp_path, small_config(), 0, files=files)  # type: ignore[arg-type]
+    append(log, make_batch(3, tag=1))
+    first = log.read(0, 1 << 20, log.log_end_offset, min_one_batch=True, shared=True)
+    preads = files.preads
+    second = log.read(0, 1 << 20, log.log_end_offset, min_one_batch=True, shared=True)
+    assert second is first and files.preads == preads
+    # A consumer's read (not shared) still goes to the file.
+    log.read(0, 1 << 20, log.log_end_offset, min_one_batch=True)
+    assert files.preads > preads
+
+    append(log, make_batch(2, tag=2))
+    grown = log.read(0, 1 << 20, log.log_end_offset, min_one_batch=True, shared=True)
+    assert len(headers_of(bytes(grown.records))) == 2
+
+    log.truncate_to(3)
+    truncated = log.read(0, 1 << 20, log.log_end_offset, min_one_batch=True, shared=True)
+    assert bytes(truncated.records) == bytes(first.records)
+    replacement = make_batch(2, tag=7)
+    append(log, replacement)
+    after = log.read(3, 1 << 20, log.log_end_offset, min_one_batch=True, shared=True)
+    assert bytes(after.records)[-20:] == replacement[-20:]
+    assert b"7:" in bytes(after.records)

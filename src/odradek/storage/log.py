@@ -148,6 +148,8 @@ class PartitionLog:
         # Bumped (under `_lock`) by every truncation: a flush that started before one must not
         # advance the recovery point or the synced sizes past data that was cut.
         self._truncations = 0
+        # The last replica read and its key (see `read`): RF=3 followers ask for the same bytes.
+        self._last_replica_read: tuple[tuple[int, int, int, bool, int], ReadResult] | None = None
         # Base offset of the segment holding the recovery point the checkpoint file last got
         # (-1: none written yet); `flush` rewrites the file only when that segment changes.
         self._checkpointed_segment = -1
@@ -328,6 +330,7 @@ class PartitionLog:
         is dirty or with `force`. Records without a key are kept and reported in
         `CleanResult.keyless_offsets`. Offsets never change.
         """
+        self._last_replica_read = None
         return log_cleaning.clean(self, now_ms, force)
 
     # -- append as leader --------------------------------------------------------------------
@@ -461,6 +464,7 @@ class PartitionLog:
         with self._lock:
             segment.size = size
             self._log_end_offset = log_end_offset
+        self._last_replica_read = None
         self._appended_messages += message_count
         if self._oldest_unflushed_append_ms is None:
             self._oldest_unflushed_append_ms = now_ms
@@ -564,7 +568,12 @@ class PartitionLog:
     # -- read --------------------------------------------------------------------------------
 
     def read(
-        self, fetch_offset: int, max_bytes: int, max_offset: int, min_one_batch: bool
+        self,
+        fetch_offset: int,
+        max_bytes: int,
+        max_offset: int,
+        min_one_batch: bool,
+        shared: bool = False,
     ) -> ReadResult:
         """Whole batches holding offsets from `fetch_offset`, below `max_offset`.
 
@@ -572,19 +581,34 @@ class PartitionLog:
         Batches come from one segment; the next segment is used when the one holding
         `fetch_offset` has nothing at or after it. Raises OffsetOutOfRange outside
         [log start offset, log end offset].
+
+        `shared` (replica fetches): the result is kept until the next append or truncation,
+        and an identical read meanwhile gets it without touching the file. With RF=3 both
+        followers fetch the same tail after each append: one `pread` serves both. The bytes
+        are immutable (`pread` returns `bytes`), so sharing them is safe; at most one result
+        per log is kept, and a follower that caught up replaces it with an empty one.
         """
         self._check_open()
         log_end_offset = self._log_end_offset
         if fetch_offset < self._log_start_offset or fetch_offset > log_end_offset:
             raise OffsetOutOfRange(fetch_offset, self._log_start_offset, log_end_offset)
-        return read(
+        upper = min(max_offset, log_end_offset)
+        if shared:
+            key = (fetch_offset, max_bytes, upper, min_one_batch, self._truncations)
+            last = self._last_replica_read
+            if last is not None and last[0] == key:
+                return last[1]
+        result = read(
             self._segments,
             self._segment_base_offsets,
             fetch_offset,
             max_bytes,
-            min(max_offset, log_end_offset),
+            upper,
             min_one_batch,
         )
+        if shared:
+            self._last_replica_read = (key, result)
+        return result
 
     # -- timestamps --------------------------------------------------------------------------
 

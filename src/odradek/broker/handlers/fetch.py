@@ -154,6 +154,7 @@ def _read_one(
     the log end offset); return its result and the bytes read."""
     high_watermark = log.high_watermark
     last_stable_offset = log.last_stable_offset
+    replica = max_offset is not None
     if max_offset is None:
         max_offset = last_stable_offset if read_committed else high_watermark
     try:
@@ -162,6 +163,7 @@ def _read_one(
             max(0, min(item.partition_max_bytes, bytes_left)),
             max_offset,
             min_one_batch=total == 0,
+            shared=replica,
         )
     except OffsetOutOfRange:
         return (
