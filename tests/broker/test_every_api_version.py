@@ -96,6 +96,8 @@ class Sweep:
     missing: Target
     overrides: dict[str, Any]
     topic_arrays: frozenset[str]
+    #: Every array empty, or null where the version allows null.
+    empty: bool = False
 
     @property
     def group(self) -> str:
@@ -219,6 +221,8 @@ def build(entity_type: Any, sweep: Sweep, topic: Target | None, local: dict[str,
         shape = classify_field(field)
         if name in local:
             value = _resolve(local[name], field, sweep, None)
+        elif sweep.empty and isinstance(shape, EntityTupleField | PrimitiveTupleField):
+            value = None if is_optional(field) else ()
         elif name in sweep.overrides:
             value = _resolve(sweep.overrides[name], field, sweep, None)
         elif name in sweep.topic_arrays and isinstance(shape, EntityTupleField):
@@ -270,7 +274,10 @@ REQUESTS: dict[int, dict[str, Any]] = {
     },
     ApiKey.LEAVE_GROUP: {"members": {"member_id": "sweep-member"}},
     ApiKey.SYNC_GROUP: {"assignments": (), "protocol_type": None, "protocol_name": None},
-    ApiKey.DESCRIBE_GROUPS: {"groups": lambda sweep: (sweep.group, COMMITTED_GROUP)},
+    ApiKey.DESCRIBE_GROUPS: {
+        "groups": lambda sweep: (sweep.group, COMMITTED_GROUP),
+        "include_authorized_operations": True,
+    },
     ApiKey.API_VERSIONS: {"client_software_name": "sweep", "client_software_version": "1.0"},
     ApiKey.CREATE_TOPICS: {
         "num_partitions": 1,
@@ -342,7 +349,10 @@ REQUESTS: dict[int, dict[str, Any]] = {
         "server_assignor": None,
         "subscribed_topic_regex": None,
     },
-    ApiKey.CONSUMER_GROUP_DESCRIBE: {"group_ids": lambda sweep: (sweep.group,)},
+    ApiKey.CONSUMER_GROUP_DESCRIBE: {
+        "group_ids": lambda sweep: (sweep.group,),
+        "include_authorized_operations": True,
+    },
     ApiKey.DESCRIBE_TOPIC_PARTITIONS: {"cursor": None},
 }
 
@@ -386,7 +396,7 @@ def doomed_topic(version: int) -> str:
     return f"sweep-doomed-v{version}"
 
 
-def make_sweep(api_key: int, version: int, topic_id: uuid.UUID) -> Sweep:
+def make_sweep(api_key: int, version: int, topic_id: uuid.UUID, empty: bool = False) -> Sweep:
     existing = Target(TOPIC, topic_id)
     if api_key == ApiKey.DELETE_TOPICS:
         existing = Target(doomed_topic(version), ZERO_UUID)
@@ -398,6 +408,7 @@ def make_sweep(api_key: int, version: int, topic_id: uuid.UUID) -> Sweep:
         missing=missing,
         overrides=REQUESTS.get(api_key, {}),
         topic_arrays=TOPIC_ARRAYS.get(api_key, DEFAULT_TOPIC_ARRAYS),
+        empty=empty,
     )
 
 
@@ -562,10 +573,10 @@ def test_api_versions_advertises_exactly_the_handler_table(sweep_broker: SweepBr
     assert advertised == ADVERTISED
 
 
-@pytest.mark.usefixtures("no_tracebacks")
-@pytest.mark.parametrize(("api_key", "version"), SWEEP)
-def test_every_api_version(sweep_broker: SweepBroker, api_key: int, version: int) -> None:
-    sweep = make_sweep(api_key, version, sweep_broker.topic_id)
+def answer(sweep_broker: SweepBroker, sweep: Sweep) -> Any:
+    """Send `sweep`'s request; its answer, checked for shape and for error codes Kafka
+    never gives (UNKNOWN_SERVER_ERROR, codes outside Kafka's table)."""
+    api_key, version = sweep.api_key, sweep.version
     request = build(request_type(api_key, version), sweep, None, {})
     correlation_id = 0x5EE9 + api_key * 100 + version
     with RawClient(sweep_broker.broker.bootstrap_servers) as client:
@@ -573,25 +584,45 @@ def test_every_api_version(sweep_broker: SweepBroker, api_key: int, version: int
         response = decode_exactly(api_key, version, body)
         # The connection is still usable after the answer.
         assert client.request(request_of(ApiKey.API_VERSIONS, 0)()).error_code == ErrorCode.none
-
     codes = list(error_codes(response))
     known = {int(code) for code in ErrorCode}
     assert [(path, code) for path, code in codes if code not in known] == []
     assert [(path, code) for path, code in codes if code == ErrorCode.unknown_server_error] == []
+    return response
 
-    if api_key in NO_TOPICS:
-        return
+
+def check_topic_errors(response: Any, sweep: Sweep) -> None:
+    """Kafka's error for the nonexistent topic and, where deterministic, for the existing one."""
     missing = list(topic_elements(response, sweep.missing))
     assert missing, f"the answer does not mention the nonexistent topic: {response}"
-    allowed = missing_topic_errors(api_key, version)
+    allowed = missing_topic_errors(sweep.api_key, sweep.version)
     got = item_errors(missing)
     assert got, f"no error code for the nonexistent topic: {missing}"
     assert set(got) <= allowed, f"nonexistent topic: {got}, Kafka gives {allowed}"
-    if api_key in EXISTING_TOPIC_ERRORS:
+    if sweep.api_key in EXISTING_TOPIC_ERRORS:
         existing = list(topic_elements(response, sweep.existing))
         assert existing, f"the answer does not mention the existing topic: {response}"
         got = item_errors(existing)
-        assert set(got) <= EXISTING_TOPIC_ERRORS[api_key], f"existing topic: {got}"
+        assert set(got) <= EXISTING_TOPIC_ERRORS[sweep.api_key], f"existing topic: {got}"
+
+
+@pytest.mark.usefixtures("no_tracebacks")
+@pytest.mark.parametrize(("api_key", "version"), SWEEP)
+def test_every_api_version(sweep_broker: SweepBroker, api_key: int, version: int) -> None:
+    sweep = make_sweep(api_key, version, sweep_broker.topic_id)
+    response = answer(sweep_broker, sweep)
+    if api_key not in NO_TOPICS:
+        check_topic_errors(response, sweep)
+
+
+@pytest.mark.usefixtures("no_tracebacks")
+@pytest.mark.parametrize(("api_key", "version"), SWEEP)
+def test_every_api_version_with_empty_arrays(
+    sweep_broker: SweepBroker, api_key: int, version: int
+) -> None:
+    """The same requests with every array empty, or null where the version allows it (Metadata's
+    null topics: all of them; OffsetFetch's: every committed offset of the group)."""
+    answer(sweep_broker, make_sweep(api_key, version, sweep_broker.topic_id, empty=True))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -640,3 +671,120 @@ def test_api_key_the_broker_does_not_serve_closes_the_connection(
         assert client.read_frame() == b""
     with RawClient(sweep_broker.broker.bootstrap_servers) as client:
         assert client.request(request_of(ApiKey.API_VERSIONS, 0)()).error_code == ErrorCode.none
+
+
+# ---------------------------------------------------------------------------------------------
+# Variants of the sweep Kafka answers differently.
+
+PRODUCE_VERSIONS = [
+    pytest.param(version, id=f"PRODUCE-v{version}")
+    for version in range(ADVERTISED[ApiKey.PRODUCE][0], ADVERTISED[ApiKey.PRODUCE][1] + 1)
+]
+
+
+@pytest.mark.usefixtures("no_tracebacks")
+@pytest.mark.parametrize("version", PRODUCE_VERSIONS)
+def test_produce_acks_zero_gets_no_answer(sweep_broker: SweepBroker, version: int) -> None:
+    """acks=0 is the one request Kafka does not answer: the next answer on the connection is
+    the next request's, and the connection stays open."""
+    sweep = make_sweep(ApiKey.PRODUCE, version, sweep_broker.topic_id)
+    request = build(
+        request_type(ApiKey.PRODUCE, version),
+        sweep,
+        None,
+        {"acks": 0, "topic_data": {"name": TOPIC, "partition_data": {"records": batch(1)}}},
+    )
+    with RawClient(sweep_broker.broker.bootstrap_servers) as client:
+        client.send_raw(encode_request(ApiKey.PRODUCE, version, encode_body(request), 41))
+        body = exchange(client, ApiKey.API_VERSIONS, 0, encode_body(request_of(18, 0)()), 42)
+        assert decode_exactly(ApiKey.API_VERSIONS, 0, body).error_code == ErrorCode.none
+
+
+@pytest.mark.usefixtures("no_tracebacks")
+def test_delete_topics_by_id(sweep_broker: SweepBroker) -> None:
+    """DeleteTopics v6 names topics by id (KIP-516): the existing one is deleted and answered
+    with its name, the unknown id gets UNKNOWN_TOPIC_ID."""
+    version = ADVERTISED[ApiKey.DELETE_TOPICS][1]
+    name = "sweep-doomed-by-id"
+    with RawClient(sweep_broker.broker.bootstrap_servers) as client:
+        create_topic(client, name)
+        metadata = client.request(
+            request_of(ApiKey.METADATA, 12)(
+                topics=None,
+                allow_auto_topic_creation=False,
+                include_topic_authorized_operations=False,
+            )
+        )
+    topic_id = next(topic.topic_id for topic in metadata.topics if topic.name == name)
+    sweep = make_sweep(ApiKey.DELETE_TOPICS, version, topic_id)
+    sweep.overrides = {
+        **sweep.overrides,
+        "topics": [
+            {"name": None, "topic_id": topic_id},
+            {"name": None, "topic_id": sweep.missing.topic_id},
+        ],
+    }
+    response = answer(sweep_broker, sweep)
+    deleted, unknown = response.responses
+    assert (deleted.name, deleted.topic_id, deleted.error_code) == (name, topic_id, ErrorCode.none)
+    assert (unknown.topic_id, unknown.error_code) == (
+        sweep.missing.topic_id,
+        ErrorCode.unknown_topic_id,
+    )
+
+
+#: Kafka's default for an authorized-operations bitfield nobody filled in.
+OPERATIONS_OMITTED = -(2**31)
+ERROR_ENTRIES = [
+    *(
+        pytest.param(
+            ApiKey.CONSUMER_GROUP_DESCRIBE, version, id=f"CONSUMER_GROUP_DESCRIBE-v{version}"
+        )
+        for version in range(
+            ADVERTISED[ApiKey.CONSUMER_GROUP_DESCRIBE][0],
+            ADVERTISED[ApiKey.CONSUMER_GROUP_DESCRIBE][1] + 1,
+        )
+    ),
+    *(
+        pytest.param(ApiKey.DESCRIBE_TRANSACTIONS, version, id=f"DESCRIBE_TRANSACTIONS-v{version}")
+        for version in range(
+            ADVERTISED[ApiKey.DESCRIBE_TRANSACTIONS][0],
+            ADVERTISED[ApiKey.DESCRIBE_TRANSACTIONS][1] + 1,
+        )
+    ),
+]
+
+
+@pytest.mark.usefixtures("no_tracebacks")
+@pytest.mark.parametrize(("api_key", "version"), ERROR_ENTRIES)
+def test_error_entries_keep_the_schema_defaults(
+    sweep_broker: SweepBroker, api_key: int, version: int
+) -> None:
+    """An unknown group (ConsumerGroupDescribe) or transactional id (DescribeTransactions): Kafka
+    sets the entry's id, error code and message only (GroupMetadataManager.consumerGroupDescribe,
+    TransactionCoordinator.handleDescribeTransactions), so every other field is its schema's
+    default: zeros, empty strings, and no authorized operations."""
+    sweep = make_sweep(api_key, version, sweep_broker.topic_id)
+    response = answer(sweep_broker, sweep)
+    if api_key == ApiKey.CONSUMER_GROUP_DESCRIBE:
+        (group,) = response.groups
+        assert group.error_code == ErrorCode.group_id_not_found
+        assert (
+            group.group_state,
+            group.group_epoch,
+            group.assignment_epoch,
+            group.assignor_name,
+            group.members,
+            group.authorized_operations,
+        ) == ("", 0, 0, "", (), OPERATIONS_OMITTED)
+    else:
+        (state,) = response.transaction_states
+        assert state.error_code == ErrorCode.transactional_id_not_found
+        assert (
+            state.transaction_state,
+            state.transaction_timeout,
+            state.transaction_start_time,
+            state.producer_id,
+            state.producer_epoch,
+            state.topics,
+        ) == ("", datetime.timedelta(0), datetime.datetime.fromtimestamp(0, datetime.UTC), 0, 0, ())
