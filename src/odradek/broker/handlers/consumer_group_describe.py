@@ -10,7 +10,7 @@ from typing import Any
 from kio.schema.errors import ErrorCode
 
 from odradek.broker import dispatcher
-from odradek.broker.authorized_operations import group_operations
+from odradek.broker.authorized_operations import OMITTED, group_operations
 from odradek.broker.context import BrokerContext
 from odradek.coordinator.group import ConsumerGroup
 from odradek.protocol.api_keys import ApiKey
@@ -59,12 +59,15 @@ async def handle(context: BrokerContext, header: RequestHeader, request: Any) ->
                     if group is None
                     else f"Group {group_id} is not a consumer group.",
                     group_id=group_id,
-                    group_state="Dead",
-                    group_epoch=-1,
-                    assignment_epoch=-1,
+                    # Kafka's GroupMetadataManager.consumerGroupDescribe sets only the id, the
+                    # error and its message: the rest keeps the schema's defaults, and
+                    # KafkaApis fills authorized operations in only for groups without error.
+                    group_state="",
+                    group_epoch=0,
+                    assignment_epoch=0,
                     assignor_name="",
                     members=(),
-                    authorized_operations=operations,
+                    authorized_operations=OMITTED,
                 )
             )
             continue

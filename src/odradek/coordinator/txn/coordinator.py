@@ -156,15 +156,17 @@ class PollResult:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class DescribedTransaction:
-    """One entry of a DescribeTransactions response."""
+    """One entry of a DescribeTransactions response. An entry with an error keeps the
+    defaults of Kafka's DescribeTransactionsResponse schema (zeros and an empty state), as
+    TransactionCoordinator.handleDescribeTransactions sets only the error code."""
 
     transactional_id: str
     error: ErrorCode
     transaction_state: str = ""
     transaction_timeout_ms: int = 0
-    transaction_start_time_ms: int = -1
-    producer_id: int = NO_PRODUCER_ID
-    producer_epoch: int = NO_PRODUCER_EPOCH
+    transaction_start_time_ms: int = 0
+    producer_id: int = 0
+    producer_epoch: int = 0
     #: ``(topic, partitions)`` pairs, sorted.
     topics: tuple[tuple[str, tuple[int, ...]], ...] = ()
 
