@@ -56,6 +56,11 @@ def test_exactly_once_loses_and_duplicates_nothing_and_the_report_is_complete(
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert "trade-off matrix, measured" in completed.stdout
+    # Not a terminal: progress comes as plain lines (a live table would show nothing).
+    progress = [line for line in completed.stderr.splitlines() if line.startswith("exactly-once: ")]
+    phases = [line.split(": ", 1)[1].split(",", 1)[0] for line in progress]
+    assert {"starting the processor", "final drain", "analysing", "done"} <= set(phases)
+    assert any("sent " in line and "in sink " in line for line in progress)
 
     report = json.loads(json_path.read_text())
     (run,) = report["runs"]

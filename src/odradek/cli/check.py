@@ -92,6 +92,34 @@ def _stop_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, handle)
 
 
+PROGRESS_LINE_EVERY_S = 10.0
+
+
+class _ProgressLines:
+    """A progress callback for output that is not a terminal: one line per phase change and
+    at most one every PROGRESS_LINE_EVERY_S seconds of run time otherwise."""
+
+    def __init__(self, console: Console) -> None:
+        self._console = console
+        self._last: tuple[str, str] | None = None
+        self._last_elapsed = 0.0
+
+    def __call__(self, progress: Progress) -> None:
+        key = (progress.guarantee, progress.phase)
+        if key == self._last and progress.elapsed - self._last_elapsed < PROGRESS_LINE_EVERY_S:
+            return
+        self._last = key
+        self._last_elapsed = progress.elapsed
+        self._console.print(
+            f"{progress.guarantee}: {progress.phase}, "
+            f"{min(progress.elapsed, progress.duration):.0f}/{progress.duration:.0f} s; "
+            f"sent {progress.sent:,}, acked {progress.acked:,}, in sink {progress.delivered:,}; "
+            f"faults: {', '.join(progress.faults) or '-'}",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
 def _progress_table(progress: Progress) -> Table:
     table = Table(show_header=True, box=None)
     for column in ("guarantee", "phase", "elapsed", "sent", "acked", "in sink", "faults"):
@@ -290,8 +318,13 @@ def check(
         + (f"; fsync {','.join('on' if f else 'off' for f in fsync)}" if fsync else "")
         + f"; work in {directory}"
     )
-    with Live(console=console, refresh_per_second=4, transient=True) as live:
-        results = run_check(options, lambda progress: live.update(_progress_table(progress)))
+    if console.is_terminal:
+        with Live(console=console, refresh_per_second=4, transient=True) as live:
+            results = run_check(options, lambda progress: live.update(_progress_table(progress)))
+    else:
+        # Not a terminal (CI, a pipe, a log file): a live table would print nothing until the
+        # end, so a plain line at each phase change and every PROGRESS_LINE_EVERY_S seconds.
+        results = run_check(options, _ProgressLines(console))
     print_table(main_runs(results), Console())
     print_comparison(results, Console())
     if json_path is not None:
