@@ -150,14 +150,27 @@ def settle_page_cache() -> str:
     return "sync + drop_caches"
 
 
-def create_topic(bootstrap: str, topic: str, partitions: int, config: dict[str, str]) -> None:
+def create_topic(
+    bootstrap: str,
+    topic: str,
+    partitions: int,
+    config: dict[str, str],
+    replication_factor: int = 1,
+) -> None:
     """Create `topic`; one that already exists (a broker given with --bootstrap) is kept."""
     from confluent_kafka import KafkaError, KafkaException
     from confluent_kafka.admin import AdminClient, NewTopic
 
     admin = AdminClient({"bootstrap.servers": bootstrap})
     futures = admin.create_topics(
-        [NewTopic(topic, num_partitions=partitions, replication_factor=1, config=config)],
+        [
+            NewTopic(
+                topic,
+                num_partitions=partitions,
+                replication_factor=replication_factor,
+                config=config,
+            )
+        ],
         operation_timeout=10,
     )
     for future in futures.values():

@@ -14,10 +14,12 @@ a core's accounting with the measuring process, and every run starts from a cold
 Only produce is measured: the mock keeps a bounded log, so nothing is consumed back.
 
     .venv/bin/python benchmarks/produce_bench.py [--runs 5] [--messages 200000] [--quick]
-        [--record-size 100] [--acks1-only]
+        [--record-size 100] [--acks1-only] [--cluster]
 
 `--record-size 1024 --acks1-only --messages 60000` is the large-record comparison: only the
-mock and Odradek at acks=1, alternating, with the broker's CPU-seconds per GB of values.
+mock and Odradek at acks=1, alternating, with the broker's CPU-seconds per GB of values;
+`--cluster` adds the same producer against a 3-broker Odradek cluster (RF=3) at acks=1 and
+acks=all, its CPU summed over the three brokers.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import time
 from dataclasses import dataclass
 
 from _common import BrokerProcess, cpu_seconds, create_topic, median, print_table
+from odradek.cluster import Cluster
 
 RECORD_BYTES = 100
 LINGER_MS = 5
@@ -120,10 +123,16 @@ class Target:
     acks: str
     broker: BrokerProcess | None
     topic: str
+    # Broker processes whose CPU counts (default: `broker`'s); a cluster's three brokers.
+    pids: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.pids and self.broker is not None:
+            self.pids = (self.broker.pid,)
 
 
 def run_once(target: Target, messages: int, record_bytes: int) -> dict[str, float]:
-    broker_cpu_before = cpu_seconds(target.broker.pid) if target.broker else 0.0
+    broker_cpu_before = sum(cpu_seconds(pid) for pid in target.pids)
     completed = subprocess.run(
         [
             sys.executable,
@@ -144,9 +153,22 @@ def run_once(target: Target, messages: int, record_bytes: int) -> dict[str, floa
         raise RuntimeError(f"{target.label}: worker failed:\n{completed.stderr}")
     result: dict[str, float] = json.loads(completed.stdout.strip().splitlines()[-1])
     result["broker_cpu"] = (
-        cpu_seconds(target.broker.pid) - broker_cpu_before if target.broker else float("nan")
+        sum(cpu_seconds(pid) for pid in target.pids) - broker_cpu_before
+        if target.pids
+        else float("nan")
     )
     return result
+
+
+def start_cluster() -> Cluster:
+    """A controller and 3 brokers (`odradek.Cluster`, real processes), one partition, RF=3,
+    min.insync.replicas=2, every replica in the ISR."""
+    cluster = Cluster(brokers=3).start()
+    create_topic(
+        cluster.bootstrap_servers, TOPIC, 1, {"min.insync.replicas": "2"}, replication_factor=3
+    )
+    cluster.wait_for_isr(TOPIC, 0, size=3, timeout_s=30)
+    return cluster
 
 
 def main() -> None:
@@ -159,6 +181,12 @@ def main() -> None:
     )
     parser.add_argument(
         "--acks1-only", action="store_true", help="only the mock and Odradek at acks=1"
+    )
+    parser.add_argument(
+        "--cluster",
+        action="store_true",
+        help="also a 3-broker Odradek cluster (RF=3, min.insync.replicas=2) at acks=1 and "
+        "acks=all; its broker CPU is the sum over the three brokers",
     )
     parser.add_argument("--worker", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -180,6 +208,7 @@ def main() -> None:
     )
     default_broker = BrokerProcess().start()
     no_fsync_broker = BrokerProcess({"odradek.acks.all.fsync": "false"}).start()
+    cluster = start_cluster() if args.cluster else None
     try:
         for broker in (default_broker, no_fsync_broker):
             create_topic(broker.bootstrap_servers, TOPIC, 1, {})
@@ -214,6 +243,14 @@ def main() -> None:
         ]
         if args.acks1_only:
             targets = targets[:2]
+        if cluster is not None:
+            pids = tuple(cluster.pid(node) for node in cluster.node_ids)
+            targets += [
+                Target(f"Odradek RF=3, acks={acks}", cluster.bootstrap_servers, acks, None, TOPIC)
+                for acks in ("1", "all")
+            ]
+            for target in targets[-2:]:
+                target.pids = pids
         results: dict[str, list[dict[str, float]]] = {t.label: [] for t in targets}
         for round_number in range(runs):
             for target in targets:
@@ -228,6 +265,8 @@ def main() -> None:
     finally:
         default_broker.stop()
         no_fsync_broker.stop()
+        if cluster is not None:
+            cluster.stop()
 
     reference = median([messages / r["elapsed"] for r in results[targets[0].label]])
     gigabytes = messages * record_bytes / 1e9
@@ -245,11 +284,9 @@ def main() -> None:
                 f"{median([r['p50_ms'] for r in measured]):.2f}",
                 f"{median([r['p99_ms'] for r in measured]):.2f}",
                 f"{median([r['client_cpu'] for r in measured]):.2f}",
+                "-" if not target.pids else f"{median([r['broker_cpu'] for r in measured]):.2f}",
                 "-"
-                if target.broker is None
-                else f"{median([r['broker_cpu'] for r in measured]):.2f}",
-                "-"
-                if target.broker is None
+                if not target.pids
                 else f"{median([r['broker_cpu'] for r in measured]) / gigabytes:.1f}",
                 str(errors),
             ]
