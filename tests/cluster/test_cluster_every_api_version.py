@@ -9,11 +9,13 @@ B, is neither. Every advertised (api, version) gets the sweep's request twice:
 - to B: Kafka's shape (correlation id, header version, a body kio decodes at that version to the
   last byte, no unknown or UNKNOWN_SERVER_ERROR codes, the nonexistent topic's error), and
   Kafka's redirect errors: NOT_LEADER_OR_FOLLOWER for the partition's data (Produce with
-  KIP-951's CurrentLeader and NodeEndpoints from v10; ListOffsets, OffsetForLeaderEpoch,
-  DeleteRecords, DescribeProducers, WriteTxnMarkers; Fetch below v11 only, since a consumer's
-  Fetch v11+ is served by any replica, KIP-392's FetchParams.fetchOnlyLeader), NOT_COORDINATOR
-  for group and transaction requests, and admin requests answered as the controller decides
-  (forwarded, KIP-590);
+  KIP-951's CurrentLeader and NodeEndpoints from v10; Fetch, with both from v16 as KafkaApis
+  fills them; ListOffsets, OffsetForLeaderEpoch, DeleteRecords, WriteTxnMarkers),
+  NOT_COORDINATOR for group and transaction requests, and admin requests answered as the
+  controller decides (forwarded, KIP-590). DescribeProducers is answered by any replica
+  (Partition.activeProducerState). Kafka would also serve a consumer's Fetch v11+ from a
+  follower (KIP-392: FetchParams.fetchOnlyLeader is false once the request carries client
+  metadata); Odradek sends every consumer to the leader, which every client follows;
 - to the broker that owns the request (L for partitions and admin, C for coordinators): the
   single broker's success-shaped answers.
 
@@ -324,11 +326,18 @@ def answer(address: str, sweep: Sweep) -> Any:
 
 
 def check_topics(
-    response: Any, sweep: Sweep, missing: set[ErrorCode], existing: set[ErrorCode] | None
+    response: Any,
+    sweep: Sweep,
+    missing: set[ErrorCode],
+    existing: set[ErrorCode] | None,
+    mentioned: bool = True,
 ) -> None:
     """The nonexistent topic's errors are among `missing`, the existing topic's among
-    `existing` (unchecked when None)."""
+    `existing` (unchecked when None); with `mentioned` False an answer may leave both topics
+    out (a group-level error)."""
     missing_elements = list(topic_elements(response, sweep.missing))
+    if not mentioned and not missing_elements:
+        return
     assert missing_elements, f"the answer does not mention the nonexistent topic: {response}"
     got = item_errors(missing_elements)
     assert got, f"no error code for the nonexistent topic: {missing_elements}"
@@ -371,11 +380,12 @@ def _check_redirect(layout: Layout, sweep: Sweep, response: Any) -> None:
     api_key, version = sweep.api_key, sweep.version
     if api_key == ApiKey.PRODUCE and version >= 10:
         (partition,) = next(topic_elements(response, sweep.existing)).partition_responses
-        current = partition.current_leader
-        assert (current.leader_id, current.leader_epoch) == (layout.leader, layout.leader_epoch)
-        endpoints = {(e.node_id, e.host, e.port) for e in response.node_endpoints}
-        host, port = layout.cluster.broker_address(layout.leader).rsplit(":", 1)
-        assert endpoints == {(layout.leader, host, int(port))}
+        check_current_leader(layout, response, partition, layout.leader_epoch)
+    if api_key == ApiKey.FETCH and version >= 12:
+        (partition,) = next(topic_elements(response, sweep.existing)).partitions
+        check_current_leader(
+            layout, response, partition, layout.leader_epoch if version >= 16 else None
+        )
     if coordinated(api_key) and api_key not in TOPICS_CHECKED_FIRST:
         codes = {code for _path, code in error_codes(response)}
         assert ErrorCode.not_coordinator in codes, response
@@ -388,10 +398,25 @@ def _check_redirect(layout: Layout, sweep: Sweep, response: Any) -> None:
         assert nodes == [layout.coordinator]
 
 
+def check_current_leader(
+    layout: Layout, response: Any, partition: Any, leader_epoch: int | None
+) -> None:
+    """KIP-951: a NOT_LEADER_OR_FOLLOWER partition names the leader and its epoch, and the
+    response carries the leader's endpoint; with `leader_epoch` None (Fetch v12-15) Kafka
+    leaves CurrentLeader unset (-1, -1) and sends no endpoint."""
+    current = partition.current_leader
+    if leader_epoch is None:
+        assert (current.leader_id, current.leader_epoch) == (-1, -1)
+        return
+    assert (current.leader_id, current.leader_epoch) == (layout.leader, leader_epoch)
+    endpoints = {(e.node_id, e.host, e.port) for e in response.node_endpoints}
+    assert endpoints == {(layout.leader, *_host_port(layout.cluster.broker_address(layout.leader)))}
+
+
 def _bystander_existing_errors(api_key: int, version: int) -> set[ErrorCode] | None:
-    if api_key == ApiKey.FETCH:
-        # A consumer's Fetch v11+ may read from any replica (KIP-392).
-        return {ErrorCode.none} if version >= 11 else {ErrorCode.not_leader_or_follower}
+    if api_key == ApiKey.DESCRIBE_PRODUCERS:
+        # Any replica with the log answers (Kafka's Partition.activeProducerState).
+        return {ErrorCode.none}
     if api_key in PARTITION_APIS:
         return {ErrorCode.not_leader_or_follower}
     if api_key == ApiKey.ADD_PARTITIONS_TO_TXN:
@@ -409,9 +434,18 @@ def test_every_api_version_to_a_bystander(layout: Layout, api_key: int, version:
     response = answer(layout.cluster.broker_address(layout.bystander), sweep)
     if api_key not in NO_TOPICS:
         missing = missing_topic_errors(api_key, version)
-        if coordinated(api_key) and api_key not in TOPICS_CHECKED_FIRST:
+        group_level = coordinated(api_key) and api_key not in TOPICS_CHECKED_FIRST
+        if group_level:
             missing = missing | {ErrorCode.not_coordinator}
-        check_topics(response, sweep, missing, _bystander_existing_errors(api_key, version))
+        check_topics(
+            response,
+            sweep,
+            missing,
+            _bystander_existing_errors(api_key, version),
+            # OffsetFetch v2+ and OffsetDelete put NOT_COORDINATOR on the group alone
+            # (OffsetFetchRequest / OffsetDeleteRequest.getErrorResponse).
+            mentioned=not group_level,
+        )
     _check_redirect(layout, sweep, response)
 
 
@@ -456,13 +490,9 @@ def test_fetch_from_a_broker_without_a_replica(layout: Layout, version: int) -> 
     )
     (partition,) = next(topic_elements(response, sweep.existing)).partitions
     if version >= 12:
-        current = partition.current_leader
-        expected = (layout.leader, layout.elsewhere_epoch) if version >= 16 else (-1, -1)
-        assert (current.leader_id, current.leader_epoch) == expected
-    if version >= 16:
-        host, port = layout.cluster.broker_address(layout.leader).rsplit(":", 1)
-        endpoints = {(e.node_id, e.host, e.port) for e in response.node_endpoints}
-        assert endpoints == {(layout.leader, host, int(port))}
+        check_current_leader(
+            layout, response, partition, layout.elsewhere_epoch if version >= 16 else None
+        )
 
 
 # ---------------------------------------------------------------------------------------------
