@@ -440,22 +440,23 @@ class ControllerServer:
             )
             for topic in request.topics
         ]
+        controller = self._require()
         if request.validate_only:
-            rows = [
-                {"name": t.name, "error_code": ErrorCode.none, "error_message": None}
-                for t in topics
-            ]
+            # Kafka's ReplicationControlManager.createPartitions checks every topic the same
+            # way and only leaves the records out: the records here are dropped, not replayed.
+            _records, results = controller.replication.create_partitions(topics)
         else:
-            result = self._require().handle_create_partitions(topics, now_ms())
+            result = controller.handle_create_partitions(topics, now_ms())
             self._commit(result.records)
-            rows = [
-                {
-                    "name": created.name,
-                    "error_code": created.error_code,
-                    "error_message": created.error_message,
-                }
-                for created in result.response
-            ]
+            results = list(result.response)
+        rows = [
+            {
+                "name": created.name,
+                "error_code": created.error_code,
+                "error_message": created.error_message,
+            }
+            for created in results
+        ]
         return _results_response(
             ApiKey.CREATE_PARTITIONS,
             header.api_version,

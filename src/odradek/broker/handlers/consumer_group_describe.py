@@ -49,13 +49,19 @@ async def handle(context: BrokerContext, header: RequestHeader, request: Any) ->
     operations = group_operations(request.include_authorized_operations)
     described = []
     for group_id in request.group_ids:
-        group = coordinator.group(group_id)
+        # On a cluster a group another broker coordinates: NOT_COORDINATOR (or
+        # COORDINATOR_LOAD_IN_PROGRESS) with nothing else, Kafka's
+        # ConsumerGroupDescribeRequest.getErrorDescribedGroupList.
+        not_here = context.groups.coordinator_error(group_id)
+        group = coordinator.group(group_id) if not_here is None else None
         if not isinstance(group, ConsumerGroup):
             described.append(
                 make(
                     group_type,
-                    error_code=ErrorCode.group_id_not_found,
-                    error_message=f"Group {group_id} not found."
+                    error_code=ErrorCode.group_id_not_found if not_here is None else not_here,
+                    error_message=None
+                    if not_here is not None
+                    else f"Group {group_id} not found."
                     if group is None
                     else f"Group {group_id} is not a consumer group.",
                     group_id=group_id,

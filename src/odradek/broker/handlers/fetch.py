@@ -6,7 +6,7 @@ read_committed stops at the last stable offset and carries the aborted transacti
 overlap what it may read, which the client uses to drop aborted batches.
 
 In a cluster (`process.roles`): a consumer's partition is routed to its leader
-(NOT_LEADER_OR_FOLLOWER with CurrentLeader and, v16+, NodeEndpoints; LEADER_NOT_AVAILABLE;
+(NOT_LEADER_OR_FOLLOWER, with CurrentLeader and NodeEndpoints from v16; LEADER_NOT_AVAILABLE;
 KIP-320 epoch errors against the partition's leader epoch) and reads up to the HW; a replica's
 Fetch (replica_id >= 0, or ReplicaState from v15) is validated by the leader (diverging epoch,
 OFFSET_OUT_OF_RANGE), records the follower's position (HW, ISR expansion) and reads up to the
@@ -61,6 +61,12 @@ def _wanted(version: int, request: Any, context: BrokerContext) -> list[_Wanted]
         if version >= 13:
             metadata = context.logs.topic_by_id(topic.topic_id)
             name = metadata.name if metadata is not None else None
+            if name is None and context.cluster is not None:
+                # A topic of the cluster with no replica here is named by the image (Kafka's
+                # metadataCache.topicIdsToNames), so it is routed to its leader rather than
+                # answered UNKNOWN_TOPIC_ID.
+                known = context.cluster.image.topics_by_id.get(topic.topic_id)
+                name = known.name if known is not None else None
             topic_id = topic.topic_id
         else:
             name = topic.topic
@@ -93,7 +99,8 @@ def _read_all(
     """Read every wanted partition once; return results, bytes read and whether any error.
 
     `replicas` (a broker in a cluster): each partition is first routed to its leader —
-    NOT_LEADER_OR_FOLLOWER with the current leader (added to `leaders` for NodeEndpoints),
+    NOT_LEADER_OR_FOLLOWER with the current leader when `leaders` is given (v16+; the
+    leader is added to it for NodeEndpoints),
     LEADER_NOT_AVAILABLE, or the KIP-320 epoch errors against the partition's leader epoch."""
     results = []
     total = 0
@@ -107,7 +114,7 @@ def _read_all(
                 any_error = True
                 if leader is not None and leaders is not None:
                     leaders.add(leader.leader_id)
-                results.append(_empty(item, route_error, leader))
+                results.append(_empty(item, route_error, leader if leaders is not None else None))
                 continue
             if _hosted is not None:
                 # The epoch was checked against the partition's own leader epoch.
@@ -314,7 +321,9 @@ async def handle(
 ) -> list[bytes | memoryview]:
     version = header.api_version
     wanted = _wanted(version, request, context)
-    leaders: set[int] = set()
+    # KafkaApis names the current leader (and its endpoint) of a NOT_LEADER_OR_FOLLOWER
+    # partition only from v16 (KIP-951); CurrentLeader, in the schema from v12, stays unset.
+    leaders: set[int] | None = set() if version >= 16 else None
     max_wait_ms = int(request.max_wait.total_seconds() * 1000)
     min_bytes = request.min_bytes
     max_bytes = request.max_bytes if request.max_bytes > 0 else 2**31 - 1

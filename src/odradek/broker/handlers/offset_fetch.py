@@ -89,6 +89,26 @@ async def handle(context: BrokerContext, header: RequestHeader, request: Any) ->
             error, topics = not_coordinator.error_code, ()
         except CoordinatorNotAvailableError:
             error, topics = ErrorCode.not_coordinator, ()
+        if version < 2 and error is not ErrorCode.none:
+            # v1 has no group-level error: Kafka's OffsetFetchRequest.getErrorResponse puts it
+            # on every requested partition (a client reads NOT_COORDINATOR there).
+            topics = tuple(
+                make(
+                    topic_type,
+                    name=topic.name,
+                    partitions=tuple(
+                        make(
+                            partition_type,
+                            partition_index=index,
+                            committed_offset=NO_OFFSET,
+                            metadata="",
+                            error_code=error,
+                        )
+                        for index in topic.partition_indexes
+                    ),
+                )
+                for topic in request.topics
+            )
         return make(response, throttle_time=0, topics=topics, error_code=error)
     group_type = nested(module, "OffsetFetchResponseGroup")
 

@@ -5,7 +5,9 @@ a `current_leader_epoch` (-1: no check) below the log's leader epoch is FENCED_L
 above it UNKNOWN_LEADER_EPOCH; otherwise the requested epoch's end offset (the log end offset
 for the latest epoch), or -1/-1 for an epoch the cache cannot place. A single broker leads in
 epoch 0 from the log's start. In a cluster the partition's leader epoch is the metadata's, and
-a consumer (replica id -1) asking a broker that does not lead gets NOT_LEADER_OR_FOLLOWER.
+whoever asks (a consumer, a follower, or a v2 request that names no replica) a broker that does
+not lead gets NOT_LEADER_OR_FOLLOWER: Kafka's ReplicaManager.lastOffsetForLeaderEpoch passes
+fetchOnlyFromLeader = true.
 """
 
 from __future__ import annotations
@@ -28,9 +30,6 @@ async def handle(context: BrokerContext, header: RequestHeader, request: Any) ->
     partition_type = nested(module, "EpochEndOffset")
     topic_type = nested(module, "OffsetForLeaderTopicResult")
     replicas = context.cluster.replicas if context.cluster is not None else None
-    # v3+ names the asking replica; a consumer (-1) must ask the leader (Kafka's
-    # fetchOnlyFromLeader), a follower may ask any replica.
-    from_consumer = getattr(request, "replica_id", -2) == -1
     topics = []
     for topic in request.topics:
         partitions = []
@@ -47,7 +46,7 @@ async def handle(context: BrokerContext, header: RequestHeader, request: Any) ->
                         current_leader_epoch=partition.current_leader_epoch,
                         leader_epoch=hosted.state.leader_epoch,
                         is_leader=hosted.state.is_leader,
-                        fetch_only_from_leader=from_consumer,
+                        fetch_only_from_leader=True,
                     )
                     error, epoch, end_offset = (
                         answer.error,

@@ -1,0 +1,8 @@
+"""Cluster tests reuse the raw protocol client and the protocol sweep of tests/broker."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "broker"))
