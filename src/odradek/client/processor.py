@@ -38,6 +38,7 @@ from typing import IO, Any
 from confluent_kafka import (
     OFFSET_BEGINNING,
     OFFSET_END,
+    OFFSET_INVALID,
     Consumer,
     KafkaError,
     KafkaException,
@@ -66,6 +67,10 @@ JOIN_GRACE_SECONDS = 30.0
 # coordinator, a final unassign) and has no timeout of its own; with the broker gone it can
 # block for minutes. After this the Processor gives up on a clean close and returns.
 CLOSE_TIMEOUT_SECONDS = 10.0
+
+#: How long `_on_assign` waits for the group's committed offsets before leaving the lookup to
+#: librdkafka (seconds).
+COMMITTED_TIMEOUT_SECONDS = 10.0
 
 #: Kafka Streams' commit.interval.ms under exactly-once (StreamsConfig), in seconds.
 DEFAULT_COMMIT_INTERVAL = 0.1
@@ -459,6 +464,8 @@ class Processor:
         self._last_activity = time.monotonic()
         if self._offsets_in_sink and partitions:
             partitions = self._claim(partitions)
+        elif partitions:
+            partitions = self._start_positions(consumer, partitions)
         logger.info(
             "assigned %s", ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "-"
         )
@@ -466,6 +473,44 @@ class Processor:
             consumer.incremental_assign(partitions)
         else:
             consumer.assign(partitions)
+
+    def _start_positions(
+        self, consumer: Consumer, partitions: list[TopicPartition]
+    ) -> list[TopicPartition]:
+        """Each partition at its committed offset, or where `auto.offset.reset` says if the
+        group has none: what librdkafka would look up itself, minus a wait.
+
+        Left to itself, librdkafka fetches the committed offsets after `assign` too (the same
+        OffsetFetch, with `require_stable` under read_committed), but for a partition with
+        none it starts the offset-reset ListOffsets behind a fixed 100 ms backoff
+        (`rd_kafka_offset_reset` treats "no committed offset" as an error), so every new
+        group waited 0.1 s before its first fetch. A partition whose answer is an error, or
+        a timeout, is left to librdkafka's own lookup.
+        """
+        reset = str(self.consumer_config().get("auto.offset.reset", "largest")).lower()
+        if reset in ("smallest", "earliest", "beginning"):
+            start = OFFSET_BEGINNING
+        elif reset in ("largest", "latest", "end"):
+            start = OFFSET_END
+        else:  # "error": librdkafka reports the missing offset itself
+            return partitions
+        unset = [tp for tp in partitions if tp.offset == OFFSET_INVALID]
+        if not unset:
+            return partitions
+        try:
+            committed = consumer.committed(unset, timeout=COMMITTED_TIMEOUT_SECONDS)
+        except KafkaException as error:
+            logger.info("committed offsets not read (%s): librdkafka will look them up", error)
+            return partitions
+        found: dict[PartitionKey, TopicPartition] = {}
+        for tp in committed:
+            if tp.error is not None:
+                continue
+            if tp.offset == OFFSET_INVALID:
+                found[(tp.topic, tp.partition)] = TopicPartition(tp.topic, tp.partition, start)
+            elif tp.offset >= 0:
+                found[(tp.topic, tp.partition)] = tp  # with its leader epoch (KIP-320)
+        return [found.get((tp.topic, tp.partition), tp) for tp in partitions]
 
     def _claim(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
         """Take ownership in the sink and start each partition at its stored offset."""
@@ -734,29 +779,41 @@ class Processor:
     # -- handler calls -------------------------------------------------------------------------
     _last_error: BaseException | None = None
 
-    def _call_with_retries(self, message: Message, call: Callable[[Message], Any]) -> Any:
+    def _call_with_retries(
+        self,
+        message: Message,
+        call: Callable[[Message], Any],
+        first_error: Exception | None = None,
+    ) -> Any:
+        """`call(message)` up to `max_attempts` times (once under at-most-once): its result, or
+        `_FAILED` with the last error in `_last_error`. `first_error`: the caller made the
+        first attempt, and it raised that."""
         attempts = self.max_attempts if self.guarantee is not Guarantee.AT_MOST_ONCE else 1
         for attempt in range(1, attempts + 1):
-            try:
-                result = call(message)
-            except Exception as error:
-                self._last_error = error
-                logger.warning(
-                    "handler failed on %s[%d]@%d (attempt %d of %d): %r",
-                    message.topic(),
-                    message.partition(),
-                    message.offset(),
-                    attempt,
-                    attempts,
-                    error,
-                )
-                if attempt < attempts:
-                    self._stats.retries += 1
-                continue
-            self._stats.processed += 1
-            if result is SKIPPED:
-                self._stats.duplicates_skipped += 1
-            return result
+            if first_error is not None:
+                error, first_error = first_error, None
+            else:
+                try:
+                    result = call(message)
+                except Exception as raised:
+                    error = raised
+                else:
+                    self._stats.processed += 1
+                    if result is SKIPPED:
+                        self._stats.duplicates_skipped += 1
+                    return result
+            self._last_error = error
+            logger.warning(
+                "handler failed on %s[%d]@%d (attempt %d of %d): %r",
+                message.topic(),
+                message.partition(),
+                message.offset(),
+                attempt,
+                attempts,
+                error,
+            )
+            if attempt < attempts:
+                self._stats.retries += 1
         return _FAILED
 
     def _call_batches_with_retries(
@@ -828,13 +885,28 @@ class Processor:
 
             return self._call_batches_with_retries(batch, attempt_batch)
 
-        def attempt(message: Message) -> Any:
-            return sink.call_in_savepoint(tx, self.handler, message, tx)
+        handler = self.handler
+        call_in_savepoint = sink.call_in_savepoint
 
+        def attempt(message: Message) -> Any:
+            return call_in_savepoint(tx, handler, message, tx)
+
+        # The first attempt inline (the per-message cost of the common case is the handler and
+        # its savepoint); a failure continues in `_call_with_retries` from the second attempt.
         dead = []
+        processed = skipped = 0
         for message in batch:
-            if self._call_with_retries(message, attempt) is _FAILED:
-                dead.append((message, self._last_error))
+            try:
+                result = call_in_savepoint(tx, handler, message, tx)
+            except Exception as error:
+                if self._call_with_retries(message, attempt, error) is _FAILED:
+                    dead.append((message, self._last_error))
+                continue
+            processed += 1
+            if result is SKIPPED:
+                skipped += 1
+        self._stats.processed += processed
+        self._stats.duplicates_skipped += skipped
         return dead
 
     def _produce_records(
