@@ -127,3 +127,10 @@ def test_config_is_routed_to_the_client_it_belongs_to() -> None:
     assert "linger.ms" not in consumer
     assert consumer["client.id"] == producer["client.id"] == "x"
     assert consumer["group.id"] == "group"
+
+
+def test_the_consumer_reconnect_backoff_defaults_to_kafkas_and_can_be_overridden() -> None:
+    # librdkafka spaces a joining consumer's first cluster connection by half of it.
+    assert _processor("at-least-once").consumer_config()["reconnect.backoff.ms"] == 50
+    overridden = _processor("at-least-once", config={"reconnect.backoff.ms": 250})
+    assert overridden.consumer_config()["reconnect.backoff.ms"] == 250

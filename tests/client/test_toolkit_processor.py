@@ -8,7 +8,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, Message, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    OFFSET_END,
+    OFFSET_INVALID,
+    Consumer,
+    Message,
+    Producer,
+    TopicPartition,
+)
 from toolkit_helpers import create_topic, produce_values, require_transactions, unique
 
 from odradek.broker.server import Broker
@@ -397,3 +405,53 @@ def test_at_least_once_into_a_sink_commits_one_database_transaction_per_interval
     assert commits == [50, 100], "two transactions of five poll batches each"
     assert stats.committed_batches == 2
     assert committed_offset(bootstrap, group, topic) == 100
+
+
+def test_assigned_partitions_start_at_the_committed_offset_or_where_the_reset_policy_says(
+    odradek_broker: Broker,
+) -> None:
+    """The Processor looks up the start itself: librdkafka would wait a fixed 100 ms before
+    resetting a partition without a committed offset."""
+    bootstrap = odradek_broker.bootstrap_servers
+    topic = create_topic(bootstrap, unique("events"))
+    produce_values(bootstrap, topic, range(10))
+    committed_group = unique("group")
+    Processor(bootstrap, committed_group, [topic], "at-least-once", lambda message: None).run(
+        idle_timeout=1
+    )
+    assert committed_offset(bootstrap, committed_group, topic) == 10
+
+    def start(group: str, reset: str) -> list[int]:
+        processor = Processor(
+            bootstrap,
+            group,
+            [topic],
+            "at-least-once",
+            lambda message: None,
+            config={"auto.offset.reset": reset},
+        )
+        consumer = Consumer(processor.consumer_config())
+        try:
+            unset = [TopicPartition(topic, 0)]
+            return [tp.offset for tp in processor._start_positions(consumer, unset)]
+        finally:
+            consumer.close()
+
+    assert start(unique("group"), "earliest") == [OFFSET_BEGINNING]
+    assert start(unique("group"), "latest") == [OFFSET_END]
+    assert start(unique("group"), "error") == [OFFSET_INVALID], "librdkafka reports it"
+    assert start(committed_group, "latest") == [10]
+
+    # End to end: the committed group resumes where it stopped (with the committed offset's
+    # leader epoch, as librdkafka's own lookup would).
+    produce_values(bootstrap, topic, range(10, 15))
+    handled: list[int] = []
+    Processor(
+        bootstrap,
+        committed_group,
+        [topic],
+        "at-least-once",
+        lambda message: handled.append(int(message.value() or b"0")),
+    ).run(idle_timeout=1)
+    assert handled == [10, 11, 12, 13, 14]
+    assert committed_offset(bootstrap, committed_group, topic) == 15

@@ -97,6 +97,16 @@ def test_call_in_savepoint_undoes_only_a_failed_call_and_returns_a_result(sink: 
         assert sink.call_in_savepoint(tx, write, 3, False) == 3
     with sink.transaction() as tx:
         assert sorted(r[0] for r in tx.execute("SELECT value FROM rows").fetchall()) == [1, 3]
+    # The savepoints run on a cursor kept per connection: a reopened sink gets a new one.
+    sink.close()
+    sink.open()
+    with sink.transaction() as tx:
+        assert sink.call_in_savepoint(tx, write, 4, False) == 4
+        with pytest.raises(ZeroDivisionError):
+            sink.call_in_savepoint(tx, write, 5, True)
+    with sink.transaction() as tx:
+        values = sorted(r[0] for r in tx.execute("SELECT value FROM rows").fetchall())
+    assert values == [1, 3, 4]
 
 
 def test_mark_applied_is_true_once_per_scope(sink: Sink) -> None:

@@ -38,6 +38,7 @@ from typing import IO, Any
 from confluent_kafka import (
     OFFSET_BEGINNING,
     OFFSET_END,
+    OFFSET_INVALID,
     Consumer,
     KafkaError,
     KafkaException,
@@ -66,6 +67,22 @@ JOIN_GRACE_SECONDS = 30.0
 # coordinator, a final unassign) and has no timeout of its own; with the broker gone it can
 # block for minutes. After this the Processor gives up on a clean close and returns.
 CLOSE_TIMEOUT_SECONDS = 10.0
+
+#: Consumer settings the Processor sets unless `config` overrides them. reconnect.backoff.ms:
+#: Kafka's Java client default (50 ms; librdkafka's is 100 ms). librdkafka also spaces its
+#: connections for cluster requests (metadata, the coordinator query) by half of it, and a
+#: joining consumer waits for one such connection after the bootstrap: ~50 ms of every start
+#: at librdkafka's default, ~25 ms at Java's. Reconnects still back off exponentially up to
+#: reconnect.backoff.max.ms (10 s).
+CONSUMER_DEFAULTS: Config = {"reconnect.backoff.ms": 50}
+
+#: How long the transactional producer waits for a connection to a named broker before
+#: `init_transactions` (seconds; see `_reach_a_named_broker`).
+NAMED_BROKER_TIMEOUT_SECONDS = 5.0
+
+#: How long `_on_assign` waits for the group's committed offsets before leaving the lookup to
+#: librdkafka (seconds).
+COMMITTED_TIMEOUT_SECONDS = 10.0
 
 #: Kafka Streams' commit.interval.ms under exactly-once (StreamsConfig), in seconds.
 DEFAULT_COMMIT_INTERVAL = 0.1
@@ -285,6 +302,7 @@ class Processor:
         return {
             "bootstrap.servers": self.bootstrap,
             "group.id": self.group,
+            **CONSUMER_DEFAULTS,
             **self.guarantee.consumer_config(),
             **self._consumer_overrides,
         }
@@ -397,6 +415,7 @@ class Processor:
                 str(configured) if configured else self._derive_transactional_id()
             )
             self._producer = Producer(self.producer_config(self.transactional_id))
+            _reach_a_named_broker(self._producer, str(self.output_topic))
             self._producer.init_transactions(self.transaction_timeout)
         elif self.output_topic is not None:
             self._producer = Producer(self.producer_config())
@@ -459,6 +478,8 @@ class Processor:
         self._last_activity = time.monotonic()
         if self._offsets_in_sink and partitions:
             partitions = self._claim(partitions)
+        elif partitions:
+            partitions = self._start_positions(consumer, partitions)
         logger.info(
             "assigned %s", ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "-"
         )
@@ -466,6 +487,44 @@ class Processor:
             consumer.incremental_assign(partitions)
         else:
             consumer.assign(partitions)
+
+    def _start_positions(
+        self, consumer: Consumer, partitions: list[TopicPartition]
+    ) -> list[TopicPartition]:
+        """Each partition at its committed offset, or where `auto.offset.reset` says if the
+        group has none: what librdkafka would look up itself, minus a wait.
+
+        Left to itself, librdkafka fetches the committed offsets after `assign` too (the same
+        OffsetFetch, with `require_stable` under read_committed), but for a partition with
+        none it starts the offset-reset ListOffsets behind a fixed 100 ms backoff
+        (`rd_kafka_offset_reset` treats "no committed offset" as an error), so every new
+        group waited 0.1 s before its first fetch. A partition whose answer is an error, or
+        a timeout, is left to librdkafka's own lookup.
+        """
+        reset = str(self.consumer_config().get("auto.offset.reset", "largest")).lower()
+        if reset in ("smallest", "earliest", "beginning"):
+            start = OFFSET_BEGINNING
+        elif reset in ("largest", "latest", "end"):
+            start = OFFSET_END
+        else:  # "error": librdkafka reports the missing offset itself
+            return partitions
+        unset = [tp for tp in partitions if tp.offset == OFFSET_INVALID]
+        if not unset:
+            return partitions
+        try:
+            committed = consumer.committed(unset, timeout=COMMITTED_TIMEOUT_SECONDS)
+        except KafkaException as error:
+            logger.info("committed offsets not read (%s): librdkafka will look them up", error)
+            return partitions
+        found: dict[PartitionKey, TopicPartition] = {}
+        for tp in committed:
+            if tp.error is not None:
+                continue
+            if tp.offset == OFFSET_INVALID:
+                found[(tp.topic, tp.partition)] = TopicPartition(tp.topic, tp.partition, start)
+            elif tp.offset >= 0:
+                found[(tp.topic, tp.partition)] = tp  # with its leader epoch (KIP-320)
+        return [found.get((tp.topic, tp.partition), tp) for tp in partitions]
 
     def _claim(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
         """Take ownership in the sink and start each partition at its stored offset."""
@@ -734,29 +793,41 @@ class Processor:
     # -- handler calls -------------------------------------------------------------------------
     _last_error: BaseException | None = None
 
-    def _call_with_retries(self, message: Message, call: Callable[[Message], Any]) -> Any:
+    def _call_with_retries(
+        self,
+        message: Message,
+        call: Callable[[Message], Any],
+        first_error: Exception | None = None,
+    ) -> Any:
+        """`call(message)` up to `max_attempts` times (once under at-most-once): its result, or
+        `_FAILED` with the last error in `_last_error`. `first_error`: the caller made the
+        first attempt, and it raised that."""
         attempts = self.max_attempts if self.guarantee is not Guarantee.AT_MOST_ONCE else 1
         for attempt in range(1, attempts + 1):
-            try:
-                result = call(message)
-            except Exception as error:
-                self._last_error = error
-                logger.warning(
-                    "handler failed on %s[%d]@%d (attempt %d of %d): %r",
-                    message.topic(),
-                    message.partition(),
-                    message.offset(),
-                    attempt,
-                    attempts,
-                    error,
-                )
-                if attempt < attempts:
-                    self._stats.retries += 1
-                continue
-            self._stats.processed += 1
-            if result is SKIPPED:
-                self._stats.duplicates_skipped += 1
-            return result
+            if first_error is not None:
+                error, first_error = first_error, None
+            else:
+                try:
+                    result = call(message)
+                except Exception as raised:
+                    error = raised
+                else:
+                    self._stats.processed += 1
+                    if result is SKIPPED:
+                        self._stats.duplicates_skipped += 1
+                    return result
+            self._last_error = error
+            logger.warning(
+                "handler failed on %s[%d]@%d (attempt %d of %d): %r",
+                message.topic(),
+                message.partition(),
+                message.offset(),
+                attempt,
+                attempts,
+                error,
+            )
+            if attempt < attempts:
+                self._stats.retries += 1
         return _FAILED
 
     def _call_batches_with_retries(
@@ -828,13 +899,28 @@ class Processor:
 
             return self._call_batches_with_retries(batch, attempt_batch)
 
-        def attempt(message: Message) -> Any:
-            return sink.call_in_savepoint(tx, self.handler, message, tx)
+        handler = self.handler
+        call_in_savepoint = sink.call_in_savepoint
 
+        def attempt(message: Message) -> Any:
+            return call_in_savepoint(tx, handler, message, tx)
+
+        # The first attempt inline (the per-message cost of the common case is the handler and
+        # its savepoint); a failure continues in `_call_with_retries` from the second attempt.
         dead = []
+        processed = skipped = 0
         for message in batch:
-            if self._call_with_retries(message, attempt) is _FAILED:
-                dead.append((message, self._last_error))
+            try:
+                result = call_in_savepoint(tx, handler, message, tx)
+            except Exception as error:
+                if self._call_with_retries(message, attempt, error) is _FAILED:
+                    dead.append((message, self._last_error))
+                continue
+            processed += 1
+            if result is SKIPPED:
+                skipped += 1
+        self._stats.processed += processed
+        self._stats.duplicates_skipped += skipped
         return dead
 
     def _produce_records(
@@ -943,6 +1029,30 @@ class Processor:
 
 
 _FAILED = object()
+
+
+def _reach_a_named_broker(client: Any, topic: str) -> None:
+    """Return once `client` has a connection to a broker named in the cluster's metadata (or
+    after `NAMED_BROKER_TIMEOUT_SECONDS`).
+
+    librdkafka retires its bootstrap connection once metadata names the brokers, and connects
+    to a named one after a short spacing (half of reconnect.backoff.ms). `init_transactions`
+    called in that gap finds no broker to ask for its coordinator and retries on a fixed
+    500 ms timer: a third of exactly-once starts took 0.5 s longer. A metadata request
+    answered by a named broker (`orig_broker_id` >= 0; the bootstrap answers as -1) closes
+    the gap. Errors are left to `init_transactions`, which reports them.
+    """
+    deadline = time.monotonic() + NAMED_BROKER_TIMEOUT_SECONDS
+    for _ in range(3):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return
+        try:
+            metadata = client.list_topics(topic, timeout=remaining)
+        except KafkaException:
+            return
+        if metadata.orig_broker_id >= 0:
+            return
 
 
 def _close_consumer(consumer: Any, timeout: float) -> None:

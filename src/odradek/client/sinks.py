@@ -59,6 +59,11 @@ class Sink(abc.ABC):
 
     def __init__(self) -> None:
         self._connection: Any = None
+        # A cursor for the toolkit's own per-message statements (savepoints, applied ids), made
+        # once per connection: `connection.execute` builds a new cursor per call, which in
+        # sqlite3 costs more than running a SAVEPOINT.
+        self._cursor: Any = None
+        self._cursor_connection: Any = None
 
     # -- connection management ---------------------------------------------------------------
     @abc.abstractmethod
@@ -79,6 +84,7 @@ class Sink(abc.ABC):
                     tx.execute(statement)
 
     def close(self) -> None:
+        self._cursor = self._cursor_connection = None
         if self._connection is not None:
             self._connection.close()
             self._connection = None
@@ -124,23 +130,33 @@ class Sink(abc.ABC):
     def rollback(self) -> None:
         self.connection.execute("ROLLBACK")
 
+    def _statements(self, tx: Any) -> Any:
+        """A cursor on `tx` for statements whose results are read at once (or never), reused
+        while `tx` is the same connection."""
+        if self._cursor is None or self._cursor_connection is not tx:
+            self._cursor = tx.cursor()
+            self._cursor_connection = tx
+        return self._cursor
+
     @contextlib.contextmanager
     def savepoint(self, tx: Any, name: str = "odradek_message") -> Iterator[Any]:
         """A nested scope inside `tx`: an exception undoes only the writes made inside it."""
-        tx.execute(f"SAVEPOINT {name}")
+        execute = self._statements(tx).execute
+        execute(f"SAVEPOINT {name}")
         try:
             yield tx
         except BaseException:
-            tx.execute(f"ROLLBACK TO SAVEPOINT {name}")
-            tx.execute(f"RELEASE SAVEPOINT {name}")
+            execute(f"ROLLBACK TO SAVEPOINT {name}")
+            execute(f"RELEASE SAVEPOINT {name}")
             raise
-        tx.execute(f"RELEASE SAVEPOINT {name}")
+        execute(f"RELEASE SAVEPOINT {name}")
 
     def call_in_savepoint(self, tx: Any, function: Callable[..., Any], *arguments: Any) -> Any:
         """`function(*arguments)` inside a savepoint of `tx`: `savepoint`'s behaviour, without
-        a context manager per call (the processor runs one per message; this costs a third as
-        much)."""
-        execute = tx.execute
+        a context manager per call (the processor runs one per message), its statements on one
+        reused cursor (in sqlite3 a SAVEPOINT and RELEASE pair cost ~1 µs that way, ~4 µs
+        through `connection.execute`)."""
+        execute = self._statements(tx).execute
         execute("SAVEPOINT odradek_message")
         try:
             result = function(*arguments)
@@ -209,7 +225,8 @@ class Sink(abc.ABC):
     # -- idempotent consumer -----------------------------------------------------------------
     def mark_applied(self, tx: Any, scope: str, message_id: str) -> bool:
         """Record `message_id` as applied in `tx`; False if it already was."""
-        cursor = tx.execute(
+        cursor = self._statements(tx)
+        cursor.execute(
             self._sql(
                 f"INSERT INTO {APPLIED_TABLE} (scope, message_id) VALUES (?, ?)"
                 " ON CONFLICT (scope, message_id) DO NOTHING"
