@@ -1,0 +1,339 @@
+"""Real clients pinned to old protocol versions, as old applications pin them: kafka-python's
+`api_version=(0, 11)`, aiokafka's `api_version="0.10.2"`, librdkafka's
+`api.version.request=false` + `broker.version.fallback=...` (confluent-kafka and kcat).
+
+Each pinned version that a Kafka 4 broker still serves does a keyed and keyless round trip with
+headers and timestamps through a consumer group (subscribe, commit, restart, resume from the
+committed offset, every record exactly once) and, where the version has them, idempotent and
+transactional produce, ListOffsets by timestamp, admin create/delete topics and DescribeConfigs,
+and each compression codec it may use (the codec checked in the stored batches).
+
+Kafka 4 removed what these versions need below Kafka 2.1 (KIP-896): message formats v0/v1,
+Produce v0-v2, Fetch v0-v3, ListOffsets v0, OffsetCommit v0-v1, OffsetFetch v0, CreateTopics
+v0-v1, DeleteTopics v0, DescribeConfigs v0 ... Odradek serves Kafka 4's ranges (and, like
+Kafka 4 after KAFKA-18659, lists Produce from v0 while refusing v0-v2). A client pinned below
+them fails as it fails against Kafka 4: the broker closes the connection on the request's
+header (Kafka's SocketServer: "Received request for api with key 0 (Produce) and unsupported
+version 2"; Odradek logs one WARNING line naming the API and version), and the client reports
+a timeout or a disconnect -- bounded by its own timeouts, never a hang. Those cases are marked
+`KAFKA_4_REFUSES` below and assert exactly that.
+
+Client limitations found on the way (documented where they bite):
+- aiokafka >= 0.13 ignores `api_version` (a no-op with a DeprecationWarning): it always
+  negotiates, so a pinned aiokafka is today's aiokafka.
+- librdkafka (confluent-kafka 2.x and kcat) treats every `broker.version.fallback` >= 0.10 as
+  "ask the broker" and sends ApiVersions even with `api.version.request=false`; only the pre-0.10
+  tables (0.8.x, 0.9.0) really pin, and they use Produce v0/v1, which Kafka 4 refuses.
+- librdkafka 2.16 cannot parse a one-topic Metadata v0 answer ("tmpabuf memory shortage"); the
+  same bytes parse with librdkafka 2.0 (kcat), and Kafka 4 sends those bytes too.
+- kafka-python and aiokafka refuse zstd on their own side below 2.1 (as Kafka did).
+
+No broker log line at ERROR or with a traceback during any of it (`no_tracebacks`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from client_helpers import create_topic
+from confluent_kafka.admin import AdminClient
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
+from kafka.errors import KafkaConnectionError, KafkaTimeoutError
+from test_recompression import stored_headers
+
+from odradek.broker.server import Broker
+from odradek.protocol.record_batch import (
+    COMPRESSION_GZIP,
+    COMPRESSION_LZ4,
+    COMPRESSION_SNAPPY,
+    COMPRESSION_ZSTD,
+)
+from odradek.testing.pytest_plugin import TEST_CONFIG
+
+pytestmark = [pytest.mark.timeout(90), pytest.mark.usefixtures("no_tracebacks")]
+
+CODECS = {
+    "gzip": COMPRESSION_GZIP,
+    "snappy": COMPRESSION_SNAPPY,
+    "lz4": COMPRESSION_LZ4,
+    "zstd": COMPRESSION_ZSTD,
+}
+#: Marks a pinned version whose requests Kafka 4 (KIP-896) no longer serves.
+KAFKA_4_REFUSES = "kafka-4-refuses"
+BASE_TIMESTAMP = 1_600_000_000_000
+
+# (key, value, headers, timestamp ms): keyed and keyless, with and without headers.
+Message = tuple[bytes | None, bytes, list[tuple[str, bytes]], int]
+
+
+def messages(batch: int, headers: bool = True) -> list[Message]:
+    """Four records of batch `batch`: keyed and keyless, with headers (where the version has
+    them: record format v2) and without; distinct CreateTime timestamps."""
+    result: list[Message] = []
+    for i in range(4):
+        key = b"key-%d-%d" % (batch, i) if i % 2 == 0 else None
+        record_headers = [("h", b"%d-%d" % (batch, i)), ("empty", b"")] if headers and i < 2 else []
+        result.append(
+            (key, b"value-%d-%d" % (batch, i), record_headers, BASE_TIMESTAMP + 10 * batch + i)
+        )
+    return result
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    """One broker for the module (each test uses its own topics, groups and transactional ids):
+    a broker per pinned version would cost more than the version's test."""
+    with Broker(data_dir=tmp_path_factory.mktemp("old-clients"), config=TEST_CONFIG) as running:
+        yield running
+
+
+@pytest.fixture
+def no_tracebacks(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """The broker may log a line per refused request, never an error or a traceback."""
+    caplog.set_level(logging.WARNING)
+    yield
+    bad = [
+        record.getMessage()
+        for record in caplog.records
+        if record.name.startswith("odradek")
+        and (record.levelno >= logging.ERROR or record.exc_info is not None)
+    ]
+    assert bad == []
+
+
+def refused(caplog: pytest.LogCaptureFixture, api_key: int) -> list[str]:
+    """The broker's lines for requests of `api_key` it closed the connection on, as Kafka 4's
+    SocketServer does for a version it does not serve."""
+    return [
+        record.getMessage()
+        for record in caplog.records
+        if record.name.startswith("odradek")
+        and f"unsupported API key {api_key} version" in record.getMessage()
+    ]
+
+
+def stored_codecs(broker: Broker, topic: str) -> set[int]:
+    return {header.compression for header in stored_headers(broker, topic)}
+
+
+# ---------------------------------------------------------------------------------------------
+# kafka-python: `api_version` selects a table of the broker's ranges recorded from real brokers
+# (kafka/protocol/broker_version_data.py); requests use the highest version in it.
+
+PRODUCE = 0
+FETCH = 1
+LIST_OFFSETS = 2
+DESCRIBE_CONFIGS = 32
+
+KAFKA_PYTHON_SERVED = [(0, 11), (1, 0), (1, 1), (2, 0), (2, 1), (2, 5), (3, 0), (4, 0)]
+# Produce v2 and Fetch v2/v3: message formats v0/v1, removed in Kafka 4.
+#: Record format v2 from 0.11 on; zstd from 2.1.
+KAFKA_PYTHON_COMPRESSION = [(0, 11), (1, 0), (2, 0), (2, 1), (3, 0)]
+KAFKA_PYTHON_REFUSED = [(0, 10, 0), (0, 10, 1), (0, 10, 2)]
+
+
+def version_id(version: tuple[int, ...]) -> str:
+    return ".".join(map(str, version))
+
+
+def kafka_python_produce(
+    bootstrap: str, topic: str, version: tuple[int, ...], records: list[Message], **config: Any
+) -> None:
+    producer = KafkaProducer(bootstrap_servers=bootstrap, api_version=version, **config)
+    try:
+        futures = [
+            producer.send(topic, key=key, value=value, headers=headers, timestamp_ms=timestamp)
+            for key, value, headers, timestamp in records
+        ]
+        for future in futures:
+            future.get(timeout=20)
+    finally:
+        producer.close(timeout=5)
+
+
+def kafka_python_consume_group(
+    bootstrap: str, topic: str, group: str, version: tuple[int, ...], expected: int
+) -> list[Message]:
+    """Subscribe as `group`, read `expected` records (and make sure no more follow), commit,
+    leave."""
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        api_version=version,
+        group_id=group,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    received: list[Message] = []
+    try:
+        deadline = time.monotonic() + 30
+        while len(received) < expected and time.monotonic() < deadline:
+            for batch in consumer.poll(timeout_ms=500).values():
+                received.extend((m.key, m.value, list(m.headers), m.timestamp) for m in batch)
+        # Nothing past what was produced (no record twice).
+        for batch in consumer.poll(timeout_ms=500).values():
+            received.extend((m.key, m.value, list(m.headers), m.timestamp) for m in batch)
+        consumer.commit()
+    finally:
+        consumer.close()
+    return received
+
+
+@pytest.mark.parametrize("version", KAFKA_PYTHON_SERVED, ids=version_id)
+def test_kafka_python_round_trip(
+    bootstrap: str, admin: AdminClient, version: tuple[int, ...]
+) -> None:
+    topic = create_topic(admin)
+    group = f"group-{uuid.uuid4().hex[:8]}"
+    first, second = messages(0), messages(1)
+    kafka_python_produce(bootstrap, topic, version, first)
+    assert kafka_python_consume_group(bootstrap, topic, group, version, 4) == first
+    # Restarted, the group resumes at its committed offset: only the new records.
+    kafka_python_produce(bootstrap, topic, version, second)
+    assert kafka_python_consume_group(bootstrap, topic, group, version, 4) == second
+
+
+@pytest.mark.parametrize("version", KAFKA_PYTHON_REFUSED, ids=version_id)
+def test_kafka_python_below_0_11_is_refused_as_kafka_4_refuses_it(
+    bootstrap: str, admin: AdminClient, caplog: pytest.LogCaptureFixture, version: tuple[int, ...]
+) -> None:
+    """KAFKA_4_REFUSES: Produce v2 and Fetch v2/v3 (message formats v0/v1) are gone in Kafka 4;
+    the producer's batch expires after its delivery timeout and the consumer gets nothing."""
+    topic = create_topic(admin)
+    with pytest.raises(KafkaTimeoutError):
+        kafka_python_produce(
+            bootstrap,
+            topic,
+            version,
+            messages(0, headers=False)[:1],
+            request_timeout_ms=1000,
+            delivery_timeout_ms=1500,
+        )
+    assert refused(caplog, PRODUCE), "the broker did not say why it closed the connection"
+    # The data is there (written at today's versions); the pinned consumer cannot fetch it.
+    kafka_python_produce(bootstrap, topic, (2, 1), messages(0))
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        api_version=version,
+        group_id=f"group-{uuid.uuid4().hex[:8]}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    try:
+        deadline = time.monotonic() + 2
+        received = []
+        while time.monotonic() < deadline:
+            received.extend(consumer.poll(timeout_ms=500).values())
+    finally:
+        consumer.close()
+    assert received == []
+    # 0.10.0 asks for the earliest offset with ListOffsets v0 (gone in Kafka 4) and stops there;
+    # 0.10.1 and 0.10.2 get it with v1, then fetch with Fetch v3 (gone in Kafka 4).
+    assert refused(caplog, LIST_OFFSETS if version == (0, 10, 0) else FETCH)
+
+
+@pytest.mark.parametrize("version", KAFKA_PYTHON_SERVED, ids=version_id)
+def test_kafka_python_transactions_offsets_by_time_and_admin(
+    bootstrap: str, broker: Broker, version: tuple[int, ...], caplog: pytest.LogCaptureFixture
+) -> None:
+    """0.11+: idempotent and transactional produce, ListOffsets by timestamp (0.10.1+), and
+    admin CreateTopics / DeleteTopics / DescribeConfigs at the pinned versions."""
+    topic = f"old-{uuid.uuid4().hex[:8]}"
+    doomed = topic + "-deleted"
+    client = KafkaAdminClient(bootstrap_servers=bootstrap, api_version=version)
+    try:
+        client.create_topics(
+            [
+                NewTopic(topic, 1, 1, topic_configs={"retention.ms": "86400000"}),
+                NewTopic(doomed, 1, 1),
+            ]
+        )
+        if version < (1, 1):
+            # KAFKA_4_REFUSES: DescribeConfigs v0 (Kafka 0.11 and 1.0) is gone in Kafka 4.
+            with pytest.raises(KafkaConnectionError):
+                client.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+            assert refused(caplog, DESCRIBE_CONFIGS)
+        else:
+            described = client.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+            assert described["topic"][topic]["retention.ms"]["value"] == "86400000"
+        client.delete_topics([doomed])
+        assert doomed not in client.list_topics()
+    finally:
+        client.close()
+
+    idempotent, transactional = messages(0), messages(1)
+    kafka_python_produce(bootstrap, topic, version, idempotent, enable_idempotence=True)
+    producer = KafkaProducer(
+        bootstrap_servers=bootstrap, api_version=version, transactional_id=f"tx-{topic}"
+    )
+    try:
+        producer.init_transactions()
+        producer.begin_transaction()
+        for key, value, headers, timestamp in transactional:
+            producer.send(topic, key=key, value=value, headers=headers, timestamp_ms=timestamp)
+        producer.commit_transaction()
+        producer.begin_transaction()
+        producer.send(topic, key=b"aborted", value=b"aborted", timestamp_ms=BASE_TIMESTAMP + 99)
+        producer.abort_transaction()
+    finally:
+        producer.close(timeout=5)
+    batches = stored_headers(broker, topic)
+    assert all(header.producer_id >= 0 for header in batches)
+
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap, api_version=version, isolation_level="read_committed"
+    )
+    try:
+        partition = TopicPartition(topic, 0)
+        found = consumer.offsets_for_times({partition: BASE_TIMESTAMP + 10})
+        assert found[partition] is not None
+        assert (found[partition].offset, found[partition].timestamp) == (4, BASE_TIMESTAMP + 10)
+        consumer.assign([partition])
+        consumer.seek_to_beginning(partition)
+        received: list[Message] = []
+        deadline = time.monotonic() + 20
+        while len(received) < 8 and time.monotonic() < deadline:
+            for batch in consumer.poll(timeout_ms=500).values():
+                received.extend((m.key, m.value, list(m.headers), m.timestamp) for m in batch)
+        for batch in consumer.poll(timeout_ms=500).values():
+            received.extend((m.key, m.value, list(m.headers), m.timestamp) for m in batch)
+    finally:
+        consumer.close()
+    assert received == idempotent + transactional
+
+
+@pytest.mark.parametrize("version", KAFKA_PYTHON_COMPRESSION, ids=version_id)
+def test_kafka_python_compression(
+    bootstrap: str, admin: AdminClient, broker: Broker, version: tuple[int, ...]
+) -> None:
+    """Every codec the pinned version may use is stored as sent and read back intact (record
+    format v2 from 0.11; zstd from 2.1)."""
+    topic = create_topic(admin)
+    codecs = [codec for codec in CODECS if codec != "zstd" or version >= (2, 1)]
+    sent: list[Message] = []
+    for batch, codec in enumerate(codecs):
+        records = [(k, v * 50, h, t) for k, v, h, t in messages(batch)]
+        kafka_python_produce(
+            bootstrap, topic, version, records, compression_type=codec, linger_ms=20
+        )
+        sent.extend(records)
+    assert stored_codecs(broker, topic) == {CODECS[codec] for codec in codecs}
+    group = f"group-{uuid.uuid4().hex[:8]}"
+    assert kafka_python_consume_group(bootstrap, topic, group, version, len(sent)) == sent
+
+
+# Client limitation: kafka-python raises from KafkaProducer's constructor after it opened its
+# wakeup socket pair, and never closes it (a ResourceWarning at garbage collection).
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.parametrize("version", [(0, 11), (2, 0)], ids=version_id)
+def test_kafka_python_refuses_zstd_below_2_1(bootstrap: str, version: tuple[int, ...]) -> None:
+    """Client limitation: zstd needs Produce v7 (Kafka 2.1); kafka-python refuses it itself."""
+    with pytest.raises(ValueError, match="Zstd"):
+        KafkaProducer(bootstrap_servers=bootstrap, api_version=version, compression_type="zstd")
