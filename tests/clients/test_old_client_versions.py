@@ -33,6 +33,7 @@ No broker log line at ERROR or with a traceback during any of it (`no_tracebacks
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -40,8 +41,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from client_helpers import create_topic
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import Consumer, KafkaError, Producer
+from confluent_kafka import TopicPartition as ConfluentTopicPartition
+from confluent_kafka.admin import AdminClient, ResourceType
+from confluent_kafka.admin import ConfigResource as ConfluentConfigResource
+from confluent_kafka.admin import NewTopic as ConfluentNewTopic
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 from kafka.errors import KafkaConnectionError, KafkaTimeoutError
@@ -337,3 +343,219 @@ def test_kafka_python_refuses_zstd_below_2_1(bootstrap: str, version: tuple[int,
     """Client limitation: zstd needs Produce v7 (Kafka 2.1); kafka-python refuses it itself."""
     with pytest.raises(ValueError, match="Zstd"):
         KafkaProducer(bootstrap_servers=bootstrap, api_version=version, compression_type="zstd")
+
+
+# ---------------------------------------------------------------------------------------------
+# aiokafka: `api_version` has been a no-op since 0.13 (a DeprecationWarning); it always asks the
+# broker. A pinned aiokafka application runs as today's aiokafka.
+
+AIOKAFKA_PINNED = ["0.10.2", "0.11", "1.0", "2.0"]
+
+
+async def aiokafka_round_trip(bootstrap: str, topic: str, pinned: str) -> None:
+    group = f"group-{uuid.uuid4().hex[:8]}"
+
+    async def produce(records: list[Message]) -> None:
+        with pytest.warns(DeprecationWarning, match="api_version"):
+            producer = AIOKafkaProducer(bootstrap_servers=bootstrap, api_version=pinned)
+        await producer.start()
+        try:
+            for key, value, headers, timestamp in records:
+                await producer.send_and_wait(
+                    topic, key=key, value=value, headers=headers, timestamp_ms=timestamp
+                )
+        finally:
+            await producer.stop()
+
+    async def consume(expected: int) -> list[Message]:
+        with pytest.warns(DeprecationWarning, match="api_version"):
+            consumer = AIOKafkaConsumer(
+                topic,
+                bootstrap_servers=bootstrap,
+                api_version=pinned,
+                group_id=group,
+                auto_offset_reset="earliest",
+                enable_auto_commit=False,
+            )
+        await consumer.start()
+        received: list[Message] = []
+        try:
+            deadline = time.monotonic() + 30
+            while len(received) < expected and time.monotonic() < deadline:
+                for batch in (await consumer.getmany(timeout_ms=500)).values():
+                    received.extend((m.key, m.value, list(m.headers), m.timestamp) for m in batch)
+            for batch in (await consumer.getmany(timeout_ms=500)).values():
+                received.extend((m.key, m.value, list(m.headers), m.timestamp) for m in batch)
+            await consumer.commit()
+        finally:
+            await consumer.stop()
+        return received
+
+    first, second = messages(0), messages(1)
+    await produce(first)
+    assert await consume(4) == first
+    await produce(second)
+    assert await consume(4) == second
+
+
+@pytest.mark.parametrize("pinned", AIOKAFKA_PINNED)
+def test_aiokafka_pinned_version_is_ignored(
+    bootstrap: str, admin: AdminClient, pinned: str
+) -> None:
+    """Client limitation: aiokafka >= 0.13 cannot be pinned; with `api_version` set it warns and
+    negotiates, so even "0.10.2" gets headers (record format v2) through a group."""
+    asyncio.run(aiokafka_round_trip(bootstrap, create_topic(admin), pinned))
+
+
+# ---------------------------------------------------------------------------------------------
+# confluent-kafka (librdkafka 2.x): `api.version.request=false` + `broker.version.fallback`.
+# librdkafka documents fallbacks >= 0.10 as "enables ApiVersionRequests": they negotiate like
+# today's client; 0.9.0 and 0.8.x really pin (Produce v1 / v0, Metadata v0).
+
+CONFLUENT_NEGOTIATED = ["0.10.0", "0.11.0", "1.0.0", "2.0.0"]
+CONFLUENT_PRE_0_10 = ["0.8.2", "0.9.0"]
+
+
+def pinned_config(bootstrap: str, fallback: str) -> dict[str, Any]:
+    return {
+        "bootstrap.servers": bootstrap,
+        "api.version.request": False,
+        "broker.version.fallback": fallback,
+        # The deprecation warnings for both properties, not a failure.
+        "log_level": 3,
+    }
+
+
+def confluent_produce(config: dict[str, Any], topic: str, records: list[Message]) -> None:
+    producer = Producer(config)
+    errors: list[Any] = []
+    for key, value, headers, timestamp in records:
+        producer.produce(
+            topic,
+            key=key,
+            value=value,
+            headers=headers,
+            timestamp=timestamp,
+            on_delivery=lambda error, _message: errors.append(error),
+        )
+    assert producer.flush(20) == 0
+    assert errors == [None] * len(records)
+
+
+def confluent_consume_group(
+    config: dict[str, Any], topic: str, group: str, expected: int, **extra: Any
+) -> list[Message]:
+    consumer = Consumer(
+        {
+            **config,
+            "group.id": group,
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            **extra,
+        }
+    )
+    received: list[Message] = []
+    try:
+        consumer.subscribe([topic])
+        deadline = time.monotonic() + 30
+        extra_poll_until = None
+        while time.monotonic() < deadline:
+            if len(received) >= expected:
+                # Nothing past what was produced (no record twice).
+                extra_poll_until = extra_poll_until or time.monotonic() + 0.5
+                if time.monotonic() > extra_poll_until:
+                    break
+            message = consumer.poll(0.2)
+            if message is None:
+                continue
+            assert message.error() is None, message.error()
+            received.append(
+                (
+                    message.key(),
+                    message.value(),
+                    list(message.headers() or []),
+                    message.timestamp()[1],
+                )
+            )
+        consumer.commit(asynchronous=False)
+    finally:
+        consumer.close()
+    return received
+
+
+@pytest.mark.parametrize("fallback", CONFLUENT_NEGOTIATED)
+def test_confluent_fallback_round_trip_transactions_and_codecs(
+    bootstrap: str, broker: Broker, admin: AdminClient, fallback: str
+) -> None:
+    config = pinned_config(bootstrap, fallback)
+    pinned_admin = AdminClient(config)
+    topic, doomed = f"old-{uuid.uuid4().hex[:8]}", f"old-{uuid.uuid4().hex[:8]}"
+    created = pinned_admin.create_topics(
+        [
+            ConfluentNewTopic(topic, 1, 1, config={"retention.ms": "86400000"}),
+            ConfluentNewTopic(doomed, 1, 1),
+        ]
+    )
+    for future in created.values():
+        future.result(10)
+    resource = ConfluentConfigResource(ResourceType.TOPIC, topic)
+    described = pinned_admin.describe_configs([resource])[resource].result(10)
+    assert described["retention.ms"].value == "86400000"
+    pinned_admin.delete_topics([doomed])[doomed].result(10)
+    group = f"group-{uuid.uuid4().hex[:8]}"
+    first, second = messages(0), messages(1)
+    confluent_produce(config, topic, first)
+    assert confluent_consume_group(config, topic, group, 4) == first
+    confluent_produce(config, topic, second)
+    assert confluent_consume_group(config, topic, group, 4) == second
+    # ListOffsets by timestamp: the first record at or after the second batch's first timestamp.
+    consumer = Consumer({**config, "group.id": group})
+    try:
+        (found,) = consumer.offsets_for_times(
+            [ConfluentTopicPartition(topic, 0, BASE_TIMESTAMP + 10)], timeout=10
+        )
+    finally:
+        consumer.close()
+    assert found.offset == 4
+
+    # Transactional produce; read_committed sees the committed transaction only.
+    transactional = messages(2)
+    producer = Producer({**config, "transactional.id": f"tx-{topic}"})
+    producer.init_transactions(10)
+    producer.begin_transaction()
+    for key, value, headers, timestamp in transactional:
+        producer.produce(topic, key=key, value=value, headers=headers, timestamp=timestamp)
+    producer.commit_transaction(10)
+    producer.begin_transaction()
+    producer.produce(topic, key=b"aborted", value=b"aborted")
+    producer.abort_transaction(10)
+    assert confluent_consume_group(config, topic, group, 4) == transactional
+
+    # Each codec, stored as sent.
+    compressed = create_topic(admin)
+    sent: list[Message] = []
+    for batch, codec in enumerate(CODECS):
+        records = [(k, v * 50, h, t) for k, v, h, t in messages(batch)]
+        confluent_produce(
+            {**config, "compression.type": codec, "linger.ms": 20}, compressed, records
+        )
+        sent.extend(records)
+    assert stored_codecs(broker, compressed) == set(CODECS.values())
+    assert confluent_consume_group(config, compressed, group, len(sent)) == sent
+
+
+@pytest.mark.parametrize("fallback", CONFLUENT_PRE_0_10)
+def test_confluent_pre_0_10_fallback_fails_with_a_timeout(
+    bootstrap: str, admin: AdminClient, fallback: str
+) -> None:
+    """KAFKA_4_REFUSES: the 0.8.x/0.9.0 tables produce with Produce v0/v1 (message formats
+    v0/v1), which Kafka 4 refuses. Client limitation on top: librdkafka 2.16 does not get that
+    far -- it cannot parse the one-topic Metadata v0 answer ("tmpabuf memory shortage"; the same
+    62 bytes Kafka sends, which librdkafka 2.0 parses, see the kcat test). Either way the record
+    fails with a local timeout after `message.timeout.ms`, not a hang."""
+    topic = create_topic(admin)
+    producer = Producer({**pinned_config(bootstrap, fallback), "message.timeout.ms": 1500})
+    errors: list[Any] = []
+    producer.produce(topic, value=b"v", on_delivery=lambda error, _m: errors.append(error))
+    producer.flush(15)
+    assert [error.code() for error in errors] == [KafkaError._MSG_TIMED_OUT]
