@@ -34,7 +34,10 @@ No broker log line at ERROR or with a traceback during any of it (`no_tracebacks
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
+import shutil
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -343,6 +346,7 @@ def test_kafka_python_refuses_zstd_below_2_1(bootstrap: str, version: tuple[int,
     """Client limitation: zstd needs Produce v7 (Kafka 2.1); kafka-python refuses it itself."""
     with pytest.raises(ValueError, match="Zstd"):
         KafkaProducer(bootstrap_servers=bootstrap, api_version=version, compression_type="zstd")
+    gc.collect()  # the leaked sockets are reported here, under this test's filter
 
 
 # ---------------------------------------------------------------------------------------------
@@ -559,3 +563,110 @@ def test_confluent_pre_0_10_fallback_fails_with_a_timeout(
     producer.produce(topic, value=b"v", on_delivery=lambda error, _m: errors.append(error))
     producer.flush(15)
     assert [error.code() for error in errors] == [KafkaError._MSG_TIMED_OUT]
+
+
+# ---------------------------------------------------------------------------------------------
+# kcat (Debian's build on librdkafka 2.0): `-X api.version.request=false -X
+# broker.version.fallback=...`. As in librdkafka 2.x, fallbacks >= 0.10 negotiate.
+
+#: (fallback, codec): every fallback and every codec once.
+KCAT_NEGOTIATED = [("0.10.0", "gzip"), ("0.11.0", "snappy"), ("1.0.0", "lz4"), ("2.0.0", "zstd")]
+# Produce v0 (0.8.2) and v1 (0.9.0).
+KCAT_PRE_0_10 = {"0.8.2": 0, "0.9.0": 1}
+
+
+def needs_kcat(test: Any) -> Any:
+    """Marked `kcat`; skipped where the binary is not installed."""
+    test = pytest.mark.kcat(test)
+    return pytest.mark.skipif(shutil.which("kcat") is None, reason="kcat is not installed")(test)
+
+
+def kcat(
+    bootstrap: str, fallback: str, *args: str, stdin: str = ""
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            "kcat",
+            "-b",
+            bootstrap,
+            "-X",
+            "api.version.request=false",
+            "-X",
+            f"broker.version.fallback={fallback}",
+            *args,
+        ],
+        input=stdin,
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=60,
+    )
+
+
+def kcat_produce(bootstrap: str, fallback: str, topic: str, lines: list[str], *args: str) -> None:
+    produced = kcat(bootstrap, fallback, "-P", "-t", topic, *args, stdin="".join(lines))
+    assert produced.returncode == 0, produced.stderr
+
+
+def kcat_consume_group(bootstrap: str, fallback: str, topic: str, group: str) -> list[str]:
+    """A balanced consumer in `group` from its committed offset to the end (then it commits and
+    leaves): one `key|value|headers` line per record, NULL for a null key."""
+    consumed = kcat(
+        bootstrap,
+        fallback,
+        "-X",
+        "auto.offset.reset=earliest",  # `-o` would override the committed offset
+        "-G",
+        group,
+        topic,
+        "-e",
+        "-Z",
+        "-f",
+        "%k|%s|%h\n",
+    )
+    assert consumed.returncode == 0, consumed.stderr
+    return consumed.stdout.splitlines()
+
+
+@pytest.mark.parametrize(("fallback", "codec"), KCAT_NEGOTIATED)
+@needs_kcat
+def test_kcat_fallback_round_trip_with_codec(
+    bootstrap: str, broker: Broker, admin: AdminClient, fallback: str, codec: str
+) -> None:
+    """Keyed and keyless records with a header, compressed with `codec` and stored so (this
+    librdkafka compresses only when the broker lists Produce down to v0, as Kafka 4 does after
+    KAFKA-18659), consumed through a group that resumes from its commit."""
+    topic = create_topic(admin)
+    group = f"group-{uuid.uuid4().hex[:8]}"
+    padding = "x" * 500  # compressible: librdkafka sends a batch raw when it does not shrink
+    kcat_produce(
+        bootstrap, fallback, topic, [f"k0:a{padding}\n"], "-K", ":", "-H", "h=1", "-z", codec
+    )
+    kcat_produce(bootstrap, fallback, topic, [f"b{padding}\n"], "-z", codec)
+    assert stored_codecs(broker, topic) == {CODECS[codec]}
+    assert kcat_consume_group(bootstrap, fallback, topic, group) == [
+        f"k0|a{padding}|h=1",
+        f"NULL|b{padding}|",
+    ]
+    kcat_produce(bootstrap, fallback, topic, ["k1:c\n"], "-K", ":", "-z", codec)
+    assert kcat_consume_group(bootstrap, fallback, topic, group) == ["k1|c|"]
+
+
+@pytest.mark.parametrize(("fallback", "produce_version"), list(KCAT_PRE_0_10.items()))
+@needs_kcat
+def test_kcat_pre_0_10_fallback_is_refused_as_kafka_4_refuses_it(
+    bootstrap: str,
+    admin: AdminClient,
+    caplog: pytest.LogCaptureFixture,
+    fallback: str,
+    produce_version: int,
+) -> None:
+    """KAFKA_4_REFUSES: Produce v0/v1 is gone in Kafka 4; the broker closes the connection on
+    it and says why, and kcat stops with "All broker connections are down" and exit status 1."""
+    topic = create_topic(admin)
+    produced = kcat(
+        bootstrap, fallback, "-P", "-t", topic, "-X", "message.timeout.ms=3000", stdin="v\n"
+    )
+    assert produced.returncode == 1
+    assert "ERROR" in produced.stderr
+    assert any(f"version {produce_version} " in line for line in refused(caplog, PRODUCE))

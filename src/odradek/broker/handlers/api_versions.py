@@ -9,7 +9,7 @@ sees level 2 uses all of them; one that does not keeps transaction version 1 (pa
 One range is advertised wider than it is served, as Kafka 4 does (KAFKA-18659, ApiKeys'
 `PRODUCE_API_VERSIONS_RESPONSE_MIN_VERSION`): Produce is listed from v0 although only v3+ is
 served (KIP-896 removed v0-v2). Older librdkafka (librdkafka issue 4956; Debian's 2.0 build, which
-kcat links, among them) enables gzip, snappy, lz4 and zstd only when the broker's Produce range
+kcat links, among them) enables gzip, snappy and lz4 only when the broker's Produce range
 reaches down to v0 and otherwise sends every batch uncompressed without a word. Clients pick the
 highest common version, so none sends v0-v2 because of the wider range; a Produce v0-v2 request
 is still refused as Kafka 4's SocketServer refuses it: the connection is closed.
