@@ -8,15 +8,16 @@ committed offset, every record exactly once) and, where the version has them, id
 transactional produce, ListOffsets by timestamp, admin create/delete topics and DescribeConfigs,
 and each compression codec it may use (the codec checked in the stored batches).
 
-Kafka 4 removed what these versions need below Kafka 2.1 (KIP-896): message formats v0/v1,
-Produce v0-v2, Fetch v0-v3, ListOffsets v0, OffsetCommit v0-v1, OffsetFetch v0, CreateTopics
-v0-v1, DeleteTopics v0, DescribeConfigs v0 ... Odradek serves Kafka 4's ranges (and, like
-Kafka 4 after KAFKA-18659, lists Produce from v0 while refusing v0-v2). A client pinned below
-them fails as it fails against Kafka 4: the broker closes the connection on the request's
-header (Kafka's SocketServer: "Received request for api with key 0 (Produce) and unsupported
-version 2"; Odradek logs one WARNING line naming the API and version), and the client reports
-a timeout or a disconnect -- bounded by its own timeouts, never a hang. Those cases are marked
-`KAFKA_4_REFUSES` below and assert exactly that.
+Kafka 4 removed the request versions of clients older than Kafka 2.1 (KIP-896): message formats
+v0/v1, Produce v0-v2, Fetch v0-v3, ListOffsets v0, OffsetCommit v0-v1, OffsetFetch v0,
+CreateTopics v0-v1, DeleteTopics v0, DescribeConfigs v0 ... Odradek serves Kafka 4's ranges
+(and, like Kafka 4 after KAFKA-18659, lists Produce from v0 while refusing v0-v2). A client
+pinned below them fails as it fails against Kafka 4: the broker closes the connection on the
+request's header (Kafka's SocketServer: "Received request for api with key 0 (Produce) and
+unsupported version 2"; Odradek logs one WARNING line naming the API and version), and the
+client reports a timeout or a disconnect -- bounded by its own timeouts, never a hang. Those
+cases are marked `KAFKA_4_REFUSES` below (and their test ids start with "kafka-4-refuses") and
+assert exactly that.
 
 Client limitations found on the way (documented where they bite):
 - aiokafka >= 0.13 ignores `api_version` (a no-op with a DeprecationWarning): it always
@@ -26,7 +27,11 @@ Client limitations found on the way (documented where they bite):
   tables (0.8.x, 0.9.0) really pin, and they use Produce v0/v1, which Kafka 4 refuses.
 - librdkafka 2.16 cannot parse a one-topic Metadata v0 answer ("tmpabuf memory shortage"); the
   same bytes parse with librdkafka 2.0 (kcat), and Kafka 4 sends those bytes too.
-- kafka-python and aiokafka refuse zstd on their own side below 2.1 (as Kafka did).
+- kafka-python refuses zstd on its own side below 2.1 (Produce v7), as Kafka's clients do.
+
+Odradek bug found on the way (fixed): ApiVersions listed Produce from v3, where Kafka 4 lists
+v0 (KAFKA-18659); librdkafka 2.0 (kcat) then sent gzip, snappy and lz4 batches uncompressed
+(`test_kcat_fallback_round_trip_with_codec` checks the stored codec).
 
 No broker log line at ERROR or with a traceback during any of it (`no_tracebacks`).
 """
@@ -73,8 +78,16 @@ CODECS = {
     "lz4": COMPRESSION_LZ4,
     "zstd": COMPRESSION_ZSTD,
 }
-#: Marks a pinned version whose requests Kafka 4 (KIP-896) no longer serves.
+#: Marks a pinned version whose requests Kafka 4 (KIP-896) no longer serves (a test id prefix).
 KAFKA_4_REFUSES = "kafka-4-refuses"
+
+
+def refused_id(pinned: object) -> str:
+    """The test id of a pinned version Kafka 4 refuses."""
+    text = ".".join(map(str, pinned)) if isinstance(pinned, tuple) else str(pinned)
+    return f"{KAFKA_4_REFUSES}-{text}"
+
+
 BASE_TIMESTAMP = 1_600_000_000_000
 
 # (key, value, headers, timestamp ms): keyed and keyless, with and without headers.
@@ -208,7 +221,7 @@ def test_kafka_python_round_trip(
     assert kafka_python_consume_group(bootstrap, topic, group, version, 4) == second
 
 
-@pytest.mark.parametrize("version", KAFKA_PYTHON_REFUSED, ids=version_id)
+@pytest.mark.parametrize("version", KAFKA_PYTHON_REFUSED, ids=refused_id)
 def test_kafka_python_below_0_11_is_refused_as_kafka_4_refuses_it(
     bootstrap: str, admin: AdminClient, caplog: pytest.LogCaptureFixture, version: tuple[int, ...]
 ) -> None:
@@ -548,7 +561,7 @@ def test_confluent_fallback_round_trip_transactions_and_codecs(
     assert confluent_consume_group(config, compressed, group, len(sent)) == sent
 
 
-@pytest.mark.parametrize("fallback", CONFLUENT_PRE_0_10)
+@pytest.mark.parametrize("fallback", CONFLUENT_PRE_0_10, ids=refused_id)
 def test_confluent_pre_0_10_fallback_fails_with_a_timeout(
     bootstrap: str, admin: AdminClient, fallback: str
 ) -> None:
@@ -652,7 +665,10 @@ def test_kcat_fallback_round_trip_with_codec(
     assert kcat_consume_group(bootstrap, fallback, topic, group) == ["k1|c|"]
 
 
-@pytest.mark.parametrize(("fallback", "produce_version"), list(KCAT_PRE_0_10.items()))
+@pytest.mark.parametrize(
+    ("fallback", "produce_version"),
+    [pytest.param(*item, id=refused_id(item[0])) for item in KCAT_PRE_0_10.items()],
+)
 @needs_kcat
 def test_kcat_pre_0_10_fallback_is_refused_as_kafka_4_refuses_it(
     bootstrap: str,
