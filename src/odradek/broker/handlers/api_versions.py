@@ -1,9 +1,18 @@
-"""ApiVersions: derived from the dispatcher table, so only implemented versions are advertised.
+"""ApiVersions: derived from the dispatcher table, so only implemented versions are advertised
+(one exception, Produce, below).
 
 From v3 the answer also lists features (KIP-584): `transaction.version` is supported 0-2 and
 finalized at 2, because every request KIP-890 part 2 changes is implemented (Produce v12,
 EndTxn v5, TxnOffsetCommit v5 and the coordinator's epoch bump per transaction). A client that
 sees level 2 uses all of them; one that does not keeps transaction version 1 (part 1).
+
+One range is advertised wider than it is served, as Kafka 4 does (KAFKA-18659, ApiKeys'
+`PRODUCE_API_VERSIONS_RESPONSE_MIN_VERSION`): Produce is listed from v0 although only v3+ is
+served (KIP-896 removed v0-v2). Older librdkafka (librdkafka issue 4956; Debian's 2.0 build, which
+kcat links, among them) enables gzip, snappy and lz4 only when the broker's Produce range
+reaches down to v0 and otherwise sends every batch uncompressed without a word. Clients pick the
+highest common version, so none sends v0-v2 because of the wider range; a Produce v0-v2 request
+is still refused as Kafka 4's SocketServer refuses it: the connection is closed.
 """
 
 from __future__ import annotations
@@ -22,6 +31,8 @@ FEATURES: tuple[tuple[str, int, int, int], ...] = (("transaction.version", 0, 2,
 #: Kafka's is the metadata offset of the last feature change; features never change here.
 FINALIZED_FEATURES_EPOCH = 1
 _FEATURES_SINCE_VERSION = 3
+#: ApiKey -> the min version advertised where it is below the served one (KAFKA-18659).
+ADVERTISED_MIN_VERSIONS: dict[int, int] = {ApiKey.PRODUCE: 0}
 
 
 def _features(api_version: int) -> dict[str, Any]:
@@ -43,11 +54,23 @@ def _features(api_version: int) -> dict[str, Any]:
     }
 
 
+def advertised_ranges() -> dict[int, tuple[int, int]]:
+    """ApiKey -> (min, max) as ApiVersions lists it: the dispatcher table, with Produce's min
+    lowered to 0 as Kafka 4 lists it (`ADVERTISED_MIN_VERSIONS`)."""
+    return {
+        key: (
+            min(handler.min_version, ADVERTISED_MIN_VERSIONS.get(key, handler.min_version)),
+            handler.max_version,
+        )
+        for key, handler in sorted(dispatcher.HANDLERS.items())
+    }
+
+
 def _api_keys(api_version: int) -> tuple[Any, ...]:
     entry = nested(response_module(ApiKey.API_VERSIONS, api_version), "ApiVersion")
     return tuple(
-        make(entry, api_key=key, min_version=handler.min_version, max_version=handler.max_version)
-        for key, handler in sorted(dispatcher.HANDLERS.items())
+        make(entry, api_key=key, min_version=low, max_version=high)
+        for key, (low, high) in advertised_ranges().items()
     )
 
 
