@@ -154,6 +154,7 @@ def _generate(
         for value in burst:
             yield op("producer", INVOKE, SEND, value)
         truth.invoked += len(burst)
+        retries: list[int] = []
         completions = burst[:]
         for index in range(len(completions) - 1):
             if rng.random() < 0.1:
@@ -181,9 +182,10 @@ def _generate(
                 truth.lost.add(value)
                 yield op("producer", OK, SEND, value, [partition, offset])
             elif faults_started and draw < 0.030:
-                # A retry after a lost acknowledgement: the value at two offsets.
+                # A retry after a lost acknowledgement: the value at two offsets, the second
+                # after the burst's other writes.
                 log.append(value)
-                log.append(value)
+                retries.append(value)
                 truth.acked += 1
                 truth.log_duplicates.add(value)
                 yield op("producer", OK, SEND, value, [partition, len(log) - 1])
@@ -191,6 +193,8 @@ def _generate(
                 log.append(value)
                 truth.acked += 1
                 yield op("producer", OK, SEND, value, [partition, len(log) - 1])
+        for value in retries:
+            logs[value % partitions].append(value)
         # Faults: start one every `fault_every` values; each lasts a few bursts.
         if faults_started and next_value // fault_every > (next_value - len(burst)) // fault_every:
             name = rng.choice(FAULT_NAMES)
