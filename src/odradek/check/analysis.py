@@ -124,6 +124,7 @@ class _Index:
     final_sink: Op | None = None
     nemesis: list[Op] = field(default_factory=list)  # by time
     nemesis_times: list[int] = field(default_factory=list)  # their times, for bisection
+    delivered: Counter[int] | None = None  # `_delivered`, once computed
 
 
 def _index(history: Sequence[Op]) -> _Index:
@@ -165,10 +166,15 @@ def version_orders(final_poll: Op | None) -> dict[Partition, dict[Offset, int]]:
 
 def _delivered(index: _Index) -> Counter[int]:
     """How many times each value is in the sink (from the final read of the sink if there is one,
-    else from the committed polls)."""
-    if index.final_sink is not None:
-        return Counter(index.final_sink.value)
-    return Counter(value for op in index.polls if op.type == OK for value in op.value)
+    else from the committed polls). Computed once per index: a soak's sink holds millions."""
+    if index.delivered is None:
+        if index.final_sink is not None:
+            index.delivered = Counter(index.final_sink.value)
+        else:
+            index.delivered = Counter(
+                value for op in index.polls if op.type == OK for value in op.value
+            )
+    return index.delivered
 
 
 def _faults_between(index: _Index, start: int, end: int) -> list[Op]:
@@ -186,7 +192,8 @@ def lost_writes(history: Sequence[Op], index: _Index | None = None) -> list[Case
     delivered = _delivered(index)
     end = history[-1].time if history else 0
     cases = []
-    for value, completion in sorted(index.send_completions.items()):
+    for value in sorted(index.send_completions):
+        completion = index.send_completions[value]
         if completion.type != OK or value in delivered:
             continue
         invoke = index.send_invokes.get(value)
@@ -262,19 +269,22 @@ def duplicates(history: Sequence[Op], index: _Index | None = None) -> list[Case]
 def aborted_reads(history: Sequence[Op], index: _Index | None = None) -> list[Case]:
     """`index`: the history's `_index`, when the caller has built it (analyse builds it once)."""
     index = index or _index(history)
-    seen: dict[int, list[Op]] = defaultdict(list)
-    for value, reads in index.reads_by_value.items():
-        seen[value].extend(reads)
+    # Where each failed value was seen: its reads, then the final poll, then the final sink
+    # (only the failed values: a copy for every value of a soak took gigabytes).
+    failed = {value for value, op in index.send_completions.items() if op.type == FAIL}
+    finals: dict[int, list[Op]] = defaultdict(list)
     for final in (index.final_poll, index.final_sink):
-        if final is not None:
-            for value in set(final.value):
-                seen[value].append(final)
+        if final is not None and failed:
+            for value in {value for value in final.value if value in failed}:
+                finals[value].append(final)
     cases = []
-    for value, completion in sorted(index.send_completions.items()):
-        if completion.type != FAIL or value not in seen:
+    for value in sorted(failed):
+        completion = index.send_completions[value]
+        seen = index.reads_by_value.get(value, []) + finals.get(value, [])
+        if not seen:
             continue
         invoke = index.send_invokes.get(value)
-        ops = [op for op in (invoke, completion) if op is not None] + seen[value][:3]
+        ops = [op for op in (invoke, completion) if op is not None] + seen[:3]
         cases.append(
             Case(
                 ABORTED_READ,

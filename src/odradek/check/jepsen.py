@@ -253,7 +253,7 @@ def build(history: Sequence[Op]) -> QueueHistory:
     """Normalise `history` and build the writer/reader indexes and the version orders."""
     ops = normalise(history)
     writer_of: dict[Value, QueueOp] = {}
-    readers_of: dict[Value, list[QueueOp]] = defaultdict(list)
+    readers_of: defaultdict[Value, list[QueueOp]] = defaultdict(list)
     for item in ops:
         for _, _, value in item.sends:
             writer_of[value] = item
@@ -272,15 +272,18 @@ def build(history: Sequence[Op]) -> QueueHistory:
             if value not in seen:
                 seen.append(value)
     orders: dict[Partition, VersionOrder] = {}
-    for partition, log in logs.items():
-        order = VersionOrder(log=dict(sorted(log.items())))
+    for partition in list(logs):
+        log = logs.pop(partition)  # not held twice while its sorted copy is built
+        order = VersionOrder(log={offset: log[offset] for offset in sorted(log)})
+        del log
         for index, (offset, values) in enumerate(order.log.items()):
             order.by_index.append(values[0])
             order.offset_of_index.append(offset)
             for value in values:
                 order.by_value[value] = index
         orders[partition] = order
-    return QueueHistory(ops, writer_of, dict(readers_of), committed, orders)
+    readers_of.default_factory = None  # a plain mapping now, without a second copy of it
+    return QueueHistory(ops, writer_of, readers_of, committed, orders)
 
 
 def _must_have_committed(item: QueueOp, readers_of: dict[Value, list[QueueOp]]) -> bool:
@@ -377,7 +380,8 @@ def unseen(queue: QueueHistory, lost: Iterable[Case] = ()) -> list[Case]:
     skipped = {case.value for case in lost}
     drains = [item.op for item in queue.ops if item.op.f == FINAL_POLL or item.process == "drain"]
     cases = []
-    for value, writer in sorted(queue.writer_of.items()):
+    for value in sorted(queue.writer_of):
+        writer = queue.writer_of[value]
         if writer.index not in queue.committed or value in skipped:
             continue
         if any(reader.type == OK for reader in queue.readers_of.get(value, [])):
@@ -399,15 +403,26 @@ def unseen(queue: QueueHistory, lost: Iterable[Case] = ()) -> list[Case]:
 def duplicates(queue: QueueHistory) -> list[Case]:
     """Jepsen's `duplicate`: "a single value appears at multiple offsets in some key's log"
     (every value is sent once, so each should appear once)."""
+    # Two passes: the positions of every value of a soak's log took gigabytes; those of the
+    # values seen twice are enough.
+    seen: set[Value] = set()
+    twice: set[Value] = set()
+    for _, order in sorted(queue.orders.items()):
+        for values in order.log.values():
+            for value in values:
+                if value in seen:
+                    twice.add(value)
+                else:
+                    seen.add(value)
+    del seen
     positions: dict[Value, list[list[int]]] = defaultdict(list)
     for partition, order in sorted(queue.orders.items()):
         for offset, values in order.log.items():
             for value in values:
-                positions[value].append([partition, offset])
+                if value in twice:
+                    positions[value].append([partition, offset])
     cases = []
     for value, where in sorted(positions.items()):
-        if len(where) < 2:
-            continue
         writer = queue.writer_of.get(value)
         ops = ([writer.op] if writer else []) + [
             reader.op for reader in queue.readers_of.get(value, [])[:3]
@@ -824,20 +839,25 @@ def cycles(queue: QueueHistory) -> tuple[list[Case], list[Case]]:
     edges alone is reported first (never allowed), else one that needs ww edges (allowed).
     One case of each per strongly connected component."""
     graph = _cycle_graph(queue)
-    nodes = sorted(set(graph) | {child for children in graph.values() for child in children})
+    every = set(graph)
+    for children in graph.values():
+        every.update(children)
+    nodes = sorted(every)
+    del every
     g0: list[Case] = []
     g1c: list[Case] = []
-    # Filtered once: per component it made the search quadratic in the history's size (a
-    # 10-minute soak's analysis ran for more than 15 minutes in these two lines).
-    ww = _only(graph, WW)
-    wr = _only(graph, WR)
+    # Each component's own edges filtered by kind: filtering the whole graph per component
+    # made the search quadratic (a 10-minute soak's analysis ran for more than 15 minutes),
+    # and a filtered copy of the whole graph held a soak's millions of edges twice more.
     for component in _components(nodes, graph):
         members = set(component)
-        for inner in _components(component, {n: ww.get(n, {}) for n in component}):
+        ww = _only({n: graph.get(n, {}) for n in component}, WW)
+        wr = _only({n: graph.get(n, {}) for n in component}, WR)
+        for inner in _components(component, ww):
             path = _path(inner[0], inner[0], set(inner), ww)
             if path is not None:
                 g0.append(_cycle_case(G0, queue, path[:-1], graph))
-        wr_cycles = _components(component, {n: wr.get(n, {}) for n in component})
+        wr_cycles = _components(component, wr)
         for inner in wr_cycles:
             path = _path(inner[0], inner[0], set(inner), wr)
             if path is not None:
