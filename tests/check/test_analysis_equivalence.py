@@ -196,3 +196,16 @@ def test_check_refuses_a_negative_max_cases() -> None:
     result = CliRunner().invoke(check, ["--max-cases", "-1"])
     assert result.exit_code == 2
     assert "--max-cases" in result.output
+
+
+def test_the_html_report_gives_the_same_summaries(sink_history: tuple[list[Op], Any]) -> None:
+    from test_report import result  # type: ignore[import-not-found]
+
+    from odradek.check.report import render_html
+
+    ops, truth = sink_history
+    page = render_html([result(ops)], max_cases=100)
+    count = len(truth.sink_duplicates) + len(truth.log_duplicates)
+    assert f"duplicate — {count:,} case(s)" in page
+    assert f"The JSON report lists the first 100 by time ({count - 100:,} left out)." in page
+    assert "By partition: 0: " in page
