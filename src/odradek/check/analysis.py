@@ -90,9 +90,10 @@ class Analysis:
         """Anomalies with a case Jepsen does not allow (its `bad-error-types`)."""
         return jepsen.bad_anomalies(self.anomalies)
 
-    def anomalies_json(self) -> dict[str, Any]:
-        """Every analyser's count, allowed count and first examples (`aborted-read` = `G1a`)."""
-        return jepsen.anomalies_json(self.anomalies)
+    def anomalies_json(self, max_cases: int = jepsen.MAX_CASES) -> dict[str, Any]:
+        """Every analyser's count, allowed count, summaries, first examples and the first
+        `max_cases` cases by time (0: all; `aborted-read` = `G1a`; see `jepsen.anomalies_json`)."""
+        return jepsen.anomalies_json(self.anomalies, max_cases=max_cases)
 
     @property
     def latency_p50(self) -> float:
@@ -123,6 +124,7 @@ class _Index:
     final_sink: Op | None = None
     nemesis: list[Op] = field(default_factory=list)  # by time
     nemesis_times: list[int] = field(default_factory=list)  # their times, for bisection
+    delivered: Counter[int] | None = None  # `_delivered`, once computed
 
 
 def _index(history: Sequence[Op]) -> _Index:
@@ -164,10 +166,15 @@ def version_orders(final_poll: Op | None) -> dict[Partition, dict[Offset, int]]:
 
 def _delivered(index: _Index) -> Counter[int]:
     """How many times each value is in the sink (from the final read of the sink if there is one,
-    else from the committed polls)."""
-    if index.final_sink is not None:
-        return Counter(index.final_sink.value)
-    return Counter(value for op in index.polls if op.type == OK for value in op.value)
+    else from the committed polls). Computed once per index: a soak's sink holds millions."""
+    if index.delivered is None:
+        if index.final_sink is not None:
+            index.delivered = Counter(index.final_sink.value)
+        else:
+            index.delivered = Counter(
+                value for op in index.polls if op.type == OK for value in op.value
+            )
+    return index.delivered
 
 
 def _faults_between(index: _Index, start: int, end: int) -> list[Op]:
@@ -179,12 +186,14 @@ def _faults_between(index: _Index, start: int, end: int) -> list[Op]:
 
 
 # -- the analysers -------------------------------------------------------------------------------
-def lost_writes(history: Sequence[Op]) -> list[Case]:
-    index = _index(history)
+def lost_writes(history: Sequence[Op], index: _Index | None = None) -> list[Case]:
+    """`index`: the history's `_index`, when the caller has built it (analyse builds it once)."""
+    index = index or _index(history)
     delivered = _delivered(index)
     end = history[-1].time if history else 0
     cases = []
-    for value, completion in sorted(index.send_completions.items()):
+    for value in sorted(index.send_completions):
+        completion = index.send_completions[value]
         if completion.type != OK or value in delivered:
             continue
         invoke = index.send_invokes.get(value)
@@ -208,8 +217,9 @@ def lost_writes(history: Sequence[Op]) -> list[Case]:
     return cases
 
 
-def duplicates(history: Sequence[Op]) -> list[Case]:
-    index = _index(history)
+def duplicates(history: Sequence[Op], index: _Index | None = None) -> list[Case]:
+    """`index`: the history's `_index`, when the caller has built it (analyse builds it once)."""
+    index = index or _index(history)
     cases = []
     for value, count in sorted(_delivered(index).items()):
         if count < 2:
@@ -256,21 +266,25 @@ def duplicates(history: Sequence[Op]) -> list[Case]:
     return cases
 
 
-def aborted_reads(history: Sequence[Op]) -> list[Case]:
-    index = _index(history)
-    seen: dict[int, list[Op]] = defaultdict(list)
-    for value, reads in index.reads_by_value.items():
-        seen[value].extend(reads)
+def aborted_reads(history: Sequence[Op], index: _Index | None = None) -> list[Case]:
+    """`index`: the history's `_index`, when the caller has built it (analyse builds it once)."""
+    index = index or _index(history)
+    # Where each failed value was seen: its reads, then the final poll, then the final sink
+    # (only the failed values: a copy for every value of a soak took gigabytes).
+    failed = {value for value, op in index.send_completions.items() if op.type == FAIL}
+    finals: dict[int, list[Op]] = defaultdict(list)
     for final in (index.final_poll, index.final_sink):
-        if final is not None:
-            for value in set(final.value):
-                seen[value].append(final)
+        if final is not None and failed:
+            for value in {value for value in final.value if value in failed}:
+                finals[value].append(final)
     cases = []
-    for value, completion in sorted(index.send_completions.items()):
-        if completion.type != FAIL or value not in seen:
+    for value in sorted(failed):
+        completion = index.send_completions[value]
+        seen = index.reads_by_value.get(value, []) + finals.get(value, [])
+        if not seen:
             continue
         invoke = index.send_invokes.get(value)
-        ops = [op for op in (invoke, completion) if op is not None] + seen[value][:3]
+        ops = [op for op in (invoke, completion) if op is not None] + seen[:3]
         cases.append(
             Case(
                 ABORTED_READ,
@@ -282,9 +296,9 @@ def aborted_reads(history: Sequence[Op]) -> list[Case]:
     return cases
 
 
-def poll_order(history: Sequence[Op]) -> tuple[list[Case], list[Case]]:
-    """(nonmonotonic-poll cases, poll-skip cases)."""
-    index = _index(history)
+def poll_order(history: Sequence[Op], index: _Index | None = None) -> tuple[list[Case], list[Case]]:
+    """(nonmonotonic-poll cases, poll-skip cases); `index` as for `lost_writes`."""
+    index = index or _index(history)
     orders = version_orders(index.final_poll)
     by_position: dict[Partition, dict[int, Offset]] = {
         partition: {position: offset for offset, position in order.items()}
@@ -354,6 +368,8 @@ def analyse(history: Sequence[Op], workload_seconds: float | None = None) -> Ana
     """
     if any(op.f == TXN for op in history):
         return analyse_txn(history, workload_seconds)
+    # Jepsen's analysers first: their indexes are gone before this module's is built.
+    queue = jepsen.analyse_queue(history, subscribe=True)
     index = _index(history)
     delivered = _delivered(index)
     completions = index.send_completions
@@ -377,15 +393,16 @@ def analyse(history: Sequence[Op], workload_seconds: float | None = None) -> Ana
     window_end = start + int((workload_seconds or 0) * 1e9)
     in_window = sum(1 for moment in first_commit.values() if moment <= window_end)
     throughput = in_window / workload_seconds if workload_seconds else 0.0
-    nonmonotonic, skips = poll_order(history)
-    queue = jepsen.analyse_queue(history, subscribe=True)
+    del first_commit
+    nonmonotonic, skips = poll_order(history, index)
     # The sink workload's own lost-write, duplicate (sink and log), G1a and poll order; the rest
-    # is Jepsen's, over the same history.
+    # is Jepsen's, over the same history. The index is built once for all of them: each built
+    # its own, and a soak's history held two at a time.
     anomalies = {
         **queue,
-        LOST_WRITE: lost_writes(history),
-        DUPLICATE: duplicates(history),
-        G1A: aborted_reads(history),
+        LOST_WRITE: lost_writes(history, index),
+        DUPLICATE: duplicates(history, index),
+        G1A: aborted_reads(history, index),
         NONMONOTONIC_POLL: nonmonotonic,
         POLL_SKIP: skips,
     }

@@ -36,7 +36,7 @@ and polls; indices are dense offsets (control records and aborted data leave gap
 from __future__ import annotations
 
 import itertools
-from collections import defaultdict, deque
+from collections import Counter, defaultdict, deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -253,7 +253,7 @@ def build(history: Sequence[Op]) -> QueueHistory:
     """Normalise `history` and build the writer/reader indexes and the version orders."""
     ops = normalise(history)
     writer_of: dict[Value, QueueOp] = {}
-    readers_of: dict[Value, list[QueueOp]] = defaultdict(list)
+    readers_of: defaultdict[Value, list[QueueOp]] = defaultdict(list)
     for item in ops:
         for _, _, value in item.sends:
             writer_of[value] = item
@@ -272,15 +272,18 @@ def build(history: Sequence[Op]) -> QueueHistory:
             if value not in seen:
                 seen.append(value)
     orders: dict[Partition, VersionOrder] = {}
-    for partition, log in logs.items():
-        order = VersionOrder(log=dict(sorted(log.items())))
+    for partition in list(logs):
+        log = logs.pop(partition)  # not held twice while its sorted copy is built
+        order = VersionOrder(log={offset: log[offset] for offset in sorted(log)})
+        del log
         for index, (offset, values) in enumerate(order.log.items()):
             order.by_index.append(values[0])
             order.offset_of_index.append(offset)
             for value in values:
                 order.by_value[value] = index
         orders[partition] = order
-    return QueueHistory(ops, writer_of, dict(readers_of), committed, orders)
+    readers_of.default_factory = None  # a plain mapping now, without a second copy of it
+    return QueueHistory(ops, writer_of, readers_of, committed, orders)
 
 
 def _must_have_committed(item: QueueOp, readers_of: dict[Value, list[QueueOp]]) -> bool:
@@ -377,7 +380,8 @@ def unseen(queue: QueueHistory, lost: Iterable[Case] = ()) -> list[Case]:
     skipped = {case.value for case in lost}
     drains = [item.op for item in queue.ops if item.op.f == FINAL_POLL or item.process == "drain"]
     cases = []
-    for value, writer in sorted(queue.writer_of.items()):
+    for value in sorted(queue.writer_of):
+        writer = queue.writer_of[value]
         if writer.index not in queue.committed or value in skipped:
             continue
         if any(reader.type == OK for reader in queue.readers_of.get(value, [])):
@@ -399,15 +403,26 @@ def unseen(queue: QueueHistory, lost: Iterable[Case] = ()) -> list[Case]:
 def duplicates(queue: QueueHistory) -> list[Case]:
     """Jepsen's `duplicate`: "a single value appears at multiple offsets in some key's log"
     (every value is sent once, so each should appear once)."""
+    # Two passes: the positions of every value of a soak's log took gigabytes; those of the
+    # values seen twice are enough.
+    seen: set[Value] = set()
+    twice: set[Value] = set()
+    for _, order in sorted(queue.orders.items()):
+        for values in order.log.values():
+            for value in values:
+                if value in seen:
+                    twice.add(value)
+                else:
+                    seen.add(value)
+    del seen
     positions: dict[Value, list[list[int]]] = defaultdict(list)
     for partition, order in sorted(queue.orders.items()):
         for offset, values in order.log.items():
             for value in values:
-                positions[value].append([partition, offset])
+                if value in twice:
+                    positions[value].append([partition, offset])
     cases = []
     for value, where in sorted(positions.items()):
-        if len(where) < 2:
-            continue
         writer = queue.writer_of.get(value)
         ops = ([writer.op] if writer else []) + [
             reader.op for reader in queue.readers_of.get(value, [])[:3]
@@ -658,7 +673,56 @@ def dependency_graph(queue: QueueHistory) -> dict[int, dict[int, Edge]]:
     return graph
 
 
-def _components(nodes: Iterable[int], edges: dict[int, dict[int, Edge]]) -> list[list[int]]:
+# An edge of the cycle search's graph: (ww, partition, value, next_value) or (wr, partition,
+# value); `_edge_dict` gives `dependency_graph`'s dict. A soak's history has millions of edges,
+# and a dict each held gigabytes.
+_Step = tuple[Any, ...]
+Graph = dict[int, dict[int, Any]]
+
+
+def _edge_dict(step: _Step) -> Edge:
+    if step[0] == WW:
+        return {"type": WW, "partition": step[1], "value": step[2], "next_value": step[3]}
+    return {"type": WR, "partition": step[1], "value": step[2]}
+
+
+def _cycle_graph(queue: QueueHistory) -> dict[int, dict[int, _Step]]:
+    """`dependency_graph` for the cycle search, in the same order with the same explanations,
+    less the edges into operations that sent nothing: an operation without a send has no
+    outgoing edge, so it is on no cycle, and Tarjan's search (`_components`) and the path
+    searches find the same cycles in the same order without it (an edge into a node that has
+    no outgoing edge changes no other node's index, low link or stack order). In the sink
+    workload these are the polls and the final drain: most of the graph."""
+    graph: dict[int, dict[int, _Step]] = defaultdict(dict)
+    for partition, order in queue.orders.items():
+        for before, after in itertools.pairwise(order.by_index):
+            first, second = queue.writer_of.get(before), queue.writer_of.get(after)
+            if first is None or second is None or first.index == second.index:
+                continue
+            if first.index in queue.committed and second.index in queue.committed:
+                graph[first.index].setdefault(second.index, (WW, partition, before, after))
+    for value, readers in queue.readers_of.items():
+        writer = queue.writer_of.get(value)
+        if writer is None or writer.index not in queue.committed:
+            continue
+        sent_to: Partition | None = None
+        found = False
+        for reader in readers:
+            if not reader.sends or reader.index == writer.index:
+                continue
+            if reader.index not in queue.committed:
+                continue
+            if not found:
+                sent_to = next((p for p, _, v in writer.sends if v == value), None)
+                found = True
+            children = graph[writer.index]
+            existing = children.get(reader.index)
+            if existing is None or existing[0] == WW:
+                children[reader.index] = (WR, sent_to, value)  # wr explains more than ww
+    return graph
+
+
+def _components(nodes: Iterable[int], edges: Graph) -> list[list[int]]:
     """Strongly connected components with more than one node (Tarjan, iterative)."""
     index_of: dict[int, int] = {}
     low: dict[int, int] = {}
@@ -707,9 +771,7 @@ def _components(nodes: Iterable[int], edges: dict[int, dict[int, Edge]]) -> list
     return found
 
 
-def _path(
-    start: int, goal: int, members: set[int], edges: dict[int, dict[int, Edge]]
-) -> list[int] | None:
+def _path(start: int, goal: int, members: set[int], edges: Graph) -> list[int] | None:
     """A shortest path start -> goal inside `members` (breadth first); with start == goal, a
     shortest cycle through start ([start, ..., start])."""
     previous: dict[int, int] = {}
@@ -732,17 +794,17 @@ def _path(
     return None
 
 
-def _only(edges: dict[int, dict[int, Edge]], kind: str) -> dict[int, dict[int, Edge]]:
+def _only(edges: dict[int, dict[int, _Step]], kind: str) -> dict[int, dict[int, _Step]]:
     return {
-        node: {child: edge for child, edge in children.items() if edge["type"] == kind}
+        node: {child: edge for child, edge in children.items() if edge[0] == kind}
         for node, children in edges.items()
     }
 
 
 def _cycle_case(
-    anomaly: str, queue: QueueHistory, cycle: list[int], edges: dict[int, dict[int, Edge]]
+    anomaly: str, queue: QueueHistory, cycle: list[int], edges: dict[int, dict[int, _Step]]
 ) -> Case:
-    steps = [edges[a][b] for a, b in itertools.pairwise([*cycle, cycle[0]])]
+    steps = [_edge_dict(edges[a][b]) for a, b in itertools.pairwise([*cycle, cycle[0]])]
     names = [f"{queue.ops[node].process}'s {queue.ops[node].op.f}" for node in cycle]
     explained = []
     for (a, b), step in zip(itertools.pairwise([*cycle, cycle[0]]), steps, strict=True):
@@ -776,21 +838,26 @@ def cycles(queue: QueueHistory) -> tuple[list[Case], list[Case]]:
     write-read and write-write edges with at least one write-read edge; a cycle of write-read
     edges alone is reported first (never allowed), else one that needs ww edges (allowed).
     One case of each per strongly connected component."""
-    graph = dependency_graph(queue)
-    nodes = sorted(set(graph) | {child for children in graph.values() for child in children})
+    graph = _cycle_graph(queue)
+    every = set(graph)
+    for children in graph.values():
+        every.update(children)
+    nodes = sorted(every)
+    del every
     g0: list[Case] = []
     g1c: list[Case] = []
-    # Filtered once: per component it made the search quadratic in the history's size (a
-    # 10-minute soak's analysis ran for more than 15 minutes in these two lines).
-    ww = _only(graph, WW)
-    wr = _only(graph, WR)
+    # Each component's own edges filtered by kind: filtering the whole graph per component
+    # made the search quadratic (a 10-minute soak's analysis ran for more than 15 minutes),
+    # and a filtered copy of the whole graph held a soak's millions of edges twice more.
     for component in _components(nodes, graph):
         members = set(component)
-        for inner in _components(component, {n: ww.get(n, {}) for n in component}):
+        ww = _only({n: graph.get(n, {}) for n in component}, WW)
+        wr = _only({n: graph.get(n, {}) for n in component}, WR)
+        for inner in _components(component, ww):
             path = _path(inner[0], inner[0], set(inner), ww)
             if path is not None:
                 g0.append(_cycle_case(G0, queue, path[:-1], graph))
-        wr_cycles = _components(component, {n: wr.get(n, {}) for n in component})
+        wr_cycles = _components(component, wr)
         for inner in wr_cycles:
             path = _path(inner[0], inner[0], set(inner), wr)
             if path is not None:
@@ -800,7 +867,7 @@ def cycles(queue: QueueHistory) -> tuple[list[Case], list[Case]]:
         for a in component:
             found = None
             for b, edge in graph.get(a, {}).items():
-                if edge["type"] == WR and b in members:
+                if edge[0] == WR and b in members:
                     back = _path(b, a, members, graph)
                     if back is not None:
                         found = [a, *back[:-1]]
@@ -857,18 +924,180 @@ def mark_allowed(anomalies: dict[str, list[Case]], *, subscribe: bool) -> None:
             case.allowed = allowed(case, subscribe=subscribe)
 
 
-def anomalies_json(anomalies: dict[str, list[Case]], examples: int = 5) -> dict[str, Any]:
+# How many entries of an operation's value list a case shows in a report: the final drain's ops
+# list every value of the run, and a soak's JSON report held them in full in every example.
+OP_VALUES_SHOWN = 20
+# How many cases of each anomaly a report lists (the first by time), by default; 0 = all.
+MAX_CASES = 1000
+
+
+def case_time(case: Case) -> float:
+    """When a case happened: its earliest operation's time (ns); inf for a case without ops."""
+    return min((op.time for op in case.ops), default=float("inf"))
+
+
+def _pairs(details: dict[str, Any]) -> list[tuple[int, int]]:
+    """The (partition, offset) pairs a case's details name, in any of the analysers' shapes."""
+    partition = details.get("partition")
+    pairs: list[tuple[int, int]] = []
+    if isinstance(partition, int) and isinstance(details.get("offset"), int):
+        pairs.append((partition, details["offset"]))
+    for key in ("offsets", "read_at"):
+        found = details.get(key)
+        if not isinstance(found, list) or not found:
+            continue
+        if len(found) == 2 and all(isinstance(item, int) for item in found) and partition is None:
+            pairs.append((found[0], found[1]))  # the sink's lost-write: [partition, offset]
+            continue
+        for item in found:
+            if isinstance(item, list) and len(item) == 2:
+                pairs.append((int(item[0]), int(item[1])))
+            elif isinstance(item, int) and isinstance(partition, int):
+                pairs.append((partition, item))
+    return pairs
+
+
+def case_partition(case: Case) -> int | None:
+    """The partition a case is about (its details' `partition`, else its first offset's)."""
+    partition = case.details.get("partition")
+    if isinstance(partition, int):
+        return partition
+    pairs = _pairs(case.details)
+    return pairs[0][0] if pairs else None
+
+
+def case_cause(case: Case) -> str:
+    """What a case is put down to in a report's summary: where a duplicate is (sink or log) and
+    the faults among its operations (the faults around it), or "no fault"."""
+    faults = sorted(
+        {op.f for op in case.ops if op.process == "nemesis" and not op.extra.get("end")}
+    )
+    cause = ", ".join(faults) or "no fault"
+    where = case.details.get("where")
+    return f"{where}: {cause}" if isinstance(where, str) else cause
+
+
+class _Shortener:
+    """Renders cases for a report with each long value list (an operation's `value`, and its
+    aligned `offsets`) cut to the entries the case is about, at most OP_VALUES_SHOWN of them,
+    with `values_total` saying how many it had. Each long list is scanned once for every case
+    shown (not once per case: the final drain's ops hold every value of the run)."""
+
+    def __init__(self, cases: Iterable[Case]) -> None:
+        self._keys: dict[int, tuple[set[Any], set[tuple[int, int]]]] = {}
+        wanted_values: set[Any] = set()
+        wanted_pairs: set[tuple[int, int]] = set()
+        long_ops: dict[int, Op] = {}
+        for case in cases:
+            values = {case.value} if case.value is not None else set()
+            listed = case.details.get("values")
+            if isinstance(listed, list):
+                values.update(item for item in listed if isinstance(item, int))
+            pairs = set(_pairs(case.details))
+            self._keys[id(case)] = (values, pairs)
+            wanted_values |= values
+            wanted_pairs |= pairs
+            for op in case.ops:
+                if _long(op):
+                    long_ops[id(op)] = op
+        # op id -> value -> positions, and (partition, offset) -> positions, for wanted keys only
+        self._positions: dict[int, tuple[dict[Any, list[int]], dict[tuple[int, int], list[int]]]]
+        self._positions = {}
+        for key, op in long_ops.items():
+            by_value: dict[Any, list[int]] = defaultdict(list)
+            by_pair: dict[tuple[int, int], list[int]] = defaultdict(list)
+            for position, value in enumerate(op.value):
+                if isinstance(value, int) and value in wanted_values:
+                    by_value[value].append(position)
+            if _aligned(op):
+                for position, pair in enumerate(op.offsets):
+                    if isinstance(pair, list) and len(pair) == 2:
+                        at = (pair[0], pair[1])
+                        if at in wanted_pairs:
+                            by_pair[at].append(position)
+            self._positions[key] = (by_value, by_pair)
+
+    def case(self, case: Case) -> dict[str, Any]:
+        """`case.as_dict()` with its long value lists cut (see the class)."""
+        line = case.as_dict()
+        line["ops"] = [self._op(op, case) for op in case.ops]
+        return line
+
+    def _op(self, op: Op, case: Case) -> dict[str, Any]:
+        line = op.as_dict()
+        positions = self._positions.get(id(op))
+        if positions is None:
+            return line
+        values, pairs = self._keys.get(id(case), (set(), set()))
+        by_value, by_pair = positions
+        chosen: set[int] = set()
+        for value in values:
+            chosen.update(by_value.get(value, ()))
+        for pair in pairs:
+            chosen.update(by_pair.get(pair, ()))
+        shown = sorted(chosen)[:OP_VALUES_SHOWN]
+        line["value"] = [op.value[position] for position in shown]
+        if _aligned(op):
+            line["offsets"] = [op.offsets[position] for position in shown]
+        line["values_total"] = len(op.value)
+        return line
+
+
+def shorten(case: Case) -> dict[str, Any]:
+    """One case as a report shows it: `case.as_dict()` with long value lists cut (see
+    `anomalies_json`)."""
+    return _Shortener([case]).case(case)
+
+
+def _long(op: Op) -> bool:
+    return isinstance(op.value, list) and len(op.value) > OP_VALUES_SHOWN
+
+
+def _aligned(op: Op) -> bool:
+    return isinstance(op.offsets, list) and len(op.offsets) == len(op.value)
+
+
+def anomalies_json(
+    anomalies: dict[str, list[Case]], examples: int = 5, max_cases: int = MAX_CASES
+) -> dict[str, Any]:
     """Per anomaly (every name in `ANOMALIES`, then the aliases): its count, how many of those
-    Jepsen allows, whether it makes the run invalid (`bad`), and the first examples."""
-    result: dict[str, Any] = {}
+    Jepsen allows, whether it makes the run invalid (`bad`), the first `examples` (bad ones
+    first), the cases per partition (`by_partition`, "none" for a case without one) and per
+    cause (`by_cause`, see `case_cause`), and the first `max_cases` cases by time (`cases`; 0:
+    all) with `cases_left_out` saying how many more there are — as Jepsen's reports give counts
+    and a few examples: a soak has hundreds of thousands of duplicates. An operation's long
+    value list is cut to the entries the case is about (`values_total` gives its length)."""
+    chosen: dict[str, tuple[list[Case], list[Case]]] = {}
     for name in ANOMALIES:
         cases = anomalies.get(name, [])
         bad = [case for case in cases if not case.allowed]
+        sample = sorted(cases, key=case_time)  # stable: the analyser's order within a moment
+        if max_cases > 0:
+            sample = sample[:max_cases]
+        chosen[name] = ((bad or cases)[:examples], sample)
+    shortener = _Shortener(
+        case for shown, sample in chosen.values() for case in itertools.chain(shown, sample)
+    )
+    result: dict[str, Any] = {}
+    for name in ANOMALIES:
+        cases = anomalies.get(name, [])
+        shown, sample = chosen[name]
+        allowed_count = sum(1 for case in cases if case.allowed)
+        by_partition: Counter[str] = Counter()
+        by_cause: Counter[str] = Counter()
+        for case in cases:
+            partition = case_partition(case)
+            by_partition["none" if partition is None else str(partition)] += 1
+            by_cause[case_cause(case)] += 1
         result[name] = {
             "count": len(cases),
-            "allowed": len(cases) - len(bad),
-            "bad": bool(bad),
-            "examples": [case.as_dict() for case in (bad or cases)[:examples]],
+            "allowed": allowed_count,
+            "bad": allowed_count < len(cases),
+            "examples": [shortener.case(case) for case in shown],
+            "by_partition": dict(sorted(by_partition.items())),
+            "by_cause": dict(by_cause.most_common()),
+            "cases": [shortener.case(case) for case in sample],
+            "cases_left_out": len(cases) - len(sample),
         }
     for alias, name in ALIASES.items():
         result[alias] = {**result[name], "alias_of": name}

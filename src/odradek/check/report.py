@@ -34,6 +34,7 @@ from odradek.check.history import (
     TXN,
     Op,
 )
+from odradek.check.jepsen import MAX_CASES, case_cause, case_partition, case_time, shorten
 from odradek.check.runner import RunResult
 from odradek.check.speed_order import SEED_ORDER, Measured, measured_order, reasons
 from odradek.client import Guarantee
@@ -280,9 +281,11 @@ def print_table(results: Sequence[RunResult], console: Console | None = None) ->
 
 
 # -- JSON ----------------------------------------------------------------------------------------
-def to_json(results: Sequence[RunResult]) -> dict[str, Any]:
+def to_json(results: Sequence[RunResult], max_cases: int = MAX_CASES) -> dict[str, Any]:
+    """The JSON report: each run (`RunResult.as_json`, listing at most `max_cases` cases per
+    anomaly, 0: all), the speed order and the comparison rows."""
     document = {
-        "runs": [result.as_json() for result in results],
+        "runs": [result.as_json(max_cases) for result in results],
         "speed_order": speed_order(main_runs(results)),
     }
     rows = comparison_rows(results)
@@ -291,8 +294,8 @@ def to_json(results: Sequence[RunResult]) -> dict[str, Any]:
     return document
 
 
-def write_json(results: Sequence[RunResult], path: Path) -> None:
-    path.write_text(json.dumps(to_json(results), indent=2) + "\n")
+def write_json(results: Sequence[RunResult], path: Path, max_cases: int = MAX_CASES) -> None:
+    path.write_text(json.dumps(to_json(results, max_cases), indent=2) + "\n")
 
 
 # -- sequence diagrams ---------------------------------------------------------------------------
@@ -626,9 +629,11 @@ padding-left:1rem;margin:1rem 0}section{margin-bottom:2.5rem}
 def render_html(
     results: Sequence[RunResult],
     leaders: LeaderLookup | Mapping[tuple[str, int, float], int] | None = None,
+    max_cases: int = MAX_CASES,
 ) -> str:
     """The self-contained HTML report. `leaders` (optional, see `LeaderLookup`) names the
-    broker that led each partition in the anomalies' sequence diagrams."""
+    broker that led each partition in the anomalies' sequence diagrams; `max_cases` is the JSON
+    report's bound, which each anomaly's summary mentions."""
     lookup = leader_function(leaders)
     first = results[0] if results else None
     body = ["<h1>Odradek guarantee check</h1>"]
@@ -686,7 +691,7 @@ def render_html(
     )
     body.append("</div>")
     for result in results:
-        body.append(_run_html(result, lookup))
+        body.append(_run_html(result, lookup, max_cases))
     return (
         "<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
         "<title>Odradek guarantee check</title>"
@@ -711,7 +716,31 @@ def _matrix_html(results: Sequence[RunResult]) -> str:
     return f"<table><tr><th>Dimension</th>{head}</tr>{''.join(rows)}</table>"
 
 
-def _run_html(result: RunResult, leader: LeaderLookup | None = None) -> str:
+def _case_summary(cases: Sequence[Case], listed: int) -> str:
+    """Per partition and per cause, as the JSON report's `by_partition` and `by_cause`, and how
+    many cases the JSON report lists."""
+    partitions: dict[str, int] = {}
+    causes: dict[str, int] = {}
+    for case in cases:
+        partition = case_partition(case)
+        key = "none" if partition is None else str(partition)
+        partitions[key] = partitions.get(key, 0) + 1
+        cause = case_cause(case)
+        causes[cause] = causes.get(cause, 0) + 1
+    by_partition = ", ".join(f"{key}: {count:,}" for key, count in sorted(partitions.items()))
+    by_cause = ", ".join(
+        f"{key}: {count:,}" for key, count in sorted(causes.items(), key=lambda item: -item[1])
+    )
+    text = f"By partition: {by_partition}. By cause: {by_cause}."
+    if listed < len(cases):
+        left_out = len(cases) - listed
+        text += f" The JSON report lists the first {listed:,} by time ({left_out:,} left out)."
+    return text
+
+
+def _run_html(
+    result: RunResult, leader: LeaderLookup | None = None, max_cases: int = MAX_CASES
+) -> str:
     analysis = result.analysis
     parts = [f'<section id="{_e(result.guarantee.value)}"><h2>{_e(result.guarantee.value)}</h2>']
     parts.append(
@@ -747,18 +776,21 @@ def _run_html(result: RunResult, leader: LeaderLookup | None = None) -> str:
         cases = analysis.anomalies.get(name, [])
         if not cases:
             continue
-        case = cases[0]
+        # The first by time, as the JSON report's `cases` list starts.
+        case = min(cases, key=case_time)
         steps = sequence(case, leader=leader, topic=result.topic)
         allowed = " (allowed by Jepsen for Kafka)" if all(c.allowed for c in cases) else ""
+        listed = len(cases) if max_cases <= 0 else min(max_cases, len(cases))
         parts.append(
             f'<div class="anomaly"><h4>{_e(name)} — {len(cases):,} case(s){allowed}; '
             "the first:</h4>"
+            f"<p>{_e(_case_summary(cases, listed))}</p>"
             f"<p>{_e(case.description)}</p>{sequence_svg(steps)}"
             '<p class="seed">The same diagram in mermaid, the seed\'s notation (drawn by '
             "mermaid.js where it is loaded; this file loads no scripts):</p>"
             f'<pre class="mermaid">{_e(mermaid(steps))}</pre>'
             f"<details><summary>operations (JSON)</summary><pre>"
-            f"{_e(json.dumps(case.as_dict(), indent=1)[:20000])}</pre></details></div>"
+            f"{_e(json.dumps(shorten(case), indent=1)[:20000])}</pre></details></div>"
         )
     parts.append("</section>")
     return "".join(parts)
@@ -806,13 +838,14 @@ def write_html(
     results: Sequence[RunResult],
     path: Path,
     leaders: LeaderLookup | Mapping[tuple[str, int, float], int] | None = None,
+    max_cases: int = MAX_CASES,
 ) -> None:
     """Write the HTML report: the plain runs, then the comparisons and cluster timelines.
     Without `leaders`, runs on the checker's own cluster name each partition's leader from
     their polled timeline (keyed by the run's topic)."""
     if leaders is None:
         leaders = timeline_leaders(results)
-    html = render_html(main_runs(results), leaders)
+    html = render_html(main_runs(results), leaders, max_cases)
     path.write_text(html.replace("</body>", cluster_html(results) + "</body>", 1))
 
 

@@ -68,6 +68,7 @@ from odradek.check.history import (
     read_history,
     write_history,
 )
+from odradek.check.jepsen import MAX_CASES
 from odradek.check.local_broker import LocalBroker, free_port
 from odradek.check.local_cluster import LocalCluster
 from odradek.check.measures import (
@@ -274,7 +275,9 @@ class RunResult:
     phase_origin_ns: int = 0  # history-clock ns when the fault-free phase started
     injected: int = 0  # faults the injector carried out (a late one may not fit the phase)
 
-    def as_json(self) -> dict[str, Any]:
+    def as_json(self, max_cases: int = MAX_CASES) -> dict[str, Any]:
+        """The run's JSON report entry; each anomaly lists its first `max_cases` cases by time
+        (0: all) beside its count and summaries (`jepsen.anomalies_json`)."""
         analysis = self.analysis
         calm = self.fault_free.speed
         return {
@@ -309,7 +312,7 @@ class RunResult:
                 "fault_free": self.fault_free.as_json(),
                 "faults": self.fault_phase.as_json(),
             },
-            "anomalies": analysis.anomalies_json(),
+            "anomalies": analysis.anomalies_json(max_cases),
             "bad_anomalies": analysis.bad_anomalies,
             "produced": analysis.produced,
             "delivered": analysis.delivered,

@@ -15,6 +15,7 @@ from rich.live import Live
 from rich.table import Table
 
 from odradek.check.faults import FaultError, parse_faults
+from odradek.check.jepsen import MAX_CASES
 from odradek.check.report import (
     main_runs,
     print_comparison,
@@ -230,6 +231,14 @@ def _progress_table(progress: Progress) -> Table:
     "setting of the local brokers. Default with --brokers: on,off.",
 )
 @click.option(
+    "--max-cases",
+    type=click.IntRange(min=0),
+    default=MAX_CASES,
+    show_default=True,
+    help="Cases the JSON report lists per anomaly, the first by time (0: all); the counts "
+    "and the per-partition and per-cause summaries cover every case.",
+)
+@click.option(
     "--workdir",
     type=click.Path(path_type=Path),
     default=None,
@@ -251,6 +260,7 @@ def check(
     min_insync: int | None,
     acks_text: tuple[str, ...] | None,
     fsync_text: tuple[bool, ...] | None,
+    max_cases: int,
     workdir: Path | None,
 ) -> None:
     """Run each guarantee's workload, first fault-free, then under faults, and measure the
@@ -328,8 +338,8 @@ def check(
     print_table(main_runs(results), Console())
     print_comparison(results, Console())
     if json_path is not None:
-        write_json(results, json_path)
+        write_json(results, json_path, max_cases)
         console.print(f"JSON: {json_path}")
     if html_path is not None:
-        write_html(results, html_path)
+        write_html(results, html_path, max_cases=max_cases)
         console.print(f"HTML: {html_path}")
