@@ -20,7 +20,10 @@ Rows:
   the throughput goal divides acks=all by the sustained rate;
 - acks=all RF=3 produce latency p50/p99 at half the measured acks=all maximum (paced sends of
   the same ~1 MiB batches, not waiting for answers). Goal p99 <= 15 ms. Then 100 KiB batches at
-  a fixed 10 MB/s: the floor of one replication round without queueing;
+  a fixed 10 MB/s: the floor of one replication round without queueing. Before each pass the
+  bench waits until the page cache the last pass dirtied is written back (`settle_writeback`):
+  a 6 s saturation pass leaves gigabytes for the disk, and their writeback would otherwise be
+  charged to the next pass;
 - event-loop lag under full acks=all load: round trip of ApiVersions to every broker every
   50 ms on its own connection (it waits behind whatever holds that broker's event loop, as the
   heartbeat task does). Goal: max < broker.session.timeout.ms / 3;
@@ -248,6 +251,28 @@ def start_cluster(fsync: bool) -> Cluster:
     return cluster
 
 
+def dirty_bytes() -> int:
+    """Page-cache bytes not yet on disk (Dirty + Writeback in /proc/meminfo)."""
+    total = 0
+    with open("/proc/meminfo") as meminfo:
+        for line in meminfo:
+            name, _, rest = line.partition(":")
+            if name in ("Dirty", "Writeback"):
+                total += int(rest.split()[0]) * 1024
+    return total
+
+
+def settle_writeback(limit_bytes: int = 64 << 20, timeout_s: float = 120) -> float:
+    """Wait until the kernel has written back what earlier passes left dirty (at most
+    `limit_bytes` left, or `timeout_s`); returns the seconds waited. A saturation pass leaves
+    gigabytes in the page cache, and the disk writing them back would be charged to the next
+    pass's latency: a backlog of the earlier burst, not that pass's load."""
+    started = time.perf_counter()
+    while dirty_bytes() > limit_bytes and time.perf_counter() - started < timeout_s:
+        time.sleep(0.1)
+    return time.perf_counter() - started
+
+
 def replica_sizes(cluster: Cluster) -> dict[int, set[int]]:
     """Partition -> the set of its log sizes in bytes over the brokers (one value: in step)."""
     sizes: dict[int, set[int]] = {partition: set() for partition in range(PARTITIONS)}
@@ -337,6 +362,7 @@ def main() -> None:
     summary: dict[str, float] = {}
     for fsync in (True, False):
         label = "fsync on" if fsync else "fsync off"
+        settle_writeback()
         single = BrokerProcess({"odradek.acks.all.fsync": str(fsync).lower()}).start()
         try:
             create_topic(single.bootstrap_servers, TOPIC, PARTITIONS, {})
@@ -345,6 +371,7 @@ def main() -> None:
             )
         finally:
             single.stop()
+        settle_writeback()
         cluster = start_cluster(fsync)
         try:
             pids = [cluster.pid(node) for node in cluster.node_ids]
@@ -368,7 +395,9 @@ def main() -> None:
             rf3_all = saturate(ports, -1, args.seconds, pids, big)
             stop.set()
             watcher.join()
-            # Half the maximum just measured, with the batches it was measured with.
+            # Half the maximum just measured, with the batches it was measured with, once the
+            # saturation pass's page cache is on disk.
+            settle_writeback()
             latencies = paced_latencies(
                 ports, rf3_all.acked_bytes / rf3_all.elapsed / 2, args.seconds, big
             )
@@ -378,6 +407,7 @@ def main() -> None:
             )
             # acks=1 after acks=all: acks=1 leaves the followers a backlog that every acks=all
             # produce would first wait for. Caught up again before the next measurement.
+            settle_writeback()
             started = time.perf_counter()
             cpu_before = [cpu_split(pid) for pid in pids]
             rf3_one = saturate(ports, 1, args.seconds, pids, big)
