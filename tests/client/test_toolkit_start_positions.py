@@ -11,6 +11,7 @@ librdkafka's own. Every test asserts the exact (partition, offset, value) record
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
 from collections import Counter
@@ -74,7 +75,11 @@ class Running:
         return self.join()
 
     def wait_assigned(self) -> None:
-        wait_until(lambda: self.processor._assigned, 45, "the processor is assigned")
+        wait_until(
+            lambda: self.processor._assigned or bool(self.errors), 45, "the processor is assigned"
+        )
+        if self.errors:
+            raise self.errors[0]
 
 
 def processor(
@@ -117,7 +122,7 @@ def processor(
             guarantee,
             handler,
             output_topic=output_topic,
-            config={"session.timeout.ms": 6000, "heartbeat.interval.ms": 500, **(config or {})},
+            config=config,
             run_preflight=False,
         ),
         seen,
@@ -464,14 +469,20 @@ def _protocol_config(protocol: str) -> dict[str, Any]:
     if protocol == "consumer":
         # KIP-848: the coordinator owns the session and heartbeat intervals.
         return {"group.protocol": "consumer"}
-    return {}
+    return {"session.timeout.ms": 6000, "heartbeat.interval.ms": 500}
 
 
 # -- 6. the committed-offset lookup failing --------------------------------------------------------
 @pytest.mark.parametrize("guarantee", GUARANTEES)
 def test_a_failed_committed_offset_lookup_falls_back_to_librdkafka(
-    odradek_broker: Broker, guarantee: str, monkeypatch: pytest.MonkeyPatch
+    odradek_broker: Broker,
+    guarantee: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """The lookup times out at once: librdkafka's own OffsetFetch (and reset) place the
+    partitions, at the same offsets."""
+    caplog.set_level(logging.INFO, logger="odradek.client")
     bootstrap = odradek_broker.bootstrap_servers
     if guarantee == "exactly-once":
         require_transactions(bootstrap)
@@ -490,3 +501,4 @@ def test_a_failed_committed_offset_lookup_falls_back_to_librdkafka(
     )
     running.stop()
     assert_exactly(running.seen, log_of(bootstrap, topic, 3), {0: 4, 1: 10, 2: 0})
+    assert "librdkafka will look them up" in caplog.text, "the fallback was taken"
