@@ -33,6 +33,7 @@ from toolkit_helpers import (
 import odradek.client.processor as processor_module
 from odradek.broker.server import Broker
 from odradek.client import Processor, RunStats
+from odradek.client.messages import position
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -96,7 +97,8 @@ def processor(
 
     def record(message: Message) -> bytes | None:
         with lock:
-            seen.append((message.partition(), message.offset(), int(message.value() or b"0")))
+            _, partition, offset = position(message)
+            seen.append((partition, offset, int(message.value() or b"0")))
         return message.value()
 
     output_topic = None
@@ -148,12 +150,11 @@ def log_of(bootstrap: str, topic: str, partitions: int = 1) -> dict[int, list[tu
     while len(at_end) < partitions:
         assert time.monotonic() < deadline, "could not read the whole topic"
         for message in consumer.consume(500, 0.2):
+            _, partition, offset = position(message)
             if message.error() is None:
-                records[message.partition()].append(
-                    (message.offset(), int(message.value() or b"0"))
-                )
+                records[partition].append((offset, int(message.value() or b"0")))
             else:
-                at_end.add(message.partition())
+                at_end.add(partition)
     consumer.close()
     return records
 
