@@ -22,6 +22,7 @@ import reference_analysis  # type: ignore[import-not-found]
 from click.testing import CliRunner
 
 from odradek.check.analysis import Analysis, analyse, analyse_txn
+from odradek.check.case_report import OP_VALUES_SHOWN, anomalies_json, case_time
 from odradek.check.history import FAIL, INFO, INVOKE, OK, TXN, Op
 from odradek.check.jepsen import (
     ABORTED_READ,
@@ -31,9 +32,6 @@ from odradek.check.jepsen import (
     G1A,
     G1C,
     LOST_WRITE,
-    OP_VALUES_SHOWN,
-    anomalies_json,
-    case_time,
 )
 
 BENCHMARK = Path(__file__).resolve().parents[2] / "benchmarks" / "check_analysis_bench.py"

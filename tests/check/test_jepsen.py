@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from odradek.check.analysis import analyse
+from odradek.check.case_report import anomalies_json
 from odradek.check.history import Op
 from odradek.check.jepsen import (
     ABORTED_READ,
@@ -25,7 +26,6 @@ from odradek.check.jepsen import (
     POLL_SKIP,
     UNSEEN,
     analyse_queue,
-    anomalies_json,
     bad_anomalies,
 )
 

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from odradek.check import jepsen
+from odradek.check import case_report, jepsen
 from odradek.check.history import (
     ASSIGN,
     FAIL,
@@ -90,10 +90,11 @@ class Analysis:
         """Anomalies with a case Jepsen does not allow (its `bad-error-types`)."""
         return jepsen.bad_anomalies(self.anomalies)
 
-    def anomalies_json(self, max_cases: int = jepsen.MAX_CASES) -> dict[str, Any]:
+    def anomalies_json(self, max_cases: int = case_report.MAX_CASES) -> dict[str, Any]:
         """Every analyser's count, allowed count, summaries, first examples and the first
-        `max_cases` cases by time (0: all; `aborted-read` = `G1a`; see `jepsen.anomalies_json`)."""
-        return jepsen.anomalies_json(self.anomalies, max_cases=max_cases)
+        `max_cases` cases by time (0: all; `aborted-read` = `G1a`; see
+        `case_report.anomalies_json`)."""
+        return case_report.anomalies_json(self.anomalies, max_cases=max_cases)
 
     @property
     def latency_p50(self) -> float:

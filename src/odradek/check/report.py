@@ -19,6 +19,7 @@ from rich.measure import Measurement
 from rich.table import Table
 
 from odradek.check.analysis import ANOMALIES, Case
+from odradek.check.case_report import MAX_CASES, case_cause, case_partition, case_time, shorten
 from odradek.check.faults import DESCRIPTIONS
 from odradek.check.history import (
     ASSIGN,
@@ -34,7 +35,6 @@ from odradek.check.history import (
     TXN,
     Op,
 )
-from odradek.check.jepsen import MAX_CASES, case_cause, case_partition, case_time, shorten
 from odradek.check.runner import RunResult
 from odradek.check.speed_order import SEED_ORDER, Measured, measured_order, reasons
 from odradek.client import Guarantee

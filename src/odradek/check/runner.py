@@ -45,6 +45,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]  # re-exported
 )
 
 from odradek.check.analysis import Analysis, analyse
+from odradek.check.case_report import MAX_CASES
 from odradek.check.cluster_timeline import ClusterTimeline, TimelinePoller
 from odradek.check.faults import (
     ALL_POWER_LOSS,
@@ -68,7 +69,6 @@ from odradek.check.history import (
     read_history,
     write_history,
 )
-from odradek.check.jepsen import MAX_CASES
 from odradek.check.local_broker import LocalBroker, free_port
 from odradek.check.local_cluster import LocalCluster
 from odradek.check.measures import (
@@ -277,7 +277,7 @@ class RunResult:
 
     def as_json(self, max_cases: int = MAX_CASES) -> dict[str, Any]:
         """The run's JSON report entry; each anomaly lists its first `max_cases` cases by time
-        (0: all) beside its count and summaries (`jepsen.anomalies_json`)."""
+        (0: all) beside its count and summaries (`case_report.anomalies_json`)."""
         analysis = self.analysis
         calm = self.fault_free.speed
         return {

@@ -14,8 +14,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from odradek.check.case_report import MAX_CASES
 from odradek.check.faults import FaultError, parse_faults
-from odradek.check.jepsen import MAX_CASES
 from odradek.check.report import (
     main_runs,
     print_comparison,
