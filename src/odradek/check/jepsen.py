@@ -644,35 +644,6 @@ WR = "wr"
 Edge = dict[str, Any]  # {"type": ww|wr, "partition", "value", "next_value"?}
 
 
-def dependency_graph(queue: QueueHistory) -> dict[int, dict[int, Edge]]:
-    """Jepsen's `ww-graph` and `wr-graph` over the operations that must have committed:
-    T1 -ww-> T2 when T2 sent the value right after T1's in a partition's version order;
-    T1 -wr-> T2 when T2 read a value T1 sent. No self-edges; one explanation per pair."""
-    graph: dict[int, dict[int, Edge]] = defaultdict(dict)
-    for partition, order in queue.orders.items():
-        for before, after in itertools.pairwise(order.by_index):
-            first, second = queue.writer_of.get(before), queue.writer_of.get(after)
-            if first is None or second is None or first.index == second.index:
-                continue
-            if first.index in queue.committed and second.index in queue.committed:
-                graph[first.index].setdefault(
-                    second.index,
-                    {"type": WW, "partition": partition, "value": before, "next_value": after},
-                )
-    for value, readers in queue.readers_of.items():
-        writer = queue.writer_of.get(value)
-        if writer is None or writer.index not in queue.committed:
-            continue
-        sent_to = next((p for p, _, v in writer.sends if v == value), None)
-        for reader in readers:
-            if reader.index != writer.index and reader.index in queue.committed:
-                edge = {"type": WR, "partition": sent_to, "value": value}
-                existing = graph[writer.index].get(reader.index)
-                if existing is None or existing["type"] == WW:
-                    graph[writer.index][reader.index] = edge  # wr explains more than ww
-    return graph
-
-
 # An edge of the cycle search's graph: (ww, partition, value, next_value) or (wr, partition,
 # value); `_edge_dict` gives `dependency_graph`'s dict. A soak's history has millions of edges,
 # and a dict each held gigabytes.
@@ -686,6 +657,16 @@ def _edge_dict(step: _Step) -> Edge:
     return {"type": WR, "partition": step[1], "value": step[2]}
 
 
+def dependency_graph(queue: QueueHistory) -> dict[int, dict[int, Edge]]:
+    """Jepsen's `ww-graph` and `wr-graph` over the operations that must have committed:
+    T1 -ww-> T2 when T2 sent the value right after T1's in a partition's version order;
+    T1 -wr-> T2 when T2 read a value T1 sent. No self-edges; one explanation per pair."""
+    graph: dict[int, dict[int, Edge]] = defaultdict(dict)
+    for source, children in _step_graph(queue, only_senders=False).items():
+        graph[source] = {target: _edge_dict(step) for target, step in children.items()}
+    return graph
+
+
 def _cycle_graph(queue: QueueHistory) -> dict[int, dict[int, _Step]]:
     """`dependency_graph` for the cycle search, in the same order with the same explanations,
     less the edges into operations that sent nothing: an operation without a send has no
@@ -693,6 +674,12 @@ def _cycle_graph(queue: QueueHistory) -> dict[int, dict[int, _Step]]:
     searches find the same cycles in the same order without it (an edge into a node that has
     no outgoing edge changes no other node's index, low link or stack order). In the sink
     workload these are the polls and the final drain: most of the graph."""
+    return _step_graph(queue, only_senders=True)
+
+
+def _step_graph(queue: QueueHistory, *, only_senders: bool) -> dict[int, dict[int, _Step]]:
+    """The ww and wr edges between committed operations as steps (see `dependency_graph`);
+    `only_senders`: wr edges only into readers that sent something."""
     graph: dict[int, dict[int, _Step]] = defaultdict(dict)
     for partition, order in queue.orders.items():
         for before, after in itertools.pairwise(order.by_index):
@@ -708,7 +695,7 @@ def _cycle_graph(queue: QueueHistory) -> dict[int, dict[int, _Step]]:
         sent_to: Partition | None = None
         found = False
         for reader in readers:
-            if not reader.sends or reader.index == writer.index:
+            if (only_senders and not reader.sends) or reader.index == writer.index:
                 continue
             if reader.index not in queue.committed:
                 continue
