@@ -3,8 +3,10 @@ suite runs under a fixed string-hash seed (PYTHONHASHSEED=0, as `odradek sim` do
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -56,3 +58,18 @@ settings.register_profile(
     "soak", max_examples=20_000, deadline=None, suppress_health_check=list(HealthCheck)
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+
+@pytest.fixture
+def no_tracebacks(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """The broker may log a line per refused request, never an error or a traceback (for a
+    broker running in the test's process: `Broker`, the `odradek_broker` fixture)."""
+    caplog.set_level(logging.WARNING)
+    yield
+    bad = [
+        f"{record.name}: {record.getMessage()}"
+        for record in caplog.records
+        if record.name.startswith("odradek")
+        and (record.levelno >= logging.ERROR or record.exc_info is not None)
+    ]
+    assert bad == []

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import logging
 import struct
 import uuid
 from collections.abc import Iterator
@@ -520,20 +519,6 @@ def sweep_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SweepBrok
             )
             topic_id = next(t.topic_id for t in metadata.topics if t.name == TOPIC)
         yield SweepBroker(broker, topic_id)
-
-
-@pytest.fixture
-def no_tracebacks(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
-    """The broker logs no error and no traceback while the test runs."""
-    caplog.set_level(logging.WARNING)
-    yield
-    bad = [
-        f"{record.name}: {record.getMessage()}"
-        for record in caplog.records
-        if record.name.startswith("odradek")
-        and (record.levelno >= logging.ERROR or record.exc_info is not None)
-    ]
-    assert bad == []
 
 
 def exchange(

@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import logging
 import struct
 import typing
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,20 +39,6 @@ LONGEST_TRANSACTIONAL_ID = "x" * 32767
 TIMEOUT = datetime.timedelta(seconds=5)
 LIST_TYPE = 7  # Kafka's ConfigType.LIST in DescribeConfigs v3+
 TOPIC_RESOURCE = 2
-
-
-@pytest.fixture
-def no_tracebacks(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
-    """The broker may log a line per refused request, never an error or a traceback."""
-    caplog.set_level(logging.WARNING)
-    yield
-    bad = [
-        record.getMessage()
-        for record in caplog.records
-        if record.name.startswith("odradek")
-        and (record.levelno >= logging.ERROR or record.exc_info is not None)
-    ]
-    assert bad == []
 
 
 def create_topics(

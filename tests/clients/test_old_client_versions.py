@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import logging
 import shutil
 import subprocess
 import time
@@ -113,20 +112,6 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
     a broker per pinned version would cost more than the version's test."""
     with Broker(data_dir=tmp_path_factory.mktemp("old-clients"), config=TEST_CONFIG) as running:
         yield running
-
-
-@pytest.fixture
-def no_tracebacks(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
-    """The broker may log a line per refused request, never an error or a traceback."""
-    caplog.set_level(logging.WARNING)
-    yield
-    bad = [
-        record.getMessage()
-        for record in caplog.records
-        if record.name.startswith("odradek")
-        and (record.levelno >= logging.ERROR or record.exc_info is not None)
-    ]
-    assert bad == []
 
 
 def refused(caplog: pytest.LogCaptureFixture, api_key: int) -> list[str]:
